@@ -1,0 +1,389 @@
+/*
+ * autodiff.h -- reverse-mode automatic differentiation on a tape.
+ *
+ * A tape (ad_tape) records every op a program applies to scalars, vectors
+ * and matrices, in the order executed. One generic reverse sweep
+ * (ad_backward) walks the tape backward and calls each node's
+ * vector-Jacobian product, so every gradient is derived by the engine.
+ *
+ * Conventions that hold for every declaration below:
+ *  - Values are doubles. A shape is a scalar, a vector (n) or a matrix
+ *    (rows x cols, row-major).
+ *  - Op functions return an ad_node handle. On any error they return the
+ *    nil handle (ad_node_is_nil() is true), record nothing, and store the
+ *    error in the tape. The first error is kept ("sticky", like ferror):
+ *    every later op on that tape returns nil and does nothing, so a chain
+ *    of calls can be checked once with ad_tape_status(). Nodes recorded
+ *    before the error stay intact.
+ *  - The library never aborts, exits or prints. All memory goes through
+ *    the allocator given at creation (default: realloc/free).
+ *  - There is no global mutable state. A tape may be used by one thread at
+ *    a time; different tapes may be used by different threads at once. A
+ *    registry may be shared by several tapes and threads once it is no
+ *    longer modified.
+ *  - Passing NULL where a tape is expected is harmless: ops return nil,
+ *    functions returning a status return AD_EMISUSE.
+ */
+#ifndef AUTODIFF_AUTODIFF_H
+#define AUTODIFF_AUTODIFF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AD_VERSION_MAJOR 0
+#define AD_VERSION_MINOR 1
+#define AD_VERSION_PATCH 0
+#define AD_VERSION_STRING "0.1.0"
+
+/* Symbol visibility: the shared library exports only what is marked AD_API. */
+#if defined(AD_STATIC_DEFINE)
+#  define AD_API
+#elif defined(_WIN32)
+#  ifdef AD_BUILDING
+#    define AD_API __declspec(dllexport)
+#  else
+#    define AD_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define AD_API __attribute__((visibility("default")))
+#else
+#  define AD_API
+#endif
+
+/* Runtime version, "MAJOR.MINOR.PATCH"; compare with AD_VERSION_STRING to
+ * detect a header/library mismatch. Static string. */
+AD_API const char *ad_version(void);
+
+/* ------------------------------------------------------------------ */
+/* Status codes                                                        */
+/* ------------------------------------------------------------------ */
+
+typedef enum ad_status {
+    AD_OK = 0,
+    AD_ENOMEM,    /* the allocator returned NULL                          */
+    AD_ESHAPE,    /* operand shapes do not fit the op                     */
+    AD_EMISUSE,   /* caller bug: NULL, foreign or stale node, bad argument */
+    AD_ENOTFOUND, /* no op of that name in the registry                   */
+    AD_ELIMIT,    /* a size limit was hit (nodes per tape, tensor size)   */
+    AD_EEXIST,    /* a registry already holds an op of that name          */
+    AD_STATUS_COUNT
+} ad_status;
+
+/* A static, never-NULL description of a status code ("out of memory").
+ * Unknown codes give "unknown status". */
+AD_API const char *ad_strstatus(int status);
+
+/* ------------------------------------------------------------------ */
+/* Allocator                                                           */
+/* ------------------------------------------------------------------ */
+
+/* One realloc-style hook through which all library memory goes (the same
+ * contract as Lua's lua_Alloc):
+ *   nsize == 0: free ptr (which may be NULL), return NULL;
+ *   otherwise:  resize ptr (NULL: allocate) from osize to nsize bytes and
+ *               return the new block, or NULL on failure with ptr intact.
+ * osize is the size the library asked for when ptr was allocated (0 when
+ * ptr is NULL). Blocks must be aligned for double. ud is passed through. */
+typedef void *(*ad_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* ------------------------------------------------------------------ */
+/* Shapes                                                              */
+/* ------------------------------------------------------------------ */
+
+/* ndim 0: scalar (rows = cols = 1); ndim 1: vector of length rows
+ * (cols = 1); ndim 2: matrix rows x cols, row-major. A plain value type:
+ * build it with the helpers below. */
+typedef struct ad_shape {
+    uint32_t rows;
+    uint32_t cols;
+    int ndim;
+} ad_shape;
+
+static inline ad_shape ad_shape_scalar(void) { ad_shape s = {1, 1, 0}; return s; }
+static inline ad_shape ad_shape_vec(uint32_t n) { ad_shape s = {n, 1, 1}; return s; }
+static inline ad_shape ad_shape_mat(uint32_t rows, uint32_t cols)
+{ ad_shape s = {rows, cols, 2}; return s; }
+/* Number of elements. */
+static inline size_t ad_shape_size(ad_shape s) { return (size_t)s.rows * s.cols; }
+
+/* ------------------------------------------------------------------ */
+/* Nodes                                                               */
+/* ------------------------------------------------------------------ */
+
+/* A handle to one node of one tape: a small value, cheap to copy. It stays
+ * valid while the tape grows and across ad_replay(), and becomes stale at
+ * ad_tape_reset() or ad_tape_free(). Using a stale node, or a node of
+ * another tape, is detected and reported as AD_EMISUSE. The fields are
+ * private to the library. */
+typedef struct ad_node {
+    uint32_t id_;
+    uint32_t tag_;
+} ad_node;
+
+/* The handle returned by a failed op. */
+static inline ad_node ad_nil(void) { ad_node n = {0, 0}; return n; }
+static inline int ad_node_is_nil(ad_node n) { return n.id_ == 0; }
+
+/* ------------------------------------------------------------------ */
+/* Ops as descriptors (built-in and custom)                            */
+/* ------------------------------------------------------------------ */
+
+#define AD_MAX_ARITY 4
+
+/* One operand or result as an op sees it. grad is NULL when no gradient
+ * flows to this operand (a constant, or nothing downstream needs it). */
+typedef struct ad_tensor {
+    double *val;
+    double *grad;
+    ad_shape shape;
+} ad_tensor;
+
+/* What an op's forward and vjp receive. forward writes out.val from
+ * in[i].val. vjp reads out.grad (and any value) and ADDS into each
+ * in[i].grad that is not NULL; it must never assign. */
+typedef struct ad_call {
+    ad_tensor out;
+    const ad_tensor *in;
+    int nin;
+    double c;       /* the node's constant (scale factor, exponent, ...) */
+    void *ud;       /* the descriptor's user data */
+} ad_call;
+
+/* An op: name, arity, shape rule, forward, vjp -- nothing else. Built-in
+ * ops are const descriptors of this type; a custom op is one more.
+ *   shape:   given the input shapes and the constant, set *out and return
+ *            AD_OK, or return AD_ESHAPE after writing a reason naming the
+ *            shapes into msg (at most msgcap bytes, NUL-terminated; the
+ *            engine prefixes "name: "). NULL: the output has the shape of
+ *            in[0].
+ *   forward: compute out.val; must not fail.
+ *   vjp:     add the vector-Jacobian product into the inputs' grads.
+ * The descriptor is referenced, not copied: it must outlive every tape
+ * and registry that uses it. */
+typedef struct ad_opdef {
+    const char *name;
+    int arity;   /* 1 .. AD_MAX_ARITY */
+    int (*shape)(const ad_shape *in, int nin, double c, ad_shape *out,
+                 char *msg, size_t msgcap);
+    void (*forward)(const ad_call *call);
+    void (*vjp)(const ad_call *call);
+    void *ud;
+} ad_opdef;
+
+/* ------------------------------------------------------------------ */
+/* Registry: find ops by name                                          */
+/* ------------------------------------------------------------------ */
+
+typedef struct ad_registry ad_registry;
+
+/* A new registry holding every built-in op. alloc NULL: realloc/free.
+ * Returns NULL when out of memory. Free with ad_registry_free. */
+AD_API ad_registry *ad_registry_new(ad_alloc_fn alloc, void *alloc_ud);
+/* Frees the registry (not the descriptors it references). NULL: no-op.
+ * No tape created with this registry may be used afterwards. */
+AD_API void ad_registry_free(ad_registry *reg);
+/* Adds a custom op. def is referenced, not copied (see ad_opdef).
+ * Returns AD_OK, AD_EMISUSE (NULL, empty name, arity outside
+ * 1..AD_MAX_ARITY, missing forward or vjp), AD_EEXIST (name taken) or
+ * AD_ENOMEM; the reason is in ad_registry_errmsg. */
+AD_API int ad_registry_add(ad_registry *reg, const ad_opdef *def);
+/* The op called name, or NULL. reg NULL: built-in ops only. */
+AD_API const ad_opdef *ad_registry_find(const ad_registry *reg, const char *name);
+/* Message of the last failed ad_registry_add ("" if none). Owned by reg. */
+AD_API const char *ad_registry_errmsg(const ad_registry *reg);
+
+/* The built-in descriptors, for iteration: *count receives their number. */
+AD_API const ad_opdef *ad_builtin_op(size_t index);
+AD_API size_t ad_builtin_count(void);
+
+/* ------------------------------------------------------------------ */
+/* Tapes                                                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct ad_tape ad_tape;
+
+typedef struct ad_tape_opts {
+    ad_alloc_fn alloc;              /* NULL: realloc/free              */
+    void *alloc_ud;
+    const ad_registry *registry;    /* for ad_apply_named; NULL: built-ins */
+} ad_tape_opts;
+
+/* A new, empty tape. opts NULL: defaults. Returns NULL when out of memory.
+ * The tape owns all node values and adjoints. */
+AD_API ad_tape *ad_tape_new(const ad_tape_opts *opts);
+/* Frees the tape and everything it owns. NULL: no-op. */
+AD_API void ad_tape_free(ad_tape *t);
+/* Drops every node and clears the sticky error, keeping the memory for the
+ * next recording (a steady-state loop that records the same computation
+ * allocates nothing after its first reset). All handles become stale.
+ * Caller-owned parameter buffers are untouched. NULL: no-op. */
+AD_API void ad_tape_reset(ad_tape *t);
+
+/* The sticky status: AD_OK, or the first error since creation or reset. */
+AD_API int ad_tape_status(const ad_tape *t);
+/* Message for that error, naming the op and the shapes, e.g.
+ * "matvec: W is 3x4 but x has length 5". "" when status is AD_OK. Owned
+ * by the tape, valid until the next reset or free. Never NULL. */
+AD_API const char *ad_tape_errmsg(const ad_tape *t);
+
+/* Number of nodes recorded (including one reserved internal node). */
+AD_API size_t ad_tape_len(const ad_tape *t);
+/* Bytes of memory the tape holds (nodes, values, adjoints, tables). */
+AD_API size_t ad_tape_memory(const ad_tape *t);
+
+/* ------------------------------------------------------------------ */
+/* Leaves                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Constants (no gradient) and variables (gradient wanted), with values
+ * copied into the tape. data holds ad_shape_size(shape) doubles, row-major;
+ * data NULL: zeros. */
+AD_API ad_node ad_constant(ad_tape *t, ad_shape shape, const double *data);
+AD_API ad_node ad_variable(ad_tape *t, ad_shape shape, const double *data);
+/* Scalar shorthands. */
+AD_API ad_node ad_scalar(ad_tape *t, double x);
+AD_API ad_node ad_scalar_var(ad_tape *t, double x);
+
+/* A leaf that views caller memory instead of copying it: the tape reads
+ * value[] whenever it evaluates (at recording and at every ad_replay), and
+ * each ad_backward ADDS the gradient into grad[] -- caller gradients
+ * accumulate across sweeps until the caller zeroes them. grad NULL: an
+ * input that needs no gradient (e.g. a data sample the caller refills
+ * before each replay). Both buffers stay owned by the caller and must
+ * outlive the tape's use of the node. */
+AD_API ad_node ad_param(ad_tape *t, ad_shape shape, const double *value, double *grad);
+
+/* Overwrite a copied leaf's value (ad_constant/ad_variable/ad_scalar*),
+ * typically before ad_replay. data holds ad_shape_size(shape) doubles.
+ * Returns AD_OK or AD_EMISUSE (not a copied leaf, stale node, NULL). */
+AD_API int ad_set_value(ad_tape *t, ad_node leaf, const double *data);
+
+/* ------------------------------------------------------------------ */
+/* Built-in ops                                                        */
+/* ------------------------------------------------------------------ */
+
+/* Elementwise, operands of the same shape. For add, sub, mul and div,
+ * either operand may also be a scalar, broadcast against the other; add
+ * also accepts a matrix (m x n) plus a vector (n), added to every row
+ * (a bias). */
+AD_API ad_node ad_add(ad_tape *t, ad_node a, ad_node b);     /* a + b */
+AD_API ad_node ad_sub(ad_tape *t, ad_node a, ad_node b);     /* a - b */
+AD_API ad_node ad_mul(ad_tape *t, ad_node a, ad_node b);     /* a * b */
+AD_API ad_node ad_div(ad_tape *t, ad_node a, ad_node b);     /* a / b */
+/* Elementwise, one operand. */
+AD_API ad_node ad_neg(ad_tape *t, ad_node x);                /* -x */
+AD_API ad_node ad_scale(ad_tape *t, ad_node x, double c);    /* c * x */
+AD_API ad_node ad_add_const(ad_tape *t, ad_node x, double c);/* x + c */
+AD_API ad_node ad_square(ad_tape *t, ad_node x);             /* x^2 */
+AD_API ad_node ad_sqrt(ad_tape *t, ad_node x);
+AD_API ad_node ad_exp(ad_tape *t, ad_node x);
+AD_API ad_node ad_log(ad_tape *t, ad_node x);                /* natural log */
+AD_API ad_node ad_tanh(ad_tape *t, ad_node x);
+AD_API ad_node ad_sigmoid(ad_tape *t, ad_node x);            /* 1/(1+e^-x) */
+/* max(0, x). Its derivative at exactly 0 is taken as 0. */
+AD_API ad_node ad_relu(ad_tape *t, ad_node x);
+/* |x|. Its derivative at exactly 0 is taken as 0. */
+AD_API ad_node ad_abs(ad_tape *t, ad_node x);
+AD_API ad_node ad_pow_const(ad_tape *t, ad_node x, double p);/* x^p */
+
+/* Reductions to a scalar. */
+AD_API ad_node ad_sum(ad_tape *t, ad_node x);
+AD_API ad_node ad_mean(ad_tape *t, ad_node x);
+AD_API ad_node ad_dot(ad_tape *t, ad_node u, ad_node v);     /* sum u_i v_i, same shape */
+
+/* Linear algebra. */
+AD_API ad_node ad_matvec(ad_tape *t, ad_node W, ad_node x);  /* W (k x n), x (n) -> (k)   */
+AD_API ad_node ad_matvec_t(ad_tape *t, ad_node W, ad_node x);/* W (k x n), x (k) -> W^T x (n) */
+AD_API ad_node ad_matmul(ad_tape *t, ad_node A, ad_node B);  /* (m x k)(k x n) -> (m x n)  */
+AD_API ad_node ad_matmul_nt(ad_tape *t, ad_node A, ad_node B);/* A (m x k), B (n x k) -> A B^T (m x n) */
+AD_API ad_node ad_outer(ad_tape *t, ad_node u, ad_node v);   /* u (m), v (n) -> u v^T (m x n) */
+AD_API ad_node ad_transpose(ad_tape *t, ad_node A);          /* (m x n) -> (n x m) */
+
+/* Softmax cross-entropy, fused and numerically stable (log-sum-exp):
+ * logits and target of the same shape, a vector (n) or a matrix (B x n),
+ * one sample per row; target rows are probability vectors (e.g. one-hot).
+ * Returns the scalar sum over rows of -sum_j target_j log softmax(z)_j.
+ * Gradient flows to the logits only. */
+AD_API ad_node ad_softmax_xent(ad_tape *t, ad_node logits, ad_node target);
+
+/* Record any op by descriptor: built-in (from ad_registry_find) or custom.
+ * n must equal def->arity; c is the node's constant (0 if unused). A
+ * built-in recorded this way behaves exactly as through its function. */
+AD_API ad_node ad_apply(ad_tape *t, const ad_opdef *def, const ad_node *in, int n, double c);
+/* The same, finding the op by name in the tape's registry (opts.registry;
+ * built-ins when none). Unknown name: AD_ENOTFOUND. */
+AD_API ad_node ad_apply_named(ad_tape *t, const char *name, const ad_node *in, int n, double c);
+
+/* ------------------------------------------------------------------ */
+/* Reverse sweep and replay                                            */
+/* ------------------------------------------------------------------ */
+
+/* Reverse sweep from a scalar output: seeds d(output) = 1 and visits, in
+ * reverse recording order, only the nodes that depend on a variable and
+ * lie before the output, calling each one's vjp. Node adjoints are zeroed
+ * at the start of every sweep, so two sweeps give the same ad_grad() for
+ * tape nodes; gradients of ad_param leaves go into caller buffers and
+ * accumulate. Iterative: tapes of any length. Returns AD_OK, the sticky
+ * status if set, or AD_EMISUSE (non-scalar output: use
+ * ad_backward_seed; stale or foreign node). */
+AD_API int ad_backward(ad_tape *t, ad_node output);
+/* The same for an output of any shape, seeded with seed[] (its size
+ * elements): computes the vector-Jacobian product seed^T J. */
+AD_API int ad_backward_seed(ad_tape *t, ad_node output, const double *seed);
+
+/* Re-evaluate every recorded node forward from the current leaf values
+ * (ad_set_value, and the caller buffers behind ad_param) without
+ * recording again and without allocating. Structure is fixed at recording:
+ * a branch the program took on a value is not re-decided. Returns AD_OK or
+ * the sticky status. */
+AD_API int ad_replay(ad_tape *t);
+
+/* ------------------------------------------------------------------ */
+/* Reading nodes                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Pointer to the node's value (size of its shape, row-major), or NULL on a
+ * stale/foreign/nil node. Owned by the tape (or the caller, for
+ * ad_param); valid until reset or free; changed by ad_replay. */
+AD_API const double *ad_value(const ad_tape *t, ad_node n);
+/* The first element of the value; NaN on a bad node. */
+AD_API double ad_scalar_value(const ad_tape *t, ad_node n);
+/* The node's adjoint d(output)/d(node) after ad_backward, or NULL when the
+ * node needs no gradient (it does not depend on any variable) or is bad.
+ * For ad_param leaves: the caller's grad buffer. */
+AD_API const double *ad_grad(const ad_tape *t, ad_node n);
+/* Shape of the node; a zero shape (ndim -1) on a bad node. */
+AD_API ad_shape ad_node_shape(const ad_tape *t, ad_node n);
+
+/* Introspection, for traces and graph export. */
+/* Handle of the index-th node in recording order (1 <= index < len);
+ * nil if out of range. */
+AD_API ad_node ad_tape_node(const ad_tape *t, size_t index);
+/* Recording index of n (0 for a bad node). */
+AD_API size_t ad_node_index(const ad_tape *t, ad_node n);
+/* The node's op descriptor ("leaf" for leaves); NULL on a bad node. */
+AD_API const ad_opdef *ad_node_op(const ad_tape *t, ad_node n);
+/* Copies the node's inputs into in[] (room for AD_MAX_ARITY) and returns
+ * their count; -1 on a bad node. */
+AD_API int ad_node_inputs(const ad_tape *t, ad_node n, ad_node in[AD_MAX_ARITY]);
+/* The node's constant (scale factor, exponent); 0 if the op has none. */
+AD_API double ad_node_const(const ad_tape *t, ad_node n);
+/* 1 if a gradient flows to this node (it depends on a variable), else 0. */
+AD_API int ad_node_requires_grad(const ad_tape *t, ad_node n);
+/* 1 for a leaf made by ad_variable/ad_scalar_var/ad_param with grad. */
+AD_API int ad_node_is_variable(const ad_tape *t, ad_node n);
+
+/* Names for traces and reports. The name is copied. Returns AD_OK,
+ * AD_EMISUSE or AD_ENOMEM. */
+AD_API int ad_set_name(ad_tape *t, ad_node n, const char *name);
+/* The name given with ad_set_name, or NULL. Owned by the tape. */
+AD_API const char *ad_node_name(const ad_tape *t, ad_node n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AUTODIFF_AUTODIFF_H */

@@ -1,0 +1,227 @@
+/*
+ * internal.h -- the tape's data structures, shared by the library sources.
+ *
+ * Node layout (24 bytes, see docs/design.md):
+ *
+ *   h : op (6 bits) | EXT (1) | GRAD (1) | a (28 bits) | b (28 bits)
+ *   v : the value, for an inline scalar node; unused for an EXT node
+ *   g : the adjoint, for an inline scalar node
+ *
+ * An inline node is a scalar whose inputs (a, b) are inline too; its value
+ * and adjoint live in the node, so a long chain of scalar ops touches one
+ * array. Every other node is EXT: field a indexes an ad__ext record that
+ * holds the shape, pointers to value and adjoint in the data arena, up to
+ * AD_MAX_ARITY inputs, the op constant and the descriptor.
+ */
+#ifndef AD_INTERNAL_H
+#define AD_INTERNAL_H
+
+#include "autodiff/autodiff.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- node header bits ---- */
+#define AD__OP_BITS 6
+#define AD__OP_MASK ((uint64_t)((1u << AD__OP_BITS) - 1))
+#define AD__EXT ((uint64_t)1 << 6)
+#define AD__GRAD ((uint64_t)1 << 7)
+#define AD__IDX_BITS 28
+#define AD__IDX_MASK ((uint64_t)((1u << AD__IDX_BITS) - 1))
+#define AD__MAX_NODES ((size_t)AD__IDX_MASK) /* ids 1 .. 2^28-2 */
+
+/* ---- built-in op codes ---- */
+typedef enum ad__opcode {
+    AD_OP_LEAF = 0,
+    AD_OP_ADD, AD_OP_SUB, AD_OP_MUL, AD_OP_DIV,
+    AD_OP_NEG, AD_OP_SCALE, AD_OP_ADDC, AD_OP_SQUARE, AD_OP_SQRT,
+    AD_OP_EXP, AD_OP_LOG, AD_OP_TANH, AD_OP_SIGMOID, AD_OP_RELU,
+    AD_OP_ABS, AD_OP_POWC,
+    AD_OP_SUM, AD_OP_MEAN, AD_OP_DOT,
+    AD_OP_MATVEC, AD_OP_MATVEC_T, AD_OP_MATMUL, AD_OP_MATMUL_NT,
+    AD_OP_OUTER, AD_OP_TRANSPOSE,
+    AD_OP_SOFTMAX_XENT,
+    AD_OP_COUNT
+} ad__opcode;
+
+/* The code of every EXT node whose descriptor is the caller's. */
+#define AD_OP_CUSTOM ((unsigned)AD_OP_COUNT)
+
+_Static_assert(AD_OP_CUSTOM < (1u << AD__OP_BITS), "op codes must fit the node header");
+
+typedef struct ad__node {
+    uint64_t h;
+    double v;
+    double g;
+} ad__node;
+
+_Static_assert(sizeof(ad__node) == 24, "a node is 24 bytes");
+
+typedef struct ad__ext {
+    const ad_opdef *def;
+    double *val;
+    double *grad;               /* NULL: no gradient flows here            */
+    ad_shape shape;
+    uint32_t in[AD_MAX_ARITY];
+    uint32_t node;              /* the node this record belongs to         */
+    uint8_t nin;
+    uint8_t reached;            /* set during a sweep when an adjoint arrives */
+    uint8_t view;               /* val is caller memory (ad_param)         */
+    uint8_t caller_grad;        /* grad is caller memory (ad_param)        */
+    double c;
+} ad__ext;
+
+/* ---- memory ---- */
+
+typedef struct ad__mem {
+    ad_alloc_fn fn;
+    void *ud;
+    size_t held;                /* bytes currently allocated */
+} ad__mem;
+
+void *ad__alloc(ad__mem *m, size_t n);
+void *ad__realloc(ad__mem *m, void *p, size_t osize, size_t nsize);
+void ad__free(ad__mem *m, void *p, size_t n);
+void *ad__default_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* Fixed-size records in chunks that never move: index i lives in
+ * chunk[i >> shift] at (i & mask). */
+typedef struct ad__pool {
+    void **chunk;
+    size_t nchunks;             /* chunks allocated        */
+    size_t cap_chunks;          /* room in the chunk table */
+    size_t elem;                /* bytes per record        */
+    unsigned shift;
+} ad__pool;
+
+#define AD__NODE_SHIFT 13u
+#define AD__EXT_SHIFT 10u
+
+/* Makes room for index i (allocating a chunk if needed). 0 or AD_ENOMEM. */
+int ad__pool_reserve(ad__pool *p, ad__mem *m, size_t i);
+void ad__pool_free(ad__pool *p, ad__mem *m);
+
+/* A bump allocator for tensor data in blocks; reset rewinds and, when the
+ * last recording needed several blocks, merges them into one. */
+typedef struct ad__block {
+    struct ad__block *next;
+    size_t size;                /* usable bytes after the header */
+    size_t used;
+} ad__block;
+
+typedef struct ad__arena {
+    ad__block *head;
+    ad__block *cur;
+} ad__arena;
+
+double *ad__arena_alloc(ad__arena *a, ad__mem *m, size_t ndoubles);
+void ad__arena_reset(ad__arena *a, ad__mem *m);
+void ad__arena_free(ad__arena *a, ad__mem *m);
+
+/* ---- the tape ---- */
+
+typedef struct ad__name ad__name;
+
+#define AD__MSG_CAP 256
+
+struct ad_tape {
+    ad__mem mem;
+    const ad_registry *registry;
+    ad__pool nodes;
+    ad__pool exts;
+    size_t len;                 /* nodes recorded, including node 0 */
+    size_t next_ext;            /* ext records in use               */
+    double *consts;             /* op constants of inline nodes     */
+    size_t nconsts, cap_consts;
+    ad__arena arena;
+    ad__name *names;            /* uthash: node id -> name          */
+    uint32_t tag;               /* stamped on every handle          */
+    uint32_t generation;
+    bool adj_dirty;             /* adjoints hold a previous sweep   */
+    int status;
+    char msg[AD__MSG_CAP];
+};
+
+static inline ad__node *ad__N(const ad_tape *t, uint32_t i)
+{
+    return (ad__node *)t->nodes.chunk[i >> AD__NODE_SHIFT] + (i & ((1u << AD__NODE_SHIFT) - 1));
+}
+static inline ad__ext *ad__X(const ad_tape *t, uint32_t i)
+{
+    return (ad__ext *)t->exts.chunk[i >> AD__EXT_SHIFT] + (i & ((1u << AD__EXT_SHIFT) - 1));
+}
+static inline unsigned ad__opc(uint64_t h) { return (unsigned)(h & AD__OP_MASK); }
+static inline uint32_t ad__a(uint64_t h) { return (uint32_t)((h >> 8) & AD__IDX_MASK); }
+static inline uint32_t ad__b(uint64_t h) { return (uint32_t)((h >> 36) & AD__IDX_MASK); }
+static inline uint64_t ad__hdr(unsigned op, uint64_t flags, uint32_t a, uint32_t b)
+{
+    return (uint64_t)op | flags | ((uint64_t)a << 8) | ((uint64_t)b << 36);
+}
+
+/* ---- errors ---- */
+
+/* Records the first error (sticky) with a printf-style message; returns
+ * the status. Never allocates. */
+int ad__fail(ad_tape *t, int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Writes "a scalar", "a vector of length 5" or "3x4" into buf. */
+const char *ad__shape_str(ad_shape s, char *buf, size_t cap);
+
+/* Looks up a handle; NULL and an error on the tape when it is nil, stale
+ * or foreign. who names the op and operand for the message. */
+ad__node *ad__check(ad_tape *t, ad_node n, const char *op, int operand);
+/* The same without reporting (for read-only accessors). */
+ad__node *ad__peek(const ad_tape *t, ad_node n);
+
+/* The ad_tensor view of node i (value, adjoint or NULL, shape). */
+void ad__view(const ad_tape *t, uint32_t i, ad_tensor *out);
+/* Fills call/in for an EXT node: in has room for AD_MAX_ARITY. */
+void ad__bind(const ad_tape *t, const ad__ext *x, ad_call *call, ad_tensor *in);
+
+/* ---- the op table ---- */
+
+/* Inline scalar kernels: value of an inline node from its inputs, and its
+ * vjp into the inputs' adjoints. */
+typedef void (*ad__sfwd_fn)(const ad_tape *t, ad__node *n);
+typedef void (*ad__svjp_fn)(const ad_tape *t, const ad__node *n);
+
+typedef struct ad__op {
+    ad_opdef def;               /* the public part: what a custom op has */
+    ad__sfwd_fn sfwd;           /* NULL: the op has no inline form        */
+    ad__svjp_fn svjp;
+    bool takes_const;           /* the node constant c is meaningful      */
+} ad__op;
+
+/* One descriptor per built-in op, indexed by op code (op_table.c). */
+extern const ad__op *const ad__ops[AD_OP_COUNT];
+
+/* The op code of a descriptor: a built-in's code, or AD_OP_CUSTOM. */
+unsigned ad__opcode_of(const ad_opdef *def);
+
+/* Records op with inputs in[0..n) and constant c: checks handles and
+ * shapes, chooses the inline or EXT form, computes the value. */
+ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def,
+                   const ad_node *in, int n, double c);
+
+/* Leaf descriptor, shared by all leaves. */
+#define ad__leaf_def (ad__op_leaf.def)
+
+/* The descriptors, each defined beside its kernels. */
+extern const ad__op ad__op_leaf, ad__op_add, ad__op_sub, ad__op_mul, ad__op_div, ad__op_neg,
+    ad__op_scale, ad__op_addc, ad__op_square, ad__op_sqrt, ad__op_exp, ad__op_log, ad__op_tanh,
+    ad__op_sigmoid, ad__op_relu, ad__op_abs, ad__op_powc, ad__op_sum, ad__op_mean, ad__op_dot,
+    ad__op_matvec, ad__op_matvec_t, ad__op_matmul, ad__op_matmul_nt, ad__op_outer,
+    ad__op_transpose, ad__op_softmax_xent;
+
+/* Shape-rule helpers shared by the op files: write a reason into msg. */
+int ad__shape_fail(char *msg, size_t cap, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+#endif /* AD_INTERNAL_H */

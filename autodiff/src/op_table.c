@@ -1,0 +1,85 @@
+/* op_table.c -- the one table of built-in ops, indexed by op code, and the
+ * public functions that record them. */
+#include "internal.h"
+
+const ad__op *const ad__ops[AD_OP_COUNT] = {
+    [AD_OP_LEAF] = &ad__op_leaf,
+    [AD_OP_ADD] = &ad__op_add,
+    [AD_OP_SUB] = &ad__op_sub,
+    [AD_OP_MUL] = &ad__op_mul,
+    [AD_OP_DIV] = &ad__op_div,
+    [AD_OP_NEG] = &ad__op_neg,
+    [AD_OP_SCALE] = &ad__op_scale,
+    [AD_OP_ADDC] = &ad__op_addc,
+    [AD_OP_SQUARE] = &ad__op_square,
+    [AD_OP_SQRT] = &ad__op_sqrt,
+    [AD_OP_EXP] = &ad__op_exp,
+    [AD_OP_LOG] = &ad__op_log,
+    [AD_OP_TANH] = &ad__op_tanh,
+    [AD_OP_SIGMOID] = &ad__op_sigmoid,
+    [AD_OP_RELU] = &ad__op_relu,
+    [AD_OP_ABS] = &ad__op_abs,
+    [AD_OP_POWC] = &ad__op_powc,
+    [AD_OP_SUM] = &ad__op_sum,
+    [AD_OP_MEAN] = &ad__op_mean,
+    [AD_OP_DOT] = &ad__op_dot,
+    [AD_OP_MATVEC] = &ad__op_matvec,
+    [AD_OP_MATVEC_T] = &ad__op_matvec_t,
+    [AD_OP_MATMUL] = &ad__op_matmul,
+    [AD_OP_MATMUL_NT] = &ad__op_matmul_nt,
+    [AD_OP_OUTER] = &ad__op_outer,
+    [AD_OP_TRANSPOSE] = &ad__op_transpose,
+    [AD_OP_SOFTMAX_XENT] = &ad__op_softmax_xent,
+};
+
+_Static_assert(sizeof ad__ops / sizeof ad__ops[0] == AD_OP_COUNT, "one descriptor per op code");
+
+unsigned ad__opcode_of(const ad_opdef *def)
+{
+    for (unsigned i = 0; i < AD_OP_COUNT; i++)
+        if (&ad__ops[i]->def == def)
+            return i;
+    return AD_OP_CUSTOM;
+}
+
+/* Built-ins are numbered from 1: the leaf is not an op one can apply. */
+size_t ad_builtin_count(void) { return AD_OP_COUNT - 1; }
+
+const ad_opdef *ad_builtin_op(size_t index)
+{
+    return index < AD_OP_COUNT - 1 ? &ad__ops[index + 1]->def : NULL;
+}
+
+#define REC1(op, x, c) ad__record(t, (op), &ad__ops[(op)]->def, &(x), 1, (c))
+#define REC2(op, a, b)                                                                        \
+    do {                                                                                      \
+        ad_node in_[2] = {(a), (b)};                                                          \
+        return ad__record(t, (op), &ad__ops[(op)]->def, in_, 2, 0.0);                         \
+    } while (0)
+
+ad_node ad_add(ad_tape *t, ad_node a, ad_node b) { REC2(AD_OP_ADD, a, b); }
+ad_node ad_sub(ad_tape *t, ad_node a, ad_node b) { REC2(AD_OP_SUB, a, b); }
+ad_node ad_mul(ad_tape *t, ad_node a, ad_node b) { REC2(AD_OP_MUL, a, b); }
+ad_node ad_div(ad_tape *t, ad_node a, ad_node b) { REC2(AD_OP_DIV, a, b); }
+ad_node ad_neg(ad_tape *t, ad_node x) { return REC1(AD_OP_NEG, x, 0.0); }
+ad_node ad_scale(ad_tape *t, ad_node x, double c) { return REC1(AD_OP_SCALE, x, c); }
+ad_node ad_add_const(ad_tape *t, ad_node x, double c) { return REC1(AD_OP_ADDC, x, c); }
+ad_node ad_square(ad_tape *t, ad_node x) { return REC1(AD_OP_SQUARE, x, 0.0); }
+ad_node ad_sqrt(ad_tape *t, ad_node x) { return REC1(AD_OP_SQRT, x, 0.0); }
+ad_node ad_exp(ad_tape *t, ad_node x) { return REC1(AD_OP_EXP, x, 0.0); }
+ad_node ad_log(ad_tape *t, ad_node x) { return REC1(AD_OP_LOG, x, 0.0); }
+ad_node ad_tanh(ad_tape *t, ad_node x) { return REC1(AD_OP_TANH, x, 0.0); }
+ad_node ad_sigmoid(ad_tape *t, ad_node x) { return REC1(AD_OP_SIGMOID, x, 0.0); }
+ad_node ad_relu(ad_tape *t, ad_node x) { return REC1(AD_OP_RELU, x, 0.0); }
+ad_node ad_abs(ad_tape *t, ad_node x) { return REC1(AD_OP_ABS, x, 0.0); }
+ad_node ad_pow_const(ad_tape *t, ad_node x, double p) { return REC1(AD_OP_POWC, x, p); }
+ad_node ad_sum(ad_tape *t, ad_node x) { return REC1(AD_OP_SUM, x, 0.0); }
+ad_node ad_mean(ad_tape *t, ad_node x) { return REC1(AD_OP_MEAN, x, 0.0); }
+ad_node ad_dot(ad_tape *t, ad_node u, ad_node v) { REC2(AD_OP_DOT, u, v); }
+ad_node ad_matvec(ad_tape *t, ad_node W, ad_node x) { REC2(AD_OP_MATVEC, W, x); }
+ad_node ad_matvec_t(ad_tape *t, ad_node W, ad_node x) { REC2(AD_OP_MATVEC_T, W, x); }
+ad_node ad_matmul(ad_tape *t, ad_node A, ad_node B) { REC2(AD_OP_MATMUL, A, B); }
+ad_node ad_matmul_nt(ad_tape *t, ad_node A, ad_node B) { REC2(AD_OP_MATMUL_NT, A, B); }
+ad_node ad_outer(ad_tape *t, ad_node u, ad_node v) { REC2(AD_OP_OUTER, u, v); }
+ad_node ad_transpose(ad_tape *t, ad_node A) { return REC1(AD_OP_TRANSPOSE, A, 0.0); }
+ad_node ad_softmax_xent(ad_tape *t, ad_node z, ad_node y) { REC2(AD_OP_SOFTMAX_XENT, z, y); }

@@ -1,0 +1,243 @@
+/* ops_linalg.c -- matvec, matvec_t, matmul, matmul_nt, outer, transpose.
+ * Backward passes that need two products of the same matrix do both in one
+ * sweep over it, so W is read once for dx and dW. */
+#include "internal.h"
+#include "kernels.h"
+
+#include <string.h>
+
+static const char *S(ad_shape s, char *buf) { return ad__shape_str(s, buf, 48); }
+
+/* ---- matvec: y = W x;  W (k x n), x (n), y (k) ----
+ * dW += dy x^T;  dx += W^T dy */
+static int matvec_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
+{
+    (void)nin, (void)c;
+    char a[48], b[48];
+    if (in[0].ndim != 2)
+        return ad__shape_fail(msg, cap, "W is %s, not a matrix", S(in[0], a));
+    if (in[1].ndim != 1)
+        return ad__shape_fail(msg, cap, "x is %s, not a vector", S(in[1], b));
+    if (in[1].rows != in[0].cols)
+        return ad__shape_fail(msg, cap, "W is %s but x has length %u", S(in[0], a),
+                              (unsigned)in[1].rows);
+    *out = ad_shape_vec(in[0].rows);
+    return AD_OK;
+}
+static void matvec_fwd(const ad_call *k)
+{
+    const double *W = k->in[0].val, *x = k->in[1].val;
+    double *y = k->out.val;
+    const size_t rows = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    for (size_t i = 0; i < rows; i++) /* W: (rows, n), x: (n) */
+        y[i] = ad__kdot(W + i * n, x, n);
+}
+static void matvec_vjp(const ad_call *k)
+{
+    const double *W = k->in[0].val, *x = k->in[1].val, *gy = k->out.grad;
+    double *gW = k->in[0].grad, *gx = k->in[1].grad;
+    const size_t rows = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    for (size_t i = 0; i < rows; i++) { /* one pass over W: row i feeds dW[i,:] and dx */
+        const double g = gy[i];
+        if (gW)
+            ad__kaxpy(gW + i * n, g, x, n);
+        if (gx)
+            ad__kaxpy(gx, g, W + i * n, n);
+    }
+}
+const ad__op ad__op_matvec = {{"matvec", 2, matvec_shape, matvec_fwd, matvec_vjp, NULL},
+                              NULL, NULL, false};
+
+/* ---- matvec_t: y = W^T x;  W (k x n), x (k), y (n) ----
+ * dW += x dy^T;  dx += W dy */
+static int matvec_t_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg,
+                          size_t cap)
+{
+    (void)nin, (void)c;
+    char a[48], b[48];
+    if (in[0].ndim != 2)
+        return ad__shape_fail(msg, cap, "W is %s, not a matrix", S(in[0], a));
+    if (in[1].ndim != 1)
+        return ad__shape_fail(msg, cap, "x is %s, not a vector", S(in[1], b));
+    if (in[1].rows != in[0].rows)
+        return ad__shape_fail(msg, cap, "W is %s (W^T is %ux%u) but x has length %u",
+                              S(in[0], a), (unsigned)in[0].cols, (unsigned)in[0].rows,
+                              (unsigned)in[1].rows);
+    *out = ad_shape_vec(in[0].cols);
+    return AD_OK;
+}
+static void matvec_t_fwd(const ad_call *k)
+{
+    const double *W = k->in[0].val, *x = k->in[1].val;
+    double *y = k->out.val;
+    const size_t rows = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    memset(y, 0, n * sizeof *y);
+    for (size_t i = 0; i < rows; i++) /* W: (rows, n), x: (rows), y: (n) */
+        ad__kaxpy(y, x[i], W + i * n, n);
+}
+static void matvec_t_vjp(const ad_call *k)
+{
+    const double *W = k->in[0].val, *x = k->in[1].val, *gy = k->out.grad;
+    double *gW = k->in[0].grad, *gx = k->in[1].grad;
+    const size_t rows = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    for (size_t i = 0; i < rows; i++) {
+        if (gW)
+            ad__kaxpy(gW + i * n, x[i], gy, n);
+        if (gx)
+            gx[i] += ad__kdot(W + i * n, gy, n);
+    }
+}
+const ad__op ad__op_matvec_t = {{"matvec_t", 2, matvec_t_shape, matvec_t_fwd, matvec_t_vjp, NULL},
+                                NULL, NULL, false};
+
+/* ---- matmul: C = A B;  A (m x p), B (p x n), C (m x n) ----
+ * dA += dC B^T;  dB += A^T dC */
+static int matmul_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
+{
+    (void)nin, (void)c;
+    char a[48], b[48];
+    if (in[0].ndim != 2 || in[1].ndim != 2)
+        return ad__shape_fail(msg, cap, "A is %s and B is %s; both must be matrices",
+                              S(in[0], a), S(in[1], b));
+    if (in[0].cols != in[1].rows)
+        return ad__shape_fail(msg, cap, "A is %s but B is %s (A's columns must equal B's rows)",
+                              S(in[0], a), S(in[1], b));
+    *out = ad_shape_mat(in[0].rows, in[1].cols);
+    return AD_OK;
+}
+static void matmul_fwd(const ad_call *k)
+{
+    const double *A = k->in[0].val, *B = k->in[1].val;
+    double *C = k->out.val;
+    const size_t m = k->in[0].shape.rows, p = k->in[0].shape.cols, n = k->in[1].shape.cols;
+    memset(C, 0, m * n * sizeof *C);
+    for (size_t i = 0; i < m; i++)     /* C[i,:] = sum_q A[i,q] B[q,:] */
+        for (size_t q = 0; q < p; q++)
+            ad__kaxpy(C + i * n, A[i * p + q], B + q * n, n);
+}
+static void matmul_vjp(const ad_call *k)
+{
+    const double *A = k->in[0].val, *B = k->in[1].val, *gC = k->out.grad;
+    double *gA = k->in[0].grad, *gB = k->in[1].grad;
+    const size_t m = k->in[0].shape.rows, p = k->in[0].shape.cols, n = k->in[1].shape.cols;
+    for (size_t i = 0; i < m; i++)
+        for (size_t q = 0; q < p; q++) {
+            if (gA) /* dA[i,q] += dC[i,:] . B[q,:] */
+                gA[i * p + q] += ad__kdot(gC + i * n, B + q * n, n);
+            if (gB) /* dB[q,:] += A[i,q] dC[i,:] */
+                ad__kaxpy(gB + q * n, A[i * p + q], gC + i * n, n);
+        }
+}
+const ad__op ad__op_matmul = {{"matmul", 2, matmul_shape, matmul_fwd, matmul_vjp, NULL},
+                              NULL, NULL, false};
+
+/* ---- matmul_nt: C = A B^T;  A (m x p), B (n x p), C (m x n) ----
+ * dA += dC B;  dB += dC^T A */
+static int matmul_nt_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg,
+                           size_t cap)
+{
+    (void)nin, (void)c;
+    char a[48], b[48];
+    if (in[0].ndim != 2 || in[1].ndim != 2)
+        return ad__shape_fail(msg, cap, "A is %s and B is %s; both must be matrices",
+                              S(in[0], a), S(in[1], b));
+    if (in[0].cols != in[1].cols)
+        return ad__shape_fail(msg, cap, "A is %s but B is %s (A B^T needs equal column counts)",
+                              S(in[0], a), S(in[1], b));
+    *out = ad_shape_mat(in[0].rows, in[1].rows);
+    return AD_OK;
+}
+static void matmul_nt_fwd(const ad_call *k)
+{
+    const double *A = k->in[0].val, *B = k->in[1].val;
+    double *C = k->out.val;
+    const size_t m = k->in[0].shape.rows, p = k->in[0].shape.cols, n = k->in[1].shape.rows;
+    for (size_t i = 0; i < m; i++)     /* C[i,j] = A[i,:] . B[j,:] */
+        for (size_t j = 0; j < n; j++)
+            C[i * n + j] = ad__kdot(A + i * p, B + j * p, p);
+}
+static void matmul_nt_vjp(const ad_call *k)
+{
+    const double *A = k->in[0].val, *B = k->in[1].val, *gC = k->out.grad;
+    double *gA = k->in[0].grad, *gB = k->in[1].grad;
+    const size_t m = k->in[0].shape.rows, p = k->in[0].shape.cols, n = k->in[1].shape.rows;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) { /* B[j,:] feeds dA[i,:] and dB[j,:] in one pass */
+            const double g = gC[i * n + j];
+            if (gA)
+                ad__kaxpy(gA + i * p, g, B + j * p, p);
+            if (gB)
+                ad__kaxpy(gB + j * p, g, A + i * p, p);
+        }
+}
+const ad__op ad__op_matmul_nt = {{"matmul_nt", 2, matmul_nt_shape, matmul_nt_fwd, matmul_nt_vjp,
+                                  NULL}, NULL, NULL, false};
+
+/* ---- outer: C = u v^T;  u (m), v (n), C (m x n) ----
+ * du += dC v;  dv += dC^T u */
+static int outer_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
+{
+    (void)nin, (void)c;
+    char a[48], b[48];
+    if (in[0].ndim != 1 || in[1].ndim != 1)
+        return ad__shape_fail(msg, cap, "u is %s and v is %s; both must be vectors",
+                              S(in[0], a), S(in[1], b));
+    *out = ad_shape_mat(in[0].rows, in[1].rows);
+    return AD_OK;
+}
+static void outer_fwd(const ad_call *k)
+{
+    const double *u = k->in[0].val, *v = k->in[1].val;
+    double *C = k->out.val;
+    const size_t m = k->in[0].shape.rows, n = k->in[1].shape.rows;
+    for (size_t i = 0; i < m; i++) /* C: (m, n) */
+        for (size_t j = 0; j < n; j++)
+            C[i * n + j] = u[i] * v[j];
+}
+static void outer_vjp(const ad_call *k)
+{
+    const double *u = k->in[0].val, *v = k->in[1].val, *gC = k->out.grad;
+    double *gu = k->in[0].grad, *gv = k->in[1].grad;
+    const size_t m = k->in[0].shape.rows, n = k->in[1].shape.rows;
+    for (size_t i = 0; i < m; i++) {
+        if (gu)
+            gu[i] += ad__kdot(gC + i * n, v, n);
+        if (gv)
+            ad__kaxpy(gv, u[i], gC + i * n, n);
+    }
+}
+const ad__op ad__op_outer = {{"outer", 2, outer_shape, outer_fwd, outer_vjp, NULL},
+                             NULL, NULL, false};
+
+/* ---- transpose: B = A^T;  A (m x n), B (n x m);  dA += dB^T ---- */
+static int transpose_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg,
+                           size_t cap)
+{
+    (void)nin, (void)c;
+    char a[48];
+    if (in[0].ndim != 2)
+        return ad__shape_fail(msg, cap, "A is %s, not a matrix", S(in[0], a));
+    *out = ad_shape_mat(in[0].cols, in[0].rows);
+    return AD_OK;
+}
+static void transpose_fwd(const ad_call *k)
+{
+    const double *A = k->in[0].val;
+    double *B = k->out.val;
+    const size_t m = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++)
+            B[j * m + i] = A[i * n + j];
+}
+static void transpose_vjp(const ad_call *k)
+{
+    double *gA = k->in[0].grad;
+    const double *gB = k->out.grad;
+    const size_t m = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    if (gA)
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++)
+                gA[i * n + j] += gB[j * m + i];
+}
+const ad__op ad__op_transpose = {{"transpose", 1, transpose_shape, transpose_fwd, transpose_vjp,
+                                  NULL}, NULL, NULL, false};

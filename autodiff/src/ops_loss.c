@@ -1,0 +1,83 @@
+/* ops_loss.c -- softmax cross-entropy, fused so it is stable for any logits.
+ *
+ * Per row r of logits z and target y (n columns):
+ *   lse_r = max z + log sum_j exp(z_j - max z)
+ *   L     = sum_r sum_j y_j (lse_r - z_j)          (= -sum y log softmax z)
+ *   dz_j += dL (softmax(z)_j sum_i y_i - y_j)
+ *   dy_j += dL (lse_r - z_j)
+ */
+#include "internal.h"
+
+#include <math.h>
+
+static int xent_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
+{
+    (void)nin, (void)c;
+    char a[48], b[48];
+    if (in[0].ndim == 0)
+        return ad__shape_fail(msg, cap, "logits are a scalar; need a vector or a matrix");
+    if (in[0].ndim != in[1].ndim || in[0].rows != in[1].rows || in[0].cols != in[1].cols)
+        return ad__shape_fail(msg, cap, "logits are %s but target is %s",
+                              ad__shape_str(in[0], a, sizeof a), ad__shape_str(in[1], b, sizeof b));
+    *out = ad_shape_scalar();
+    return AD_OK;
+}
+
+/* Rows and columns: a vector is one row. */
+static void rows_cols(ad_shape s, size_t *R, size_t *C)
+{
+    *R = s.ndim == 2 ? s.rows : 1;
+    *C = s.ndim == 2 ? s.cols : s.rows;
+}
+
+static double row_lse(const double *z, size_t n)
+{
+    double m = z[0];
+    for (size_t j = 1; j < n; j++)
+        m = z[j] > m ? z[j] : m;
+    double s = 0;
+    for (size_t j = 0; j < n; j++)
+        s += exp(z[j] - m);
+    return m + log(s);
+}
+
+static void xent_fwd(const ad_call *k)
+{
+    size_t R, C;
+    rows_cols(k->in[0].shape, &R, &C);
+    const double *Z = k->in[0].val, *Y = k->in[1].val;
+    double loss = 0;
+    for (size_t r = 0; r < R; r++) { /* Z, Y: (R, C) */
+        const double *z = Z + r * C, *y = Y + r * C;
+        const double lse = row_lse(z, C);
+        for (size_t j = 0; j < C; j++)
+            loss += y[j] * (lse - z[j]);
+    }
+    k->out.val[0] = loss;
+}
+
+static void xent_vjp(const ad_call *k)
+{
+    size_t R, C;
+    rows_cols(k->in[0].shape, &R, &C);
+    const double *Z = k->in[0].val, *Y = k->in[1].val;
+    double *gZ = k->in[0].grad, *gY = k->in[1].grad;
+    const double g = k->out.grad[0];
+    for (size_t r = 0; r < R; r++) {
+        const double *z = Z + r * C, *y = Y + r * C;
+        const double lse = row_lse(z, C);
+        if (gZ) {
+            double ysum = 0;
+            for (size_t j = 0; j < C; j++)
+                ysum += y[j];
+            for (size_t j = 0; j < C; j++)
+                gZ[r * C + j] += g * (exp(z[j] - lse) * ysum - y[j]);
+        }
+        if (gY)
+            for (size_t j = 0; j < C; j++)
+                gY[r * C + j] += g * (lse - z[j]);
+    }
+}
+
+const ad__op ad__op_softmax_xent = {{"softmax_xent", 2, xent_shape, xent_fwd, xent_vjp, NULL},
+                                    NULL, NULL, false};

@@ -1,0 +1,603 @@
+/* tape.c -- tape lifecycle, errors, handles, leaves and recording. */
+#include "internal.h"
+#include "names.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+const char *ad_version(void) { return AD_VERSION_STRING; }
+
+const char *ad_strstatus(int status)
+{
+    static const char *const text[AD_STATUS_COUNT] = {
+        [AD_OK] = "ok",
+        [AD_ENOMEM] = "out of memory",
+        [AD_ESHAPE] = "shape mismatch",
+        [AD_EMISUSE] = "misuse of the API",
+        [AD_ENOTFOUND] = "no such op",
+        [AD_ELIMIT] = "size limit exceeded",
+        [AD_EEXIST] = "name already registered",
+    };
+    if (status < 0 || status >= AD_STATUS_COUNT)
+        return "unknown status";
+    return text[status];
+}
+
+/* ---- errors ---- */
+
+int ad__fail(ad_tape *t, int status, const char *fmt, ...)
+{
+    if (!t)
+        return status;
+    if (t->status != AD_OK)
+        return t->status; /* keep the first error */
+    t->status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->msg, sizeof t->msg, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+const char *ad__shape_str(ad_shape s, char *buf, size_t cap)
+{
+    if (s.ndim == 0)
+        snprintf(buf, cap, "a scalar");
+    else if (s.ndim == 1)
+        snprintf(buf, cap, "a vector of length %u", (unsigned)s.rows);
+    else
+        snprintf(buf, cap, "%ux%u", (unsigned)s.rows, (unsigned)s.cols);
+    return buf;
+}
+
+int ad_tape_status(const ad_tape *t) { return t ? t->status : AD_EMISUSE; }
+
+const char *ad_tape_errmsg(const ad_tape *t)
+{
+    if (!t)
+        return "tape is NULL";
+    return t->status == AD_OK ? "" : t->msg;
+}
+
+/* ---- lifecycle ---- */
+
+/* A tag that differs between live tapes and between generations of one
+ * tape, so stale and foreign handles are caught without global state. */
+static uint32_t make_tag(const ad_tape *t)
+{
+    uint64_t x = (uint64_t)(uintptr_t)t ^ ((uint64_t)t->generation * 0x9E3779B97F4A7C15u);
+    x ^= x >> 33;
+    x *= 0xFF51AFD7ED558CCDu;
+    x ^= x >> 33;
+    uint32_t tag = (uint32_t)x;
+    return tag ? tag : 1;
+}
+
+/* Node 0 is reserved: the nil handle points at it and unary inline nodes
+ * name it as their unused second input. */
+static int init_nodes(ad_tape *t)
+{
+    if (ad__pool_reserve(&t->nodes, &t->mem, 0) != AD_OK)
+        return AD_ENOMEM;
+    ad__node *z = ad__N(t, 0);
+    z->h = ad__hdr(AD_OP_LEAF, 0, 0, 0);
+    z->v = 0;
+    z->g = 0;
+    t->len = 1;
+    return AD_OK;
+}
+
+ad_tape *ad_tape_new(const ad_tape_opts *opts)
+{
+    ad__mem mem = {ad__default_alloc, NULL, 0};
+    if (opts && opts->alloc) {
+        mem.fn = opts->alloc;
+        mem.ud = opts->alloc_ud;
+    }
+    ad_tape *t = ad__alloc(&mem, sizeof *t);
+    if (!t)
+        return NULL;
+    memset(t, 0, sizeof *t);
+    t->mem = mem;
+    t->registry = opts ? opts->registry : NULL;
+    t->nodes.elem = sizeof(ad__node);
+    t->nodes.shift = AD__NODE_SHIFT;
+    t->exts.elem = sizeof(ad__ext);
+    t->exts.shift = AD__EXT_SHIFT;
+    t->tag = make_tag(t);
+    if (init_nodes(t) != AD_OK) {
+        ad_tape_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void ad_tape_free(ad_tape *t)
+{
+    if (!t)
+        return;
+    ad__names_clear(t);
+    ad__pool_free(&t->nodes, &t->mem);
+    ad__pool_free(&t->exts, &t->mem);
+    ad__free(&t->mem, t->consts, t->cap_consts * sizeof *t->consts);
+    ad__arena_free(&t->arena, &t->mem);
+    ad__mem mem = t->mem;
+    ad__free(&mem, t, sizeof *t);
+}
+
+void ad_tape_reset(ad_tape *t)
+{
+    if (!t)
+        return;
+    ad__names_clear(t);
+    ad__arena_reset(&t->arena, &t->mem);
+    t->len = 1;
+    t->next_ext = 0;
+    t->nconsts = 0;
+    t->adj_dirty = false;
+    t->status = AD_OK;
+    t->msg[0] = '\0';
+    t->generation++;
+    t->tag = make_tag(t);
+}
+
+size_t ad_tape_len(const ad_tape *t) { return t ? t->len : 0; }
+size_t ad_tape_memory(const ad_tape *t) { return t ? t->mem.held : 0; }
+
+/* ---- handles ---- */
+
+ad__node *ad__peek(const ad_tape *t, ad_node n)
+{
+    if (!t || n.id_ == 0 || n.id_ >= t->len || n.tag_ != t->tag)
+        return NULL;
+    return ad__N(t, n.id_);
+}
+
+ad__node *ad__check(ad_tape *t, ad_node n, const char *op, int operand)
+{
+    if (!t)
+        return NULL;
+    if (n.id_ == 0) {
+        ad__fail(t, AD_EMISUSE, "%s: operand %d is the nil node (the result of a failed call)",
+                 op, operand);
+        return NULL;
+    }
+    if (n.tag_ != t->tag || n.id_ >= t->len) {
+        ad__fail(t, AD_EMISUSE,
+                 "%s: operand %d is not a node of this tape (it belongs to another tape, "
+                 "or was recorded before ad_tape_reset)",
+                 op, operand);
+        return NULL;
+    }
+    return ad__N(t, n.id_);
+}
+
+static ad_node handle(const ad_tape *t, uint32_t id)
+{
+    ad_node n = {id, t->tag};
+    return n;
+}
+
+/* ---- views ---- */
+
+void ad__view(const ad_tape *t, uint32_t i, ad_tensor *out)
+{
+    ad__node *n = ad__N(t, i);
+    if (n->h & AD__EXT) {
+        ad__ext *x = ad__X(t, ad__a(n->h));
+        out->val = x->val;
+        out->grad = x->grad;
+        out->shape = x->shape;
+    } else {
+        out->val = &n->v;
+        out->grad = (n->h & AD__GRAD) ? &n->g : NULL;
+        out->shape = ad_shape_scalar();
+    }
+}
+
+void ad__bind(const ad_tape *t, const ad__ext *x, ad_call *call, ad_tensor *in)
+{
+    for (int k = 0; k < x->nin; k++)
+        ad__view(t, x->in[k], &in[k]);
+    call->out.val = x->val;
+    call->out.grad = x->grad;
+    call->out.shape = x->shape;
+    call->in = in;
+    call->nin = x->nin;
+    call->c = x->c;
+    call->ud = x->def->ud;
+}
+
+static ad_shape shape_of(const ad_tape *t, const ad__node *n)
+{
+    if (n->h & AD__EXT)
+        return ad__X(t, ad__a(n->h))->shape;
+    return ad_shape_scalar();
+}
+
+/* ---- allocation of nodes ---- */
+
+static uint32_t new_node(ad_tape *t, const char *op)
+{
+    if (t->len >= AD__MAX_NODES) {
+        ad__fail(t, AD_ELIMIT, "%s: the tape is full (%zu nodes)", op, t->len);
+        return 0;
+    }
+    if (ad__pool_reserve(&t->nodes, &t->mem, t->len) != AD_OK) {
+        ad__fail(t, AD_ENOMEM, "%s: out of memory growing the tape to %zu nodes", op, t->len + 1);
+        return 0;
+    }
+    return (uint32_t)t->len;
+}
+
+static ad__ext *new_ext(ad_tape *t, const char *op, ad_shape s, bool grad, uint32_t *xi)
+{
+    if (t->next_ext >= AD__MAX_NODES) {
+        ad__fail(t, AD_ELIMIT, "%s: the tape is full", op);
+        return NULL;
+    }
+    if (ad__pool_reserve(&t->exts, &t->mem, t->next_ext) != AD_OK) {
+        ad__fail(t, AD_ENOMEM, "%s: out of memory", op);
+        return NULL;
+    }
+    ad__ext *x = ad__X(t, (uint32_t)t->next_ext);
+    memset(x, 0, sizeof *x);
+    x->shape = s;
+    size_t size = ad_shape_size(s);
+    char buf[48];
+    x->val = ad__arena_alloc(&t->arena, &t->mem, size);
+    if (!x->val) {
+        ad__fail(t, AD_ENOMEM, "%s: out of memory for a value of %s", op,
+                 ad__shape_str(s, buf, sizeof buf));
+        return NULL;
+    }
+    if (grad) {
+        x->grad = ad__arena_alloc(&t->arena, &t->mem, size);
+        if (!x->grad) {
+            ad__fail(t, AD_ENOMEM, "%s: out of memory for a gradient of %s", op,
+                     ad__shape_str(s, buf, sizeof buf));
+            return NULL;
+        }
+        memset(x->grad, 0, size * sizeof *x->grad);
+    }
+    *xi = (uint32_t)t->next_ext;
+    return x;
+}
+
+static int check_shape(ad_tape *t, const char *op, ad_shape s)
+{
+    char buf[48];
+    bool ok = (s.ndim == 0 && s.rows == 1 && s.cols == 1) || (s.ndim == 1 && s.cols == 1)
+              || s.ndim == 2;
+    if (!ok)
+        return ad__fail(t, AD_EMISUSE, "%s: invalid shape (ndim %d, %ux%u)", op, s.ndim,
+                        (unsigned)s.rows, (unsigned)s.cols);
+    if (s.rows == 0 || s.cols == 0)
+        return ad__fail(t, AD_ESHAPE, "%s: empty shape %s", op, ad__shape_str(s, buf, sizeof buf));
+    if ((uint64_t)s.rows * s.cols > ((uint64_t)1 << 40))
+        return ad__fail(t, AD_ELIMIT, "%s: %s is too large", op, ad__shape_str(s, buf, sizeof buf));
+    return AD_OK;
+}
+
+/* ---- leaves ---- */
+
+static const char *leaf_name(bool grad) { return grad ? "variable" : "constant"; }
+
+static ad_node leaf(ad_tape *t, ad_shape s, const double *data, bool grad)
+{
+    const char *op = leaf_name(grad);
+    if (!t || t->status != AD_OK)
+        return ad_nil();
+    if (check_shape(t, op, s) != AD_OK)
+        return ad_nil();
+    uint32_t id = new_node(t, op);
+    if (!id)
+        return ad_nil();
+    ad__node *n = ad__N(t, id);
+    uint64_t flags = grad ? AD__GRAD : 0;
+    if (s.ndim == 0) {
+        n->h = ad__hdr(AD_OP_LEAF, flags, 0, 0);
+        n->v = data ? data[0] : 0.0;
+        n->g = 0;
+    } else {
+        uint32_t xi;
+        ad__ext *x = new_ext(t, op, s, grad, &xi);
+        if (!x)
+            return ad_nil();
+        size_t size = ad_shape_size(s);
+        if (data)
+            memcpy(x->val, data, size * sizeof *data);
+        else
+            memset(x->val, 0, size * sizeof *x->val);
+        x->def = &ad__leaf_def;
+        x->node = id;
+        t->next_ext++;
+        n->h = ad__hdr(AD_OP_LEAF, flags | AD__EXT, xi, 0);
+    }
+    t->len++;
+    return handle(t, id);
+}
+
+ad_node ad_constant(ad_tape *t, ad_shape s, const double *data) { return leaf(t, s, data, false); }
+ad_node ad_variable(ad_tape *t, ad_shape s, const double *data) { return leaf(t, s, data, true); }
+ad_node ad_scalar(ad_tape *t, double x) { return leaf(t, ad_shape_scalar(), &x, false); }
+ad_node ad_scalar_var(ad_tape *t, double x) { return leaf(t, ad_shape_scalar(), &x, true); }
+
+ad_node ad_param(ad_tape *t, ad_shape s, const double *value, double *grad)
+{
+    if (!t || t->status != AD_OK)
+        return ad_nil();
+    if (!value) {
+        ad__fail(t, AD_EMISUSE, "param: value is NULL");
+        return ad_nil();
+    }
+    if (check_shape(t, "param", s) != AD_OK)
+        return ad_nil();
+    uint32_t id = new_node(t, "param");
+    if (!id)
+        return ad_nil();
+    if (ad__pool_reserve(&t->exts, &t->mem, t->next_ext) != AD_OK) {
+        ad__fail(t, AD_ENOMEM, "param: out of memory");
+        return ad_nil();
+    }
+    uint32_t xi = (uint32_t)t->next_ext;
+    ad__ext *x = ad__X(t, xi);
+    memset(x, 0, sizeof *x);
+    x->def = &ad__leaf_def;
+    x->shape = s;
+    x->val = (double *)value; /* never written: leaves have no forward */
+    x->grad = grad;
+    x->view = 1;
+    x->caller_grad = grad != NULL;
+    x->node = id;
+    t->next_ext++;
+    ad__N(t, id)->h = ad__hdr(AD_OP_LEAF, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
+    t->len++;
+    return handle(t, id);
+}
+
+int ad_set_value(ad_tape *t, ad_node leafn, const double *data)
+{
+    if (!t)
+        return AD_EMISUSE;
+    ad__node *n = ad__peek(t, leafn);
+    if (!n || !data || ad__opc(n->h) != AD_OP_LEAF)
+        return AD_EMISUSE;
+    if (n->h & AD__EXT) {
+        ad__ext *x = ad__X(t, ad__a(n->h));
+        if (x->view)
+            return AD_EMISUSE; /* an ad_param: the caller writes its own buffer */
+        memcpy(x->val, data, ad_shape_size(x->shape) * sizeof *data);
+    } else {
+        n->v = data[0];
+    }
+    return AD_OK;
+}
+
+/* ---- recording ---- */
+
+static int push_const(ad_tape *t, const char *op, double c, uint32_t *ci)
+{
+    if (t->nconsts == t->cap_consts) {
+        size_t ncap = t->cap_consts ? 2 * t->cap_consts : 256;
+        if (ncap > AD__MAX_NODES)
+            return ad__fail(t, AD_ELIMIT, "%s: too many op constants", op);
+        double *p = ad__realloc(&t->mem, t->consts, t->cap_consts * sizeof *p, ncap * sizeof *p);
+        if (!p)
+            return ad__fail(t, AD_ENOMEM, "%s: out of memory", op);
+        t->consts = p;
+        t->cap_consts = ncap;
+    }
+    t->consts[t->nconsts] = c;
+    *ci = (uint32_t)t->nconsts++;
+    return AD_OK;
+}
+
+ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *in, int n,
+                   double c)
+{
+    if (!t || t->status != AD_OK)
+        return ad_nil();
+    const char *name = def->name;
+    if (n != def->arity) {
+        ad__fail(t, AD_EMISUSE, "%s: takes %d operand%s, got %d", name, def->arity,
+                 def->arity == 1 ? "" : "s", n);
+        return ad_nil();
+    }
+    if (n > 0 && !in) {
+        ad__fail(t, AD_EMISUSE, "%s: operand array is NULL", name);
+        return ad_nil();
+    }
+    ad__node *inp[AD_MAX_ARITY];
+    ad_shape shp[AD_MAX_ARITY];
+    bool grad = false, all_inline = true;
+    for (int k = 0; k < n; k++) {
+        inp[k] = ad__check(t, in[k], name, k + 1);
+        if (!inp[k])
+            return ad_nil();
+        shp[k] = shape_of(t, inp[k]);
+        grad |= (inp[k]->h & AD__GRAD) != 0;
+        all_inline &= !(inp[k]->h & AD__EXT);
+    }
+
+    const ad__op *bi = op < AD_OP_CUSTOM ? ad__ops[op] : NULL;
+    if (bi && bi->sfwd && all_inline) {
+        /* Inline scalar: value and adjoint live in the node. */
+        uint32_t id = new_node(t, name);
+        if (!id)
+            return ad_nil();
+        uint32_t b = n > 1 ? in[1].id_ : 0;
+        if (bi->takes_const && push_const(t, name, c, &b) != AD_OK)
+            return ad_nil();
+        ad__node *o = ad__N(t, id);
+        o->h = ad__hdr(op, grad ? AD__GRAD : 0, in[0].id_, b);
+        o->g = 0;
+        bi->sfwd(t, o);
+        t->len++;
+        return handle(t, id);
+    }
+
+    ad_shape out;
+    if (def->shape) {
+        char why[160];
+        why[0] = '\0';
+        if (def->shape(shp, n, c, &out, why, sizeof why) != AD_OK) {
+            ad__fail(t, AD_ESHAPE, "%s: %s", name, why[0] ? why : "operand shapes do not fit");
+            return ad_nil();
+        }
+    } else {
+        out = shp[0];
+    }
+    if (check_shape(t, name, out) != AD_OK)
+        return ad_nil();
+    uint32_t id = new_node(t, name);
+    if (!id)
+        return ad_nil();
+    uint32_t xi;
+    ad__ext *x = new_ext(t, name, out, grad, &xi);
+    if (!x)
+        return ad_nil();
+    x->def = def;
+    x->nin = (uint8_t)n;
+    for (int k = 0; k < n; k++)
+        x->in[k] = in[k].id_;
+    x->c = c;
+    x->node = id;
+    t->next_ext++;
+    ad__N(t, id)->h = ad__hdr(op, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
+    t->len++;
+
+    ad_tensor views[AD_MAX_ARITY];
+    ad_call call;
+    ad__bind(t, x, &call, views);
+    def->forward(&call);
+    return handle(t, id);
+}
+
+ad_node ad_apply(ad_tape *t, const ad_opdef *def, const ad_node *in, int n, double c)
+{
+    if (!t || t->status != AD_OK)
+        return ad_nil();
+    if (!def || !def->name || !def->forward || !def->vjp || def->arity < 1
+        || def->arity > AD_MAX_ARITY) {
+        ad__fail(t, AD_EMISUSE, "apply: invalid op descriptor (%s)",
+                 def && def->name ? def->name : "unnamed");
+        return ad_nil();
+    }
+    return ad__record(t, ad__opcode_of(def), def, in, n, c);
+}
+
+ad_node ad_apply_named(ad_tape *t, const char *name, const ad_node *in, int n, double c)
+{
+    if (!t || t->status != AD_OK)
+        return ad_nil();
+    if (!name) {
+        ad__fail(t, AD_EMISUSE, "apply: op name is NULL");
+        return ad_nil();
+    }
+    const ad_opdef *def = ad_registry_find(t->registry, name);
+    if (!def) {
+        ad__fail(t, AD_ENOTFOUND, "apply: unknown op '%s'", name);
+        return ad_nil();
+    }
+    return ad_apply(t, def, in, n, c);
+}
+
+/* ---- reading nodes ---- */
+
+const double *ad_value(const ad_tape *t, ad_node h)
+{
+    ad__node *n = ad__peek(t, h);
+    if (!n)
+        return NULL;
+    return (n->h & AD__EXT) ? ad__X(t, ad__a(n->h))->val : &n->v;
+}
+
+double ad_scalar_value(const ad_tape *t, ad_node h)
+{
+    const double *v = ad_value(t, h);
+    return v ? v[0] : NAN;
+}
+
+const double *ad_grad(const ad_tape *t, ad_node h)
+{
+    ad__node *n = ad__peek(t, h);
+    if (!n || !(n->h & AD__GRAD))
+        return NULL;
+    return (n->h & AD__EXT) ? ad__X(t, ad__a(n->h))->grad : &n->g;
+}
+
+ad_shape ad_node_shape(const ad_tape *t, ad_node h)
+{
+    ad__node *n = ad__peek(t, h);
+    if (!n) {
+        ad_shape s = {0, 0, -1};
+        return s;
+    }
+    return shape_of(t, n);
+}
+
+ad_node ad_tape_node(const ad_tape *t, size_t index)
+{
+    if (!t || index == 0 || index >= t->len)
+        return ad_nil();
+    return handle(t, (uint32_t)index);
+}
+
+size_t ad_node_index(const ad_tape *t, ad_node h) { return ad__peek(t, h) ? h.id_ : 0; }
+
+const ad_opdef *ad_node_op(const ad_tape *t, ad_node h)
+{
+    ad__node *n = ad__peek(t, h);
+    if (!n)
+        return NULL;
+    if (n->h & AD__EXT)
+        return ad__X(t, ad__a(n->h))->def;
+    return &ad__ops[ad__opc(n->h)]->def;
+}
+
+int ad_node_inputs(const ad_tape *t, ad_node h, ad_node in[AD_MAX_ARITY])
+{
+    ad__node *n = ad__peek(t, h);
+    if (!n || !in)
+        return -1;
+    if (n->h & AD__EXT) {
+        ad__ext *x = ad__X(t, ad__a(n->h));
+        for (int k = 0; k < x->nin; k++)
+            in[k] = handle(t, x->in[k]);
+        return x->nin;
+    }
+    unsigned op = ad__opc(n->h);
+    if (op == AD_OP_LEAF)
+        return 0;
+    int arity = ad__ops[op]->def.arity;
+    in[0] = handle(t, ad__a(n->h));
+    if (arity > 1)
+        in[1] = handle(t, ad__b(n->h));
+    return arity;
+}
+
+double ad_node_const(const ad_tape *t, ad_node h)
+{
+    ad__node *n = ad__peek(t, h);
+    if (!n)
+        return 0;
+    if (n->h & AD__EXT)
+        return ad__X(t, ad__a(n->h))->c;
+    unsigned op = ad__opc(n->h);
+    return ad__ops[op]->takes_const ? t->consts[ad__b(n->h)] : 0;
+}
+
+int ad_node_requires_grad(const ad_tape *t, ad_node h)
+{
+    ad__node *n = ad__peek(t, h);
+    return n && (n->h & AD__GRAD) ? 1 : 0;
+}
+
+int ad_node_is_variable(const ad_tape *t, ad_node h)
+{
+    ad__node *n = ad__peek(t, h);
+    return n && ad__opc(n->h) == AD_OP_LEAF && (n->h & AD__GRAD) ? 1 : 0;
+}
