@@ -22,6 +22,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Kernels on the hot paths must be inlined into the loops that call them. */
+#if defined(__GNUC__)
+#define AD__INLINE static inline __attribute__((always_inline))
+#else
+#define AD__INLINE static inline
+#endif
+
 /* ---- node header bits ---- */
 #define AD__OP_BITS 6
 #define AD__OP_MASK ((uint64_t)((1u << AD__OP_BITS) - 1))
@@ -131,6 +138,7 @@ struct ad_tape {
     ad__pool nodes;
     ad__pool exts;
     size_t len;                 /* nodes recorded, including node 0 */
+    size_t node_cap;            /* nodes the allocated chunks can hold */
     size_t next_ext;            /* ext records in use               */
     double *consts;             /* op constants of inline nodes     */
     size_t nconsts, cap_consts;
@@ -159,6 +167,10 @@ static inline uint64_t ad__hdr(unsigned op, uint64_t flags, uint32_t a, uint32_t
     return (uint64_t)op | flags | ((uint64_t)a << 8) | ((uint64_t)b << 36);
 }
 
+/* Capacity for inline recording without a function call: nodes that fit
+ * in the chunks already allocated (never beyond the id limit). */
+static inline size_t ad__node_room(const ad_tape *t) { return t->node_cap; }
+
 /* ---- errors ---- */
 
 /* Records the first error (sticky) with a printf-style message; returns
@@ -184,16 +196,10 @@ void ad__bind(const ad_tape *t, const ad__ext *x, ad_call *call, ad_tensor *in);
 
 /* ---- the op table ---- */
 
-/* Inline scalar kernels: value of an inline node from its inputs, and its
- * vjp into the inputs' adjoints. */
-typedef void (*ad__sfwd_fn)(const ad_tape *t, ad__node *n);
-typedef void (*ad__svjp_fn)(const ad_tape *t, const ad__node *n);
-
 typedef struct ad__op {
-    ad_opdef def;               /* the public part: what a custom op has */
-    ad__sfwd_fn sfwd;           /* NULL: the op has no inline form        */
-    ad__svjp_fn svjp;
-    bool takes_const;           /* the node constant c is meaningful      */
+    ad_opdef def;               /* the public part: what a custom op has   */
+    bool scalar_form;           /* has inline scalar kernels (scalar_ops.h) */
+    bool takes_const;           /* the node constant c is meaningful        */
 } ad__op;
 
 /* One descriptor per built-in op, indexed by op code (op_table.c). */

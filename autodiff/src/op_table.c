@@ -57,22 +57,6 @@ const ad_opdef *ad_builtin_op(size_t index)
         return ad__record(t, (op), &ad__ops[(op)]->def, in_, 2, 0.0);                         \
     } while (0)
 
-ad_node ad_add(ad_tape *t, ad_node a, ad_node b) { REC2(AD_OP_ADD, a, b); }
-ad_node ad_sub(ad_tape *t, ad_node a, ad_node b) { REC2(AD_OP_SUB, a, b); }
-ad_node ad_mul(ad_tape *t, ad_node a, ad_node b) { REC2(AD_OP_MUL, a, b); }
-ad_node ad_div(ad_tape *t, ad_node a, ad_node b) { REC2(AD_OP_DIV, a, b); }
-ad_node ad_neg(ad_tape *t, ad_node x) { return REC1(AD_OP_NEG, x, 0.0); }
-ad_node ad_scale(ad_tape *t, ad_node x, double c) { return REC1(AD_OP_SCALE, x, c); }
-ad_node ad_add_const(ad_tape *t, ad_node x, double c) { return REC1(AD_OP_ADDC, x, c); }
-ad_node ad_square(ad_tape *t, ad_node x) { return REC1(AD_OP_SQUARE, x, 0.0); }
-ad_node ad_sqrt(ad_tape *t, ad_node x) { return REC1(AD_OP_SQRT, x, 0.0); }
-ad_node ad_exp(ad_tape *t, ad_node x) { return REC1(AD_OP_EXP, x, 0.0); }
-ad_node ad_log(ad_tape *t, ad_node x) { return REC1(AD_OP_LOG, x, 0.0); }
-ad_node ad_tanh(ad_tape *t, ad_node x) { return REC1(AD_OP_TANH, x, 0.0); }
-ad_node ad_sigmoid(ad_tape *t, ad_node x) { return REC1(AD_OP_SIGMOID, x, 0.0); }
-ad_node ad_relu(ad_tape *t, ad_node x) { return REC1(AD_OP_RELU, x, 0.0); }
-ad_node ad_abs(ad_tape *t, ad_node x) { return REC1(AD_OP_ABS, x, 0.0); }
-ad_node ad_pow_const(ad_tape *t, ad_node x, double p) { return REC1(AD_OP_POWC, x, p); }
 ad_node ad_sum(ad_tape *t, ad_node x) { return REC1(AD_OP_SUM, x, 0.0); }
 ad_node ad_mean(ad_tape *t, ad_node x) { return REC1(AD_OP_MEAN, x, 0.0); }
 ad_node ad_dot(ad_tape *t, ad_node u, ad_node v) { REC2(AD_OP_DOT, u, v); }

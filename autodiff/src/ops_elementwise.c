@@ -1,16 +1,13 @@
-/* ops_elementwise.c -- elementwise ops: unary (with an optional constant c)
- * and binary with scalar and row broadcasting.
+/* ops_elementwise.c -- elementwise ops: their descriptors, tensor kernels
+ * and recording functions, all generated from the formulas in
+ * scalar_ops.h so the scalar and tensor forms cannot disagree.
  *
- * Every op has two forms that compute the same thing:
- *  - an inline scalar form (sfwd/svjp) on nodes that hold their value and
- *    adjoint, used when all operands are inline scalars;
- *  - a tensor form (forward/vjp on an ad_call) with one tight loop over
- *    the elements -- no function call per element.
- * Each is generated from one formula, so the two cannot disagree.
- */
+ * Tensor kernels are one tight loop over the elements (no call per
+ * element). Binary ops broadcast a scalar operand, and add also a vector
+ * over the rows of a matrix (a bias). */
 #include "internal.h"
+#include "scalar_ops.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -26,14 +23,11 @@ int ad__shape_fail(char *msg, size_t cap, const char *fmt, ...)
 /* ---- leaves: no forward, no vjp ---- */
 
 static void nop_call(const ad_call *k) { (void)k; }
-static void nop_sfwd(const ad_tape *t, ad__node *n) { (void)t; (void)n; }
-static void nop_svjp(const ad_tape *t, const ad__node *n) { (void)t; (void)n; }
+const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL}, true, false};
 
-const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL}, nop_sfwd, nop_svjp, false};
+/* ---- unary tensor kernels ---- */
 
-/* ---- unary ----
- * FWD: y from x (and c); DER: dy/dx from x, y (and c). */
-#define UNARY_OP(NAME, TAKES_C, FWD, DER)                                                     \
+#define TENSOR_UNARY(NAME, CODE, TAKES_C, FWD, DER)                                           \
     static void NAME##_fwd(const ad_call *k)                                                  \
     {                                                                                         \
         const double *xs = k->in[0].val;                                                      \
@@ -57,48 +51,18 @@ const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL}, nop_sfw
         (void)c;                                                                              \
         for (size_t i = 0; i < n; i++) {                                                      \
             const double x = xs[i], y = ys[i];                                                \
-            (void)x;                                                                          \
-            (void)y;                                                                          \
+            (void)x, (void)y;                                                                 \
             gx[i] += gy[i] * (DER);                                                           \
         }                                                                                     \
     }                                                                                         \
-    static void NAME##_sfwd(const ad_tape *t, ad__node *o)                                    \
-    {                                                                                         \
-        const double x = ad__N(t, ad__a(o->h))->v;                                            \
-        const double c = (TAKES_C) ? t->consts[ad__b(o->h)] : 0.0;                            \
-        (void)c;                                                                              \
-        o->v = (FWD);                                                                         \
-    }                                                                                         \
-    static void NAME##_svjp(const ad_tape *t, const ad__node *o)                              \
-    {                                                                                         \
-        ad__node *a = ad__N(t, ad__a(o->h));                                                  \
-        const double x = a->v, y = o->v;                                                      \
-        const double c = (TAKES_C) ? t->consts[ad__b(o->h)] : 0.0;                            \
-        (void)x;                                                                              \
-        (void)y;                                                                              \
-        (void)c;                                                                              \
-        a->g += o->g * (DER);                                                                 \
-    }                                                                                         \
-    const ad__op ad__op_##NAME = {{#NAME, 1, NULL, NAME##_fwd, NAME##_vjp, NULL},             \
-                                  NAME##_sfwd, NAME##_svjp, (TAKES_C)};
+    const ad__op ad__op_##NAME = {{#NAME, 1, NULL, NAME##_fwd, NAME##_vjp, NULL}, true, (TAKES_C)};
 
-UNARY_OP(neg, false, -x, -1.0)                          /* y = -x;       dx += -dy       */
-UNARY_OP(scale, true, c * x, c)                         /* y = c x;      dx += c dy      */
-UNARY_OP(addc, true, x + c, 1.0)                        /* y = x + c;    dx += dy        */
-UNARY_OP(square, false, x * x, 2.0 * x)                 /* y = x^2;      dx += 2x dy     */
-UNARY_OP(sqrt, false, sqrt(x), 0.5 / y)                 /* y = sqrt x;   dx += dy/(2y)   */
-UNARY_OP(exp, false, exp(x), y)                         /* y = e^x;      dx += y dy      */
-UNARY_OP(log, false, log(x), 1.0 / x)                   /* y = ln x;     dx += dy/x      */
-UNARY_OP(tanh, false, tanh(x), 1.0 - y * y)             /* y = tanh x;   dx += (1-y^2)dy */
-UNARY_OP(sigmoid, false, 1.0 / (1.0 + exp(-x)), y * (1.0 - y)) /* dx += y(1-y) dy        */
-UNARY_OP(relu, false, x > 0.0 ? x : 0.0, x > 0.0 ? 1.0 : 0.0)  /* relu'(0) = 0           */
-UNARY_OP(abs, false, fabs(x), x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : 0.0)) /* abs'(0) = 0     */
-UNARY_OP(powc, true, pow(x, c), c * pow(x, c - 1.0))    /* y = x^c;      dx += c x^(c-1) dy */
+AD__UNARY_OPS(TENSOR_UNARY)
 
-/* ---- binary ----
- * Operands broadcast by strides over an R x C view of the output:
- * same shape: both (0,1) over 1 x N; a scalar: a (0,0); b scalar: b (0,0);
- * matrix (m x n) + vector (n): R = m, C = n, a (n,1), b (0,1). */
+/* ---- binary tensor kernels ----
+ * Operands are read by strides over an R x C view of the output:
+ * same shape: 1 x N, both (0,1); a scalar: a (0,0); b scalar: b (0,0);
+ * matrix (m x n) + vector (n): m x n, a (n,1), b (0,1). */
 typedef struct bcast {
     size_t R, C;
     size_t ars, acs, brs, bcs;
@@ -106,8 +70,8 @@ typedef struct bcast {
 
 static bcast bcast_of(const ad_call *k)
 {
-    ad_shape a = k->in[0].shape, b = k->in[1].shape, o = k->out.shape;
-    size_t n = ad_shape_size(o);
+    ad_shape a = k->in[0].shape, b = k->in[1].shape;
+    size_t n = ad_shape_size(k->out.shape);
     bcast s = {1, n, 0, 1, 0, 1};
     if (ad_shape_size(a) == 1 && n != 1)
         s.acs = 0;
@@ -121,8 +85,7 @@ static bcast bcast_of(const ad_call *k)
     return s;
 }
 
-/* DA, DB: d(out)/da and d(out)/db from x = a, y = b, z = out. */
-#define BINARY_OP(NAME, FWD, DA, DB)                                                          \
+#define TENSOR_BINARY(NAME, CODE, FWD, DA, DB)                                                \
     static void NAME##_fwd(const ad_call *k)                                                  \
     {                                                                                         \
         const bcast s = bcast_of(k);                                                          \
@@ -140,38 +103,19 @@ static bcast bcast_of(const ad_call *k)
         const double *as = k->in[0].val, *bs = k->in[1].val, *zs = k->out.val;               \
         const double *gz = k->out.grad;                                                       \
         double *ga = k->in[0].grad, *gb = k->in[1].grad;                                      \
-        if (ga)                                                                               \
-            for (size_t r = 0; r < s.R; r++)                                                  \
-                for (size_t j = 0; j < s.C; j++) {                                            \
-                    const size_t ia = r * s.ars + j * s.acs, o = r * s.C + j;                 \
-                    const double x = as[ia], y = bs[r * s.brs + j * s.bcs], z = zs[o];        \
-                    (void)x, (void)y, (void)z;                                                \
+        for (size_t r = 0; r < s.R; r++)                                                      \
+            for (size_t j = 0; j < s.C; j++) {                                                \
+                const size_t ia = r * s.ars + j * s.acs, ib = r * s.brs + j * s.bcs;          \
+                const size_t o = r * s.C + j;                                                 \
+                const double x = as[ia], y = bs[ib], z = zs[o];                               \
+                (void)x, (void)y, (void)z;                                                    \
+                if (ga)                                                                       \
                     ga[ia] += gz[o] * (DA);                                                   \
-                }                                                                             \
-        if (gb)                                                                               \
-            for (size_t r = 0; r < s.R; r++)                                                  \
-                for (size_t j = 0; j < s.C; j++) {                                            \
-                    const size_t ib = r * s.brs + j * s.bcs, o = r * s.C + j;                 \
-                    const double x = as[r * s.ars + j * s.acs], y = bs[ib], z = zs[o];        \
-                    (void)x, (void)y, (void)z;                                                \
+                if (gb)                                                                       \
                     gb[ib] += gz[o] * (DB);                                                   \
-                }                                                                             \
+            }                                                                                 \
     }                                                                                         \
-    static void NAME##_sfwd(const ad_tape *t, ad__node *o)                                    \
-    {                                                                                         \
-        const double x = ad__N(t, ad__a(o->h))->v, y = ad__N(t, ad__b(o->h))->v;              \
-        o->v = (FWD);                                                                         \
-    }                                                                                         \
-    static void NAME##_svjp(const ad_tape *t, const ad__node *o)                              \
-    {                                                                                         \
-        ad__node *a = ad__N(t, ad__a(o->h)), *b = ad__N(t, ad__b(o->h));                      \
-        const double x = a->v, y = b->v, z = o->v, g = o->g;                                  \
-        (void)x, (void)y, (void)z;                                                            \
-        a->g += g * (DA);                                                                     \
-        b->g += g * (DB);                                                                     \
-    }                                                                                         \
-    const ad__op ad__op_##NAME = {{#NAME, 2, NAME##_shape, NAME##_fwd, NAME##_vjp, NULL},     \
-                                  NAME##_sfwd, NAME##_svjp, false};
+    const ad__op ad__op_##NAME = {{#NAME, 2, NAME##_shape, NAME##_fwd, NAME##_vjp, NULL}, true, false};
 
 /* Same shapes, or a scalar against anything; with_row: also a matrix
  * (m x n) and a vector (n). */
@@ -198,7 +142,7 @@ static int bcast_shape(const ad_shape *in, ad_shape *out, char *msg, size_t cap,
     return ad__shape_fail(msg, cap, "a is %s but b is %s%s", ad__shape_str(a, sa, sizeof sa),
                           ad__shape_str(b, sb, sizeof sb),
                           with_row && a.ndim == 2 && b.ndim == 1
-                              ? " (a row vector must match the matrix's columns)"
+                              ? " (a vector added to a matrix must match its columns)"
                               : "");
 }
 
@@ -207,17 +151,85 @@ static int add_shape(const ad_shape *in, int nin, double c, ad_shape *out, char 
     (void)nin, (void)c;
     return bcast_shape(in, out, msg, cap, true);
 }
-#define sub_shape elementwise_shape
-#define mul_shape elementwise_shape
-#define div_shape elementwise_shape
-static int elementwise_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg,
-                             size_t cap)
+static int same_or_scalar_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg,
+                                size_t cap)
 {
     (void)nin, (void)c;
     return bcast_shape(in, out, msg, cap, false);
 }
+#define sub_shape same_or_scalar_shape
+#define mul_shape same_or_scalar_shape
+#define div_shape same_or_scalar_shape
 
-BINARY_OP(add, x + y, 1.0, 1.0)            /* z = a + b;  da += dz;     db += dz        */
-BINARY_OP(sub, x - y, 1.0, -1.0)           /* z = a - b;  da += dz;     db -= dz        */
-BINARY_OP(mul, x * y, y, x)                /* z = a b;    da += b dz;   db += a dz      */
-BINARY_OP(div, x / y, 1.0 / y, -z / y)     /* z = a / b;  da += dz/b;   db -= z dz / b  */
+AD__BINARY_OPS(TENSOR_BINARY)
+
+/* ---- recording ----
+ * Fast path: operands are valid inline scalars and the current chunk has
+ * room, so the node is written here with the kernel inlined. Anything else
+ * (tensors, errors, growth) goes through ad__record. */
+
+AD__INLINE ad__node *inline_operand(const ad_tape *t, ad_node a)
+{
+    if (a.tag_ != t->tag || a.id_ == 0 || a.id_ >= t->len)
+        return NULL;
+    ad__node *n = ad__N(t, a.id_);
+    return (n->h & AD__EXT) ? NULL : n;
+}
+
+AD__INLINE ad_node rec_unary(ad_tape *t, unsigned code, bool takes_c, ad_node x, double c)
+{
+    ad__node *a;
+    if (t && t->status == AD_OK && t->len < t->node_cap && (a = inline_operand(t, x))
+        && (!takes_c || t->nconsts < t->cap_consts)) {
+        const uint32_t id = (uint32_t)t->len;
+        ad__node *o = ad__N(t, id);
+        uint32_t b = 0;
+        if (takes_c) { /* a constant repeated in a loop is stored once */
+            if (t->nconsts == 0 || t->consts[t->nconsts - 1] != c)
+                t->consts[t->nconsts++] = c;
+            b = (uint32_t)t->nconsts - 1;
+        }
+        o->h = ad__hdr(code, a->h & AD__GRAD, x.id_, b);
+        o->g = 0;
+        ad__sfwd(t, o);
+        t->len++;
+        ad_node h = {id, t->tag};
+        return h;
+    }
+    return ad__record(t, code, &ad__ops[code]->def, &x, 1, c);
+}
+
+AD__INLINE ad_node rec_binary(ad_tape *t, unsigned code, ad_node x, ad_node y)
+{
+    ad__node *a, *b;
+    if (t && t->status == AD_OK && t->len < t->node_cap && (a = inline_operand(t, x))
+        && (b = inline_operand(t, y))) {
+        const uint32_t id = (uint32_t)t->len;
+        ad__node *o = ad__N(t, id);
+        o->h = ad__hdr(code, (a->h | b->h) & AD__GRAD, x.id_, y.id_);
+        o->g = 0;
+        ad__sfwd(t, o);
+        t->len++;
+        ad_node h = {id, t->tag};
+        return h;
+    }
+    ad_node in[2] = {x, y};
+    return ad__record(t, code, &ad__ops[code]->def, in, 2, 0.0);
+}
+
+ad_node ad_add(ad_tape *t, ad_node a, ad_node b) { return rec_binary(t, AD_OP_ADD, a, b); }
+ad_node ad_sub(ad_tape *t, ad_node a, ad_node b) { return rec_binary(t, AD_OP_SUB, a, b); }
+ad_node ad_mul(ad_tape *t, ad_node a, ad_node b) { return rec_binary(t, AD_OP_MUL, a, b); }
+ad_node ad_div(ad_tape *t, ad_node a, ad_node b) { return rec_binary(t, AD_OP_DIV, a, b); }
+ad_node ad_neg(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_NEG, false, x, 0.0); }
+ad_node ad_scale(ad_tape *t, ad_node x, double c) { return rec_unary(t, AD_OP_SCALE, true, x, c); }
+ad_node ad_add_const(ad_tape *t, ad_node x, double c) { return rec_unary(t, AD_OP_ADDC, true, x, c); }
+ad_node ad_square(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_SQUARE, false, x, 0.0); }
+ad_node ad_sqrt(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_SQRT, false, x, 0.0); }
+ad_node ad_exp(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_EXP, false, x, 0.0); }
+ad_node ad_log(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_LOG, false, x, 0.0); }
+ad_node ad_tanh(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_TANH, false, x, 0.0); }
+ad_node ad_sigmoid(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_SIGMOID, false, x, 0.0); }
+ad_node ad_relu(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_RELU, false, x, 0.0); }
+ad_node ad_abs(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ABS, false, x, 0.0); }
+ad_node ad_pow_const(ad_tape *t, ad_node x, double p) { return rec_unary(t, AD_OP_POWC, true, x, p); }

@@ -46,7 +46,7 @@ static void matvec_vjp(const ad_call *k)
     }
 }
 const ad__op ad__op_matvec = {{"matvec", 2, matvec_shape, matvec_fwd, matvec_vjp, NULL},
-                              NULL, NULL, false};
+                              false, false};
 
 /* ---- matvec_t: y = W^T x;  W (k x n), x (k), y (n) ----
  * dW += x dy^T;  dx += W dy */
@@ -88,7 +88,7 @@ static void matvec_t_vjp(const ad_call *k)
     }
 }
 const ad__op ad__op_matvec_t = {{"matvec_t", 2, matvec_t_shape, matvec_t_fwd, matvec_t_vjp, NULL},
-                                NULL, NULL, false};
+                                false, false};
 
 /* ---- matmul: C = A B;  A (m x p), B (p x n), C (m x n) ----
  * dA += dC B^T;  dB += A^T dC */
@@ -129,7 +129,7 @@ static void matmul_vjp(const ad_call *k)
         }
 }
 const ad__op ad__op_matmul = {{"matmul", 2, matmul_shape, matmul_fwd, matmul_vjp, NULL},
-                              NULL, NULL, false};
+                              false, false};
 
 /* ---- matmul_nt: C = A B^T;  A (m x p), B (n x p), C (m x n) ----
  * dA += dC B;  dB += dC^T A */
@@ -171,7 +171,7 @@ static void matmul_nt_vjp(const ad_call *k)
         }
 }
 const ad__op ad__op_matmul_nt = {{"matmul_nt", 2, matmul_nt_shape, matmul_nt_fwd, matmul_nt_vjp,
-                                  NULL}, NULL, NULL, false};
+                                  NULL}, false, false};
 
 /* ---- outer: C = u v^T;  u (m), v (n), C (m x n) ----
  * du += dC v;  dv += dC^T u */
@@ -207,7 +207,7 @@ static void outer_vjp(const ad_call *k)
     }
 }
 const ad__op ad__op_outer = {{"outer", 2, outer_shape, outer_fwd, outer_vjp, NULL},
-                             NULL, NULL, false};
+                             false, false};
 
 /* ---- transpose: B = A^T;  A (m x n), B (n x m);  dA += dB^T ---- */
 static int transpose_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg,
@@ -240,4 +240,4 @@ static void transpose_vjp(const ad_call *k)
                 gA[i * n + j] += gB[j * m + i];
 }
 const ad__op ad__op_transpose = {{"transpose", 1, transpose_shape, transpose_fwd, transpose_vjp,
-                                  NULL}, NULL, NULL, false};
+                                  NULL}, false, false};

@@ -80,4 +80,4 @@ static void xent_vjp(const ad_call *k)
 }
 
 const ad__op ad__op_softmax_xent = {{"softmax_xent", 2, xent_shape, xent_fwd, xent_vjp, NULL},
-                                    NULL, NULL, false};
+                                    false, false};

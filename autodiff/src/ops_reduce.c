@@ -23,7 +23,7 @@ static void sum_vjp(const ad_call *k)
         for (size_t i = 0, n = ad_shape_size(k->in[0].shape); i < n; i++)
             gx[i] += g;
 }
-const ad__op ad__op_sum = {{"sum", 1, scalar_shape, sum_fwd, sum_vjp, NULL}, NULL, NULL, false};
+const ad__op ad__op_sum = {{"sum", 1, scalar_shape, sum_fwd, sum_vjp, NULL}, false, false};
 
 /* y = (1/n) sum_i x_i;  dx_i += dy / n */
 static void mean_fwd(const ad_call *k)
@@ -40,7 +40,7 @@ static void mean_vjp(const ad_call *k)
         for (size_t i = 0; i < n; i++)
             gx[i] += g;
 }
-const ad__op ad__op_mean = {{"mean", 1, scalar_shape, mean_fwd, mean_vjp, NULL}, NULL, NULL, false};
+const ad__op ad__op_mean = {{"mean", 1, scalar_shape, mean_fwd, mean_vjp, NULL}, false, false};
 
 /* y = sum_i u_i v_i;  du += dy v;  dv += dy u */
 static int dot_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
@@ -66,4 +66,4 @@ static void dot_vjp(const ad_call *k)
     if (k->in[1].grad)
         ad__kaxpy(k->in[1].grad, g, k->in[0].val, n);
 }
-const ad__op ad__op_dot = {{"dot", 2, dot_shape, dot_fwd, dot_vjp, NULL}, NULL, NULL, false};
+const ad__op ad__op_dot = {{"dot", 2, dot_shape, dot_fwd, dot_vjp, NULL}, false, false};

@@ -1,10 +1,16 @@
 /* sweep.c -- the one reverse sweep, and replay.
  *
- * Neither loop knows any op: an inline node calls its op's scalar kernel,
- * an EXT node its descriptor's forward or vjp through an ad_call. */
+ * Neither loop knows any op. An inline scalar node dispatches on its op
+ * code to the kernels generated in scalar_ops.h (inlined here: a long
+ * chain of scalar ops costs no call per node); an EXT node calls its
+ * descriptor's forward or vjp through an ad_call. Both walk the node
+ * chunks directly instead of indexing node by node. */
 #include "internal.h"
+#include "scalar_ops.h"
 
 #include <string.h>
+
+#define CHUNK ((size_t)1 << AD__NODE_SHIFT)
 
 /* Zeroes every tape-owned adjoint (caller gradient buffers accumulate). */
 static void zero_adjoints(ad_tape *t)
@@ -25,6 +31,23 @@ static void zero_adjoints(ad_tape *t)
     t->adj_dirty = false;
 }
 
+/* The vjp of one EXT node that an adjoint reached; marks its EXT inputs. */
+static void ext_vjp(const ad_tape *t, uint64_t h)
+{
+    ad__ext *x = ad__X(t, ad__a(h));
+    if (!x->reached)
+        return; /* not between the output and the variables */
+    ad_tensor in[AD_MAX_ARITY];
+    ad_call call;
+    ad__bind(t, x, &call, in);
+    x->def->vjp(&call);
+    for (int k = 0; k < x->nin; k++) {
+        const ad__node *a = ad__N(t, x->in[k]);
+        if ((a->h & (AD__EXT | AD__GRAD)) == (AD__EXT | AD__GRAD))
+            ad__X(t, ad__a(a->h))->reached = 1;
+    }
+}
+
 static int sweep(ad_tape *t, ad_node output, const double *seed, const char *who)
 {
     if (!t)
@@ -36,7 +59,6 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, const char *who
         return t->status;
     ad_tensor out;
     ad__view(t, output.id_, &out);
-    size_t size = ad_shape_size(out.shape);
     if (!seed && out.shape.ndim != 0) {
         char buf[48];
         return ad__fail(t, AD_EMISUSE,
@@ -50,33 +72,28 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, const char *who
     if (!(o->h & AD__GRAD))
         return AD_OK; /* no variable reaches the output: all gradients are 0 */
 
+    const size_t size = ad_shape_size(out.shape);
     for (size_t j = 0; j < size; j++)
         out.grad[j] = seed ? seed[j] : 1.0;
     if (o->h & AD__EXT)
         ad__X(t, ad__a(o->h))->reached = 1;
 
-    for (uint32_t i = output.id_; i > 0; i--) {
-        ad__node *n = ad__N(t, i);
-        const uint64_t h = n->h;
-        if (!(h & AD__GRAD))
-            continue; /* depends on no variable */
-        if (!(h & AD__EXT)) {
-            if (n->g != 0.0) /* a zero adjoint: not between output and variables */
-                ad__ops[ad__opc(h)]->svjp(t, n);
-            continue;
+    /* From the output back to node 1, a chunk at a time. */
+    size_t end = (size_t)output.id_ + 1;
+    for (size_t c = (end - 1) / CHUNK + 1; c-- > 0;) {
+        ad__node *base = t->nodes.chunk[c];
+        size_t lo = c == 0 ? 1 : 0, hi = end - c * CHUNK;
+        for (size_t i = hi; i-- > lo;) {
+            const ad__node *n = base + i;
+            const uint64_t h = n->h;
+            if (!(h & AD__GRAD))
+                continue; /* depends on no variable */
+            if (h & AD__EXT)
+                ext_vjp(t, h);
+            else if (n->g != 0.0) /* zero: not between the output and the variables */
+                ad__svjp(t, n);
         }
-        ad__ext *x = ad__X(t, ad__a(h));
-        if (!x->reached)
-            continue;
-        ad_tensor in[AD_MAX_ARITY];
-        ad_call call;
-        ad__bind(t, x, &call, in);
-        x->def->vjp(&call);
-        for (int k = 0; k < x->nin; k++) {
-            ad__node *a = ad__N(t, x->in[k]);
-            if ((a->h & (AD__EXT | AD__GRAD)) == (AD__EXT | AD__GRAD))
-                ad__X(t, ad__a(a->h))->reached = 1;
-        }
+        end = c * CHUNK;
     }
     return AD_OK;
 }
@@ -90,30 +107,41 @@ int ad_backward_seed(ad_tape *t, ad_node output, const double *seed)
     return sweep(t, output, seed, "backward_seed");
 }
 
+static void ext_forward(ad_tape *t, uint64_t h)
+{
+    ad__ext *x = ad__X(t, ad__a(h));
+    if (ad__opc(h) != AD_OP_LEAF) {
+        ad_tensor in[AD_MAX_ARITY];
+        ad_call call;
+        ad__bind(t, x, &call, in);
+        x->def->forward(&call);
+    }
+    if (x->grad && !x->caller_grad)
+        memset(x->grad, 0, ad_shape_size(x->shape) * sizeof *x->grad);
+    x->reached = 0;
+}
+
 int ad_replay(ad_tape *t)
 {
     if (!t)
         return AD_EMISUSE;
     if (t->status != AD_OK)
         return t->status;
-    for (size_t i = 1; i < t->len; i++) {
-        ad__node *n = ad__N(t, (uint32_t)i);
-        const uint64_t h = n->h;
-        if (!(h & AD__EXT)) {
-            ad__ops[ad__opc(h)]->sfwd(t, n);
-            n->g = 0;
-            continue;
+    for (size_t c = 0; c * CHUNK < t->len; c++) {
+        ad__node *base = t->nodes.chunk[c];
+        size_t lo = c == 0 ? 1 : 0, hi = t->len - c * CHUNK;
+        if (hi > CHUNK)
+            hi = CHUNK;
+        for (size_t i = lo; i < hi; i++) {
+            ad__node *o = base + i;
+            const uint64_t h = o->h;
+            if (h & AD__EXT) {
+                ext_forward(t, h);
+            } else {
+                ad__sfwd(t, o);
+                o->g = 0;
+            }
         }
-        ad__ext *x = ad__X(t, ad__a(h));
-        if (ad__opc(h) != AD_OP_LEAF) {
-            ad_tensor in[AD_MAX_ARITY];
-            ad_call call;
-            ad__bind(t, x, &call, in);
-            x->def->forward(&call);
-        }
-        if (x->grad && !x->caller_grad)
-            memset(x->grad, 0, ad_shape_size(x->shape) * sizeof *x->grad);
-        x->reached = 0;
     }
     t->adj_dirty = false;
     return AD_OK;

@@ -1,6 +1,7 @@
 /* tape.c -- tape lifecycle, errors, handles, leaves and recording. */
 #include "internal.h"
 #include "names.h"
+#include "scalar_ops.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -81,6 +82,7 @@ static int init_nodes(ad_tape *t)
 {
     if (ad__pool_reserve(&t->nodes, &t->mem, 0) != AD_OK)
         return AD_ENOMEM;
+    t->node_cap = (size_t)1 << AD__NODE_SHIFT;
     ad__node *z = ad__N(t, 0);
     z->h = ad__hdr(AD_OP_LEAF, 0, 0, 0);
     z->v = 0;
@@ -229,6 +231,8 @@ static uint32_t new_node(ad_tape *t, const char *op)
         ad__fail(t, AD_ENOMEM, "%s: out of memory growing the tape to %zu nodes", op, t->len + 1);
         return 0;
     }
+    size_t cap = t->nodes.nchunks << AD__NODE_SHIFT;
+    t->node_cap = cap < AD__MAX_NODES ? cap : AD__MAX_NODES;
     return (uint32_t)t->len;
 }
 
@@ -423,7 +427,7 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
     }
 
     const ad__op *bi = op < AD_OP_CUSTOM ? ad__ops[op] : NULL;
-    if (bi && bi->sfwd && all_inline) {
+    if (bi && bi->scalar_form && all_inline) {
         /* Inline scalar: value and adjoint live in the node. */
         uint32_t id = new_node(t, name);
         if (!id)
@@ -434,7 +438,7 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
         ad__node *o = ad__N(t, id);
         o->h = ad__hdr(op, grad ? AD__GRAD : 0, in[0].id_, b);
         o->g = 0;
-        bi->sfwd(t, o);
+        ad__sfwd(t, o);
         t->len++;
         return handle(t, id);
     }

@@ -1,0 +1,100 @@
+/* scalar_ops.h -- the elementwise ops, each defined once by its formula.
+ *
+ * The lists below are the single source of every elementwise forward and
+ * derivative: ops_elementwise.c generates the tensor kernels from them,
+ * and this header generates the inline scalar kernels and their dispatch,
+ * which the sweep and replay loops inline (no call per scalar node).
+ *
+ * Unary:  X(name, CODE, takes_const, y = f(x, c), dy/dx = f'(x, y, c))
+ * Binary: X(name, CODE, z = f(x, y), dz/dx (x, y, z), dz/dy (x, y, z)) */
+#ifndef AD_SCALAR_OPS_H
+#define AD_SCALAR_OPS_H
+
+#include "internal.h"
+
+#include <math.h>
+
+#define AD__UNARY_OPS(X)                                                                      \
+    X(neg, AD_OP_NEG, 0, -x, -1.0)                          /* y = -x              */         \
+    X(scale, AD_OP_SCALE, 1, c * x, c)                      /* y = c x             */         \
+    X(addc, AD_OP_ADDC, 1, x + c, 1.0)                      /* y = x + c           */         \
+    X(square, AD_OP_SQUARE, 0, x * x, 2.0 * x)              /* y = x^2             */         \
+    X(sqrt, AD_OP_SQRT, 0, sqrt(x), 0.5 / y)                /* y' = 1/(2y)         */         \
+    X(exp, AD_OP_EXP, 0, exp(x), y)                         /* y' = y              */         \
+    X(log, AD_OP_LOG, 0, log(x), 1.0 / x)                   /* y' = 1/x            */         \
+    X(tanh, AD_OP_TANH, 0, tanh(x), 1.0 - y * y)            /* y' = 1 - y^2        */         \
+    X(sigmoid, AD_OP_SIGMOID, 0, 1.0 / (1.0 + exp(-x)), y * (1.0 - y)) /* y' = y(1-y) */      \
+    X(relu, AD_OP_RELU, 0, x > 0.0 ? x : 0.0, x > 0.0 ? 1.0 : 0.0)     /* relu'(0) = 0 */     \
+    X(abs, AD_OP_ABS, 0, fabs(x), x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : 0.0)) /* abs'(0) = 0 */    \
+    X(powc, AD_OP_POWC, 1, pow(x, c), c * pow(x, c - 1.0))  /* y' = c x^(c-1)      */
+
+#define AD__BINARY_OPS(X)                                                                     \
+    X(add, AD_OP_ADD, x + y, 1.0, 1.0)                      /* z = a + b           */         \
+    X(sub, AD_OP_SUB, x - y, 1.0, -1.0)                     /* z = a - b           */         \
+    X(mul, AD_OP_MUL, x * y, y, x)                          /* z = a b             */         \
+    X(div, AD_OP_DIV, x / y, 1.0 / y, -z / y)               /* dz/db = -a/b^2 = -z/b */
+
+/* ---- inline scalar kernels: value and adjoint live in the node ---- */
+
+#define AD__SCALAR_UNARY(NAME, CODE, TAKES_C, FWD, DER)                                       \
+    AD__INLINE void ad__s_##NAME##_fwd(const ad_tape *t, ad__node *o)                      \
+    {                                                                                         \
+        const double x = ad__N(t, ad__a(o->h))->v;                                            \
+        const double c = (TAKES_C) ? t->consts[ad__b(o->h)] : 0.0;                            \
+        (void)c;                                                                              \
+        o->v = (FWD);                                                                         \
+    }                                                                                         \
+    AD__INLINE void ad__s_##NAME##_vjp(const ad_tape *t, const ad__node *o)                \
+    {                                                                                         \
+        ad__node *a = ad__N(t, ad__a(o->h));                                                  \
+        const double x = a->v, y = o->v;                                                      \
+        const double c = (TAKES_C) ? t->consts[ad__b(o->h)] : 0.0;                            \
+        (void)x, (void)y, (void)c;                                                            \
+        a->g += o->g * (DER);                                                                 \
+    }
+
+#define AD__SCALAR_BINARY(NAME, CODE, FWD, DA, DB)                                            \
+    AD__INLINE void ad__s_##NAME##_fwd(const ad_tape *t, ad__node *o)                      \
+    {                                                                                         \
+        const double x = ad__N(t, ad__a(o->h))->v, y = ad__N(t, ad__b(o->h))->v;              \
+        o->v = (FWD);                                                                         \
+    }                                                                                         \
+    AD__INLINE void ad__s_##NAME##_vjp(const ad_tape *t, const ad__node *o)                \
+    {                                                                                         \
+        ad__node *a = ad__N(t, ad__a(o->h)), *b = ad__N(t, ad__b(o->h));                      \
+        const double x = a->v, y = b->v, z = o->v, g = o->g;                                  \
+        (void)x, (void)y, (void)z;                                                            \
+        a->g += g * (DA);                                                                     \
+        b->g += g * (DB);                                                                     \
+    }
+
+AD__UNARY_OPS(AD__SCALAR_UNARY)
+AD__BINARY_OPS(AD__SCALAR_BINARY)
+
+/* Dispatch on the op code of an inline node. Leaves do nothing. */
+#define AD__CASE_FWD_U(NAME, CODE, ...) case CODE: ad__s_##NAME##_fwd(t, o); break;
+#define AD__CASE_FWD_B(NAME, CODE, ...) case CODE: ad__s_##NAME##_fwd(t, o); break;
+#define AD__CASE_VJP_U(NAME, CODE, ...) case CODE: ad__s_##NAME##_vjp(t, o); break;
+#define AD__CASE_VJP_B(NAME, CODE, ...) case CODE: ad__s_##NAME##_vjp(t, o); break;
+
+AD__INLINE void ad__sfwd(const ad_tape *t, ad__node *o)
+{
+    switch (ad__opc(o->h)) {
+        AD__UNARY_OPS(AD__CASE_FWD_U)
+        AD__BINARY_OPS(AD__CASE_FWD_B)
+    default:
+        break;
+    }
+}
+
+AD__INLINE void ad__svjp(const ad_tape *t, const ad__node *o)
+{
+    switch (ad__opc(o->h)) {
+        AD__UNARY_OPS(AD__CASE_VJP_U)
+        AD__BINARY_OPS(AD__CASE_VJP_B)
+    default:
+        break;
+    }
+}
+
+#endif
