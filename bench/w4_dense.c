@@ -1,0 +1,186 @@
+/* W4 -- one dense layer as it grows (scaling), see WORKLOADS.md.
+ *   y = relu(W x + b),  J = 1/2 ||y||^2,  W is n x n
+ * For each n: forward+backward (gradients dW, db, dx) on the tape by replay,
+ * beside hand-written C in the same run; forward alone; peak memory. The
+ * engine's parameter gradients accumulate, so each engine step zeroes them
+ * first, as a training loop would; the hand-written version assigns them. */
+#include "bench_util.h"
+
+#include <autodiff/autodiff.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct layer {
+    size_t n;
+    double *W, *b, *x;    /* inputs */
+    double *dW, *db, *dx; /* gradients */
+    double *z, *y;        /* hand-written scratch */
+} layer;
+
+static double hand_forward(layer *L)
+{
+    const size_t n = L->n;
+    double J = 0;
+    for (size_t i = 0; i < n; i++) { /* W: (n, n), x: (n) */
+        double s = L->b[i];
+        const double *w = L->W + i * n;
+        for (size_t j = 0; j < n; j++)
+            s += w[j] * L->x[j];
+        L->z[i] = s;
+        L->y[i] = s > 0 ? s : 0;
+        J += 0.5 * L->y[i] * L->y[i];
+    }
+    return J;
+}
+
+/* dy = y; dz = dy * [z > 0]; dW = dz x^T; db = dz; dx = W^T dz (one pass over W). */
+static void hand_backward(layer *L)
+{
+    const size_t n = L->n;
+    memset(L->dx, 0, n * sizeof *L->dx);
+    for (size_t i = 0; i < n; i++) {
+        const double dz = L->z[i] > 0 ? L->y[i] : 0;
+        const double *w = L->W + i * n;
+        double *dw = L->dW + i * n;
+        L->db[i] = dz;
+        for (size_t j = 0; j < n; j++) {
+            dw[j] = dz * L->x[j];
+            L->dx[j] += dz * w[j];
+        }
+    }
+}
+
+static double rel_diff(const double *a, const double *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num = fmax(num, fabs(a[i] - b[i]));
+        den = fmax(den, fabs(b[i]));
+    }
+    return den > 0 ? num / den : num;
+}
+
+static uint64_t rng = 0x853c49e6748fea9bULL;
+static double uniform(double lo, double hi)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return lo + (hi - lo) * (double)(rng >> 11) / 9007199254740992.0;
+}
+
+static void run(size_t n)
+{
+    layer L = {n, 0, 0, 0, 0, 0, 0, 0, 0};
+    L.W = malloc(n * n * sizeof(double));
+    L.dW = malloc(n * n * sizeof(double));
+    L.b = malloc(n * sizeof(double));
+    L.x = malloc(n * sizeof(double));
+    L.db = malloc(n * sizeof(double));
+    L.dx = malloc(n * sizeof(double));
+    L.z = malloc(n * sizeof(double));
+    L.y = malloc(n * sizeof(double));
+    double *eW = malloc(n * n * sizeof(double)), *eb = malloc(n * sizeof(double));
+    double *ex = malloc(n * sizeof(double));
+    bench_check(L.W && L.dW && L.b && L.x && L.db && L.dx && L.z && L.y && eW && eb && ex, "oom");
+    double r = sqrt(6.0 / (double)n);
+    for (size_t i = 0; i < n * n; i++)
+        L.W[i] = uniform(-r, r);
+    for (size_t i = 0; i < n; i++) {
+        L.b[i] = uniform(-0.1, 0.1);
+        L.x[i] = uniform(-1, 1);
+    }
+
+    /* Repetitions: enough work per timing at small n. */
+    int inner = n <= 64 ? 2000 : n <= 256 ? 200 : n <= 1024 ? 10 : 1;
+    double th[BENCH_REPS], thf[BENCH_REPS], te[BENCH_REPS], tef[BENCH_REPS];
+    volatile double sink = 0;
+    for (int rep = -1; rep < BENCH_REPS; rep++) {
+        double t0 = bench_now();
+        for (int k = 0; k < inner; k++)
+            sink += hand_forward(&L);
+        double t1 = bench_now();
+        for (int k = 0; k < inner; k++) {
+            sink += hand_forward(&L);
+            hand_backward(&L);
+        }
+        double t2 = bench_now();
+        if (rep >= 0) {
+            thf[rep] = (t1 - t0) / inner;
+            th[rep] = (t2 - t1) / inner;
+        }
+    }
+
+    bench_alloc counter = {0, 0, 0};
+    ad_tape_opts opts = {bench_alloc_fn, &counter, NULL};
+    ad_tape *t = ad_tape_new(&opts);
+    bench_check(t != NULL, "tape");
+    ad_node W = ad_param(t, ad_shape_mat((uint32_t)n, (uint32_t)n), L.W, eW);
+    ad_node b = ad_param(t, ad_shape_vec((uint32_t)n), L.b, eb);
+    ad_node x = ad_param(t, ad_shape_vec((uint32_t)n), L.x, ex);
+    ad_node y = ad_relu(t, ad_add(t, ad_matvec(t, W, x), b));
+    ad_node J = ad_scale(t, ad_dot(t, y, y), 0.5);
+    bench_check(ad_tape_status(t) == AD_OK, ad_tape_errmsg(t));
+    long allocs0 = counter.allocs;
+    for (int rep = -1; rep < BENCH_REPS; rep++) {
+        double t0 = bench_now();
+        for (int k = 0; k < inner; k++)
+            ad_replay(t);
+        double t1 = bench_now();
+        for (int k = 0; k < inner; k++) {
+            memset(eW, 0, n * n * sizeof *eW);
+            memset(eb, 0, n * sizeof *eb);
+            memset(ex, 0, n * sizeof *ex);
+            ad_replay(t);
+            ad_backward(t, J);
+        }
+        double t2 = bench_now();
+        if (rep >= 0) {
+            tef[rep] = (t1 - t0) / inner;
+            te[rep] = (t2 - t1) / inner;
+        }
+    }
+    (void)sink;
+    long step_allocs = counter.allocs - allocs0;
+    bench_check(ad_tape_status(t) == AD_OK, ad_tape_errmsg(t));
+    double Jh = hand_forward(&L);
+    hand_backward(&L);
+    double dJ = fabs(ad_scalar_value(t, J) - Jh) / fmax(1e-300, fabs(Jh));
+    double d = fmax(fmax(rel_diff(eW, L.dW, n * n), rel_diff(eb, L.db, n)), rel_diff(ex, L.dx, n));
+    bench_check(dJ <= 1e-12 && d <= 1e-12, "W4: tape and hand-written results differ");
+
+    bench_stats sh = bench_summarise(th, BENCH_REPS), shf = bench_summarise(thf, BENCH_REPS);
+    bench_stats se = bench_summarise(te, BENCH_REPS), sef = bench_summarise(tef, BENCH_REPS);
+    size_t param_bytes = (2 * n * n + 4 * n) * sizeof(double);
+    printf("  n=%-5zu fwd+bwd %10.2f us  hand %10.2f us  ratio %5.2f   fwd+bwd/fwd %4.2f (hand %4.2f)"
+           "   tape %7.2f MiB + params %7.2f MiB  allocs/step %ld\n",
+           n, se.median * 1e6, sh.median * 1e6, se.median / sh.median, se.median / sef.median,
+           sh.median / shf.median, (double)counter.peak / 1048576.0,
+           (double)param_bytes / 1048576.0, step_allocs);
+    char variant[64];
+    snprintf(variant, sizeof variant, "n%zu_fwd_bwd", n);
+    bench_json("W4", variant, se, "s", se.median / sh.median);
+    snprintf(variant, sizeof variant, "n%zu_fwd", n);
+    bench_json("W4", variant, sef, "s", sef.median / shf.median);
+    snprintf(variant, sizeof variant, "n%zu_hand_fwd_bwd", n);
+    bench_json("W4", variant, sh, "s", -1);
+    printf("{\"workload\":\"W4\",\"variant\":\"n%zu_peak_tape_bytes\",\"value\":%zu}\n", n,
+           counter.peak);
+    ad_tape_free(t);
+    free(L.W), free(L.dW), free(L.b), free(L.x), free(L.db), free(L.dx), free(L.z), free(L.y);
+    free(eW), free(eb), free(ex);
+}
+
+int main(int argc, char **argv)
+{
+    size_t sizes[] = {16, 64, 256, 1024, 4096};
+    printf("W4 dense layer y = relu(Wx + b), J = 1/2||y||^2 (replay + sweep vs hand-written C)\n");
+    if (argc > 1) {
+        run((size_t)strtoul(argv[1], NULL, 10));
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        run(sizes[i]);
+    return 0;
+}
