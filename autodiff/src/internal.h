@@ -21,12 +21,19 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Kernels on the hot paths must be inlined into the loops that call them. */
 #if defined(__GNUC__)
 #define AD__INLINE static inline __attribute__((always_inline))
 #else
 #define AD__INLINE static inline
+#endif
+
+#if defined(__GNUC__)
+#define AD__COLD __attribute__((noinline, cold))
+#else
+#define AD__COLD
 #endif
 
 /* ---- node header bits ---- */
@@ -170,6 +177,18 @@ static inline uint64_t ad__hdr(unsigned op, uint64_t flags, uint32_t a, uint32_t
 /* Capacity for inline recording without a function call: nodes that fit
  * in the chunks already allocated (never beyond the id limit). */
 static inline size_t ad__node_room(const ad_tape *t) { return t->node_cap; }
+
+/* True when the last stored op constant is bit-for-bit c (so -0.0 and 0.0
+ * stay apart): a constant repeated in a loop is stored once. */
+static inline bool ad__const_repeats(const ad_tape *t, double c)
+{
+    if (t->nconsts == 0)
+        return false;
+    uint64_t x, y;
+    memcpy(&x, &t->consts[t->nconsts - 1], sizeof x);
+    memcpy(&y, &c, sizeof y);
+    return x == y;
+}
 
 /* ---- errors ---- */
 

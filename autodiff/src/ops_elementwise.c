@@ -176,6 +176,13 @@ AD__INLINE ad__node *inline_operand(const ad_tape *t, ad_node a)
     return (n->h & AD__EXT) ? NULL : n;
 }
 
+/* The general path, kept out of line so the fast path stays small. */
+static AD__COLD ad_node rec_slow(ad_tape *t, unsigned code, ad_node x, ad_node y, int n, double c)
+{
+    ad_node in[2] = {x, y};
+    return ad__record(t, code, &ad__ops[code]->def, in, n, c);
+}
+
 AD__INLINE ad_node rec_unary(ad_tape *t, unsigned code, bool takes_c, ad_node x, double c)
 {
     ad__node *a;
@@ -184,19 +191,19 @@ AD__INLINE ad_node rec_unary(ad_tape *t, unsigned code, bool takes_c, ad_node x,
         const uint32_t id = (uint32_t)t->len;
         ad__node *o = ad__N(t, id);
         uint32_t b = 0;
-        if (takes_c) { /* a constant repeated in a loop is stored once */
-            if (t->nconsts == 0 || t->consts[t->nconsts - 1] != c)
+        if (takes_c) {
+            if (!ad__const_repeats(t, c))
                 t->consts[t->nconsts++] = c;
             b = (uint32_t)t->nconsts - 1;
         }
         o->h = ad__hdr(code, a->h & AD__GRAD, x.id_, b);
+        o->v = ad__sval(code, a->v, 0.0, c);
         o->g = 0;
-        ad__sfwd(t, o);
         t->len++;
         ad_node h = {id, t->tag};
         return h;
     }
-    return ad__record(t, code, &ad__ops[code]->def, &x, 1, c);
+    return rec_slow(t, code, x, x, 1, c);
 }
 
 AD__INLINE ad_node rec_binary(ad_tape *t, unsigned code, ad_node x, ad_node y)
@@ -207,14 +214,13 @@ AD__INLINE ad_node rec_binary(ad_tape *t, unsigned code, ad_node x, ad_node y)
         const uint32_t id = (uint32_t)t->len;
         ad__node *o = ad__N(t, id);
         o->h = ad__hdr(code, (a->h | b->h) & AD__GRAD, x.id_, y.id_);
+        o->v = ad__sval(code, a->v, b->v, 0.0);
         o->g = 0;
-        ad__sfwd(t, o);
         t->len++;
         ad_node h = {id, t->tag};
         return h;
     }
-    ad_node in[2] = {x, y};
-    return ad__record(t, code, &ad__ops[code]->def, in, 2, 0.0);
+    return rec_slow(t, code, x, y, 2, 0.0);
 }
 
 ad_node ad_add(ad_tape *t, ad_node a, ad_node b) { return rec_binary(t, AD_OP_ADD, a, b); }

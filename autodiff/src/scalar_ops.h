@@ -37,12 +37,16 @@
 /* ---- inline scalar kernels: value and adjoint live in the node ---- */
 
 #define AD__SCALAR_UNARY(NAME, CODE, TAKES_C, FWD, DER)                                       \
+    AD__INLINE double ad__s_##NAME##_val(double x, double y, double c)                        \
+    {                                                                                         \
+        (void)y, (void)c;                                                                     \
+        return (FWD);                                                                         \
+    }                                                                                         \
     AD__INLINE void ad__s_##NAME##_fwd(const ad_tape *t, ad__node *o)                      \
     {                                                                                         \
         const double x = ad__N(t, ad__a(o->h))->v;                                            \
         const double c = (TAKES_C) ? t->consts[ad__b(o->h)] : 0.0;                            \
-        (void)c;                                                                              \
-        o->v = (FWD);                                                                         \
+        o->v = ad__s_##NAME##_val(x, 0.0, c);                                                 \
     }                                                                                         \
     AD__INLINE void ad__s_##NAME##_vjp(const ad_tape *t, const ad__node *o)                \
     {                                                                                         \
@@ -54,10 +58,15 @@
     }
 
 #define AD__SCALAR_BINARY(NAME, CODE, FWD, DA, DB)                                            \
+    AD__INLINE double ad__s_##NAME##_val(double x, double y, double c)                        \
+    {                                                                                         \
+        (void)c;                                                                              \
+        return (FWD);                                                                         \
+    }                                                                                         \
     AD__INLINE void ad__s_##NAME##_fwd(const ad_tape *t, ad__node *o)                      \
     {                                                                                         \
         const double x = ad__N(t, ad__a(o->h))->v, y = ad__N(t, ad__b(o->h))->v;              \
-        o->v = (FWD);                                                                         \
+        o->v = ad__s_##NAME##_val(x, y, 0.0);                                                 \
     }                                                                                         \
     AD__INLINE void ad__s_##NAME##_vjp(const ad_tape *t, const ad__node *o)                \
     {                                                                                         \
@@ -84,6 +93,19 @@ AD__INLINE void ad__sfwd(const ad_tape *t, ad__node *o)
         AD__BINARY_OPS(AD__CASE_FWD_B)
     default:
         break;
+    }
+}
+
+/* The value of op code on operand values x (and y) with constant c; used
+ * when recording, where the operands are already at hand. */
+#define AD__CASE_VAL(NAME, CODE, ...) case CODE: return ad__s_##NAME##_val(x, y, c);
+AD__INLINE double ad__sval(unsigned code, double x, double y, double c)
+{
+    switch (code) {
+        AD__UNARY_OPS(AD__CASE_VAL)
+        AD__BINARY_OPS(AD__CASE_VAL)
+    default:
+        return 0.0;
     }
 }
 

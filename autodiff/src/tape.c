@@ -384,7 +384,7 @@ int ad_set_value(ad_tape *t, ad_node leafn, const double *data)
 
 static int push_const(ad_tape *t, const char *op, double c, uint32_t *ci)
 {
-    if (t->nconsts > 0 && t->consts[t->nconsts - 1] == c) { /* repeated in a loop: store once */
+    if (ad__const_repeats(t, c)) {
         *ci = (uint32_t)t->nconsts - 1;
         return AD_OK;
     }

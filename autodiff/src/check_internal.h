@@ -1,0 +1,133 @@
+/*
+ * check_internal.h -- helpers shared by the gradient checks, the trace and
+ * the DOT export: memory through the caller's hook, a growable text
+ * buffer, number and tensor formatting, element names, report building
+ * and a seeded random generator. Uses only the public API of the tape.
+ */
+#ifndef AD_CHECK_INTERNAL_H
+#define AD_CHECK_INTERNAL_H
+
+#include "autodiff/autodiff.h"
+#include "autodiff/check.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- memory ---- */
+
+typedef struct ad__cmem {
+    ad_alloc_fn fn;
+    void *ud;
+} ad__cmem;
+
+/* fn NULL: realloc/free. */
+ad__cmem ad__cmem_make(ad_alloc_fn fn, void *ud);
+/* n bytes (n > 0), or NULL. */
+void *ad__cmem_alloc(const ad__cmem *m, size_t n);
+/* n elements of size sz, NULL on overflow or failure. */
+void *ad__cmem_array(const ad__cmem *m, size_t n, size_t sz);
+void ad__cmem_free(const ad__cmem *m, void *p, size_t n);
+
+/* ---- text ---- */
+
+/* A growable NUL-terminated buffer; oom is sticky and makes every later
+ * append a no-op. */
+typedef struct ad__sb {
+    ad__cmem mem;
+    char *buf;
+    size_t len, cap;
+    int oom;
+} ad__sb;
+
+void ad__sb_init(ad__sb *b, ad__cmem mem);
+void ad__sb_put(ad__sb *b, const char *s, size_t n);
+void ad__sb_puts(ad__sb *b, const char *s);
+void ad__sb_printf(ad__sb *b, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void ad__sb_free(ad__sb *b);
+
+/* A number as %g; neg_parens: "(-4)" for a negative value (a factor after
+ * another). Into buf (at least 32 bytes). */
+const char *ad__num(double v, int neg_parens, char *buf, size_t cap);
+/* A tensor's values: "7", "(1, 0, 2)" or "[[1, 2], [3, 4]]". */
+void ad__sb_values(ad__sb *b, const double *v, ad_shape s);
+/* "scalar", "vector(3)", "2x3". */
+const char *ad__shape_name(ad_shape s, char *buf, size_t cap);
+/* Row name of one element: prefix + name + index, e.g. "dW[0][2]". */
+void ad__elem_name(ad__sb *b, const char *prefix, const char *name, ad_shape s, size_t elem);
+/* 1 if s is a valid shape the tape accepts (ndim 0..2, no zero size). */
+int ad__shape_ok(ad_shape s);
+
+/* ---- reports ---- */
+
+void ad__report_init(ad_check_report *r, ad__cmem mem);
+/* Records the error (status and message) and returns status. */
+int ad__report_fail(ad_check_report *r, int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Appends an entry and updates the counts and the worst case; atol/rtol
+ * decide its verdict unless kink says the element crossed a kink.
+ * Returns AD_OK or AD_ENOMEM. */
+int ad__report_add(ad_check_report *r, ad_check_entry e, double atol, double rtol, int kink);
+/* Takes ownership of the text in b (or records AD_ENOMEM if b ran out). */
+int ad__report_set_text(ad_check_report *r, ad__sb *b);
+
+/* ---- random numbers (splitmix64): no global state ---- */
+
+uint64_t ad__rng_next(uint64_t *state);
+/* Uniform in [-1, 1). */
+double ad__rng_sym(uint64_t *state);
+
+/* ---- a recorded function under check (check_session.c) ---- */
+
+typedef struct ad__session {
+    ad__cmem mem;
+    const char *who;          /* "gradcheck", "handcheck": message prefix */
+    ad_tape *t;
+    const ad_check_input *in;
+    int n;
+    ad_node *leaf;            /* n leaves, one per input                  */
+    size_t *off;              /* n + 1 offsets into the flat arrays       */
+    double *cur;              /* off[n]: the values now in the leaves     */
+    double *g;                /* off[n]: gradient from the last sweep     */
+    ad_node out;
+} ad__session;
+
+/* Checks the arguments, copies the inputs, records fn once and checks its
+ * output is a scalar. On error fills r and returns its status; the
+ * session is then closed already. */
+int ad__session_open(ad__session *s, const char *who, ad_check_fn fn, void *ud,
+                     const ad_check_input *in, int n, const ad_check_opts *o,
+                     ad_check_report *r);
+/* Copies cur into the leaf of input i (all moved inputs when i < 0),
+ * replays and returns the output in *f. */
+int ad__session_eval(ad__session *s, int i, ad_check_report *r, double *f);
+/* Reverse sweep at the current values; gradients into g (0 for inputs
+ * the output does not depend on). */
+int ad__session_sweep(ad__session *s, ad_check_report *r);
+void ad__session_close(ad__session *s);
+/* The input's display name: its name, or "in<i>". */
+const char *ad__input_name(const ad_check_input *in, int i, char *buf, size_t cap);
+
+/* ---- shared by the trace and the DOT export (trace.c) ---- */
+
+/* The node's display name: ad_node_name, or "n<index>". */
+const char *ad__node_label(const ad_tape *t, ad_node n, char *buf, size_t cap);
+/* The node's op as an expression of its inputs' names: "relu(z)",
+ * "W · x", "0.5 · sq"; leaves: "variable" or "constant". */
+void ad__node_expr(ad__sb *b, const ad_tape *t, ad_node n);
+/* Copies the message into opts->errbuf (if any) and returns status. */
+int ad__print_fail(const ad_print_opts *o, int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* A write callback onto a FILE (ud). */
+void ad__file_write(void *ud, const char *text, size_t len);
+
+#endif /* AD_CHECK_INTERNAL_H */
