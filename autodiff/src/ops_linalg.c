@@ -4,7 +4,18 @@
 #include "internal.h"
 #include "kernels.h"
 
+#include <limits.h>
 #include <string.h>
+
+#ifdef AD_HAVE_CBLAS
+/* Optional backend (cmake -DAD_BLAS=ON): the same products through CBLAS.
+ * Used when every dimension fits BLAS's int; the loops below otherwise. */
+#include <cblas.h>
+static int fits(size_t a, size_t b, size_t c) { return a <= INT_MAX && b <= INT_MAX && c <= INT_MAX; }
+#define BLAS_OK(a, b, c) fits((a), (b), (c))
+#else
+#define BLAS_OK(a, b, c) 0
+#endif
 
 static const char *S(ad_shape s, char *buf) { return ad__shape_str(s, buf, 48); }
 
@@ -29,6 +40,12 @@ static void matvec_fwd(const ad_call *k)
     const double *W = k->in[0].val, *x = k->in[1].val;
     double *y = k->out.val;
     const size_t rows = k->in[0].shape.rows, n = k->in[0].shape.cols;
+#ifdef AD_HAVE_CBLAS
+    if (BLAS_OK(rows, n, 1)) {
+        cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)n, 1.0, W, (int)n, x, 1, 0.0, y, 1);
+        return;
+    }
+#endif
     for (size_t i = 0; i < rows; i++) /* W: (rows, n), x: (n) */
         y[i] = ad__kdot(W + i * n, x, n);
 }
@@ -37,6 +54,16 @@ static void matvec_vjp(const ad_call *k)
     const double *W = k->in[0].val, *x = k->in[1].val, *gy = k->out.grad;
     double *gW = k->in[0].grad, *gx = k->in[1].grad;
     const size_t rows = k->in[0].shape.rows, n = k->in[0].shape.cols;
+#ifdef AD_HAVE_CBLAS
+    if (BLAS_OK(rows, n, 1)) {
+        if (gW) /* dW += dy x^T */
+            cblas_dger(CblasRowMajor, (int)rows, (int)n, 1.0, gy, 1, x, 1, gW, (int)n);
+        if (gx) /* dx += W^T dy */
+            cblas_dgemv(CblasRowMajor, CblasTrans, (int)rows, (int)n, 1.0, W, (int)n, gy, 1, 1.0,
+                        gx, 1);
+        return;
+    }
+#endif
     for (size_t i = 0; i < rows; i++) { /* one pass over W: row i feeds dW[i,:] and dx */
         const double g = gy[i];
         if (gW)
@@ -110,6 +137,13 @@ static void matmul_fwd(const ad_call *k)
     const double *A = k->in[0].val, *B = k->in[1].val;
     double *C = k->out.val;
     const size_t m = k->in[0].shape.rows, p = k->in[0].shape.cols, n = k->in[1].shape.cols;
+#ifdef AD_HAVE_CBLAS
+    if (BLAS_OK(m, p, n)) {
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)p, 1.0, A,
+                    (int)p, B, (int)n, 0.0, C, (int)n);
+        return;
+    }
+#endif
     memset(C, 0, m * n * sizeof *C);
     for (size_t i = 0; i < m; i++)     /* C[i,:] = sum_q A[i,q] B[q,:] */
         for (size_t q = 0; q < p; q++)
@@ -120,6 +154,17 @@ static void matmul_vjp(const ad_call *k)
     const double *A = k->in[0].val, *B = k->in[1].val, *gC = k->out.grad;
     double *gA = k->in[0].grad, *gB = k->in[1].grad;
     const size_t m = k->in[0].shape.rows, p = k->in[0].shape.cols, n = k->in[1].shape.cols;
+#ifdef AD_HAVE_CBLAS
+    if (BLAS_OK(m, p, n)) {
+        if (gA) /* dA (m x p) += dC (m x n) B^T */
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)p, (int)n, 1.0, gC,
+                        (int)n, B, (int)n, 1.0, gA, (int)p);
+        if (gB) /* dB (p x n) += A^T dC */
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)p, (int)n, (int)m, 1.0, A,
+                        (int)p, gC, (int)n, 1.0, gB, (int)n);
+        return;
+    }
+#endif
     for (size_t i = 0; i < m; i++)
         for (size_t q = 0; q < p; q++) {
             if (gA) /* dA[i,q] += dC[i,:] . B[q,:] */
@@ -152,6 +197,13 @@ static void matmul_nt_fwd(const ad_call *k)
     const double *A = k->in[0].val, *B = k->in[1].val;
     double *C = k->out.val;
     const size_t m = k->in[0].shape.rows, p = k->in[0].shape.cols, n = k->in[1].shape.rows;
+#ifdef AD_HAVE_CBLAS
+    if (BLAS_OK(m, p, n)) {
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)p, 1.0, A,
+                    (int)p, B, (int)p, 0.0, C, (int)n);
+        return;
+    }
+#endif
     for (size_t i = 0; i < m; i++)     /* C[i,j] = A[i,:] . B[j,:] */
         for (size_t j = 0; j < n; j++)
             C[i * n + j] = ad__kdot(A + i * p, B + j * p, p);
@@ -161,6 +213,17 @@ static void matmul_nt_vjp(const ad_call *k)
     const double *A = k->in[0].val, *B = k->in[1].val, *gC = k->out.grad;
     double *gA = k->in[0].grad, *gB = k->in[1].grad;
     const size_t m = k->in[0].shape.rows, p = k->in[0].shape.cols, n = k->in[1].shape.rows;
+#ifdef AD_HAVE_CBLAS
+    if (BLAS_OK(m, p, n)) {
+        if (gA) /* dA (m x p) += dC (m x n) B */
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)p, (int)n, 1.0, gC,
+                        (int)n, B, (int)p, 1.0, gA, (int)p);
+        if (gB) /* dB (n x p) += dC^T A */
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)p, (int)m, 1.0, gC,
+                        (int)n, A, (int)p, 1.0, gB, (int)p);
+        return;
+    }
+#endif
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < n; j++) { /* B[j,:] feeds dA[i,:] and dB[j,:] in one pass */
             const double g = gC[i * n + j];
