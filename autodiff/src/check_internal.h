@@ -72,10 +72,11 @@ int ad__report_fail(ad_check_report *r, int status, const char *fmt, ...)
     ;
 /* Appends an entry and updates the counts and the worst case; atol/rtol
  * decide its verdict unless kink says the element crossed a kink.
- * Returns AD_OK or AD_ENOMEM. */
-int ad__report_add(ad_check_report *r, ad_check_entry e, double atol, double rtol, int kink);
+ * Returns AD_OK or AD_ENOMEM (the message starts with who). */
+int ad__report_add(ad_check_report *r, const char *who, ad_check_entry e, double atol,
+                   double rtol, int kink);
 /* Takes ownership of the text in b (or records AD_ENOMEM if b ran out). */
-int ad__report_set_text(ad_check_report *r, ad__sb *b);
+int ad__report_set_text(ad_check_report *r, const char *who, ad__sb *b);
 
 /* ---- random numbers (splitmix64): no global state ---- */
 

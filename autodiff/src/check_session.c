@@ -85,9 +85,10 @@ int ad__session_open(ad__session *s, const char *who, ad_check_fn fn, void *ud,
     s->cur = ad__cmem_array(&s->mem, s->off[n], sizeof *s->cur);
     s->g = ad__cmem_array(&s->mem, s->off[n], sizeof *s->g);
     if (!s->cur || !s->g) {
+        size_t total = s->off[n];
         ad__session_close(s);
         return ad__report_fail(r, AD_ENOMEM, "%s: out of memory for %zu input values", who,
-                               s->off[n]);
+                               total);
     }
     for (int i = 0; i < n; i++)
         memcpy(s->cur + s->off[i], in[i].value, ad_shape_size(in[i].shape) * sizeof(double));

@@ -1,29 +1,19 @@
 /* check_util.c -- memory, text and report helpers for the checks, the
  * trace and the DOT export (see check_internal.h). */
 #include "check_internal.h"
+#include "internal.h" /* ad__default_alloc: the one place that calls realloc/free */
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* ---- memory ---- */
 
-static void *default_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    (void)ud, (void)osize;
-    if (nsize == 0) {
-        free(ptr);
-        return NULL;
-    }
-    return realloc(ptr, nsize);
-}
-
 ad__cmem ad__cmem_make(ad_alloc_fn fn, void *ud)
 {
-    ad__cmem m = {fn ? fn : default_alloc, fn ? ud : NULL};
+    ad__cmem m = {fn ? fn : ad__default_alloc, fn ? ud : NULL};
     return m;
 }
 
@@ -203,16 +193,19 @@ static double badness(const ad_check_entry *e, double atol, double rtol)
     return tol > 0 ? e->abs_err / tol : (e->abs_err > 0 ? INFINITY : 0);
 }
 
-int ad__report_add(ad_check_report *r, ad_check_entry e, double atol, double rtol, int kink)
+int ad__report_add(ad_check_report *r, const char *who, ad_check_entry e, double atol,
+                   double rtol, int kink)
 {
     ad__cmem mem = {r->alloc_, r->alloc_ud_};
     if (r->nentries == r->entries_cap_) {
         size_t ncap = r->entries_cap_ ? 2 * r->entries_cap_ : 16;
         if (ncap > SIZE_MAX / sizeof e)
-            return ad__report_fail(r, AD_ENOMEM, "out of memory for the report's entries");
+            return ad__report_fail(r, AD_ENOMEM, "%s: out of memory for the report's entries",
+                                   who);
         void *p = mem.fn(mem.ud, (void *)r->entries, r->entries_cap_ * sizeof e, ncap * sizeof e);
         if (!p)
-            return ad__report_fail(r, AD_ENOMEM, "out of memory for the report's entries");
+            return ad__report_fail(r, AD_ENOMEM, "%s: out of memory for the report's entries",
+                                   who);
         r->entries = p;
         r->entries_cap_ = ncap;
     }
@@ -236,11 +229,11 @@ int ad__report_add(ad_check_report *r, ad_check_entry e, double atol, double rto
     return AD_OK;
 }
 
-int ad__report_set_text(ad_check_report *r, ad__sb *b)
+int ad__report_set_text(ad_check_report *r, const char *who, ad__sb *b)
 {
     if (b->oom || !b->buf) {
         ad__sb_free(b);
-        return ad__report_fail(r, AD_ENOMEM, "out of memory writing the report text");
+        return ad__report_fail(r, AD_ENOMEM, "%s: out of memory writing the report text", who);
     }
     r->text = b->buf;
     r->text_len = b->len;

@@ -195,7 +195,7 @@ static int write_text(ad_check_report *r, const ad__session *s, const ad_check_o
     ad__sb_free(&nm);
     if (oom)
         b.oom = 1;
-    return ad__report_set_text(r, &b);
+    return ad__report_set_text(r, "gradcheck", &b);
 }
 
 /* ---- the two modes ---- */
@@ -226,7 +226,7 @@ static int by_element(ad__session *s, const kinks *k, double step, double atol, 
             e.elem = j;
             e.tape = s->g[s->off[i] + j];
             e.other = (fp - fm) / (xp - xm); /* the step as represented */
-            if ((st = ad__report_add(r, e, atol, rtol, crossed)) != AD_OK)
+            if ((st = ad__report_add(r, "gradcheck", e, atol, rtol, crossed)) != AD_OK)
                 return st;
         }
         /* put the input back before moving the next one */
@@ -284,7 +284,7 @@ static int by_direction(ad__session *s, const kinks *k, const ad_check_opts *o, 
         e.elem = (size_t)d;
         e.tape = gv;
         e.other = (fp - fm) / (2 * h);
-        if ((st = ad__report_add(r, e, atol, rtol, crossed)) != AD_OK)
+        if ((st = ad__report_add(r, "gradcheck", e, atol, rtol, crossed)) != AD_OK)
             goto done;
     }
     memcpy(s->cur, x0, total * sizeof *x0);

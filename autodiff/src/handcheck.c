@@ -12,6 +12,7 @@
 
 #define DEFAULT_TOL 1e-9
 #define DEFAULT_POINTS 3
+#define MAX_POINTS 100000
 #define DEFAULT_SEED 0x5eed5eedu
 #define MAX_ROWS 40
 #define SMALL_POINT 24  /* write a point's values when it has at most this many */
@@ -32,6 +33,8 @@ static int compared(const ad_check_input *in, int i, ad_hand_fn yours)
     return in[i].role == AD_INPUT_COMPARE && (yours || in[i].grad);
 }
 
+/* "the given point (W = ..., x = ...)" or "random point 2 (...)"; the
+ * values only when the point is small. */
 static void describe_point(ad__sb *b, const hand *h, int p)
 {
     const ad__session *s = &h->s;
@@ -39,15 +42,17 @@ static void describe_point(ad__sb *b, const hand *h, int p)
     const double *x = h->pts + (size_t)p * total;
     char nb[32];
     if (p > 0)
-        ad__sb_printf(b, "random point %d%s", p, total <= SMALL_POINT ? ": " : "");
-    else if (total > SMALL_POINT)
+        ad__sb_printf(b, "random point %d", p);
+    else
         ad__sb_puts(b, "the given point");
     if (total > SMALL_POINT)
         return;
+    ad__sb_puts(b, " (");
     for (int i = 0; i < s->n; i++) {
         ad__sb_printf(b, "%s%s = ", i ? ", " : "", ad__input_name(s->in, i, nb, sizeof nb));
         ad__sb_values(b, x + s->off[i], s->in[i].shape);
     }
+    ad__sb_puts(b, ")");
 }
 
 static void mismatch_line(ad__sb *b, const hand *h, const ad_check_entry *e)
@@ -59,6 +64,10 @@ static void mismatch_line(ad__sb *b, const hand *h, const ad_check_entry *e)
     ad__sb_printf(b, ": yours %.10g, tape %.10g", e->other, e->tape);
 }
 
+/* Summary line, then the rows grouped under the point they were taken at:
+ *   at the given point (W = ..., x = ...):
+ *     dW[0][2]: yours -7, tape -8
+ * then the worst element. */
 static int write_text(ad_check_report *r, const hand *h, const ad_check_opts *o, double atol,
                       double rtol)
 {
@@ -78,18 +87,24 @@ static int write_text(ad_check_report *r, const hand *h, const ad_check_opts *o,
 
     int all = o && (o->flags & AD_CHECK_ALL_ROWS);
     size_t shown = 0, hidden = 0;
+    int last_point = -1;
     for (size_t i = 0; i < r->nentries; i++) {
         const ad_check_entry *e = &r->entries[i];
-        if ((!all && e->verdict == AD_ELEM_OK) || shown >= MAX_ROWS) {
-            hidden += e->verdict != AD_ELEM_OK || all;
+        if (!all && e->verdict == AD_ELEM_OK)
+            continue;
+        if (shown >= MAX_ROWS) {
+            hidden++;
             continue;
         }
+        if (e->point != last_point) {
+            ad__sb_puts(&b, "at ");
+            describe_point(&b, h, e->point);
+            ad__sb_puts(&b, ":\n");
+            last_point = e->point;
+        }
+        ad__sb_puts(&b, "  ");
         mismatch_line(&b, h, e);
-        if (e->verdict == AD_ELEM_OK)
-            ad__sb_puts(&b, "  ok");
-        ad__sb_puts(&b, " (at ");
-        describe_point(&b, h, e->point);
-        ad__sb_puts(&b, ")\n");
+        ad__sb_puts(&b, e->verdict == AD_ELEM_OK ? "  ok\n" : "\n");
         shown++;
     }
     if (hidden)
@@ -97,11 +112,14 @@ static int write_text(ad_check_report *r, const hand *h, const ad_check_opts *o,
     if (r->has_worst) {
         ad__sb_puts(&b, "worst: ");
         mismatch_line(&b, h, &r->worst);
-        ad__sb_printf(&b, ", abs err %.2g, rel err %.2g (at ", r->worst.abs_err, r->worst.rel_err);
-        describe_point(&b, h, r->worst.point);
-        ad__sb_puts(&b, ")\n");
+        ad__sb_printf(&b, ", abs err %.2g, rel err %.2g, at ", r->worst.abs_err,
+                      r->worst.rel_err);
+        ad__sb_puts(&b, r->worst.point ? "random point " : "the given point");
+        if (r->worst.point)
+            ad__sb_printf(&b, "%d", r->worst.point);
+        ad__sb_puts(&b, "\n");
     }
-    return ad__report_set_text(r, &b);
+    return ad__report_set_text(r, "handcheck", &b);
 }
 
 static void hand_free(hand *h)
@@ -168,7 +186,7 @@ static int at_point(hand *h, int p, double atol, double rtol, ad_check_report *r
             e.point = p;
             e.tape = s->g[s->off[i] + j];
             e.other = yg[j];
-            if ((st = ad__report_add(r, e, atol, rtol, 0)) != AD_OK)
+            if ((st = ad__report_add(r, "handcheck", e, atol, rtol, 0)) != AD_OK)
                 return st;
         }
     }
@@ -185,6 +203,9 @@ int ad_handcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n, ad_h
         return ad__report_fail(r, AD_EMISUSE,
                                "handcheck: negative option (atol %g, rtol %g, spread %g)", o->atol,
                                o->rtol, o->spread);
+    if (o && o->points > MAX_POINTS)
+        return ad__report_fail(r, AD_EMISUSE, "handcheck: %d random points is more than %d",
+                               o->points, MAX_POINTS);
     if (!yours && o && o->points > 0)
         return ad__report_fail(r, AD_EMISUSE,
                                "handcheck: %d random points need a gradient callback (yours): "
@@ -282,7 +303,7 @@ int ad_check_grad(const ad_tape *t, ad_node node, const double *expected,
         e.elem = j;
         e.tape = g[j];
         e.other = expected[j];
-        if (ad__report_add(r, e, atol, rtol, 0) != AD_OK)
+        if (ad__report_add(r, "check_grad", e, atol, rtol, 0) != AD_OK)
             return AD_ENOMEM;
     }
     ad__sb b;
@@ -313,7 +334,7 @@ int ad_check_grad(const ad_tape *t, ad_node node, const double *expected,
         ad__sb_values(&b, expected, sh);
         ad__sb_puts(&b, "\n");
     }
-    int st = ad__report_set_text(r, &b);
+    int st = ad__report_set_text(r, "check_grad", &b);
     if (st != AD_OK)
         return st;
     r->passed = r->failed == 0;

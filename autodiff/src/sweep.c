@@ -72,9 +72,11 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, const char *who
     if (!(o->h & AD__GRAD))
         return AD_OK; /* no variable reaches the output: all gradients are 0 */
 
+    /* Add, not assign: tape adjoints are zero here, and an ad_param output's
+     * buffer accumulates like every caller gradient. */
     const size_t size = ad_shape_size(out.shape);
     for (size_t j = 0; j < size; j++)
-        out.grad[j] = seed ? seed[j] : 1.0;
+        out.grad[j] += seed ? seed[j] : 1.0;
     if (o->h & AD__EXT)
         ad__X(t, ad__a(o->h))->reached = 1;
 

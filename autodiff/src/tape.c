@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 const char *ad_version(void) { return AD_VERSION_STRING; }
 
@@ -65,7 +66,9 @@ const char *ad_tape_errmsg(const ad_tape *t)
 /* ---- lifecycle ---- */
 
 /* A tag that differs between live tapes and between generations of one
- * tape, so stale and foreign handles are caught without global state. */
+ * tape, so stale and foreign handles are caught without global state. The
+ * first generation starts from the clock, so a tape allocated where a freed
+ * one lived does not accept the old tape's handles. */
 static uint32_t make_tag(const ad_tape *t)
 {
     uint64_t x = (uint64_t)(uintptr_t)t ^ ((uint64_t)t->generation * 0x9E3779B97F4A7C15u);
@@ -108,6 +111,9 @@ ad_tape *ad_tape_new(const ad_tape_opts *opts)
     t->nodes.shift = AD__NODE_SHIFT;
     t->exts.elem = sizeof(ad__ext);
     t->exts.shift = AD__EXT_SHIFT;
+    struct timespec now;
+    if (timespec_get(&now, TIME_UTC) == TIME_UTC)
+        t->generation = (uint32_t)now.tv_nsec ^ (uint32_t)now.tv_sec * 2654435761u;
     t->tag = make_tag(t);
     if (init_nodes(t) != AD_OK) {
         ad_tape_free(t);

@@ -74,7 +74,8 @@ typedef int (*ad_hand_fn)(const double *const *point, double *const *grad, int n
 
 /* Flags for ad_check_opts.flags. */
 #define AD_CHECK_ALL_ROWS 1u  /* list every element in the text, not only
-                                 failures (small checks list all anyway) */
+                                 failures (ad_gradcheck lists all of a
+                                 check of at most 24 elements anyway) */
 
 /* Options shared by the checks. Zero-initialise (or pass NULL) for the
  * defaults; each field says what 0 means. */
@@ -95,7 +96,7 @@ typedef struct ad_check_opts {
      * max|x|)), 2d evaluations whatever the input size. */
     int directions;
     /* ad_handcheck with a callback: random points besides the given one.
-     * 0: 3; negative: none. Each element of a moved input becomes
+     * 0: 3; negative: none; at most 100000. Each element of a moved input becomes
      * x + spread * u * max(1, |x|), u uniform in [-1, 1]. */
     int points;
     double spread;        /* 0: 1.0 */
@@ -179,7 +180,7 @@ AD_API void ad_check_report_free(ad_check_report *rep);
  * between x-h, x and x+h is AD_ELEM_KINK, not a failure.
  * Returns AD_OK when the check ran (pass/fail in rep->passed), else the
  * error, also in rep->status with a message in rep->errmsg:
- *   AD_EMISUSE  fn/in/rep NULL, n < 1, a NULL value, an invalid shape, no
+ *   AD_EMISUSE  fn/in/rep NULL, n < 1, a negative option, a NULL value, an invalid shape, no
  *               input to compare, fn returned nil or a non-scalar
  *   AD_ENOMEM   the allocator failed (report and tape are cleaned up)
  *   other       fn's recording failed: the tape's status and message.

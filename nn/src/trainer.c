@@ -1,0 +1,148 @@
+/* trainer.c -- the training loop's fast path: record forward + loss once
+ * per batch size, then per step copy the batch into the buffers the tape
+ * views, replay, zero the gradients, sweep back, clip, update. */
+#include "nn_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+struct nn_trainer {
+    nn_model *m;
+    nn_loss loss;
+    double clip;
+    nn_optim *opt;
+    nn__slot slot[2];       /* [0]: the first batch size; [1]: any other */
+    uint64_t version;       /* store version the trainer was made for   */
+    uint64_t recordings;
+    char msg[NN__MSG_CAP];
+};
+
+nn_trainer *nn_trainer_new(nn_model *m, const nn_trainer_opts *opts)
+{
+    if (!m)
+        return NULL;
+    if (!opts) {
+        nn__fail(m->msg, NN_EMISUSE, "trainer: options are NULL");
+        return NULL;
+    }
+    if ((unsigned)opts->loss >= NN_LOSS_COUNT) {
+        nn__fail(m->msg, NN_EMISUSE, "trainer: unknown loss %d", (int)opts->loss);
+        return NULL;
+    }
+    if (!(opts->clip_norm >= 0 && isfinite(opts->clip_norm))) {
+        nn__fail(m->msg, NN_EMISUSE, "trainer: clip_norm %g is not a finite value >= 0",
+                 opts->clip_norm);
+        return NULL;
+    }
+    if (nn_optim_check(&opts->optim, m->msg, sizeof m->msg) != NN_OK)
+        return NULL;
+    if (m->nlayers == 0) {
+        nn__fail(m->msg, NN_EMISUSE, "trainer: the model has no layers");
+        return NULL;
+    }
+    nn_trainer *tr = nn__alloc(&m->mem, sizeof *tr);
+    if (!tr) {
+        nn__fail(m->msg, NN_ENOMEM, "trainer: out of memory");
+        return NULL;
+    }
+    memset(tr, 0, sizeof *tr);
+    tr->m = m;
+    tr->loss = opts->loss;
+    tr->clip = opts->clip_norm;
+    tr->version = nn_params_version(m->params);
+    tr->opt = nn_optim_new(&opts->optim, nn_params_size(m->params), m->mem.fn, m->mem.ud);
+    if (!tr->opt) {
+        nn__free(&m->mem, tr, sizeof *tr);
+        nn__fail(m->msg, NN_ENOMEM, "trainer: out of memory for the optimizer state");
+        return NULL;
+    }
+    return tr;
+}
+
+void nn_trainer_free(nn_trainer *tr)
+{
+    if (!tr)
+        return;
+    nn__mem *mem = &tr->m->mem;
+    nn__slot_free(mem, &tr->slot[0]);
+    nn__slot_free(mem, &tr->slot[1]);
+    nn_optim_free(tr->opt);
+    nn__free(mem, tr, sizeof *tr);
+}
+
+nn_optim *nn_trainer_optim(nn_trainer *tr) { return tr ? tr->opt : NULL; }
+uint64_t nn_trainer_recordings(const nn_trainer *tr) { return tr ? tr->recordings : 0; }
+const char *nn_trainer_errmsg(const nn_trainer *tr) { return tr ? tr->msg : "no trainer"; }
+
+/* Records input -> forward -> loss on slot s, whose buffers hold the batch. */
+static int record(nn_trainer *tr, nn__slot *s, uint32_t batch)
+{
+    nn_model *m = tr->m;
+    const uint32_t n_in = nn_model_input_size(m), n_out = nn_model_output_size(m);
+    const ad_shape xs = batch == 1 ? ad_shape_vec(n_in) : ad_shape_mat(batch, n_in);
+    const ad_shape ys = batch == 1 ? ad_shape_vec(n_out) : ad_shape_mat(batch, n_out);
+    ad_node x = ad_param(s->tape, xs, s->X, NULL); /* views: refilled before each replay */
+    ad_node y = ad_param(s->tape, ys, s->Y, NULL);
+    if (ad_node_is_nil(x) || ad_node_is_nil(y))
+        return nn__fail(tr->msg, nn__from_ad(ad_tape_status(s->tape)), "trainer: %s",
+                        ad_tape_errmsg(s->tape));
+    ad_node yhat;
+    int st = nn__forward(m, s->tape, x, 1, &yhat);
+    if (st == NN_OK)
+        st = nn__loss(m, s->tape, tr->loss, yhat, y, &s->out);
+    if (st != NN_OK)
+        return nn__fail(tr->msg, st, "trainer: %s", m->msg);
+    s->batch = batch;
+    s->version = tr->version;
+    tr->recordings++;
+    return NN_OK;
+}
+
+int nn_trainer_step(nn_trainer *tr, const double *X, const double *Y, uint32_t batch, double *loss)
+{
+    if (!tr)
+        return NN_EMISUSE;
+    nn_model *m = tr->m;
+    if (!X || !Y)
+        return nn__fail(tr->msg, NN_EMISUSE, "trainer: X or Y is NULL");
+    if (batch == 0)
+        return nn__fail(tr->msg, NN_EMISUSE, "trainer: the batch is empty");
+    if (nn_params_version(m->params) != tr->version)
+        return nn__fail(tr->msg, NN_EMISUSE,
+                        "trainer: the model's parameters changed after the trainer was made");
+    const uint32_t n_in = nn_model_input_size(m), n_out = nn_model_output_size(m);
+    nn__slot *s = tr->slot[0].batch == batch ? &tr->slot[0]
+                : tr->slot[1].batch == batch ? &tr->slot[1]
+                                             : NULL;
+    int st;
+    if (s) {
+        memcpy(s->X, X, (size_t)batch * n_in * sizeof *X);
+        memcpy(s->Y, Y, (size_t)batch * n_out * sizeof *Y);
+        st = ad_replay(s->tape);
+        if (st != AD_OK)
+            return nn__fail(tr->msg, nn__from_ad(st), "trainer: replay: %s", ad_tape_errmsg(s->tape));
+    } else {
+        s = tr->slot[0].batch == 0 ? &tr->slot[0] : &tr->slot[1];
+        char why[NN__MSG_CAP];
+        st = nn__slot_reserve(&m->mem, s, batch, n_in, n_out, why);
+        if (st != NN_OK)
+            return nn__fail(tr->msg, st, "trainer: %s", why);
+        memcpy(s->X, X, (size_t)batch * n_in * sizeof *X);
+        memcpy(s->Y, Y, (size_t)batch * n_out * sizeof *Y);
+        st = record(tr, s, batch); /* recording evaluates: no replay needed */
+        if (st != NN_OK)
+            return st;
+    }
+    nn_params_zero_grad(m->params);
+    st = ad_backward(s->tape, s->out);
+    if (st != AD_OK)
+        return nn__fail(tr->msg, nn__from_ad(st), "trainer: backward: %s", ad_tape_errmsg(s->tape));
+    if (loss)
+        *loss = ad_scalar_value(s->tape, s->out);
+    if (tr->clip > 0)
+        nn_params_clip_grad_norm(m->params, tr->clip, NULL);
+    st = nn_optim_step(tr->opt, m->params);
+    if (st != NN_OK)
+        return nn__copy_msg(tr->msg, st, nn_optim_errmsg(tr->opt));
+    return NN_OK;
+}
