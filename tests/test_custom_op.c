@@ -543,7 +543,7 @@ Test(custom_op, shape_rule_rejection_is_eshape_with_name)
     v = ad_variable(t, ad_shape_vec(3), A);
     cr_assert(ad_node_is_nil(ad_apply(t, &empty, &v, 1, 0)));
     cr_assert_eq(ad_tape_status(t), AD_ESHAPE);
-    cr_assert_str_eq(ad_tape_errmsg(t), "emptyout: empty shape a vector of length 0");
+    cr_assert_str_eq(ad_tape_errmsg(t), "emptyout: the shape is empty (a vector of length 0)");
 
     /* A reason as long as the buffer: truncated, never overflowing. */
     static const ad_opdef longr = {"longreason", 1, long_reason_shape, cube_fwd, cube_vjp, NULL};

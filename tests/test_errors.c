@@ -360,7 +360,10 @@ Test(errors, backward_seed_null)
 
 /* ---- leaves ---- */
 
-Test(errors, set_value_misuse)
+/* One misuse of ad_set_value on a fresh tape: its status and message. */
+typedef enum { SV_OP_RESULT, SV_INLINE_RESULT, SV_PARAM, SV_INPUT_PARAM, SV_NULL_DATA, SV_NIL } sv_case;
+
+static void set_value_misuse(sv_case which, const char *want)
 {
     ad_tape *t = tape();
     double p[2] = {1, 2}, pg[2] = {0};
@@ -371,22 +374,41 @@ Test(errors, set_value_misuse)
     ad_node ys = ad_neg(t, s);
     ad_node pa = ad_param(t, ad_shape_vec(2), p, pg);
     ad_node pn = ad_param(t, ad_shape_vec(2), p, NULL);
-    cr_assert_eq(ad_set_value(t, y, nv), AD_EMISUSE, "a tensor op result is not a leaf");
-    cr_assert_eq(ad_set_value(t, ys, nv), AD_EMISUSE, "an inline op result is not a leaf");
-    cr_assert_eq(ad_set_value(t, pa, nv), AD_EMISUSE, "a param's buffer belongs to the caller");
-    cr_assert_eq(ad_set_value(t, pn, nv), AD_EMISUSE);
-    cr_assert_eq(ad_set_value(t, v, NULL), AD_EMISUSE);
-    cr_assert_eq(ad_set_value(t, ad_nil(), nv), AD_EMISUSE);
+    ad_node target[] = {y, ys, pa, pn, v, ad_nil()};
+    int st = ad_set_value(t, target[which], which == SV_NULL_DATA ? NULL : nv);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", ad_tape_errmsg(t));
     /* Nothing was written. */
-    cr_assert_eq(ad_value(t, y)[0], 3.0);
-    cr_assert_eq(ad_scalar_value(t, ys), -3.0);
-    cr_assert_eq(p[0], 1.0);
-    cr_assert_eq(ad_value(t, v)[1], 2.0);
-    /* The happy path still works. */
+    int untouched = ad_value(t, y)[0] == 3.0 && ad_scalar_value(t, ys) == -3.0 && p[0] == 1.0
+                    && ad_value(t, v)[1] == 2.0;
+    ad_tape_free(t);
+    cr_assert_eq(st, AD_EMISUSE);
+    cr_assert_str_eq(msg, want);
+    cr_assert(untouched);
+}
+
+Test(errors, set_value_misuse)
+{
+    set_value_misuse(SV_OP_RESULT, "set_value: node 3 is the result of mul, not a constant or variable");
+    set_value_misuse(SV_INLINE_RESULT, "set_value: node 4 is the result of neg, not a constant or variable");
+    set_value_misuse(SV_PARAM, "set_value: node 5 is an ad_param; write to the caller's buffer instead");
+    set_value_misuse(SV_INPUT_PARAM, "set_value: node 6 is an ad_param; write to the caller's buffer instead");
+    set_value_misuse(SV_NULL_DATA, "set_value: data is NULL");
+    set_value_misuse(SV_NIL, "set_value: operand 1 is the nil node (the result of a failed call)");
+}
+
+Test(errors, set_value_happy_path)
+{
+    ad_tape *t = tape();
+    double p[2] = {1, 2};
+    const double nv[2] = {5, 6};
+    ad_node v = ad_variable(t, ad_shape_vec(2), p);
+    ad_node s = ad_scalar(t, 3.0);
     cr_assert_eq(ad_set_value(t, v, nv), AD_OK);
     cr_assert_eq(ad_set_value(t, s, nv), AD_OK);
     cr_assert_eq(ad_value(t, v)[1], 6.0);
     cr_assert_eq(ad_scalar_value(t, s), 5.0);
+    cr_assert_eq(ad_tape_status(t), AD_OK);
     ad_tape_free(t);
 }
 
@@ -413,11 +435,11 @@ Test(errors, invalid_and_empty_shapes)
     EXPECT_FAIL(t, ad_variable(t, ndneg, buf), AD_EMISUSE, "variable: invalid shape (ndim -1, 1x1)");
     ad_tape_reset(t);
     EXPECT_FAIL(t, ad_variable(t, ad_shape_vec(0), buf), AD_ESHAPE,
-                "variable: empty shape a vector of length 0");
+                "variable: the shape is empty (a vector of length 0)");
     ad_tape_reset(t);
-    EXPECT_FAIL(t, ad_constant(t, ad_shape_mat(0, 3), buf), AD_ESHAPE, "constant: empty shape 0x3");
+    EXPECT_FAIL(t, ad_constant(t, ad_shape_mat(0, 3), buf), AD_ESHAPE, "constant: the shape is empty (0x3)");
     ad_tape_reset(t);
-    EXPECT_FAIL(t, ad_param(t, ad_shape_mat(2, 0), buf, g), AD_ESHAPE, "param: empty shape 2x0");
+    EXPECT_FAIL(t, ad_param(t, ad_shape_mat(2, 0), buf, g), AD_ESHAPE, "param: the shape is empty (2x0)");
     ad_tape_reset(t);
     EXPECT_FAIL(t, ad_variable(t, ad_shape_mat(1u << 21, 1u << 21), buf), AD_ELIMIT,
                 "variable: 2097152x2097152 is too large");

@@ -322,12 +322,18 @@ Test(sweep, reset_invalidates_handles)
         ad_node in[AD_MAX_ARITY];
         cr_assert_eq(ad_node_inputs(t, n, in), -1);
         cr_assert_null(ad_node_name(t, n));
-        cr_assert_eq(ad_set_value(t, n, v0), AD_EMISUSE);
-        cr_assert_eq(ad_set_name(t, n, "x"), AD_EMISUSE);
     }
     cr_assert_null(ad_node_name(t, v2), "names are dropped at reset");
     cr_assert_eq(ad_tape_status(t), AD_OK, "read-only accessors do not set the error");
     cr_assert_eq(ad_scalar_value(t, s2), 9.0);
+    /* Writes through a stale handle are refused; set_value says why. */
+    cr_assert_eq(ad_set_name(t, v, "x"), AD_EMISUSE);
+    cr_assert_eq(ad_tape_status(t), AD_OK, "a refused name does not stop the tape");
+    cr_assert_eq(ad_set_value(t, v, v0), AD_EMISUSE);
+    cr_assert_eq(ad_tape_status(t), AD_EMISUSE);
+    cr_assert_str_eq(ad_tape_errmsg(t), "set_value: operand 1 is not a node of this tape (it belongs "
+                                        "to another tape, or was recorded before ad_tape_reset)");
+    cr_assert_eq(ad_scalar_value(t, s2), 9.0, "a refused write changes nothing");
     ad_tape_free(t);
 }
 

@@ -285,7 +285,8 @@ static int check_shape(ad_tape *t, const char *op, ad_shape s)
         return ad__fail(t, AD_EMISUSE, "%s: invalid shape (ndim %d, %ux%u)", op, s.ndim,
                         (unsigned)s.rows, (unsigned)s.cols);
     if (s.rows == 0 || s.cols == 0)
-        return ad__fail(t, AD_ESHAPE, "%s: empty shape %s", op, ad__shape_str(s, buf, sizeof buf));
+        return ad__fail(t, AD_ESHAPE, "%s: the shape is empty (%s)", op,
+                        ad__shape_str(s, buf, sizeof buf));
     if ((uint64_t)s.rows * s.cols > ((uint64_t)1 << 40))
         return ad__fail(t, AD_ELIMIT, "%s: %s is too large", op, ad__shape_str(s, buf, sizeof buf));
     return AD_OK;
@@ -372,17 +373,25 @@ int ad_set_value(ad_tape *t, ad_node leafn, const double *data)
 {
     if (!t)
         return AD_EMISUSE;
-    ad__node *n = ad__peek(t, leafn);
-    if (!n || !data || ad__opc(n->h) != AD_OP_LEAF)
+    ad__node *n = ad__check(t, leafn, "set_value", 1);
+    if (!n)
         return AD_EMISUSE;
-    if (n->h & AD__EXT) {
-        ad__ext *x = ad__X(t, ad__a(n->h));
-        if (x->view)
-            return AD_EMISUSE; /* an ad_param: the caller writes its own buffer */
+    if (!data)
+        return ad__fail(t, AD_EMISUSE, "set_value: data is NULL");
+    const unsigned op = ad__opc(n->h);
+    ad__ext *x = (n->h & AD__EXT) ? ad__X(t, ad__a(n->h)) : NULL;
+    if (op != AD_OP_LEAF)
+        return ad__fail(t, AD_EMISUSE,
+                        "set_value: node %u is the result of %s, not a constant or variable",
+                        (unsigned)leafn.id_, x ? x->def->name : ad__ops[op]->def.name);
+    if (x && x->view)
+        return ad__fail(t, AD_EMISUSE,
+                        "set_value: node %u is an ad_param; write to the caller's buffer instead",
+                        (unsigned)leafn.id_);
+    if (x)
         memcpy(x->val, data, ad_shape_size(x->shape) * sizeof *data);
-    } else {
+    else
         n->v = data[0];
-    }
     return AD_OK;
 }
 

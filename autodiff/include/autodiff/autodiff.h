@@ -196,7 +196,8 @@ AD_API const ad_opdef *ad_registry_find(const ad_registry *reg, const char *name
 /* Message of the last failed ad_registry_add ("" if none). Owned by reg. */
 AD_API const char *ad_registry_errmsg(const ad_registry *reg);
 
-/* The built-in descriptors, for iteration: *count receives their number. */
+/* The built-in descriptors, for iteration: index 0 .. ad_builtin_count()-1;
+ * NULL beyond. Static, never freed. */
 AD_API const ad_opdef *ad_builtin_op(size_t index);
 AD_API size_t ad_builtin_count(void);
 
@@ -259,7 +260,9 @@ AD_API ad_node ad_param(ad_tape *t, ad_shape shape, const double *value, double 
 
 /* Overwrite a copied leaf's value (ad_constant/ad_variable/ad_scalar*),
  * typically before ad_replay. data holds ad_shape_size(shape) doubles.
- * Returns AD_OK or AD_EMISUSE (not a copied leaf, stale node, NULL). */
+ * Returns AD_OK, or AD_EMISUSE (not a copied leaf, an ad_param, a stale or
+ * foreign node, NULL data) with the reason recorded in the tape like any
+ * other error (ad_tape_errmsg; the first error is kept). */
 AD_API int ad_set_value(ad_tape *t, ad_node leaf, const double *data);
 
 /* ------------------------------------------------------------------ */
@@ -307,7 +310,8 @@ AD_API ad_node ad_transpose(ad_tape *t, ad_node A);          /* (m x n) -> (n x 
  * logits and target of the same shape, a vector (n) or a matrix (B x n),
  * one sample per row; target rows are probability vectors (e.g. one-hot).
  * Returns the scalar sum over rows of -sum_j target_j log softmax(z)_j.
- * Gradient flows to the logits only. */
+ * Gradients: d/dz_j = softmax(z)_j sum(target) - target_j, and, when the
+ * target needs one, d/dtarget_j = logsumexp(z) - z_j. */
 AD_API ad_node ad_softmax_xent(ad_tape *t, ad_node logits, ad_node target);
 
 /* Record any op by descriptor: built-in (from ad_registry_find) or custom.
@@ -378,7 +382,9 @@ AD_API int ad_node_requires_grad(const ad_tape *t, ad_node n);
 AD_API int ad_node_is_variable(const ad_tape *t, ad_node n);
 
 /* Names for traces and reports. The name is copied. Returns AD_OK,
- * AD_EMISUSE or AD_ENOMEM. */
+ * AD_EMISUSE (stale/foreign/nil node, NULL name) or AD_ENOMEM. Names are
+ * decoration: a failure here is not recorded in the tape's sticky status,
+ * so it never stops a computation. */
 AD_API int ad_set_name(ad_tape *t, ad_node n, const char *name);
 /* The name given with ad_set_name, or NULL. Owned by the tape. */
 AD_API const char *ad_node_name(const ad_tape *t, ad_node n);
