@@ -72,18 +72,19 @@ typedef struct ad__node {
 
 _Static_assert(sizeof(ad__node) == 24, "a node is 24 bytes");
 
+/* An EXT node's record. Its ad_call is built once, at recording: node
+ * chunks and arena blocks never move, so the operand views stay valid, and
+ * replay and the sweep call forward/vjp on it without re-binding. */
 typedef struct ad__ext {
     const ad_opdef *def;
-    double *val;
-    double *grad;               /* NULL: no gradient flows here            */
-    ad_shape shape;
-    uint32_t in[AD_MAX_ARITY];
-    uint32_t node;              /* the node this record belongs to         */
-    uint8_t nin;
-    uint8_t reached;            /* set during a sweep when an adjoint arrives */
-    uint8_t view;               /* val is caller memory (ad_param)         */
-    uint8_t caller_grad;        /* grad is caller memory (ad_param)        */
-    double c;
+    ad_call call;                   /* out: this node (value, adjoint or NULL,
+                                       shape); in = args; c; ud = def->ud  */
+    ad_tensor args[AD_MAX_ARITY];   /* the operands as the op sees them    */
+    uint32_t in[AD_MAX_ARITY];      /* the operands' node ids              */
+    uint32_t node;                  /* the node this record belongs to     */
+    uint8_t reached;                /* set during a sweep when an adjoint arrives */
+    uint8_t view;                   /* value is caller memory (ad_param)   */
+    uint8_t caller_grad;            /* adjoint is caller memory (ad_param) */
 } ad__ext;
 
 /* ---- memory ---- */
@@ -110,7 +111,7 @@ typedef struct ad__pool {
 } ad__pool;
 
 #define AD__NODE_SHIFT 13u
-#define AD__EXT_SHIFT 10u
+#define AD__EXT_SHIFT 8u
 
 /* Makes room for index i (allocating a chunk if needed). 0 or AD_ENOMEM. */
 int ad__pool_reserve(ad__pool *p, ad__mem *m, size_t i);
@@ -210,8 +211,6 @@ ad__node *ad__peek(const ad_tape *t, ad_node n);
 
 /* The ad_tensor view of node i (value, adjoint or NULL, shape). */
 void ad__view(const ad_tape *t, uint32_t i, ad_tensor *out);
-/* Fills call/in for an EXT node: in has room for AD_MAX_ARITY. */
-void ad__bind(const ad_tape *t, const ad__ext *x, ad_call *call, ad_tensor *in);
 
 /* ---- the op table ---- */
 

@@ -22,7 +22,7 @@ static void zero_adjoints(ad_tape *t)
         if (n->h & AD__EXT) {
             ad__ext *x = ad__X(t, ad__a(n->h));
             if (!x->caller_grad)
-                memset(x->grad, 0, ad_shape_size(x->shape) * sizeof *x->grad);
+                memset(x->call.out.grad, 0, ad_shape_size(x->call.out.shape) * sizeof(double));
             x->reached = 0;
         } else {
             n->g = 0;
@@ -37,11 +37,8 @@ static void ext_vjp(const ad_tape *t, uint64_t h)
     ad__ext *x = ad__X(t, ad__a(h));
     if (!x->reached)
         return; /* not between the output and the variables */
-    ad_tensor in[AD_MAX_ARITY];
-    ad_call call;
-    ad__bind(t, x, &call, in);
-    x->def->vjp(&call);
-    for (int k = 0; k < x->nin; k++) {
+    x->def->vjp(&x->call);
+    for (int k = 0; k < x->call.nin; k++) {
         const ad__node *a = ad__N(t, x->in[k]);
         if ((a->h & (AD__EXT | AD__GRAD)) == (AD__EXT | AD__GRAD))
             ad__X(t, ad__a(a->h))->reached = 1;
@@ -112,14 +109,10 @@ int ad_backward_seed(ad_tape *t, ad_node output, const double *seed)
 static void ext_forward(ad_tape *t, uint64_t h)
 {
     ad__ext *x = ad__X(t, ad__a(h));
-    if (ad__opc(h) != AD_OP_LEAF) {
-        ad_tensor in[AD_MAX_ARITY];
-        ad_call call;
-        ad__bind(t, x, &call, in);
-        x->def->forward(&call);
-    }
-    if (x->grad && !x->caller_grad)
-        memset(x->grad, 0, ad_shape_size(x->shape) * sizeof *x->grad);
+    if (ad__opc(h) != AD_OP_LEAF)
+        x->def->forward(&x->call);
+    if (x->call.out.grad && !x->caller_grad)
+        memset(x->call.out.grad, 0, ad_shape_size(x->call.out.shape) * sizeof(double));
     x->reached = 0;
 }
 

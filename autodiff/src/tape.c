@@ -195,9 +195,9 @@ void ad__view(const ad_tape *t, uint32_t i, ad_tensor *out)
     ad__node *n = ad__N(t, i);
     if (n->h & AD__EXT) {
         ad__ext *x = ad__X(t, ad__a(n->h));
-        out->val = x->val;
-        out->grad = x->grad;
-        out->shape = x->shape;
+        out->val = x->call.out.val;
+        out->grad = x->call.out.grad;
+        out->shape = x->call.out.shape;
     } else {
         out->val = &n->v;
         out->grad = (n->h & AD__GRAD) ? &n->g : NULL;
@@ -205,23 +205,10 @@ void ad__view(const ad_tape *t, uint32_t i, ad_tensor *out)
     }
 }
 
-void ad__bind(const ad_tape *t, const ad__ext *x, ad_call *call, ad_tensor *in)
-{
-    for (int k = 0; k < x->nin; k++)
-        ad__view(t, x->in[k], &in[k]);
-    call->out.val = x->val;
-    call->out.grad = x->grad;
-    call->out.shape = x->shape;
-    call->in = in;
-    call->nin = x->nin;
-    call->c = x->c;
-    call->ud = x->def->ud;
-}
-
 static ad_shape shape_of(const ad_tape *t, const ad__node *n)
 {
     if (n->h & AD__EXT)
-        return ad__X(t, ad__a(n->h))->shape;
+        return ad__X(t, ad__a(n->h))->call.out.shape;
     return ad_shape_scalar();
 }
 
@@ -254,23 +241,23 @@ static ad__ext *new_ext(ad_tape *t, const char *op, ad_shape s, bool grad, uint3
     }
     ad__ext *x = ad__X(t, (uint32_t)t->next_ext);
     memset(x, 0, sizeof *x);
-    x->shape = s;
+    x->call.out.shape = s;
     size_t size = ad_shape_size(s);
     char buf[48];
-    x->val = ad__arena_alloc(&t->arena, &t->mem, size);
-    if (!x->val) {
+    x->call.out.val = ad__arena_alloc(&t->arena, &t->mem, size);
+    if (!x->call.out.val) {
         ad__fail(t, AD_ENOMEM, "%s: out of memory for a value of %s", op,
                  ad__shape_str(s, buf, sizeof buf));
         return NULL;
     }
     if (grad) {
-        x->grad = ad__arena_alloc(&t->arena, &t->mem, size);
-        if (!x->grad) {
+        x->call.out.grad = ad__arena_alloc(&t->arena, &t->mem, size);
+        if (!x->call.out.grad) {
             ad__fail(t, AD_ENOMEM, "%s: out of memory for a gradient of %s", op,
                      ad__shape_str(s, buf, sizeof buf));
             return NULL;
         }
-        memset(x->grad, 0, size * sizeof *x->grad);
+        memset(x->call.out.grad, 0, size * sizeof *x->call.out.grad);
     }
     *xi = (uint32_t)t->next_ext;
     return x;
@@ -319,9 +306,9 @@ static ad_node leaf(ad_tape *t, ad_shape s, const double *data, bool grad)
             return ad_nil();
         size_t size = ad_shape_size(s);
         if (data)
-            memcpy(x->val, data, size * sizeof *data);
+            memcpy(x->call.out.val, data, size * sizeof *data);
         else
-            memset(x->val, 0, size * sizeof *x->val);
+            memset(x->call.out.val, 0, size * sizeof *x->call.out.val);
         x->def = &ad__leaf_def;
         x->node = id;
         t->next_ext++;
@@ -357,9 +344,9 @@ ad_node ad_param(ad_tape *t, ad_shape s, const double *value, double *grad)
     ad__ext *x = ad__X(t, xi);
     memset(x, 0, sizeof *x);
     x->def = &ad__leaf_def;
-    x->shape = s;
-    x->val = (double *)value; /* never written: leaves have no forward */
-    x->grad = grad;
+    x->call.out.shape = s;
+    x->call.out.val = (double *)value; /* never written: leaves have no forward */
+    x->call.out.grad = grad;
     x->view = 1;
     x->caller_grad = grad != NULL;
     x->node = id;
@@ -389,7 +376,7 @@ int ad_set_value(ad_tape *t, ad_node leafn, const double *data)
                         "set_value: node %u is an ad_param; write to the caller's buffer instead",
                         (unsigned)leafn.id_);
     if (x)
-        memcpy(x->val, data, ad_shape_size(x->shape) * sizeof *data);
+        memcpy(x->call.out.val, data, ad_shape_size(x->call.out.shape) * sizeof *data);
     else
         n->v = data[0];
     return AD_OK;
@@ -483,19 +470,19 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
     if (!x)
         return ad_nil();
     x->def = def;
-    x->nin = (uint8_t)n;
-    for (int k = 0; k < n; k++)
+    for (int k = 0; k < n; k++) {
         x->in[k] = in[k].id_;
-    x->c = c;
+        ad__view(t, in[k].id_, &x->args[k]);
+    }
+    x->call.in = x->args;
+    x->call.nin = n;
+    x->call.c = c;
+    x->call.ud = def->ud;
     x->node = id;
     t->next_ext++;
     ad__N(t, id)->h = ad__hdr(op, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
     t->len++;
-
-    ad_tensor views[AD_MAX_ARITY];
-    ad_call call;
-    ad__bind(t, x, &call, views);
-    def->forward(&call);
+    def->forward(&x->call);
     return handle(t, id);
 }
 
@@ -535,7 +522,7 @@ const double *ad_value(const ad_tape *t, ad_node h)
     ad__node *n = ad__peek(t, h);
     if (!n)
         return NULL;
-    return (n->h & AD__EXT) ? ad__X(t, ad__a(n->h))->val : &n->v;
+    return (n->h & AD__EXT) ? ad__X(t, ad__a(n->h))->call.out.val : &n->v;
 }
 
 double ad_scalar_value(const ad_tape *t, ad_node h)
@@ -549,7 +536,7 @@ const double *ad_grad(const ad_tape *t, ad_node h)
     ad__node *n = ad__peek(t, h);
     if (!n || !(n->h & AD__GRAD))
         return NULL;
-    return (n->h & AD__EXT) ? ad__X(t, ad__a(n->h))->grad : &n->g;
+    return (n->h & AD__EXT) ? ad__X(t, ad__a(n->h))->call.out.grad : &n->g;
 }
 
 ad_shape ad_node_shape(const ad_tape *t, ad_node h)
@@ -588,9 +575,9 @@ int ad_node_inputs(const ad_tape *t, ad_node h, ad_node in[AD_MAX_ARITY])
         return -1;
     if (n->h & AD__EXT) {
         ad__ext *x = ad__X(t, ad__a(n->h));
-        for (int k = 0; k < x->nin; k++)
+        for (int k = 0; k < x->call.nin; k++)
             in[k] = handle(t, x->in[k]);
-        return x->nin;
+        return x->call.nin;
     }
     unsigned op = ad__opc(n->h);
     if (op == AD_OP_LEAF)
@@ -608,7 +595,7 @@ double ad_node_const(const ad_tape *t, ad_node h)
     if (!n)
         return 0;
     if (n->h & AD__EXT)
-        return ad__X(t, ad__a(n->h))->c;
+        return ad__X(t, ad__a(n->h))->call.c;
     unsigned op = ad__opc(n->h);
     return ad__ops[op]->takes_const ? t->consts[ad__b(n->h)] : 0;
 }
