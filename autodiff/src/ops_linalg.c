@@ -145,9 +145,15 @@ static void matmul_fwd(const ad_call *k)
     }
 #endif
     memset(C, 0, m * n * sizeof *C);
-    for (size_t i = 0; i < m; i++)     /* C[i,:] = sum_q A[i,q] B[q,:] */
-        for (size_t q = 0; q < p; q++)
-            ad__kaxpy(C + i * n, A[i * p + q], B + q * n, n);
+    for (size_t i = 0; i < m; i++) { /* C[i,:] = sum_q A[i,q] B[q,:], four rows of B a pass */
+        const double *a = A + i * p;
+        size_t q = 0;
+        for (; q + 4 <= p; q += 4)
+            ad__kaxpy4(C + i * n, a + q, B + q * n, B + (q + 1) * n, B + (q + 2) * n,
+                       B + (q + 3) * n, n);
+        for (; q < p; q++)
+            ad__kaxpy(C + i * n, a[q], B + q * n, n);
+    }
 }
 static void matmul_vjp(const ad_call *k)
 {
@@ -165,11 +171,20 @@ static void matmul_vjp(const ad_call *k)
         return;
     }
 #endif
-    for (size_t i = 0; i < m; i++)
-        for (size_t q = 0; q < p; q++) {
-            if (gA) /* dA[i,q] += dC[i,:] . B[q,:] */
+    if (gA) /* dA[i,q] += dC[i,:] . B[q,:] */
+        for (size_t i = 0; i < m; i++)
+            for (size_t q = 0; q < p; q++)
                 gA[i * p + q] += ad__kdot(gC + i * n, B + q * n, n);
-            if (gB) /* dB[q,:] += A[i,q] dC[i,:] */
+    if (gB) /* dB[q,:] += sum_i A[i,q] dC[i,:], four rows of dC a pass */
+        for (size_t q = 0; q < p; q++) {
+            size_t i = 0;
+            for (; i + 4 <= m; i += 4) {
+                const double a[4] = {A[i * p + q], A[(i + 1) * p + q], A[(i + 2) * p + q],
+                                     A[(i + 3) * p + q]};
+                ad__kaxpy4(gB + q * n, a, gC + i * n, gC + (i + 1) * n, gC + (i + 2) * n,
+                           gC + (i + 3) * n, n);
+            }
+            for (; i < m; i++)
                 ad__kaxpy(gB + q * n, A[i * p + q], gC + i * n, n);
         }
 }
@@ -204,7 +219,21 @@ static void matmul_nt_fwd(const ad_call *k)
         return;
     }
 #endif
-    for (size_t i = 0; i < m; i++)     /* C[i,j] = A[i,:] . B[j,:] */
+    size_t i = 0;
+    for (; i + 2 <= m; i += 2) { /* C[i..i+1, j..j+1] from 2x2 blocks of dot products */
+        size_t j = 0;
+        for (; j + 2 <= n; j += 2) {
+            double o[4];
+            ad__kdot2x2(A + i * p, A + (i + 1) * p, B + j * p, B + (j + 1) * p, p, o);
+            C[i * n + j] = o[0], C[i * n + j + 1] = o[1];
+            C[(i + 1) * n + j] = o[2], C[(i + 1) * n + j + 1] = o[3];
+        }
+        for (; j < n; j++) {
+            C[i * n + j] = ad__kdot(A + i * p, B + j * p, p);
+            C[(i + 1) * n + j] = ad__kdot(A + (i + 1) * p, B + j * p, p);
+        }
+    }
+    for (; i < m; i++) /* C[i,j] = A[i,:] . B[j,:] */
         for (size_t j = 0; j < n; j++)
             C[i * n + j] = ad__kdot(A + i * p, B + j * p, p);
 }
@@ -224,13 +253,27 @@ static void matmul_nt_vjp(const ad_call *k)
         return;
     }
 #endif
-    for (size_t i = 0; i < m; i++)
-        for (size_t j = 0; j < n; j++) { /* B[j,:] feeds dA[i,:] and dB[j,:] in one pass */
-            const double g = gC[i * n + j];
-            if (gA)
-                ad__kaxpy(gA + i * p, g, B + j * p, p);
-            if (gB)
-                ad__kaxpy(gB + j * p, g, A + i * p, p);
+    if (gA) /* dA[i,:] += sum_j dC[i,j] B[j,:], four rows of B per pass over dA[i,:] */
+        for (size_t i = 0; i < m; i++) {
+            const double *g = gC + i * n;
+            size_t j = 0;
+            for (; j + 4 <= n; j += 4)
+                ad__kaxpy4(gA + i * p, g + j, B + j * p, B + (j + 1) * p, B + (j + 2) * p,
+                           B + (j + 3) * p, p);
+            for (; j < n; j++)
+                ad__kaxpy(gA + i * p, g[j], B + j * p, p);
+        }
+    if (gB) /* dB[j,:] += sum_i dC[i,j] A[i,:], four rows of A per pass over dB[j,:] */
+        for (size_t j = 0; j < n; j++) {
+            size_t i = 0;
+            for (; i + 4 <= m; i += 4) {
+                const double g[4] = {gC[i * n + j], gC[(i + 1) * n + j], gC[(i + 2) * n + j],
+                                     gC[(i + 3) * n + j]};
+                ad__kaxpy4(gB + j * p, g, A + i * p, A + (i + 1) * p, A + (i + 2) * p,
+                           A + (i + 3) * p, p);
+            }
+            for (; i < m; i++)
+                ad__kaxpy(gB + j * p, gC[i * n + j], A + i * p, p);
         }
 }
 const ad__op ad__op_matmul_nt = {{"matmul_nt", 2, matmul_nt_shape, matmul_nt_fwd, matmul_nt_vjp,
