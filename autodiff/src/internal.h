@@ -10,8 +10,10 @@
  * An inline node is a scalar whose inputs (a, b) are inline too; its value
  * and adjoint live in the node, so a long chain of scalar ops touches one
  * array. Every other node is EXT: field a indexes an ad__ext record that
- * holds the shape, pointers to value and adjoint in the data arena, up to
- * AD_MAX_ARITY inputs, the op constant and the descriptor.
+ * holds the descriptor, the operand ids and the node's ad_call (its value
+ * and adjoint in the data arena, shape, operand views, op constant). For
+ * an inline op with a constant (scale, add_const, pow_const), b indexes
+ * the tape's constant table instead of a second operand.
  */
 #ifndef AD_INTERNAL_H
 #define AD_INTERNAL_H
@@ -146,7 +148,9 @@ struct ad_tape {
     ad__pool nodes;
     ad__pool exts;
     size_t len;                 /* nodes recorded, including node 0 */
-    size_t node_cap;            /* nodes the allocated chunks can hold */
+    size_t node_cap;            /* nodes the allocated chunks can hold (never
+                                   beyond the id limit): the recording fast
+                                   path needs no call while len < node_cap */
     size_t next_ext;            /* ext records in use               */
     double *consts;             /* op constants of inline nodes     */
     size_t nconsts, cap_consts;
@@ -174,10 +178,6 @@ static inline uint64_t ad__hdr(unsigned op, uint64_t flags, uint32_t a, uint32_t
 {
     return (uint64_t)op | flags | ((uint64_t)a << 8) | ((uint64_t)b << 36);
 }
-
-/* Capacity for inline recording without a function call: nodes that fit
- * in the chunks already allocated (never beyond the id limit). */
-static inline size_t ad__node_room(const ad_tape *t) { return t->node_cap; }
 
 /* True when the last stored op constant is bit-for-bit c (so -0.0 and 0.0
  * stay apart): a constant repeated in a loop is stored once. */
