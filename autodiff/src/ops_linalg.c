@@ -64,12 +64,22 @@ static void matvec_vjp(const ad_call *k)
         return;
     }
 #endif
-    for (size_t i = 0; i < rows; i++) { /* one pass over W: row i feeds dW[i,:] and dx */
-        const double g = gy[i];
+    /* Four rows at a time: dW[i,:] += dy[i] x for each, then
+     * dx += W[i..i+3,:]^T dy[i..i+3], so dx is read and written once per
+     * four rows of W instead of once per row. */
+    size_t i = 0;
+    for (; i + 4 <= rows; i += 4) {
         if (gW)
-            ad__kaxpy(gW + i * n, g, x, n);
+            for (size_t r = i; r < i + 4; r++)
+                ad__kaxpy(gW + r * n, gy[r], x, n);
         if (gx)
-            ad__kaxpy(gx, g, W + i * n, n);
+            ad__kaxpy4(gx, gy + i, W + i * n, W + (i + 1) * n, W + (i + 2) * n, W + (i + 3) * n, n);
+    }
+    for (; i < rows; i++) {
+        if (gW)
+            ad__kaxpy(gW + i * n, gy[i], x, n);
+        if (gx)
+            ad__kaxpy(gx, gy[i], W + i * n, n);
     }
 }
 const ad__op ad__op_matvec = {{"matvec", 2, matvec_shape, matvec_fwd, matvec_vjp, NULL},
