@@ -64,15 +64,30 @@ static inline void ad__kdot2x2(const double *restrict a0, const double *restrict
     out[0] = s00 + t00, out[1] = s01 + t01, out[2] = s10 + t10, out[3] = s11 + t11;
 }
 
-/* y[i] += a0 x0[i] + a1 x1[i] + a2 x2[i] + a3 x3[i]: one pass over y for
- * four rows of x. */
-static inline void ad__kaxpy4(double *restrict y, const double a[4], const double *restrict x0,
-                              const double *restrict x1, const double *restrict x2,
-                              const double *restrict x3, size_t n)
+/* y[i] += a0 x0[i] + a1 x1[i] + a2 x2[i] + a3 x3[i]. The restrict
+ * parameters are what lets compilers vectorize it. */
+static inline void ad__kaxpy4(double *restrict y, double a0, double a1, double a2, double a3,
+                              const double *restrict x0, const double *restrict x1,
+                              const double *restrict x2, const double *restrict x3, size_t n)
 {
-    const double a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
     for (size_t i = 0; i < n; i++)
         y[i] += (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
+}
+
+/* y[0..n) += sum_r c[r*cs] X[r*xs .. r*xs+n), r < rows: a combination of
+ * rows of X (coefficients read with stride cs), four rows per pass over y
+ * so y is read and written once per four rows instead of once per row. */
+static inline void ad__kcombine(double *y, const double *c, size_t cs, const double *X, size_t xs,
+                                size_t rows, size_t n)
+{
+    size_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const double *x0 = X + r * xs;
+        ad__kaxpy4(y, c[r * cs], c[(r + 1) * cs], c[(r + 2) * cs], c[(r + 3) * cs], x0, x0 + xs,
+                   x0 + 2 * xs, x0 + 3 * xs, n);
+    }
+    for (; r < rows; r++)
+        ad__kaxpy(y, c[r * cs], X + r * xs, n);
 }
 
 #endif

@@ -64,22 +64,15 @@ static void matvec_vjp(const ad_call *k)
         return;
     }
 #endif
-    /* Four rows at a time: dW[i,:] += dy[i] x for each, then
-     * dx += W[i..i+3,:]^T dy[i..i+3], so dx is read and written once per
-     * four rows of W instead of once per row. */
-    size_t i = 0;
-    for (; i + 4 <= rows; i += 4) {
+    /* Blocks of four rows: dW[r,:] += dy[r] x for each, then dx += the
+     * block's rows of W weighted by dy (one pass over dx per block). */
+    for (size_t i = 0; i < rows; i += 4) {
+        const size_t b = rows - i < 4 ? rows - i : 4;
         if (gW)
-            for (size_t r = i; r < i + 4; r++)
+            for (size_t r = i; r < i + b; r++)
                 ad__kaxpy(gW + r * n, gy[r], x, n);
         if (gx)
-            ad__kaxpy4(gx, gy + i, W + i * n, W + (i + 1) * n, W + (i + 2) * n, W + (i + 3) * n, n);
-    }
-    for (; i < rows; i++) {
-        if (gW)
-            ad__kaxpy(gW + i * n, gy[i], x, n);
-        if (gx)
-            ad__kaxpy(gx, gy[i], W + i * n, n);
+            ad__kcombine(gx, gy + i, 1, W + i * n, n, b, n);
     }
 }
 const ad__op ad__op_matvec = {{"matvec", 2, matvec_shape, matvec_fwd, matvec_vjp, NULL},
@@ -109,8 +102,7 @@ static void matvec_t_fwd(const ad_call *k)
     double *y = k->out.val;
     const size_t rows = k->in[0].shape.rows, n = k->in[0].shape.cols;
     memset(y, 0, n * sizeof *y);
-    for (size_t i = 0; i < rows; i++) /* W: (rows, n), x: (rows), y: (n) */
-        ad__kaxpy(y, x[i], W + i * n, n);
+    ad__kcombine(y, x, 1, W, n, rows, n); /* W: (rows, n), x: (rows), y: (n) */
 }
 static void matvec_t_vjp(const ad_call *k)
 {
@@ -155,15 +147,8 @@ static void matmul_fwd(const ad_call *k)
     }
 #endif
     memset(C, 0, m * n * sizeof *C);
-    for (size_t i = 0; i < m; i++) { /* C[i,:] = sum_q A[i,q] B[q,:], four rows of B a pass */
-        const double *a = A + i * p;
-        size_t q = 0;
-        for (; q + 4 <= p; q += 4)
-            ad__kaxpy4(C + i * n, a + q, B + q * n, B + (q + 1) * n, B + (q + 2) * n,
-                       B + (q + 3) * n, n);
-        for (; q < p; q++)
-            ad__kaxpy(C + i * n, a[q], B + q * n, n);
-    }
+    for (size_t i = 0; i < m; i++) /* C[i,:] = sum_q A[i,q] B[q,:] */
+        ad__kcombine(C + i * n, A + i * p, 1, B, n, p, n);
 }
 static void matmul_vjp(const ad_call *k)
 {
@@ -185,18 +170,9 @@ static void matmul_vjp(const ad_call *k)
         for (size_t i = 0; i < m; i++)
             for (size_t q = 0; q < p; q++)
                 gA[i * p + q] += ad__kdot(gC + i * n, B + q * n, n);
-    if (gB) /* dB[q,:] += sum_i A[i,q] dC[i,:], four rows of dC a pass */
-        for (size_t q = 0; q < p; q++) {
-            size_t i = 0;
-            for (; i + 4 <= m; i += 4) {
-                const double a[4] = {A[i * p + q], A[(i + 1) * p + q], A[(i + 2) * p + q],
-                                     A[(i + 3) * p + q]};
-                ad__kaxpy4(gB + q * n, a, gC + i * n, gC + (i + 1) * n, gC + (i + 2) * n,
-                           gC + (i + 3) * n, n);
-            }
-            for (; i < m; i++)
-                ad__kaxpy(gB + q * n, A[i * p + q], gC + i * n, n);
-        }
+    if (gB) /* dB[q,:] += sum_i A[i,q] dC[i,:] */
+        for (size_t q = 0; q < p; q++)
+            ad__kcombine(gB + q * n, A + q, p, gC, n, m, n);
 }
 const ad__op ad__op_matmul = {{"matmul", 2, matmul_shape, matmul_fwd, matmul_vjp, NULL},
                               false, false};
@@ -263,28 +239,12 @@ static void matmul_nt_vjp(const ad_call *k)
         return;
     }
 #endif
-    if (gA) /* dA[i,:] += sum_j dC[i,j] B[j,:], four rows of B per pass over dA[i,:] */
-        for (size_t i = 0; i < m; i++) {
-            const double *g = gC + i * n;
-            size_t j = 0;
-            for (; j + 4 <= n; j += 4)
-                ad__kaxpy4(gA + i * p, g + j, B + j * p, B + (j + 1) * p, B + (j + 2) * p,
-                           B + (j + 3) * p, p);
-            for (; j < n; j++)
-                ad__kaxpy(gA + i * p, g[j], B + j * p, p);
-        }
-    if (gB) /* dB[j,:] += sum_i dC[i,j] A[i,:], four rows of A per pass over dB[j,:] */
-        for (size_t j = 0; j < n; j++) {
-            size_t i = 0;
-            for (; i + 4 <= m; i += 4) {
-                const double g[4] = {gC[i * n + j], gC[(i + 1) * n + j], gC[(i + 2) * n + j],
-                                     gC[(i + 3) * n + j]};
-                ad__kaxpy4(gB + j * p, g, A + i * p, A + (i + 1) * p, A + (i + 2) * p,
-                           A + (i + 3) * p, p);
-            }
-            for (; i < m; i++)
-                ad__kaxpy(gB + j * p, gC[i * n + j], A + i * p, p);
-        }
+    if (gA) /* dA[i,:] += sum_j dC[i,j] B[j,:] */
+        for (size_t i = 0; i < m; i++)
+            ad__kcombine(gA + i * p, gC + i * n, 1, B, p, n, p);
+    if (gB) /* dB[j,:] += sum_i dC[i,j] A[i,:] */
+        for (size_t j = 0; j < n; j++)
+            ad__kcombine(gB + j * p, gC + j, n, A, p, m, p);
 }
 const ad__op ad__op_matmul_nt = {{"matmul_nt", 2, matmul_nt_shape, matmul_nt_fwd, matmul_nt_vjp,
                                   NULL}, false, false};
