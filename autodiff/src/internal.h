@@ -3,7 +3,7 @@
  *
  * Node layout (24 bytes, see docs/design.md):
  *
- *   h : op (6 bits) | EXT (1) | GRAD (1) | a (28 bits) | b (28 bits)
+ *   h : op (6 bits) | EXT (1) | GRAD (1) | b (28 bits) | a (28 bits, on top)
  *   v : the value, for an inline scalar node; unused for an EXT node
  *   g : the adjoint, for an inline scalar node
  *
@@ -30,6 +30,14 @@
 #define AD__INLINE static inline __attribute__((always_inline))
 #else
 #define AD__INLINE static inline
+#endif
+
+/* Tells the compiler a switch covers every value that can occur, so it
+ * drops the range test in front of the jump table. */
+#if defined(__GNUC__)
+#define AD__UNREACHABLE() __builtin_unreachable()
+#else
+#define AD__UNREACHABLE() ((void)0)
 #endif
 
 #if defined(__GNUC__)
@@ -148,9 +156,14 @@ struct ad_tape {
     ad__pool nodes;
     ad__pool exts;
     size_t len;                 /* nodes recorded, including node 0 */
-    size_t node_cap;            /* nodes the allocated chunks can hold (never
-                                   beyond the id limit): the recording fast
-                                   path needs no call while len < node_cap */
+    size_t rec_limit;           /* the recording fast path appends while
+                                   len < rec_limit: the room in the allocated
+                                   chunks (never beyond the id limit), or 0
+                                   once the tape has an error, so the fast
+                                   path tests neither room nor status    */
+    uint64_t hbase;             /* ((uint64_t)tag << 32) + 1: a handle h is a
+                                   live node of this tape exactly when
+                                   ad__hbits(h) - hbase < len - 1        */
     size_t next_ext;            /* ext records in use               */
     double *consts;             /* op constants of inline nodes     */
     size_t nconsts, cap_consts;
@@ -163,20 +176,38 @@ struct ad_tape {
     char msg[AD__MSG_CAP];
 };
 
-static inline ad__node *ad__N(const ad_tape *t, uint32_t i)
+/* Node i through the chunk table ch (the hot loops keep ch in a register). */
+static inline ad__node *ad__Nc(void *const *ch, uint32_t i)
 {
-    return (ad__node *)t->nodes.chunk[i >> AD__NODE_SHIFT] + (i & ((1u << AD__NODE_SHIFT) - 1));
+    return (ad__node *)ch[i >> AD__NODE_SHIFT] + (i & ((1u << AD__NODE_SHIFT) - 1));
 }
+static inline ad__node *ad__N(const ad_tape *t, uint32_t i) { return ad__Nc(t->nodes.chunk, i); }
 static inline ad__ext *ad__X(const ad_tape *t, uint32_t i)
 {
     return (ad__ext *)t->exts.chunk[i >> AD__EXT_SHIFT] + (i & ((1u << AD__EXT_SHIFT) - 1));
 }
 static inline unsigned ad__opc(uint64_t h) { return (unsigned)(h & AD__OP_MASK); }
-static inline uint32_t ad__a(uint64_t h) { return (uint32_t)((h >> 8) & AD__IDX_MASK); }
-static inline uint32_t ad__b(uint64_t h) { return (uint32_t)((h >> 36) & AD__IDX_MASK); }
+/* a sits on top so that reading it is one shift. */
+static inline uint32_t ad__a(uint64_t h) { return (uint32_t)(h >> 36); }
+static inline uint32_t ad__b(uint64_t h) { return (uint32_t)((h >> 8) & AD__IDX_MASK); }
 static inline uint64_t ad__hdr(unsigned op, uint64_t flags, uint32_t a, uint32_t b)
 {
-    return (uint64_t)op | flags | ((uint64_t)a << 8) | ((uint64_t)b << 36);
+    return (uint64_t)op | flags | ((uint64_t)b << 8) | ((uint64_t)a << 36);
+}
+
+/* A handle as one 64-bit word (tag on top), and back. */
+static inline uint64_t ad__hbits(ad_node n) { return (uint64_t)n.tag_ << 32 | n.id_; }
+static inline ad_node ad__handle(const ad_tape *t, uint32_t id)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* One word, so the compiler returns it in one register. */
+    const uint64_t u = (t->hbase - 1) | id;
+    ad_node n;
+    memcpy(&n, &u, sizeof n);
+#else
+    ad_node n = {id, t->tag};
+#endif
+    return n;
 }
 
 /* True when the last stored op constant is bit-for-bit c (so -0.0 and 0.0

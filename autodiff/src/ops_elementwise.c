@@ -166,15 +166,9 @@ AD__BINARY_OPS(TENSOR_BINARY)
 /* ---- recording ----
  * Fast path: operands are valid inline scalars and the current chunk has
  * room, so the node is written here with the kernel inlined. Anything else
- * (tensors, errors, growth) goes through ad__record. */
-
-AD__INLINE ad__node *inline_operand(const ad_tape *t, ad_node a)
-{
-    if (a.tag_ != t->tag || a.id_ == 0 || a.id_ >= t->len)
-        return NULL;
-    ad__node *n = ad__N(t, a.id_);
-    return (n->h & AD__EXT) ? NULL : n;
-}
+ * (tensors, errors, growth) goes through ad__record. The handle test is
+ * one subtraction (see hbase); an error zeroes rec_limit, so no status
+ * test is needed either. */
 
 /* The general path, kept out of line so the fast path stays small. */
 static AD__COLD ad_node rec_slow(ad_tape *t, unsigned code, ad_node x, ad_node y, int n, double c)
@@ -185,40 +179,50 @@ static AD__COLD ad_node rec_slow(ad_tape *t, unsigned code, ad_node x, ad_node y
 
 AD__INLINE ad_node rec_unary(ad_tape *t, unsigned code, bool takes_c, ad_node x, double c)
 {
-    ad__node *a;
-    if (t && t->status == AD_OK && t->len < t->node_cap && (a = inline_operand(t, x))
-        && (!takes_c || t->nconsts < t->cap_consts)) {
-        const uint32_t id = (uint32_t)t->len;
-        ad__node *o = ad__N(t, id);
-        uint32_t b = 0;
-        if (takes_c) {
-            if (!ad__const_repeats(t, c))
-                t->consts[t->nconsts++] = c;
-            b = (uint32_t)t->nconsts - 1;
+    if (t) {
+        const size_t len = t->len;
+        if (len < t->rec_limit && ad__hbits(x) - t->hbase < len - 1
+            && (!takes_c || t->nconsts < t->cap_consts)) {
+            void *const *ch = t->nodes.chunk;
+            const ad__node *a = ad__Nc(ch, x.id_);
+            const uint64_t ha = a->h;
+            if (!(ha & AD__EXT)) {
+                uint32_t b = 0;
+                if (takes_c) {
+                    if (!ad__const_repeats(t, c))
+                        t->consts[t->nconsts++] = c;
+                    b = (uint32_t)t->nconsts - 1;
+                }
+                ad__node *o = ad__Nc(ch, (uint32_t)len);
+                o->h = ad__hdr(code, ha & AD__GRAD, x.id_, b);
+                o->v = ad__sval(code, a->v, 0.0, c);
+                o->g = 0;
+                t->len = len + 1;
+                return ad__handle(t, (uint32_t)len);
+            }
         }
-        o->h = ad__hdr(code, a->h & AD__GRAD, x.id_, b);
-        o->v = ad__sval(code, a->v, 0.0, c);
-        o->g = 0;
-        t->len++;
-        ad_node h = {id, t->tag};
-        return h;
     }
     return rec_slow(t, code, x, x, 1, c);
 }
 
 AD__INLINE ad_node rec_binary(ad_tape *t, unsigned code, ad_node x, ad_node y)
 {
-    ad__node *a, *b;
-    if (t && t->status == AD_OK && t->len < t->node_cap && (a = inline_operand(t, x))
-        && (b = inline_operand(t, y))) {
-        const uint32_t id = (uint32_t)t->len;
-        ad__node *o = ad__N(t, id);
-        o->h = ad__hdr(code, (a->h | b->h) & AD__GRAD, x.id_, y.id_);
-        o->v = ad__sval(code, a->v, b->v, 0.0);
-        o->g = 0;
-        t->len++;
-        ad_node h = {id, t->tag};
-        return h;
+    if (t) {
+        const size_t len = t->len;
+        const uint64_t base = t->hbase;
+        if (len < t->rec_limit && ad__hbits(x) - base < len - 1 && ad__hbits(y) - base < len - 1) {
+            void *const *ch = t->nodes.chunk;
+            const ad__node *a = ad__Nc(ch, x.id_), *b = ad__Nc(ch, y.id_);
+            const uint64_t ha = a->h, hb = b->h;
+            if (!((ha | hb) & AD__EXT)) {
+                ad__node *o = ad__Nc(ch, (uint32_t)len);
+                o->h = ad__hdr(code, (ha | hb) & AD__GRAD, x.id_, y.id_);
+                o->v = ad__sval(code, a->v, b->v, 0.0);
+                o->g = 0;
+                t->len = len + 1;
+                return ad__handle(t, (uint32_t)len);
+            }
+        }
     }
     return rec_slow(t, code, x, y, 2, 0.0);
 }

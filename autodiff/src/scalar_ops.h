@@ -42,17 +42,19 @@
         (void)y, (void)c;                                                                     \
         return (FWD);                                                                         \
     }                                                                                         \
-    AD__INLINE void ad__s_##NAME##_fwd(const ad_tape *t, ad__node *o)                      \
+    AD__INLINE void ad__s_##NAME##_fwd(void *const *ch, const double *k, ad__node *o)       \
     {                                                                                         \
-        const double x = ad__N(t, ad__a(o->h))->v;                                            \
-        const double c = (TAKES_C) ? t->consts[ad__b(o->h)] : 0.0;                            \
+        const double x = ad__Nc(ch, ad__a(o->h))->v;                                          \
+        const double c = (TAKES_C) ? k[ad__b(o->h)] : 0.0;                                    \
+        (void)k;                                                                              \
         o->v = ad__s_##NAME##_val(x, 0.0, c);                                                 \
     }                                                                                         \
-    AD__INLINE void ad__s_##NAME##_vjp(const ad_tape *t, const ad__node *o)                \
+    AD__INLINE void ad__s_##NAME##_vjp(void *const *ch, const double *k, const ad__node *o) \
     {                                                                                         \
-        ad__node *a = ad__N(t, ad__a(o->h));                                                  \
+        ad__node *a = ad__Nc(ch, ad__a(o->h));                                                \
         const double x = a->v, y = o->v;                                                      \
-        const double c = (TAKES_C) ? t->consts[ad__b(o->h)] : 0.0;                            \
+        const double c = (TAKES_C) ? k[ad__b(o->h)] : 0.0;                                    \
+        (void)k;                                                                              \
         (void)x, (void)y, (void)c;                                                            \
         a->g += o->g * (DER);                                                                 \
     }
@@ -63,14 +65,16 @@
         (void)c;                                                                              \
         return (FWD);                                                                         \
     }                                                                                         \
-    AD__INLINE void ad__s_##NAME##_fwd(const ad_tape *t, ad__node *o)                      \
+    AD__INLINE void ad__s_##NAME##_fwd(void *const *ch, const double *k, ad__node *o)       \
     {                                                                                         \
-        const double x = ad__N(t, ad__a(o->h))->v, y = ad__N(t, ad__b(o->h))->v;              \
+        const double x = ad__Nc(ch, ad__a(o->h))->v, y = ad__Nc(ch, ad__b(o->h))->v;          \
+        (void)k;                                                                              \
         o->v = ad__s_##NAME##_val(x, y, 0.0);                                                 \
     }                                                                                         \
-    AD__INLINE void ad__s_##NAME##_vjp(const ad_tape *t, const ad__node *o)                \
+    AD__INLINE void ad__s_##NAME##_vjp(void *const *ch, const double *k, const ad__node *o) \
     {                                                                                         \
-        ad__node *a = ad__N(t, ad__a(o->h)), *b = ad__N(t, ad__b(o->h));                      \
+        ad__node *a = ad__Nc(ch, ad__a(o->h)), *b = ad__Nc(ch, ad__b(o->h));                  \
+        (void)k;                                                                              \
         const double x = a->v, y = b->v, z = o->v, g = o->g;                                  \
         (void)x, (void)y, (void)z;                                                            \
         a->g += g * (DA);                                                                     \
@@ -81,18 +85,21 @@ AD__UNARY_OPS(AD__SCALAR_UNARY)
 AD__BINARY_OPS(AD__SCALAR_BINARY)
 
 /* Dispatch on the op code of an inline node. Leaves do nothing. */
-#define AD__CASE_FWD_U(NAME, CODE, ...) case CODE: ad__s_##NAME##_fwd(t, o); break;
-#define AD__CASE_FWD_B(NAME, CODE, ...) case CODE: ad__s_##NAME##_fwd(t, o); break;
-#define AD__CASE_VJP_U(NAME, CODE, ...) case CODE: ad__s_##NAME##_vjp(t, o); break;
-#define AD__CASE_VJP_B(NAME, CODE, ...) case CODE: ad__s_##NAME##_vjp(t, o); break;
+#define AD__CASE_FWD_U(NAME, CODE, ...) case CODE: ad__s_##NAME##_fwd(ch, k, o); break;
+#define AD__CASE_FWD_B(NAME, CODE, ...) case CODE: ad__s_##NAME##_fwd(ch, k, o); break;
+#define AD__CASE_VJP_U(NAME, CODE, ...) case CODE: ad__s_##NAME##_vjp(ch, k, o); break;
+#define AD__CASE_VJP_B(NAME, CODE, ...) case CODE: ad__s_##NAME##_vjp(ch, k, o); break;
 
-AD__INLINE void ad__sfwd(const ad_tape *t, ad__node *o)
+/* ch: the node chunk table; k: the op constants (t->consts). */
+AD__INLINE void ad__sfwd(void *const *ch, const double *k, ad__node *o)
 {
     switch (ad__opc(o->h)) {
         AD__UNARY_OPS(AD__CASE_FWD_U)
         AD__BINARY_OPS(AD__CASE_FWD_B)
-    default:
+    case AD_OP_LEAF:
         break;
+    default: /* an inline node only ever holds a leaf or one of the ops above */
+        AD__UNREACHABLE();
     }
 }
 
@@ -109,13 +116,15 @@ AD__INLINE double ad__sval(unsigned code, double x, double y, double c)
     }
 }
 
-AD__INLINE void ad__svjp(const ad_tape *t, const ad__node *o)
+AD__INLINE void ad__svjp(void *const *ch, const double *k, const ad__node *o)
 {
     switch (ad__opc(o->h)) {
         AD__UNARY_OPS(AD__CASE_VJP_U)
         AD__BINARY_OPS(AD__CASE_VJP_B)
-    default:
+    case AD_OP_LEAF:
         break;
+    default: /* an inline node only ever holds a leaf or one of the ops above */
+        AD__UNREACHABLE();
     }
 }
 

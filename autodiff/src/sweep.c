@@ -78,19 +78,21 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, const char *who
         ad__X(t, ad__a(o->h))->reached = 1;
 
     /* From the output back to node 1, a chunk at a time. */
+    void *const *ch = t->nodes.chunk;
+    const double *k = t->consts;
     size_t end = (size_t)output.id_ + 1;
     for (size_t c = (end - 1) / CHUNK + 1; c-- > 0;) {
-        ad__node *base = t->nodes.chunk[c];
-        size_t lo = c == 0 ? 1 : 0, hi = end - c * CHUNK;
-        for (size_t i = hi; i-- > lo;) {
-            const ad__node *n = base + i;
+        const ad__node *base = ch[c];
+        const ad__node *n = base + (end - c * CHUNK), *lo = base + (c == 0);
+        while (n-- > lo) {
             const uint64_t h = n->h;
-            if (!(h & AD__GRAD))
-                continue; /* depends on no variable */
-            if (h & AD__EXT)
+            const uint64_t kind = h & (AD__GRAD | AD__EXT);
+            if (kind == AD__GRAD) {
+                if (n->g != 0.0) /* zero: not between the output and the variables */
+                    ad__svjp(ch, k, n);
+            } else if (kind == (AD__GRAD | AD__EXT)) {
                 ext_vjp(t, h);
-            else if (n->g != 0.0) /* zero: not between the output and the variables */
-                ad__svjp(t, n);
+            } /* else: depends on no variable */
         }
         end = c * CHUNK;
     }
@@ -122,18 +124,19 @@ int ad_replay(ad_tape *t)
         return AD_EMISUSE;
     if (t->status != AD_OK)
         return t->status;
-    for (size_t c = 0; c * CHUNK < t->len; c++) {
-        ad__node *base = t->nodes.chunk[c];
-        size_t lo = c == 0 ? 1 : 0, hi = t->len - c * CHUNK;
-        if (hi > CHUNK)
-            hi = CHUNK;
-        for (size_t i = lo; i < hi; i++) {
-            ad__node *o = base + i;
+    void *const *ch = t->nodes.chunk;
+    const double *k = t->consts;
+    const size_t len = t->len;
+    for (size_t c = 0; c * CHUNK < len; c++) {
+        ad__node *base = ch[c];
+        size_t hi = len - c * CHUNK;
+        ad__node *o = base + (c == 0), *end = base + (hi < CHUNK ? hi : CHUNK);
+        for (; o < end; o++) {
             const uint64_t h = o->h;
             if (h & AD__EXT) {
                 ext_forward(t, h);
             } else {
-                ad__sfwd(t, o);
+                ad__sfwd(ch, k, o);
                 o->g = 0;
             }
         }

@@ -36,6 +36,7 @@ int ad__fail(ad_tape *t, int status, const char *fmt, ...)
     if (t->status != AD_OK)
         return t->status; /* keep the first error */
     t->status = status;
+    t->rec_limit = 0; /* sends every later op to the general path */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t->msg, sizeof t->msg, fmt, ap);
@@ -79,13 +80,26 @@ static uint32_t make_tag(const ad_tape *t)
     return tag ? tag : 1;
 }
 
+/* Nodes the allocated chunks hold, within the id limit. */
+static size_t room(const ad_tape *t)
+{
+    size_t cap = t->nodes.nchunks << AD__NODE_SHIFT;
+    return cap < AD__MAX_NODES ? cap : AD__MAX_NODES;
+}
+
+static void set_tag(ad_tape *t)
+{
+    t->tag = make_tag(t);
+    t->hbase = ((uint64_t)t->tag << 32) + 1;
+}
+
 /* Node 0 is reserved: the nil handle points at it and unary inline nodes
  * name it as their unused second input. */
 static int init_nodes(ad_tape *t)
 {
     if (ad__pool_reserve(&t->nodes, &t->mem, 0) != AD_OK)
         return AD_ENOMEM;
-    t->node_cap = (size_t)1 << AD__NODE_SHIFT;
+    t->rec_limit = (size_t)1 << AD__NODE_SHIFT;
     ad__node *z = ad__N(t, 0);
     z->h = ad__hdr(AD_OP_LEAF, 0, 0, 0);
     z->v = 0;
@@ -114,7 +128,7 @@ ad_tape *ad_tape_new(const ad_tape_opts *opts)
     struct timespec now;
     if (timespec_get(&now, TIME_UTC) == TIME_UTC)
         t->generation = (uint32_t)now.tv_nsec ^ (uint32_t)now.tv_sec * 2654435761u;
-    t->tag = make_tag(t);
+    set_tag(t);
     if (init_nodes(t) != AD_OK) {
         ad_tape_free(t);
         return NULL;
@@ -148,7 +162,8 @@ void ad_tape_reset(ad_tape *t)
     t->status = AD_OK;
     t->msg[0] = '\0';
     t->generation++;
-    t->tag = make_tag(t);
+    set_tag(t);
+    t->rec_limit = room(t);
 }
 
 size_t ad_tape_len(const ad_tape *t) { return t ? t->len : 0; }
@@ -180,12 +195,6 @@ ad__node *ad__check(ad_tape *t, ad_node n, const char *op, int operand)
         return NULL;
     }
     return ad__N(t, n.id_);
-}
-
-static ad_node handle(const ad_tape *t, uint32_t id)
-{
-    ad_node n = {id, t->tag};
-    return n;
 }
 
 /* ---- views ---- */
@@ -224,8 +233,7 @@ static uint32_t new_node(ad_tape *t, const char *op)
         ad__fail(t, AD_ENOMEM, "%s: out of memory growing the tape to %zu nodes", op, t->len + 1);
         return 0;
     }
-    size_t cap = t->nodes.nchunks << AD__NODE_SHIFT;
-    t->node_cap = cap < AD__MAX_NODES ? cap : AD__MAX_NODES;
+    t->rec_limit = room(t);
     return (uint32_t)t->len;
 }
 
@@ -315,7 +323,7 @@ static ad_node leaf(ad_tape *t, ad_shape s, const double *data, bool grad)
         n->h = ad__hdr(AD_OP_LEAF, flags | AD__EXT, xi, 0);
     }
     t->len++;
-    return handle(t, id);
+    return ad__handle(t, id);
 }
 
 ad_node ad_constant(ad_tape *t, ad_shape s, const double *data) { return leaf(t, s, data, false); }
@@ -353,7 +361,7 @@ ad_node ad_param(ad_tape *t, ad_shape s, const double *value, double *grad)
     t->next_ext++;
     ad__N(t, id)->h = ad__hdr(AD_OP_LEAF, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
     t->len++;
-    return handle(t, id);
+    return ad__handle(t, id);
 }
 
 int ad_set_value(ad_tape *t, ad_node leafn, const double *data)
@@ -444,9 +452,9 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
         ad__node *o = ad__N(t, id);
         o->h = ad__hdr(op, grad ? AD__GRAD : 0, in[0].id_, b);
         o->g = 0;
-        ad__sfwd(t, o);
+        ad__sfwd(t->nodes.chunk, t->consts, o);
         t->len++;
-        return handle(t, id);
+        return ad__handle(t, id);
     }
 
     ad_shape out;
@@ -483,7 +491,7 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
     ad__N(t, id)->h = ad__hdr(op, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
     t->len++;
     def->forward(&x->call);
-    return handle(t, id);
+    return ad__handle(t, id);
 }
 
 ad_node ad_apply(ad_tape *t, const ad_opdef *def, const ad_node *in, int n, double c)
@@ -553,7 +561,7 @@ ad_node ad_tape_node(const ad_tape *t, size_t index)
 {
     if (!t || index == 0 || index >= t->len)
         return ad_nil();
-    return handle(t, (uint32_t)index);
+    return ad__handle(t, (uint32_t)index);
 }
 
 size_t ad_node_index(const ad_tape *t, ad_node h) { return ad__peek(t, h) ? h.id_ : 0; }
@@ -576,16 +584,16 @@ int ad_node_inputs(const ad_tape *t, ad_node h, ad_node in[AD_MAX_ARITY])
     if (n->h & AD__EXT) {
         ad__ext *x = ad__X(t, ad__a(n->h));
         for (int k = 0; k < x->call.nin; k++)
-            in[k] = handle(t, x->in[k]);
+            in[k] = ad__handle(t, x->in[k]);
         return x->call.nin;
     }
     unsigned op = ad__opc(n->h);
     if (op == AD_OP_LEAF)
         return 0;
     int arity = ad__ops[op]->def.arity;
-    in[0] = handle(t, ad__a(n->h));
+    in[0] = ad__handle(t, ad__a(n->h));
     if (arity > 1)
-        in[1] = handle(t, ad__b(n->h));
+        in[1] = ad__handle(t, ad__b(n->h));
     return arity;
 }
 
