@@ -249,7 +249,28 @@ typedef struct ad__op {
     ad_opdef def;               /* the public part: what a custom op has   */
     bool scalar_form;           /* has inline scalar kernels (scalar_ops.h) */
     bool takes_const;           /* the node constant c is meaningful        */
+    /* The vjp the sweep calls. Bit k of fresh set: in[k].grad holds no
+     * gradient yet in this sweep (stale numbers, or a caller buffer the
+     * sweep overwrites), so the op must write it (=) rather than add to it;
+     * an op that would rather add zeroes it first (ad__zero_fresh). The
+     * sweep never sets a bit for an operand that appears twice. def.vjp is
+     * vjp_to(call, 0). */
+    void (*vjp_to)(const ad_call *call, unsigned fresh);
 } ad__op;
+
+#define AD__FRESH(fresh, k) ((((fresh) >> (k)) & 1u) != 0)
+
+/* Zeroes in[k].grad for the fresh operands k in mask, so the op can add. */
+static inline void ad__zero_fresh(const ad_call *k, unsigned fresh)
+{
+    for (int i = 0; i < k->nin; i++)
+        if (AD__FRESH(fresh, i) && k->in[i].grad)
+            memset(k->in[i].grad, 0, ad_shape_size(k->in[i].shape) * sizeof(double));
+}
+
+/* Defines NAME_vjp (the public, adding form) from NAME_vjp_to. */
+#define AD__VJP_ADDING(NAME)                                                                  \
+    static void NAME##_vjp(const ad_call *k) { NAME##_vjp_to(k, 0); }
 
 /* One descriptor per built-in op, indexed by op code (op_table.c). */
 extern const ad__op *const ad__ops[AD_OP_COUNT];

@@ -29,6 +29,38 @@ static inline void ad__kaxpy(double *restrict y, double alpha, const double *res
         y[i] += alpha * x[i];
 }
 
+/* y[i] = alpha x[i] when assign (y is not read), else y[i] += alpha x[i]. */
+static inline void ad__kaxpy_to(double *restrict y, double alpha, const double *restrict x,
+                                size_t n, int assign)
+{
+    if (assign)
+        for (size_t i = 0; i < n; i++)
+            y[i] = alpha * x[i];
+    else
+        ad__kaxpy(y, alpha, x, n);
+}
+
+/* One row of a matvec's backward in one pass: dw[j] (=|+=) dz x[j] and
+ * gx[j] (=|+=) dz w[j], w being the row of W that dw is the gradient of.
+ * setw/setx: write instead of add. */
+static inline void ad__krow_vjp(double *restrict dw, double *restrict gx, double dz,
+                                const double *restrict x, const double *restrict w, size_t n,
+                                int setw, int setx)
+{
+    if (setw && setx)
+        for (size_t j = 0; j < n; j++)
+            dw[j] = dz * x[j], gx[j] = dz * w[j];
+    else if (setw)
+        for (size_t j = 0; j < n; j++)
+            dw[j] = dz * x[j], gx[j] += dz * w[j];
+    else if (setx)
+        for (size_t j = 0; j < n; j++)
+            dw[j] += dz * x[j], gx[j] = dz * w[j];
+    else
+        for (size_t j = 0; j < n; j++)
+            dw[j] += dz * x[j], gx[j] += dz * w[j];
+}
+
 /* sum_i x[i] */
 static inline double ad__ksum(const double *x, size_t n)
 {
@@ -74,13 +106,31 @@ static inline void ad__kaxpy4(double *restrict y, double a0, double a1, double a
         y[i] += (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
 }
 
+/* y[i] = a0 x0[i] + a1 x1[i] + a2 x2[i] + a3 x3[i] (y is not read). */
+static inline void ad__kset4(double *restrict y, double a0, double a1, double a2, double a3,
+                             const double *restrict x0, const double *restrict x1,
+                             const double *restrict x2, const double *restrict x3, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
+}
+
 /* y[0..n) += sum_r c[r*cs] X[r*xs .. r*xs+n), r < rows: a combination of
  * rows of X (coefficients read with stride cs), four rows per pass over y
- * so y is read and written once per four rows instead of once per row. */
-static inline void ad__kcombine(double *y, const double *c, size_t cs, const double *X, size_t xs,
-                                size_t rows, size_t n)
+ * so y is read and written once per four rows instead of once per row.
+ * assign: y holds no value yet, and the first pass writes it instead of
+ * adding to it (rows >= 1). */
+static inline void ad__kcombine_to(double *y, const double *c, size_t cs, const double *X,
+                                   size_t xs, size_t rows, size_t n, int assign)
 {
     size_t r = 0;
+    if (assign && rows >= 4) {
+        ad__kset4(y, c[0], c[cs], c[2 * cs], c[3 * cs], X, X + xs, X + 2 * xs, X + 3 * xs, n);
+        r = 4;
+    } else if (assign) {
+        ad__kaxpy_to(y, c[0], X, n, 1);
+        r = 1;
+    }
     for (; r + 4 <= rows; r += 4) {
         const double *x0 = X + r * xs;
         ad__kaxpy4(y, c[r * cs], c[(r + 1) * cs], c[(r + 2) * cs], c[(r + 3) * cs], x0, x0 + xs,
@@ -88,6 +138,12 @@ static inline void ad__kcombine(double *y, const double *c, size_t cs, const dou
     }
     for (; r < rows; r++)
         ad__kaxpy(y, c[r * cs], X + r * xs, n);
+}
+
+static inline void ad__kcombine(double *y, const double *c, size_t cs, const double *X, size_t xs,
+                                size_t rows, size_t n)
+{
+    ad__kcombine_to(y, c, cs, X, xs, rows, n, 0);
 }
 
 #endif

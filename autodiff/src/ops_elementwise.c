@@ -23,7 +23,8 @@ int ad__shape_fail(char *msg, size_t cap, const char *fmt, ...)
 /* ---- leaves: no forward, no vjp ---- */
 
 static void nop_call(const ad_call *k) { (void)k; }
-const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL}, true, false};
+static void nop_vjp_to(const ad_call *k, unsigned fresh) { (void)k, (void)fresh; }
+const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL}, true, false, nop_vjp_to};
 
 /* ---- unary tensor kernels ---- */
 
@@ -40,7 +41,7 @@ const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL}, true, f
             ys[i] = (FWD);                                                                    \
         }                                                                                     \
     }                                                                                         \
-    static void NAME##_vjp(const ad_call *k)                                                  \
+    static void NAME##_vjp_to(const ad_call *k, unsigned fresh)                               \
     {                                                                                         \
         double *gx = k->in[0].grad;                                                           \
         if (!gx)                                                                              \
@@ -48,14 +49,17 @@ const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL}, true, f
         const double *xs = k->in[0].val, *ys = k->out.val, *gy = k->out.grad;                 \
         const double c = k->c;                                                                \
         const size_t n = ad_shape_size(k->out.shape);                                         \
+        const int fx = AD__FRESH(fresh, 0); /* loop-invariant: the compiler unswitches */    \
         (void)c;                                                                              \
         for (size_t i = 0; i < n; i++) {                                                      \
             const double x = xs[i], y = ys[i];                                                \
             (void)x, (void)y;                                                                 \
-            gx[i] += gy[i] * (DER);                                                           \
+            gx[i] = (fx ? 0.0 : gx[i]) + gy[i] * (DER);                                       \
         }                                                                                     \
     }                                                                                         \
-    const ad__op ad__op_##NAME = {{#NAME, 1, NULL, NAME##_fwd, NAME##_vjp, NULL}, true, (TAKES_C)};
+    AD__VJP_ADDING(NAME)                                                                      \
+    const ad__op ad__op_##NAME = {{#NAME, 1, NULL, NAME##_fwd, NAME##_vjp, NULL}, true, (TAKES_C), \
+                                  NAME##_vjp_to};
 
 AD__UNARY_OPS(TENSOR_UNARY)
 
@@ -85,6 +89,19 @@ static bcast bcast_of(const ad_call *k)
     return s;
 }
 
+/* Whether operand i's fresh gradient can be written in the loop: yes when
+ * each of its elements gets one contribution; a broadcast operand gets
+ * several, so it is zeroed here and added to. */
+static int assign_ok(const ad_call *k, unsigned fresh, int i)
+{
+    if (!AD__FRESH(fresh, i))
+        return 0;
+    if (ad_shape_size(k->in[i].shape) == ad_shape_size(k->out.shape))
+        return 1;
+    ad__zero_fresh(k, 1u << i);
+    return 0;
+}
+
 #define TENSOR_BINARY(NAME, CODE, FWD, DA, DB)                                                \
     static void NAME##_fwd(const ad_call *k)                                                  \
     {                                                                                         \
@@ -97,12 +114,13 @@ static bcast bcast_of(const ad_call *k)
                 zs[r * s.C + j] = (FWD);                                                      \
             }                                                                                 \
     }                                                                                         \
-    static void NAME##_vjp(const ad_call *k)                                                  \
+    static void NAME##_vjp_to(const ad_call *k, unsigned fresh)                               \
     {                                                                                         \
         const bcast s = bcast_of(k);                                                          \
         const double *as = k->in[0].val, *bs = k->in[1].val, *zs = k->out.val;               \
         const double *gz = k->out.grad;                                                       \
         double *ga = k->in[0].grad, *gb = k->in[1].grad;                                      \
+        const int fa = assign_ok(k, fresh, 0), fb = assign_ok(k, fresh, 1);                   \
         for (size_t r = 0; r < s.R; r++)                                                      \
             for (size_t j = 0; j < s.C; j++) {                                                \
                 const size_t ia = r * s.ars + j * s.acs, ib = r * s.brs + j * s.bcs;          \
@@ -110,12 +128,14 @@ static bcast bcast_of(const ad_call *k)
                 const double x = as[ia], y = bs[ib], z = zs[o];                               \
                 (void)x, (void)y, (void)z;                                                    \
                 if (ga)                                                                       \
-                    ga[ia] += gz[o] * (DA);                                                   \
+                    ga[ia] = (fa ? 0.0 : ga[ia]) + gz[o] * (DA);                              \
                 if (gb)                                                                       \
-                    gb[ib] += gz[o] * (DB);                                                   \
+                    gb[ib] = (fb ? 0.0 : gb[ib]) + gz[o] * (DB);                              \
             }                                                                                 \
     }                                                                                         \
-    const ad__op ad__op_##NAME = {{#NAME, 2, NAME##_shape, NAME##_fwd, NAME##_vjp, NULL}, true, false};
+    AD__VJP_ADDING(NAME)                                                                      \
+    const ad__op ad__op_##NAME = {{#NAME, 2, NAME##_shape, NAME##_fwd, NAME##_vjp, NULL}, true, \
+                                  false, NAME##_vjp_to};
 
 /* Same shapes, or a scalar against anything; with_row: also a matrix
  * (m x n) and a vector (n). */

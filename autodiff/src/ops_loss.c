@@ -56,8 +56,9 @@ static void xent_fwd(const ad_call *k)
     k->out.val[0] = loss;
 }
 
-static void xent_vjp(const ad_call *k)
+static void xent_vjp_to(const ad_call *k, unsigned fresh)
 {
+    const int fZ = AD__FRESH(fresh, 0), fY = AD__FRESH(fresh, 1);
     size_t R, C;
     rows_cols(k->in[0].shape, &R, &C);
     const double *Z = k->in[0].val, *Y = k->in[1].val;
@@ -71,13 +72,14 @@ static void xent_vjp(const ad_call *k)
             for (size_t j = 0; j < C; j++)
                 ysum += y[j];
             for (size_t j = 0; j < C; j++)
-                gZ[r * C + j] += g * (exp(z[j] - lse) * ysum - y[j]);
+                gZ[r * C + j] = (fZ ? 0.0 : gZ[r * C + j]) + g * (exp(z[j] - lse) * ysum - y[j]);
         }
         if (gY)
             for (size_t j = 0; j < C; j++)
-                gY[r * C + j] += g * (lse - z[j]);
+                gY[r * C + j] = (fY ? 0.0 : gY[r * C + j]) + g * (lse - z[j]);
     }
 }
+AD__VJP_ADDING(xent)
 
 const ad__op ad__op_softmax_xent = {{"softmax_xent", 2, xent_shape, xent_fwd, xent_vjp, NULL},
-                                    false, false};
+                                    false, false, xent_vjp_to};

@@ -15,15 +15,24 @@ static void sum_fwd(const ad_call *k)
 {
     k->out.val[0] = ad__ksum(k->in[0].val, ad_shape_size(k->in[0].shape));
 }
-static void sum_vjp(const ad_call *k)
+/* dx_i (+)= g for every i. */
+static void fill_to(double *gx, double g, size_t n, int assign)
 {
-    double *gx = k->in[0].grad;
-    const double g = k->out.grad[0];
-    if (gx)
-        for (size_t i = 0, n = ad_shape_size(k->in[0].shape); i < n; i++)
+    if (assign)
+        for (size_t i = 0; i < n; i++)
+            gx[i] = g;
+    else
+        for (size_t i = 0; i < n; i++)
             gx[i] += g;
 }
-const ad__op ad__op_sum = {{"sum", 1, scalar_shape, sum_fwd, sum_vjp, NULL}, false, false};
+static void sum_vjp_to(const ad_call *k, unsigned fresh)
+{
+    if (k->in[0].grad)
+        fill_to(k->in[0].grad, k->out.grad[0], ad_shape_size(k->in[0].shape), AD__FRESH(fresh, 0));
+}
+AD__VJP_ADDING(sum)
+const ad__op ad__op_sum = {{"sum", 1, scalar_shape, sum_fwd, sum_vjp, NULL}, false, false,
+                           sum_vjp_to};
 
 /* y = (1/n) sum_i x_i;  dx_i += dy / n */
 static void mean_fwd(const ad_call *k)
@@ -31,16 +40,15 @@ static void mean_fwd(const ad_call *k)
     size_t n = ad_shape_size(k->in[0].shape);
     k->out.val[0] = ad__ksum(k->in[0].val, n) / (double)n;
 }
-static void mean_vjp(const ad_call *k)
+static void mean_vjp_to(const ad_call *k, unsigned fresh)
 {
-    double *gx = k->in[0].grad;
     size_t n = ad_shape_size(k->in[0].shape);
-    const double g = k->out.grad[0] / (double)n;
-    if (gx)
-        for (size_t i = 0; i < n; i++)
-            gx[i] += g;
+    if (k->in[0].grad)
+        fill_to(k->in[0].grad, k->out.grad[0] / (double)n, n, AD__FRESH(fresh, 0));
 }
-const ad__op ad__op_mean = {{"mean", 1, scalar_shape, mean_fwd, mean_vjp, NULL}, false, false};
+AD__VJP_ADDING(mean)
+const ad__op ad__op_mean = {{"mean", 1, scalar_shape, mean_fwd, mean_vjp, NULL}, false, false,
+                            mean_vjp_to};
 
 /* y = sum_i u_i v_i;  du += dy v;  dv += dy u */
 static int dot_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
@@ -57,13 +65,15 @@ static void dot_fwd(const ad_call *k)
 {
     k->out.val[0] = ad__kdot(k->in[0].val, k->in[1].val, ad_shape_size(k->in[0].shape));
 }
-static void dot_vjp(const ad_call *k)
+static void dot_vjp_to(const ad_call *k, unsigned fresh)
 {
     const double g = k->out.grad[0];
     size_t n = ad_shape_size(k->in[0].shape);
     if (k->in[0].grad)
-        ad__kaxpy(k->in[0].grad, g, k->in[1].val, n);
+        ad__kaxpy_to(k->in[0].grad, g, k->in[1].val, n, AD__FRESH(fresh, 0));
     if (k->in[1].grad)
-        ad__kaxpy(k->in[1].grad, g, k->in[0].val, n);
+        ad__kaxpy_to(k->in[1].grad, g, k->in[0].val, n, AD__FRESH(fresh, 1));
 }
-const ad__op ad__op_dot = {{"dot", 2, dot_shape, dot_fwd, dot_vjp, NULL}, false, false};
+AD__VJP_ADDING(dot)
+const ad__op ad__op_dot = {{"dot", 2, dot_shape, dot_fwd, dot_vjp, NULL}, false, false,
+                           dot_vjp_to};

@@ -12,45 +12,95 @@
 
 #define CHUNK ((size_t)1 << AD__NODE_SHIFT)
 
-/* Zeroes every tape-owned adjoint (caller gradient buffers accumulate). */
-static void zero_adjoints(ad_tape *t)
+/* Tensor adjoints are never zeroed in bulk. An EXT node's reached flag says
+ * whether its gradient buffer holds this sweep's sum yet; until it does,
+ * the buffer is "fresh" -- stale numbers from an earlier sweep, or a
+ * caller buffer under AD_SWEEP_ASSIGN -- and the first vjp to reach it
+ * writes instead of adding (ad__op.vjp_to). That saves a pass over every
+ * adjoint per replay and, for a weight matrix, reading dW in the sweep.
+ * Buffers no adjoint reached are zeroed when the sweep ends. Inline
+ * scalar adjoints live in the nodes and are zeroed with them. */
+
+/* Makes every adjoint fresh again: for a second sweep without a replay. */
+static void reset_adjoints(ad_tape *t)
 {
     for (size_t i = 1; i < t->len; i++) {
         ad__node *n = ad__N(t, (uint32_t)i);
         if (!(n->h & AD__GRAD))
             continue;
-        if (n->h & AD__EXT) {
-            ad__ext *x = ad__X(t, ad__a(n->h));
-            if (!x->caller_grad)
-                memset(x->call.out.grad, 0, ad_shape_size(x->call.out.shape) * sizeof(double));
-            x->reached = 0;
-        } else {
+        if (n->h & AD__EXT)
+            ad__X(t, ad__a(n->h))->reached = 0;
+        else
             n->g = 0;
-        }
     }
     t->adj_dirty = false;
 }
 
+/* Whether x's gradient buffer holds no part of this sweep's sum yet. */
+static bool is_fresh(const ad__ext *x, bool assign_params)
+{
+    return !x->reached && (!x->caller_grad || assign_params);
+}
+
 /* The vjp of one EXT node that an adjoint reached; marks its EXT inputs. */
-static void ext_vjp(const ad_tape *t, uint64_t h)
+static void ext_vjp(const ad_tape *t, uint64_t h, bool assign_params)
 {
     ad__ext *x = ad__X(t, ad__a(h));
     if (!x->reached)
         return; /* not between the output and the variables */
-    x->def->vjp(&x->call);
-    for (int k = 0; k < x->call.nin; k++) {
+    const int nin = x->call.nin;
+    ad__ext *in[AD_MAX_ARITY];
+    unsigned fresh = 0;
+    for (int k = 0; k < nin; k++) {
         const ad__node *a = ad__N(t, x->in[k]);
-        if ((a->h & (AD__EXT | AD__GRAD)) == (AD__EXT | AD__GRAD))
-            ad__X(t, ad__a(a->h))->reached = 1;
+        in[k] = NULL;
+        if ((a->h & (AD__EXT | AD__GRAD)) == (AD__EXT | AD__GRAD)) {
+            in[k] = ad__X(t, ad__a(a->h));
+            if (is_fresh(in[k], assign_params))
+                fresh |= 1u << k;
+        }
+    }
+    /* An operand named twice (dot(y, y)) gets two contributions: it is
+     * zeroed and added to, whatever order the op writes them in. */
+    for (int k = 0; k < nin; k++)
+        for (int j = k + 1; j < nin; j++)
+            if (x->in[j] == x->in[k] && (fresh & (1u << k | 1u << j))) {
+                ad__zero_fresh(&x->call, 1u << k);
+                fresh &= ~(1u << k | 1u << j);
+            }
+    const unsigned op = ad__opc(h);
+    if (op < AD_OP_CUSTOM) {
+        ad__ops[op]->vjp_to(&x->call, fresh);
+    } else { /* the caller's vjp adds */
+        ad__zero_fresh(&x->call, fresh);
+        x->def->vjp(&x->call);
+    }
+    for (int k = 0; k < nin; k++)
+        if (in[k])
+            in[k]->reached = 1;
+}
+
+/* Zeroes the fresh buffers no adjoint reached: a node the output does not
+ * depend on has gradient 0. One pass over the EXT records. */
+static void zero_unreached(ad_tape *t, bool assign_params)
+{
+    for (size_t i = 0; i < t->next_ext; i++) {
+        ad__ext *x = ad__X(t, (uint32_t)i);
+        if (x->call.out.grad && is_fresh(x, assign_params))
+            memset(x->call.out.grad, 0, ad_shape_size(x->call.out.shape) * sizeof(double));
     }
 }
 
-static int sweep(ad_tape *t, ad_node output, const double *seed, const char *who)
+static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags, const char *who)
 {
     if (!t)
         return AD_EMISUSE;
     if (t->status != AD_OK)
         return t->status;
+    if (flags & ~(unsigned)AD_SWEEP_ASSIGN)
+        return ad__fail(t, AD_EMISUSE, "%s: unknown flags 0x%x (known: AD_SWEEP_ASSIGN)", who,
+                        flags & ~(unsigned)AD_SWEEP_ASSIGN);
+    const bool assign = (flags & AD_SWEEP_ASSIGN) != 0;
     ad__node *o = ad__check(t, output, who, 1);
     if (!o)
         return t->status;
@@ -64,18 +114,25 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, const char *who
                         who, ad__shape_str(out.shape, buf, sizeof buf));
     }
     if (t->adj_dirty)
-        zero_adjoints(t);
+        reset_adjoints(t);
     t->adj_dirty = true;
-    if (!(o->h & AD__GRAD))
-        return AD_OK; /* no variable reaches the output: all gradients are 0 */
+    if (!(o->h & AD__GRAD)) { /* no variable reaches the output: all gradients are 0 */
+        zero_unreached(t, assign);
+        return AD_OK;
+    }
 
-    /* Add, not assign: tape adjoints are zero here, and an ad_param output's
-     * buffer accumulates like every caller gradient. */
+    /* The seed. An inline output's adjoint is zero here; an ad_param
+     * output's buffer accumulates like every caller gradient unless
+     * assigning. */
     const size_t size = ad_shape_size(out.shape);
+    bool fresh = false;
+    if (o->h & AD__EXT) {
+        ad__ext *x = ad__X(t, ad__a(o->h));
+        fresh = is_fresh(x, assign);
+        x->reached = 1;
+    }
     for (size_t j = 0; j < size; j++)
-        out.grad[j] += seed ? seed[j] : 1.0;
-    if (o->h & AD__EXT)
-        ad__X(t, ad__a(o->h))->reached = 1;
+        out.grad[j] = (fresh ? 0.0 : out.grad[j]) + (seed ? seed[j] : 1.0);
 
     /* From the output back to node 1, a chunk at a time. */
     void *const *ch = t->nodes.chunk;
@@ -91,21 +148,27 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, const char *who
                 if (n->g != 0.0) /* zero: not between the output and the variables */
                     ad__svjp(ch, k, n);
             } else if (kind == (AD__GRAD | AD__EXT)) {
-                ext_vjp(t, h);
+                ext_vjp(t, h, assign);
             } /* else: depends on no variable */
         }
         end = c * CHUNK;
     }
+    zero_unreached(t, assign);
     return AD_OK;
 }
 
-int ad_backward(ad_tape *t, ad_node output) { return sweep(t, output, NULL, "backward"); }
+int ad_backward(ad_tape *t, ad_node output) { return sweep(t, output, NULL, 0, "backward"); }
 
 int ad_backward_seed(ad_tape *t, ad_node output, const double *seed)
 {
     if (t && t->status == AD_OK && !seed)
         return ad__fail(t, AD_EMISUSE, "backward_seed: seed is NULL");
-    return sweep(t, output, seed, "backward_seed");
+    return sweep(t, output, seed, 0, "backward_seed");
+}
+
+int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags)
+{
+    return sweep(t, output, seed, flags, "sweep");
 }
 
 static void ext_forward(ad_tape *t, uint64_t h)
@@ -113,9 +176,7 @@ static void ext_forward(ad_tape *t, uint64_t h)
     ad__ext *x = ad__X(t, ad__a(h));
     if (ad__opc(h) != AD_OP_LEAF)
         x->def->forward(&x->call);
-    if (x->call.out.grad && !x->caller_grad)
-        memset(x->call.out.grad, 0, ad_shape_size(x->call.out.shape) * sizeof(double));
-    x->reached = 0;
+    x->reached = 0; /* the adjoint is fresh: no zeroing pass */
 }
 
 int ad_replay(ad_tape *t)

@@ -328,16 +328,31 @@ AD_API ad_node ad_apply_named(ad_tape *t, const char *name, const ad_node *in, i
 
 /* Reverse sweep from a scalar output: seeds d(output) = 1 and visits, in
  * reverse recording order, only the nodes that depend on a variable and
- * lie before the output, calling each one's vjp. Node adjoints are zeroed
- * at the start of every sweep, so two sweeps give the same ad_grad() for
- * tape nodes; gradients of ad_param leaves go into caller buffers and
- * accumulate. Iterative: tapes of any length. Returns AD_OK, the sticky
- * status if set, or AD_EMISUSE (non-scalar output: use
- * ad_backward_seed; stale or foreign node). */
+ * lie before the output, calling each one's vjp. Every sweep starts the
+ * tape's adjoints afresh, so two sweeps give the same ad_grad() for tape
+ * nodes (0 for a node the output does not depend on); gradients of
+ * ad_param leaves go into caller buffers and accumulate. Iterative: tapes
+ * of any length. Returns AD_OK, the sticky status if set, or AD_EMISUSE
+ * (non-scalar output: use ad_backward_seed; stale or foreign node). */
 AD_API int ad_backward(ad_tape *t, ad_node output);
 /* The same for an output of any shape, seeded with seed[] (its size
  * elements): computes the vector-Jacobian product seed^T J. */
 AD_API int ad_backward_seed(ad_tape *t, ad_node output, const double *seed);
+
+/* Flags for ad_sweep. */
+#define AD_SWEEP_ASSIGN 1u /* overwrite ad_param gradient buffers, see ad_sweep */
+
+/* The general sweep: ad_backward(t, o) is ad_sweep(t, o, NULL, 0) and
+ * ad_backward_seed(t, o, s) is ad_sweep(t, o, s, 0). seed: NULL for a
+ * scalar output (seed 1), else one value per element of the output.
+ * flags 0, or AD_SWEEP_ASSIGN: every ad_param gradient buffer receives
+ * this sweep's gradient instead of having it added -- overwritten, and
+ * zeroed when the output does not depend on the leaf -- so a training
+ * loop needs no zeroing pass, and the engine writes a weight gradient
+ * without reading it (less memory traffic than zeroing, then adding).
+ * Under AD_SWEEP_ASSIGN each gradient buffer must belong to one ad_param
+ * node of the tape. Unknown flags: AD_EMISUSE. */
+AD_API int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags);
 
 /* Re-evaluate every recorded node forward from the current leaf values
  * (ad_set_value, and the caller buffers behind ad_param) without
