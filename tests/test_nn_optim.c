@@ -164,3 +164,51 @@ Test(nn_optim, trainer_clips_by_global_norm)
     nn_trainer_free(tr);
     nn_model_free(m);
 }
+
+/* The trainer's sweep writes the gradients (AD_SWEEP_ASSIGN): whatever the
+ * gradient block held before a step, it holds this step's gradient after
+ * it -- the same numbers a zeroed store and ad_backward give. A tensor
+ * added to the store outside the layers keeps a zero gradient. */
+Test(nn_optim, trainer_writes_gradients_and_zeroes_extra_tensors)
+{
+    const double X[3] = {0.5, -1, 2}, Y[2] = {1, -1};
+    double ref[8], got[8];
+    for (int extra = 0; extra < 2; extra++) {
+        nn_model *m = nn_model_new(NULL);
+        cr_assert_eq(nn_model_add_dense(m, 3, 2, NN_ACT_TANH), NN_OK);
+        nn_params *p = nn_model_params(m);
+        size_t xi = 0;
+        if (extra)
+            cr_assert_eq(nn_params_add(p, "extra", ad_shape_vec(2), &xi), NN_OK);
+        nn_trainer_opts to = {NN_LOSS_HALF_SSE, nn_optim_defaults(NN_OPTIM_SGD), 0};
+        nn_trainer *tr = nn_trainer_new(m, &to);
+        cr_assert_not_null(tr, "%s", nn_model_errmsg(m));
+        for (int step = 0; step < 3; step++) {
+            /* the gradient at the current weights, the long way */
+            ad_tape *t = ad_tape_new(NULL);
+            ad_node x = ad_constant(t, ad_shape_vec(3), X);
+            ad_node y = ad_constant(t, ad_shape_vec(2), Y);
+            ad_node L = nn_model_loss(m, t, NN_LOSS_HALF_SSE, nn_model_forward(m, t, x, 1), y);
+            nn_params_zero_grad(p);
+            cr_assert_eq(ad_backward(t, L), AD_OK, "%s", ad_tape_errmsg(t));
+            memcpy(ref, nn_params_grads(p), 8 * sizeof *ref);
+            ad_tape_free(t);
+
+            double *g = nn_params_grads(p);
+            for (size_t k = 0; k < nn_params_size(p); k++)
+                g[k] = step ? NAN : 5.0;
+            cr_assert_eq(nn_trainer_step(tr, X, Y, 1, NULL), NN_OK, "%s",
+                         nn_trainer_errmsg(tr));
+            memcpy(got, nn_params_grads(p), 8 * sizeof *got);
+            for (int k = 0; k < 8; k++)
+                cr_assert_eq(got[k], ref[k], "extra %d, step %d: gradient [%d] = %.17g, want %.17g",
+                             extra, step, k, got[k], ref[k]);
+            if (extra)
+                for (int k = 0; k < 2; k++)
+                    cr_assert_eq(nn_params_grad(p, xi)[k], 0.0,
+                                 "a tensor outside the layers must keep a zero gradient");
+        }
+        nn_trainer_free(tr);
+        nn_model_free(m);
+    }
+}

@@ -1,5 +1,5 @@
-/* test_sweep.c -- the reverse sweep: adjoints zeroed per sweep, parameter
- * gradients accumulated, only the nodes between variables and the output
+/* test_sweep.c -- the reverse sweep: adjoints fresh per sweep, parameter
+ * gradients accumulated (or overwritten with AD_SWEEP_ASSIGN), only the nodes between variables and the output
  * visited, seeded VJPs, a 10^7-node tape, stale handles after reset, and
  * the introspection API. */
 #include "support.h"
@@ -115,6 +115,129 @@ Test(sweep, param_output_seed_accumulates)
     cr_assert_eq(g1, 14.0, "10 + d(p^2)/dp = 14, got %g", g1);
     cr_assert_eq(g2, 15.0, "sweeping from the param itself must add 1 (14 + 1), got %g", g2);
     cr_assert(vg[0] == 6.0 && vg[1] == 2.0, "5 + seed: want (6, 2), got (%g, %g)", vg[0], vg[1]);
+}
+
+/* ---- AD_SWEEP_ASSIGN: parameter gradients overwritten ---- */
+
+/* A small net with a parameter used twice, a custom op (whose vjp adds, so
+ * the engine zeroes its fresh inputs first), a parameter the output does not
+ * depend on, and one used only after the output. Its gradients with
+ * AD_SWEEP_ASSIGN into buffers full of NaN must equal those added into
+ * zeroed buffers, and the unused parameters must come out zero. */
+typedef struct net {
+    double W[6], b[2], x[3], u[2], late[2];
+    double gW[6], gb[2], gx[3], gu[2], glate[2];
+    ad_node J;
+} net;
+
+static void fill(double *a, size_t n, double v)
+{
+    for (size_t i = 0; i < n; i++)
+        a[i] = v;
+}
+static void fill_grads(net *m, double v)
+{
+    fill(m->gW, 6, v), fill(m->gb, 2, v), fill(m->gx, 3, v), fill(m->gu, 2, v);
+    fill(m->glate, 2, v);
+}
+
+static void record_net(ad_tape *t, net *m, const ad_opdef *probe)
+{
+    static const double W[6] = {0.5, -1, 2, 1.5, 0.25, -0.75}, b[2] = {0.1, -0.2},
+                        x[3] = {1, -2, 0.5};
+    memcpy(m->W, W, sizeof W), memcpy(m->b, b, sizeof b), memcpy(m->x, x, sizeof x);
+    m->u[0] = m->u[1] = 3, m->late[0] = m->late[1] = 4;
+    ad_node Wn = ad_param(t, ad_shape_mat(2, 3), m->W, m->gW);
+    ad_node bn = ad_param(t, ad_shape_vec(2), m->b, m->gb);
+    ad_node xn = ad_param(t, ad_shape_vec(3), m->x, m->gx);
+    ad_node un = ad_param(t, ad_shape_vec(2), m->u, m->gu); /* not used by J */
+    ad_node z = ad_add(t, ad_matvec(t, Wn, xn), bn);
+    ad_node y = ad_tanh(t, ad_apply(t, probe, &z, 1, 0.0));
+    ad_node yb = ad_mul(t, y, bn); /* b twice */
+    m->J = ad_add(t, ad_dot(t, yb, yb), ad_sum(t, ad_matvec_t(t, Wn, yb)));
+    ad_node ln = ad_param(t, ad_shape_vec(2), m->late, m->glate);
+    (void)ad_sum(t, ad_mul(t, ln, un)); /* recorded after J */
+}
+
+Test(sweep, assign_overwrites_param_gradients)
+{
+    int calls = 0;
+    const ad_opdef probe = probe_def(&calls);
+    net m, ref;
+    ad_tape *t = ad_tape_new(NULL), *t2 = ad_tape_new(NULL);
+    cr_assert(t && t2);
+    record_net(t, &ref, &probe);
+    fill_grads(&ref, 0.0);
+    cr_assert_eq(ad_backward(t, ref.J), AD_OK, "%s", ad_tape_errmsg(t));
+
+    record_net(t2, &m, &probe);
+    for (int round = 0; round < 3; round++) { /* as recorded, then after replays */
+        if (round > 0)
+            cr_assert_eq(ad_replay(t2), AD_OK);
+        fill_grads(&m, NAN);
+        cr_assert_eq(ad_sweep(t2, m.J, NULL, AD_SWEEP_ASSIGN), AD_OK, "%s", ad_tape_errmsg(t2));
+        for (int i = 0; i < 6; i++)
+            cr_assert_eq(m.gW[i], ref.gW[i], "round %d: dW[%d] = %.17g, want %.17g", round, i,
+                         m.gW[i], ref.gW[i]);
+        for (int i = 0; i < 2; i++) {
+            cr_assert_eq(m.gb[i], ref.gb[i], "round %d: db[%d] = %.17g, want %.17g", round, i,
+                         m.gb[i], ref.gb[i]);
+            cr_assert_eq(m.gu[i], 0.0, "round %d: a param J does not use must get 0", round);
+            cr_assert_eq(m.glate[i], 0.0, "round %d: a param after J must get 0", round);
+        }
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(m.gx[i], ref.gx[i], "round %d: dx[%d] = %.17g, want %.17g", round, i,
+                         m.gx[i], ref.gx[i]);
+    }
+    for (int i = 0; i < 6; i++)
+        cr_assert_neq(ref.gW[i], 0.0);
+
+    /* Without the flag, gradients add to what the buffers hold. */
+    fill_grads(&m, 1.0);
+    cr_assert_eq(ad_backward(t2, m.J), AD_OK);
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(m.gW[i], 1.0 + ref.gW[i], "dW[%d]: adding mode must add", i);
+    cr_assert_eq(m.gu[0], 1.0, "adding mode leaves an unused param's buffer alone");
+    ad_tape_free(t2);
+    ad_tape_free(t);
+}
+
+/* The output may be the param; an output that depends on no variable
+ * gives zero gradients, written as such under AD_SWEEP_ASSIGN. */
+Test(sweep, assign_param_output_and_constant_output)
+{
+    double v[2] = {1, 2}, g[2] = {NAN, NAN};
+    const double seed[2] = {0.5, -3};
+    const double c0[2] = {1, 1};
+    ad_tape *t = ad_tape_new(NULL);
+    cr_assert_not_null(t);
+    ad_node V = ad_param(t, ad_shape_vec(2), v, g);
+    int st = ad_sweep(t, V, seed, AD_SWEEP_ASSIGN);
+    double g0 = g[0], g1 = g[1];
+    ad_node c = ad_sum(t, ad_constant(t, ad_shape_vec(2), c0)); /* depends on no variable */
+    g[0] = g[1] = NAN;
+    int st2 = ad_sweep(t, c, NULL, AD_SWEEP_ASSIGN);
+    double z0 = g[0], z1 = g[1];
+    g[0] = g[1] = 7;
+    int st3 = ad_sweep(t, c, NULL, 0);
+    ad_tape_free(t);
+    cr_assert(st == AD_OK && st2 == AD_OK && st3 == AD_OK);
+    cr_assert(g0 == 0.5 && g1 == -3, "the seed is written: got (%g, %g)", g0, g1);
+    cr_assert(z0 == 0 && z1 == 0, "no dependence: zeros, got (%g, %g)", z0, z1);
+    cr_assert(g[0] == 7 && g[1] == 7, "adding mode leaves the buffer alone");
+}
+
+Test(sweep, unknown_sweep_flags_are_emisuse)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    cr_assert_not_null(t);
+    ad_node x = ad_scalar_var(t, 2.0);
+    ad_node y = ad_square(t, x);
+    int st = ad_sweep(t, y, NULL, 6u);
+    cr_assert_eq(st, AD_EMISUSE);
+    cr_assert_str_eq(ad_tape_errmsg(t), "sweep: unknown flags 0x6 (known: AD_SWEEP_ASSIGN)");
+    ad_tape_free(t);
+    cr_assert_eq(ad_sweep(NULL, y, NULL, 0), AD_EMISUSE);
 }
 
 /* ---- what the sweep visits ---- */

@@ -1,9 +1,11 @@
 /* trainer.c -- the training loop's fast path: record forward + loss once
  * per batch size, then per step copy the batch into the buffers the tape
- * views, replay, zero the gradients, sweep back, clip, update. */
+ * views, replay, sweep back (the sweep writes the gradients), clip,
+ * update. */
 #include "nn_internal.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 struct nn_trainer {
@@ -13,6 +15,9 @@ struct nn_trainer {
     nn_optim *opt;
     nn__slot slot[2];       /* [0]: the first batch size; [1]: any other */
     uint64_t version;       /* store version the trainer was made for   */
+    bool assign;            /* the model's layers hold every tensor of the
+                               store: the sweep writes all the gradients
+                               (AD_SWEEP_ASSIGN), no zeroing pass        */
     uint64_t recordings;
     char msg[NN__MSG_CAP];
 };
@@ -50,6 +55,7 @@ nn_trainer *nn_trainer_new(nn_model *m, const nn_trainer_opts *opts)
     tr->loss = opts->loss;
     tr->clip = opts->clip_norm;
     tr->version = nn_params_version(m->params);
+    tr->assign = 2 * m->nlayers == nn_params_count(m->params); /* W and b per layer */
     tr->opt = nn_optim_new(&opts->optim, nn_params_size(m->params), m->mem.fn, m->mem.ud);
     if (!tr->opt) {
         nn__free(&m->mem, tr, sizeof *tr);
@@ -133,8 +139,12 @@ int nn_trainer_step(nn_trainer *tr, const double *X, const double *Y, uint32_t b
         if (st != NN_OK)
             return st;
     }
-    nn_params_zero_grad(m->params);
-    st = ad_backward(s->tape, s->out);
+    /* Tensors outside the model's layers keep zero gradients, so with any
+     * the store is zeroed and the sweep adds; otherwise the sweep
+     * overwrites every gradient and zeroing would be a wasted pass. */
+    if (!tr->assign)
+        nn_params_zero_grad(m->params);
+    st = ad_sweep(s->tape, s->out, NULL, tr->assign ? AD_SWEEP_ASSIGN : 0);
     if (st != AD_OK)
         return nn__fail(tr->msg, nn__from_ad(st), "trainer: backward: %s", ad_tape_errmsg(s->tape));
     if (loss)

@@ -377,7 +377,9 @@ NN_API const char *nn_optim_errmsg(const nn_optim *o);
 /* Owns the tapes of a training loop. The forward pass and the loss are
  * recorded once per batch size, with the batch as ad_param views of
  * buffers the trainer owns; each step copies the batch into those
- * buffers, replays, zeroes the gradients, sweeps back, clips and updates.
+ * buffers, replays, sweeps back, clips and updates. The sweep writes the
+ * gradients (AD_SWEEP_ASSIGN) rather than adding to zeroed ones; a tensor
+ * added to the store outside the model's layers gets a zero gradient.
  * Two batch sizes are kept recorded at once (e.g. the full batch and the
  * last partial one); a third size re-records the second slot. In steady
  * state a step allocates nothing. */
