@@ -150,3 +150,70 @@ Test(kernels, matvec_matvec_t_outer)
     ad_tape_free(t);
     free(W), free(x), free(xk), free(sk), free(sn), free(S);
 }
+
+/* The same products added into caller buffers that already hold 1 (the
+ * vjps' adding form; the tests above take the writing form, since a
+ * variable's adjoint is fresh when the first product reaches it). */
+static void expect_plus_one(const double *got, const double *want, size_t n, const char *what)
+{
+    double *w1 = malloc(n * sizeof *w1);
+    cr_assert_not_null(w1);
+    for (size_t i = 0; i < n; i++)
+        w1[i] = want[i] + 1.0;
+    EXPECT_CLOSE(got, w1, n, what);
+    free(w1);
+}
+static double *ones(size_t n)
+{
+    double *a = malloc(n * sizeof *a);
+    cr_assert_not_null(a);
+    for (size_t i = 0; i < n; i++)
+        a[i] = 1.0;
+    return a;
+}
+
+Test(kernels, products_add_into_param_buffers)
+{
+    const size_t m = 37, p = 53, n = 29, k = 41, c = 67;
+    double *A = rnd_array(m * p), *B = rnd_array(p * n), *S = rnd_array(m * n);
+    double *C = malloc(m * n * sizeof *C), *dA = malloc(m * p * sizeof *dA);
+    double *dB = malloc(p * n * sizeof *dB);
+    double *gA = ones(m * p), *gB = ones(p * n);
+    naive_matmul(A, B, S, m, p, n, C, dA, dB);
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node a = ad_param(t, ad_shape_mat(m, p), A, gA);
+    ad_node b = ad_param(t, ad_shape_mat(p, n), B, gB);
+    cr_assert_eq(ad_backward_seed(t, ad_matmul(t, a, b), S), AD_OK, "%s", ad_tape_errmsg(t));
+    expect_plus_one(gA, dA, m * p, "matmul dA added");
+    expect_plus_one(gB, dB, p * n, "matmul dB added");
+
+    /* matmul_nt with A B^T = A (B^T): reuse the products with B transposed */
+    double *Bt = malloc(p * n * sizeof *Bt), *dBt = malloc(p * n * sizeof *dBt);
+    double *gBt = ones(p * n);
+    transpose(B, p, n, Bt);
+    transpose(dB, p, n, dBt);
+    for (size_t i = 0; i < m * p; i++)
+        gA[i] = 1.0;
+    ad_tape_reset(t);
+    a = ad_param(t, ad_shape_mat(m, p), A, gA);
+    b = ad_param(t, ad_shape_mat(n, p), Bt, gBt);
+    cr_assert_eq(ad_backward_seed(t, ad_matmul_nt(t, a, b), S), AD_OK, "%s", ad_tape_errmsg(t));
+    expect_plus_one(gA, dA, m * p, "matmul_nt dA added");
+    expect_plus_one(gBt, dBt, p * n, "matmul_nt dB added");
+
+    /* matvec, 41 rows: ten blocks of four and one row left */
+    double *W = rnd_array(k * c), *x = rnd_array(c), *sk = rnd_array(k);
+    double *y = malloc(k * sizeof *y), *dW = malloc(k * c * sizeof *dW), *dx = malloc(c * sizeof *dx);
+    double *gW = ones(k * c), *gx = ones(c);
+    naive_matmul(W, x, sk, k, c, 1, y, dW, dx);
+    ad_tape_reset(t);
+    ad_node w = ad_param(t, ad_shape_mat(k, c), W, gW);
+    ad_node v = ad_param(t, ad_shape_vec(c), x, gx);
+    cr_assert_eq(ad_backward_seed(t, ad_matvec(t, w, v), sk), AD_OK, "%s", ad_tape_errmsg(t));
+    expect_plus_one(gW, dW, k * c, "matvec dW added");
+    expect_plus_one(gx, dx, c, "matvec dx added");
+    ad_tape_free(t);
+    free(A), free(B), free(S), free(C), free(dA), free(dB), free(gA), free(gB);
+    free(Bt), free(dBt), free(gBt), free(W), free(x), free(sk), free(y), free(dW), free(dx);
+    free(gW), free(gx);
+}

@@ -91,6 +91,11 @@ typedef struct ad__ext {
                                        shape); in = args; c; ud = def->ud  */
     ad_tensor args[AD_MAX_ARITY];   /* the operands as the op sees them    */
     uint32_t in[AD_MAX_ARITY];      /* the operands' node ids              */
+    struct ad__ext *src[AD_MAX_ARITY]; /* each operand's record when it is an
+                                       EXT node that needs a gradient, else
+                                       NULL: the sweep's per-operand work */
+    uint8_t dup;                    /* operand slots naming a node that
+                                       another slot names too (dot(y, y)) */
     uint32_t node;                  /* the node this record belongs to     */
     uint8_t reached;                /* set during a sweep when an adjoint arrives */
     uint8_t view;                   /* value is caller memory (ad_param)   */

@@ -40,25 +40,43 @@ static inline void ad__kaxpy_to(double *restrict y, double alpha, const double *
         ad__kaxpy(y, alpha, x, n);
 }
 
-/* One row of a matvec's backward in one pass: dw[j] (=|+=) dz x[j] and
- * gx[j] (=|+=) dz w[j], w being the row of W that dw is the gradient of.
- * setw/setx: write instead of add. */
+/* A matvec's backward for rows r < nr (nr <= 4) of W in one pass over
+ * them: dW[r,j] (=|+=) dz[r] x[j] for each row, and gx[j] (=|+=)
+ * sum_r dz[r] W[r,j]. Four rows per pass keep gx's read-modify-write off
+ * the critical path at small n and read W and write dW as streams at
+ * large n. setw/setx: write instead of add. */
+#define AD__KROWS_LOOP(DW_OP, GX_OP)                                                          \
+    for (size_t j = 0; j < n; j++) {                                                          \
+        d0[j] DW_OP a0 * x[j], d1[j] DW_OP a1 * x[j], d2[j] DW_OP a2 * x[j];                  \
+        d3[j] DW_OP a3 * x[j];                                                                \
+        gx[j] GX_OP (a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j]);                    \
+    }
+static inline void ad__krows4_vjp(double *restrict d0, double *restrict d1, double *restrict d2,
+                                  double *restrict d3, double *restrict gx, const double *dz,
+                                  const double *restrict x, const double *restrict w0,
+                                  const double *restrict w1, const double *restrict w2,
+                                  const double *restrict w3, size_t n, int setw, int setx)
+{
+    const double a0 = dz[0], a1 = dz[1], a2 = dz[2], a3 = dz[3];
+    if (setw && setx)
+        AD__KROWS_LOOP(=, =)
+    else if (setw)
+        AD__KROWS_LOOP(=, +=)
+    else if (setx)
+        AD__KROWS_LOOP(+=, =)
+    else
+        AD__KROWS_LOOP(+=, +=)
+}
+#undef AD__KROWS_LOOP
+
 static inline void ad__krow_vjp(double *restrict dw, double *restrict gx, double dz,
                                 const double *restrict x, const double *restrict w, size_t n,
                                 int setw, int setx)
 {
-    if (setw && setx)
-        for (size_t j = 0; j < n; j++)
-            dw[j] = dz * x[j], gx[j] = dz * w[j];
-    else if (setw)
-        for (size_t j = 0; j < n; j++)
-            dw[j] = dz * x[j], gx[j] += dz * w[j];
-    else if (setx)
-        for (size_t j = 0; j < n; j++)
-            dw[j] += dz * x[j], gx[j] = dz * w[j];
-    else
-        for (size_t j = 0; j < n; j++)
-            dw[j] += dz * x[j], gx[j] += dz * w[j];
+    for (size_t j = 0; j < n; j++) {
+        dw[j] = (setw ? 0.0 : dw[j]) + dz * x[j];
+        gx[j] = (setx ? 0.0 : gx[j]) + dz * w[j];
+    }
 }
 
 /* sum_i x[i] */

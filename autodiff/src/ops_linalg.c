@@ -68,10 +68,17 @@ static void matvec_vjp_to(const ad_call *k, unsigned fresh)
 #endif
     const int fW = AD__FRESH(fresh, 0), fx = AD__FRESH(fresh, 1);
     if (gW && gx) {
-        /* Both in one pass over W and dW, a row at a time. With a fresh dW
-         * (AD_SWEEP_ASSIGN, or a tape-owned W) dW is written, never read:
-         * W4 at n = 1024 went from 1.16x to 1.0x of hand-written C. */
-        for (size_t i = 0; i < rows; i++)
+        /* Both in one pass over W and dW, four rows at a time. With a fresh
+         * dW (AD_SWEEP_ASSIGN, or a tape-owned W) dW is written, never
+         * read: W4 at n = 1024 went from 1.16x to 1.0x of hand-written C. */
+        size_t i = 0;
+        for (; i + 4 <= rows; i += 4) {
+            double *d = gW + i * n;
+            const double *w = W + i * n;
+            ad__krows4_vjp(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n, w + 2 * n,
+                           w + 3 * n, n, fW, i == 0 && fx);
+        }
+        for (; i < rows; i++)
             ad__krow_vjp(gW + i * n, gx, gy[i], x, W + i * n, n, fW, i == 0 && fx);
     } else if (gW) {
         for (size_t i = 0; i < rows; i++)

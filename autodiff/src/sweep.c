@@ -49,25 +49,16 @@ static void ext_vjp(const ad_tape *t, uint64_t h, bool assign_params)
     if (!x->reached)
         return; /* not between the output and the variables */
     const int nin = x->call.nin;
-    ad__ext *in[AD_MAX_ARITY];
     unsigned fresh = 0;
-    for (int k = 0; k < nin; k++) {
-        const ad__node *a = ad__N(t, x->in[k]);
-        in[k] = NULL;
-        if ((a->h & (AD__EXT | AD__GRAD)) == (AD__EXT | AD__GRAD)) {
-            in[k] = ad__X(t, ad__a(a->h));
-            if (is_fresh(in[k], assign_params))
-                fresh |= 1u << k;
-        }
-    }
-    /* An operand named twice (dot(y, y)) gets two contributions: it is
-     * zeroed and added to, whatever order the op writes them in. */
     for (int k = 0; k < nin; k++)
-        for (int j = k + 1; j < nin; j++)
-            if (x->in[j] == x->in[k] && (fresh & (1u << k | 1u << j))) {
-                ad__zero_fresh(&x->call, 1u << k);
-                fresh &= ~(1u << k | 1u << j);
-            }
+        if (x->src[k] && is_fresh(x->src[k], assign_params))
+            fresh |= 1u << k;
+    if (fresh & x->dup) {
+        /* An operand named twice (dot(y, y)) gets two contributions: it
+         * is zeroed and added to, whatever order the op writes them in. */
+        ad__zero_fresh(&x->call, fresh & x->dup);
+        fresh &= ~(unsigned)x->dup;
+    }
     const unsigned op = ad__opc(h);
     if (op < AD_OP_CUSTOM) {
         ad__ops[op]->vjp_to(&x->call, fresh);
@@ -76,8 +67,8 @@ static void ext_vjp(const ad_tape *t, uint64_t h, bool assign_params)
         x->def->vjp(&x->call);
     }
     for (int k = 0; k < nin; k++)
-        if (in[k])
-            in[k]->reached = 1;
+        if (x->src[k])
+            x->src[k]->reached = 1;
 }
 
 /* Zeroes the fresh buffers no adjoint reached: a node the output does not
@@ -147,9 +138,9 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags,
             if (kind == AD__GRAD) {
                 if (n->g != 0.0) /* zero: not between the output and the variables */
                     ad__svjp(ch, k, n);
-            } else if (kind == (AD__GRAD | AD__EXT)) {
+            } else if (kind == (AD__GRAD | AD__EXT) && ad__opc(h) != AD_OP_LEAF) {
                 ext_vjp(t, h, assign);
-            } /* else: depends on no variable */
+            } /* else: depends on no variable, or a leaf (no vjp) */
         }
         end = c * CHUNK;
     }

@@ -481,6 +481,11 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
     for (int k = 0; k < n; k++) {
         x->in[k] = in[k].id_;
         ad__view(t, in[k].id_, &x->args[k]);
+        const uint64_t ha = inp[k]->h;
+        x->src[k] = (ha & (AD__EXT | AD__GRAD)) == (AD__EXT | AD__GRAD) ? ad__X(t, ad__a(ha)) : NULL;
+        for (int j = 0; j < k; j++)
+            if (in[j].id_ == in[k].id_)
+                x->dup |= (uint8_t)(1u << j | 1u << k);
     }
     x->call.in = x->args;
     x->call.nin = n;
