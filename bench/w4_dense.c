@@ -103,7 +103,7 @@ static void run(size_t n)
     }
 
     /* Repetitions: enough work per timing at small n. */
-    int inner = n <= 64 ? 2000 : n <= 256 ? 200 : n <= 1024 ? 10 : 1;
+    int inner = n <= 16 ? 20000 : n <= 64 ? 2000 : n <= 256 ? 200 : n <= 1024 ? 10 : 1;
     double th[BENCH_REPS], thf[BENCH_REPS], te[BENCH_REPS], tef[BENCH_REPS], tez[BENCH_REPS];
     volatile double sink = 0;
     for (int rep = -1; rep < BENCH_REPS; rep++) {

@@ -31,36 +31,52 @@ const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL}, true, f
 #define TENSOR_UNARY(NAME, CODE, TAKES_C, FWD, DER)                                           \
     static void NAME##_fwd(const ad_call *k)                                                  \
     {                                                                                         \
-        const double *xs = k->in[0].val;                                                      \
-        double *ys = k->out.val;                                                              \
-        const double c = k->c;                                                                \
-        const size_t n = ad_shape_size(k->out.shape);                                         \
+        NAME##_fwd_loop(k->out.val, k->in[0].val, k->c, ad_shape_size(k->out.shape));        \
+    }                                                                                         \
+    static void NAME##_vjp_to(const ad_call *k, unsigned fresh)                               \
+    {                                                                                         \
+        if (k->in[0].grad)                                                                    \
+            NAME##_vjp_loop(k->in[0].grad, k->in[0].val, k->out.val, k->out.grad, k->c,       \
+                            ad_shape_size(k->out.shape), AD__FRESH(fresh, 0));                \
+    }                                                                                         \
+    AD__VJP_ADDING(NAME)                                                                      \
+    const ad__op ad__op_##NAME = {{#NAME, 1, NULL, NAME##_fwd, NAME##_vjp, NULL}, true, (TAKES_C), \
+                                  NAME##_vjp_to};
+
+/* The loops, with restrict parameters so that compilers vectorize them;
+ * the writing form (a fresh gradient) is a loop of its own. */
+#define UNARY_LOOPS(NAME, CODE, TAKES_C, FWD, DER)                                            \
+    static inline void NAME##_fwd_loop(double *restrict ys, const double *restrict xs,        \
+                                       double c, size_t n)                                    \
+    {                                                                                         \
         (void)c;                                                                              \
         for (size_t i = 0; i < n; i++) {                                                      \
             const double x = xs[i];                                                           \
             ys[i] = (FWD);                                                                    \
         }                                                                                     \
     }                                                                                         \
-    static void NAME##_vjp_to(const ad_call *k, unsigned fresh)                               \
+    static inline void NAME##_vjp_loop(double *restrict gx, const double *restrict xs,        \
+                                       const double *restrict ys, const double *restrict gy,  \
+                                       double c, size_t n, int assign)                        \
     {                                                                                         \
-        double *gx = k->in[0].grad;                                                           \
-        if (!gx)                                                                              \
-            return;                                                                           \
-        const double *xs = k->in[0].val, *ys = k->out.val, *gy = k->out.grad;                 \
-        const double c = k->c;                                                                \
-        const size_t n = ad_shape_size(k->out.shape);                                         \
-        const int fx = AD__FRESH(fresh, 0); /* loop-invariant: the compiler unswitches */    \
         (void)c;                                                                              \
-        for (size_t i = 0; i < n; i++) {                                                      \
-            const double x = xs[i], y = ys[i];                                                \
-            (void)x, (void)y;                                                                 \
-            gx[i] = (fx ? 0.0 : gx[i]) + gy[i] * (DER);                                       \
-        }                                                                                     \
-    }                                                                                         \
-    AD__VJP_ADDING(NAME)                                                                      \
-    const ad__op ad__op_##NAME = {{#NAME, 1, NULL, NAME##_fwd, NAME##_vjp, NULL}, true, (TAKES_C), \
-                                  NAME##_vjp_to};
+        if (assign)                                                                           \
+            for (size_t i = 0; i < n; i++) {                                                  \
+                const double x = xs[i], y = ys[i];                                            \
+                (void)x, (void)y;                                                             \
+                const double d = (DER); /* apart: a select of constants */                    \
+                gx[i] = gy[i] * d;                                                            \
+            }                                                                                 \
+        else                                                                                  \
+            for (size_t i = 0; i < n; i++) {                                                  \
+                const double x = xs[i], y = ys[i];                                            \
+                (void)x, (void)y;                                                             \
+                const double d = (DER);                                                       \
+                gx[i] += gy[i] * d;                                                           \
+            }                                                                                 \
+    }
 
+AD__UNARY_OPS(UNARY_LOOPS)
 AD__UNARY_OPS(TENSOR_UNARY)
 
 /* ---- binary tensor kernels ----
@@ -102,17 +118,73 @@ static int assign_ok(const ad_call *k, unsigned fresh, int i)
     return 0;
 }
 
+/* One row of C elements: operand a read with stride sa, b with sb (0 or
+ * 1); the unit-stride case is a loop of its own so it vectorizes. The
+ * gradient rows write or add into one operand's gradient g (stride gs,
+ * that operand's stride), so two operands that are one node never meet
+ * in one loop. */
+#define BINARY_LOOPS(NAME, CODE, FWD, DA, DB)                                                 \
+    static inline void NAME##_fwd_row(double *restrict zs, const double *restrict as,         \
+                                      size_t sa, const double *restrict bs, size_t sb,        \
+                                      size_t n)                                               \
+    {                                                                                         \
+        if (sa == 1 && sb == 1)                                                               \
+            for (size_t j = 0; j < n; j++) {                                                  \
+                const double x = as[j], y = bs[j];                                            \
+                zs[j] = (FWD);                                                                \
+            }                                                                                 \
+        else                                                                                  \
+            for (size_t j = 0; j < n; j++) {                                                  \
+                const double x = as[j * sa], y = bs[j * sb];                                  \
+                zs[j] = (FWD);                                                                \
+            }                                                                                 \
+    }                                                                                         \
+    BINARY_GRAD_ROW(NAME, a, DA)                                                              \
+    BINARY_GRAD_ROW(NAME, b, DB)
+
+#define BINARY_GRAD_ROW(NAME, WHICH, DER)                                                     \
+    static inline void NAME##_grad_##WHICH(double *restrict g, size_t gs,                    \
+                                           const double *restrict as, size_t sa,              \
+                                           const double *restrict bs, size_t sb,              \
+                                           const double *restrict zs,                         \
+                                           const double *restrict gz, size_t n, int assign)   \
+    {                                                                                         \
+        if (sa == 1 && sb == 1 && assign)                                                     \
+            for (size_t j = 0; j < n; j++) {                                                  \
+                const double x = as[j], y = bs[j], z = zs[j];                                 \
+                (void)x, (void)y, (void)z;                                                    \
+                g[j] = gz[j] * (DER);                                                         \
+            }                                                                                 \
+        else if (sa == 1 && sb == 1)                                                          \
+            for (size_t j = 0; j < n; j++) {                                                  \
+                const double x = as[j], y = bs[j], z = zs[j];                                 \
+                (void)x, (void)y, (void)z;                                                    \
+                g[j] += gz[j] * (DER);                                                        \
+            }                                                                                 \
+        else if (assign) /* the other operand is broadcast; this one, not (gs 1) */          \
+            for (size_t j = 0; j < n; j++) {                                                  \
+                const double x = as[j * sa], y = bs[j * sb], z = zs[j];                       \
+                (void)x, (void)y, (void)z;                                                    \
+                g[j] = gz[j] * (DER);                                                         \
+            }                                                                                 \
+        else /* a broadcast operand (gs 0) is only ever added to */                           \
+            for (size_t j = 0; j < n; j++) {                                                  \
+                const double x = as[j * sa], y = bs[j * sb], z = zs[j];                       \
+                (void)x, (void)y, (void)z;                                                    \
+                g[j * gs] += gz[j] * (DER);                                                   \
+            }                                                                                 \
+    }
+
+AD__BINARY_OPS(BINARY_LOOPS)
+
 #define TENSOR_BINARY(NAME, CODE, FWD, DA, DB)                                                \
     static void NAME##_fwd(const ad_call *k)                                                  \
     {                                                                                         \
         const bcast s = bcast_of(k);                                                          \
         const double *as = k->in[0].val, *bs = k->in[1].val;                                  \
-        double *zs = k->out.val;                                                              \
         for (size_t r = 0; r < s.R; r++) /* out: (R, C) */                                    \
-            for (size_t j = 0; j < s.C; j++) {                                                \
-                const double x = as[r * s.ars + j * s.acs], y = bs[r * s.brs + j * s.bcs];    \
-                zs[r * s.C + j] = (FWD);                                                      \
-            }                                                                                 \
+            NAME##_fwd_row(k->out.val + r * s.C, as + r * s.ars, s.acs, bs + r * s.brs,       \
+                           s.bcs, s.C);                                                       \
     }                                                                                         \
     static void NAME##_vjp_to(const ad_call *k, unsigned fresh)                               \
     {                                                                                         \
@@ -121,17 +193,16 @@ static int assign_ok(const ad_call *k, unsigned fresh, int i)
         const double *gz = k->out.grad;                                                       \
         double *ga = k->in[0].grad, *gb = k->in[1].grad;                                      \
         const int fa = assign_ok(k, fresh, 0), fb = assign_ok(k, fresh, 1);                   \
-        for (size_t r = 0; r < s.R; r++)                                                      \
-            for (size_t j = 0; j < s.C; j++) {                                                \
-                const size_t ia = r * s.ars + j * s.acs, ib = r * s.brs + j * s.bcs;          \
-                const size_t o = r * s.C + j;                                                 \
-                const double x = as[ia], y = bs[ib], z = zs[o];                               \
-                (void)x, (void)y, (void)z;                                                    \
-                if (ga)                                                                       \
-                    ga[ia] = (fa ? 0.0 : ga[ia]) + gz[o] * (DA);                              \
-                if (gb)                                                                       \
-                    gb[ib] = (fb ? 0.0 : gb[ib]) + gz[o] * (DB);                              \
-            }                                                                                 \
+        for (size_t r = 0; r < s.R; r++) {                                                    \
+            const double *ar = as + r * s.ars, *br = bs + r * s.brs;                          \
+            const size_t o = r * s.C;                                                         \
+            if (ga)                                                                           \
+                NAME##_grad_a(ga + r * s.ars, s.acs, ar, s.acs, br, s.bcs, zs + o, gz + o,    \
+                              s.C, fa);                                                       \
+            if (gb)                                                                           \
+                NAME##_grad_b(gb + r * s.brs, s.bcs, ar, s.acs, br, s.bcs, zs + o, gz + o,    \
+                              s.C, fb);                                                       \
+        }                                                                                     \
     }                                                                                         \
     AD__VJP_ADDING(NAME)                                                                      \
     const ad__op ad__op_##NAME = {{#NAME, 2, NAME##_shape, NAME##_fwd, NAME##_vjp, NULL}, true, \
