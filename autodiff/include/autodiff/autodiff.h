@@ -252,7 +252,8 @@ AD_API ad_node ad_scalar_var(ad_tape *t, double x);
 /* A leaf that views caller memory instead of copying it: the tape reads
  * value[] whenever it evaluates (at recording and at every ad_replay), and
  * each ad_backward ADDS the gradient into grad[] -- caller gradients
- * accumulate across sweeps until the caller zeroes them. grad NULL: an
+ * accumulate across sweeps until the caller zeroes them (or sweeps with
+ * ad_sweep(..., AD_SWEEP_ASSIGN), which overwrites them). grad NULL: an
  * input that needs no gradient (e.g. a data sample the caller refills
  * before each replay). Both buffers stay owned by the caller and must
  * outlive the tape's use of the node. */
