@@ -30,7 +30,8 @@ int main(void)
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         int same = v[i].got == v[i].want;
         ok &= same;
-        printf("  %-9s %4g  (expected %g)%s\n", v[i].name, v[i].got, v[i].want, same ? "" : "  WRONG");
+        printf("  %-9s %4g  (expected %g)%s\n", v[i].name, v[i].got + 0.0 /* -0 as 0 */, v[i].want,
+               same ? "" : "  WRONG");
     }
     printf("{\"workload\":\"W0\",\"variant\":\"tape\",\"exact\":%s}\n", ok ? "true" : "false");
     ad_tape_free(t);

@@ -5,11 +5,14 @@
 
 #include <stdio.h>
 
+/* dJ/dW[1] = dz * x[1] = -4 * 0 is -0 in IEEE arithmetic; printed as 0. */
+static double unsigned_zero(double v) { return v == 0.0 ? 0.0 : v; }
+
 static void print_vec(const char *name, const double *v, int n)
 {
     printf("%-7s = (", name);
     for (int i = 0; i < n; i++)
-        printf("%s%g", i ? ", " : "", v[i]);
+        printf("%s%g", i ? ", " : "", unsigned_zero(v[i]));
     printf(")\n");
 }
 

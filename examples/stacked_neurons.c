@@ -48,7 +48,7 @@ int main(void)
     printf("%-8s %12s %12s\n", "", "tape", "by hand");
     for (int i = 0; i < K; i++)
         for (int j = 0; j < N; j++) {
-            printf("dW[%d][%d] %12g %12g\n", i, j, tW[i * N + j], dW[i * N + j]);
+            printf("dW[%d][%d] %12g %12g\n", i, j, tW[i * N + j] + 0.0, dW[i * N + j] + 0.0); /* -0 as 0 */
             worst = fmax(worst, fabs(tW[i * N + j] - dW[i * N + j]));
         }
     for (int i = 0; i < K; i++) {
