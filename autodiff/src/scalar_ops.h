@@ -84,11 +84,10 @@
 AD__UNARY_OPS(AD__SCALAR_UNARY)
 AD__BINARY_OPS(AD__SCALAR_BINARY)
 
-/* Dispatch on the op code of an inline node. Leaves do nothing. */
+/* Dispatch on the op code of an inline node, for replay (the sweep has
+ * its own switch, on the header's low byte). Leaves do nothing. */
 #define AD__CASE_FWD_U(NAME, CODE, ...) case CODE: ad__s_##NAME##_fwd(ch, k, o); break;
 #define AD__CASE_FWD_B(NAME, CODE, ...) case CODE: ad__s_##NAME##_fwd(ch, k, o); break;
-#define AD__CASE_VJP_U(NAME, CODE, ...) case CODE: ad__s_##NAME##_vjp(ch, k, o); break;
-#define AD__CASE_VJP_B(NAME, CODE, ...) case CODE: ad__s_##NAME##_vjp(ch, k, o); break;
 
 /* ch: the node chunk table; k: the op constants (t->consts). */
 AD__INLINE void ad__sfwd(void *const *ch, const double *k, ad__node *o)
@@ -113,18 +112,6 @@ AD__INLINE double ad__sval(unsigned code, double x, double y, double c)
         AD__BINARY_OPS(AD__CASE_VAL)
     default:
         return 0.0;
-    }
-}
-
-AD__INLINE void ad__svjp(void *const *ch, const double *k, const ad__node *o)
-{
-    switch (ad__opc(o->h)) {
-        AD__UNARY_OPS(AD__CASE_VJP_U)
-        AD__BINARY_OPS(AD__CASE_VJP_B)
-    case AD_OP_LEAF:
-        break;
-    default: /* an inline node only ever holds a leaf or one of the ops above */
-        AD__UNREACHABLE();
     }
 }
 

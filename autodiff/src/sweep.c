@@ -82,6 +82,16 @@ static void zero_unreached(ad_tape *t, bool assign_params)
     }
 }
 
+/* The low header byte of an inline node that needs a gradient is
+ * INLINE_GRAD | op; its case runs the op's scalar vjp unless the adjoint is
+ * zero (not between the output and the variables). */
+#define INLINE_GRAD ((unsigned)AD__GRAD)
+#define SWEEP_CASE(NAME, CODE, ...)                                                           \
+    case INLINE_GRAD | CODE:                                                                  \
+        if (n->g != 0.0)                                                                      \
+            ad__s_##NAME##_vjp(ch, k, n);                                                     \
+        break;
+
 static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags, const char *who)
 {
     if (!t)
@@ -134,13 +144,18 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags,
         const ad__node *n = base + (end - c * CHUNK), *lo = base + (c == 0);
         while (n-- > lo) {
             const uint64_t h = n->h;
-            const uint64_t kind = h & (AD__GRAD | AD__EXT);
-            if (kind == AD__GRAD) {
-                if (n->g != 0.0) /* zero: not between the output and the variables */
-                    ad__svjp(ch, k, n);
-            } else if (kind == (AD__GRAD | AD__EXT) && ad__opc(h) != AD_OP_LEAF) {
-                ext_vjp(t, h, assign);
-            } /* else: depends on no variable, or a leaf (no vjp) */
+            /* One jump on the header's low byte (flags and op): an inline
+             * node that needs a gradient goes straight to its op's case. */
+            switch ((unsigned)(h & 0xFF)) {
+                AD__UNARY_OPS(SWEEP_CASE)
+                AD__BINARY_OPS(SWEEP_CASE)
+            case INLINE_GRAD | AD_OP_LEAF: /* a scalar variable: no vjp */
+                break;
+            default: /* EXT, or no variable below it */
+                if ((h & (AD__GRAD | AD__EXT)) == (AD__GRAD | AD__EXT) && ad__opc(h) != AD_OP_LEAF)
+                    ext_vjp(t, h, assign);
+                break;
+            }
         }
         end = c * CHUNK;
     }
