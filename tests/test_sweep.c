@@ -237,6 +237,16 @@ Test(sweep, unknown_sweep_flags_are_emisuse)
     cr_assert_eq(st, AD_EMISUSE);
     cr_assert_str_eq(ad_tape_errmsg(t), "sweep: unknown flags 0x6 (known: AD_SWEEP_ASSIGN)");
     ad_tape_free(t);
+
+    /* A vector output needs a seed, through ad_sweep as through ad_backward. */
+    const double v0[2] = {1, 2};
+    t = ad_tape_new(NULL);
+    cr_assert_not_null(t);
+    ad_node v = ad_scale(t, ad_variable(t, ad_shape_vec(2), v0), 3.0);
+    cr_assert_eq(ad_sweep(t, v, NULL, AD_SWEEP_ASSIGN), AD_EMISUSE);
+    cr_assert_str_eq(ad_tape_errmsg(t), "sweep: the output is a vector of length 2, not a scalar; "
+                                        "pass a seed of the same size with ad_backward_seed");
+    ad_tape_free(t);
     cr_assert_eq(ad_sweep(NULL, y, NULL, 0), AD_EMISUSE);
 }
 

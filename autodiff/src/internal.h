@@ -166,15 +166,15 @@ struct ad_tape {
                                    chunks (never beyond the id limit), or 0
                                    once the tape has an error, so the fast
                                    path tests neither room nor status    */
-    uint64_t hbase;             /* ((uint64_t)tag << 32) + 1: a handle h is a
-                                   live node of this tape exactly when
-                                   ad__hbits(h) - hbase < len - 1        */
+    uint64_t hbase;             /* ((uint64_t)tag << 32) + 1, tag being the
+                                   value stamped on every handle: a handle
+                                   h is a live node of this tape exactly
+                                   when ad__hbits(h) - hbase < len - 1   */
     size_t next_ext;            /* ext records in use               */
     double *consts;             /* op constants of inline nodes     */
     size_t nconsts, cap_consts;
     ad__arena arena;
     ad__name *names;            /* uthash: node id -> name          */
-    uint32_t tag;               /* stamped on every handle          */
     uint32_t generation;
     bool adj_dirty;             /* adjoints hold a previous sweep   */
     int status;
@@ -200,6 +200,9 @@ static inline uint64_t ad__hdr(unsigned op, uint64_t flags, uint32_t a, uint32_t
     return (uint64_t)op | flags | ((uint64_t)b << 8) | ((uint64_t)a << 36);
 }
 
+/* The tag stamped on this tape's handles (see hbase). */
+static inline uint32_t ad__tag(const ad_tape *t) { return (uint32_t)(t->hbase >> 32); }
+
 /* A handle as one 64-bit word (tag on top), and back. */
 static inline uint64_t ad__hbits(ad_node n) { return (uint64_t)n.tag_ << 32 | n.id_; }
 static inline ad_node ad__handle(const ad_tape *t, uint32_t id)
@@ -210,7 +213,7 @@ static inline ad_node ad__handle(const ad_tape *t, uint32_t id)
     ad_node n;
     memcpy(&n, &u, sizeof n);
 #else
-    ad_node n = {id, t->tag};
+    ad_node n = {id, ad__tag(t)};
 #endif
     return n;
 }

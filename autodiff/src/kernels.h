@@ -40,8 +40,8 @@ static inline void ad__kaxpy_to(double *restrict y, double alpha, const double *
         ad__kaxpy(y, alpha, x, n);
 }
 
-/* A matvec's backward for rows r < nr (nr <= 4) of W in one pass over
- * them: dW[r,j] (=|+=) dz[r] x[j] for each row, and gx[j] (=|+=)
+/* A matvec's backward for four rows r < 4 of W in one pass over them:
+ * dW[r,j] (=|+=) dz[r] x[j] for each row, and gx[j] (=|+=)
  * sum_r dz[r] W[r,j]. Four rows per pass keep gx's read-modify-write off
  * the critical path at small n and read W and write dW as streams at
  * large n. setw/setx: write instead of add. */
@@ -69,6 +69,7 @@ static inline void ad__krows4_vjp(double *restrict d0, double *restrict d1, doub
 }
 #undef AD__KROWS_LOOP
 
+/* The same for one row (the rows left over after blocks of four). */
 static inline void ad__krow_vjp(double *restrict dw, double *restrict gx, double dz,
                                 const double *restrict x, const double *restrict w, size_t n,
                                 int setw, int setx)
@@ -156,12 +157,6 @@ static inline void ad__kcombine_to(double *y, const double *c, size_t cs, const 
     }
     for (; r < rows; r++)
         ad__kaxpy(y, c[r * cs], X + r * xs, n);
-}
-
-static inline void ad__kcombine(double *y, const double *c, size_t cs, const double *X, size_t xs,
-                                size_t rows, size_t n)
-{
-    ad__kcombine_to(y, c, cs, X, xs, rows, n, 0);
 }
 
 #endif

@@ -87,11 +87,7 @@ static size_t room(const ad_tape *t)
     return cap < AD__MAX_NODES ? cap : AD__MAX_NODES;
 }
 
-static void set_tag(ad_tape *t)
-{
-    t->tag = make_tag(t);
-    t->hbase = ((uint64_t)t->tag << 32) + 1;
-}
+static void set_tag(ad_tape *t) { t->hbase = ((uint64_t)make_tag(t) << 32) + 1; }
 
 /* Node 0 is reserved: the nil handle points at it and unary inline nodes
  * name it as their unused second input. */
@@ -173,7 +169,7 @@ size_t ad_tape_memory(const ad_tape *t) { return t ? t->mem.held : 0; }
 
 ad__node *ad__peek(const ad_tape *t, ad_node n)
 {
-    if (!t || n.id_ == 0 || n.id_ >= t->len || n.tag_ != t->tag)
+    if (!t || n.id_ == 0 || n.id_ >= t->len || n.tag_ != ad__tag(t))
         return NULL;
     return ad__N(t, n.id_);
 }
@@ -187,7 +183,7 @@ ad__node *ad__check(ad_tape *t, ad_node n, const char *op, int operand)
                  op, operand);
         return NULL;
     }
-    if (n.tag_ != t->tag || n.id_ >= t->len) {
+    if (n.tag_ != ad__tag(t) || n.id_ >= t->len) {
         ad__fail(t, AD_EMISUSE,
                  "%s: operand %d is not a node of this tape (it belongs to another tape, "
                  "or was recorded before ad_tape_reset)",
