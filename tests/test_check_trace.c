@@ -198,6 +198,62 @@ Test(trace, dense_layer_shows_shape_rules_and_values)
     ad_tape_free(t);
 }
 
+/* The same layer with ad_affine: one node, and the same numbers. */
+Test(trace, affine_layer_vector_and_batch)
+{
+    const double W0[12] = {4, 2, -5, 1, 1, -3, 2, 0.5, 0.5, 1, 1, -2};
+    const double b0[3] = {8, 1, -5}, x0[4] = {1, 0, 2, -1}, t0[3] = {5, 3, 1};
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node W = ad_variable(t, ad_shape_mat(3, 4), W0);
+    ad_node b = ad_variable(t, ad_shape_vec(3), b0);
+    ad_node x = ad_variable(t, ad_shape_vec(4), x0);
+    ad_node tg = ad_constant(t, ad_shape_vec(3), t0);
+    ad_node z = ad_affine(t, W, x, b);
+    ad_node y = ad_relu(t, z);
+    ad_node J = ad_scale(t, ad_sum(t, ad_square(t, ad_sub(t, y, tg))), 0.5);
+    const char *names[] = {"W", "b", "x", "z", "y", "J"};
+    ad_node nodes[] = {W, b, x, z, y, J};
+    for (int i = 0; i < 6; i++)
+        ad_set_name(t, nodes[i], names[i]);
+    cr_assert_eq(ad_backward(t, J), AD_OK, "%s", ad_tape_errmsg(t));
+    sink s = {0};
+    cr_assert_eq(ad_trace(t, J, sink_write, &s, NULL), AD_OK);
+    const char *want[] = {
+        "\nz = W · x + b = (1, 5.5, -0.5)\n  dJ/dz = (-4, 2.5, 0)\n",
+        "  dJ/dW = dJ/dz · x^T   (3x1)·(1x4) = [[-4, 0, -8, 4], [2.5, 0, 5, -2.5], [0, 0, 0, 0]]\n",
+        "  dJ/dx = W^T · dJ/dz   (4x3)·(3x1) = (-13.5, -15.5, 25, -2.75)\n",
+        "  dJ/db = dJ/dz = (-4, 2.5, 0)\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        cr_assert_not_null(strstr(s.buf, want[i]), "missing:\n%s\nin:\n%s", want[i], s.buf);
+    sink_free(&s);
+
+    /* Two samples as rows: X W^T + b, and db sums dZ over the rows. */
+    ad_tape_reset(t);
+    const double X0[8] = {1, 0, 2, -1, 0, 1, 0, 1};
+    W = ad_variable(t, ad_shape_mat(3, 4), W0);
+    b = ad_variable(t, ad_shape_vec(3), b0);
+    ad_node X = ad_variable(t, ad_shape_mat(2, 4), X0);
+    ad_node Z = ad_affine(t, W, X, b);
+    J = ad_sum(t, Z);
+    const char *bnames[] = {"W", "b", "X", "Z", "J"};
+    ad_node bnodes[] = {W, b, X, Z, J};
+    for (int i = 0; i < 5; i++)
+        ad_set_name(t, bnodes[i], bnames[i]);
+    cr_assert_eq(ad_backward(t, J), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_trace(t, J, sink_write, &s, NULL), AD_OK);
+    const char *bwant[] = {
+        "\nZ = X · W^T + b = [[1, 5.5, -0.5], [11, -1.5, -6]]\n",
+        "  dJ/dW = dJ/dZ^T · X   (3x2)·(2x4) = [[1, 1, 2, 0], [1, 1, 2, 0], [1, 1, 2, 0]]\n",
+        "  dJ/dX = dJ/dZ · W   (2x3)·(3x4) = [[5.5, 0, -2, -0.5], [5.5, 0, -2, -0.5]]\n",
+        "  dJ/db = sum_rows(dJ/dZ) = (2, 2, 2)\n",
+    };
+    for (size_t i = 0; i < sizeof bwant / sizeof bwant[0]; i++)
+        cr_assert_not_null(strstr(s.buf, bwant[i]), "missing:\n%s\nin:\n%s", bwant[i], s.buf);
+    sink_free(&s);
+    ad_tape_free(t);
+}
+
 Test(trace, matmul_family_rules)
 {
     const double A0[6] = {1, 2, 3, 4, 5, 6}, B0[6] = {1, 0, -1, 2, 0.5, 1};

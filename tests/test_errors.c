@@ -103,6 +103,32 @@ Test(errors, matmul_shapes)
             "matmul_nt: A is 3x4 and B is a scalar; both must be matrices");
 }
 
+static void affine_err(ad_shape sW, ad_shape sx, ad_shape sb, const char *msg)
+{
+    ad_tape *t = tape();
+    ad_node W = var(t, sW), x = var(t, sx), b = var(t, sb);
+    EXPECT_FAIL(t, ad_affine(t, W, x, b), AD_ESHAPE, msg);
+    ad_tape_free(t);
+}
+
+Test(errors, affine_shapes)
+{
+    affine_err(ad_shape_mat(3, 4), ad_shape_vec(5), ad_shape_vec(3),
+               "affine: W is 3x4 but x has length 5");
+    affine_err(ad_shape_mat(3, 4), ad_shape_mat(2, 5), ad_shape_vec(3),
+               "affine: W is 3x4 but X is 2x5 (X W^T needs X to have 4 columns)");
+    affine_err(ad_shape_vec(4), ad_shape_vec(4), ad_shape_vec(4),
+               "affine: W is a vector of length 4, not a matrix");
+    affine_err(ad_shape_mat(3, 4), ad_shape_scalar(), ad_shape_vec(3),
+               "affine: x is a scalar, not a vector or a matrix of samples");
+    affine_err(ad_shape_mat(3, 4), ad_shape_vec(4), ad_shape_vec(4),
+               "affine: W is 3x4 but b is a vector of length 4, not a vector of length 3");
+    affine_err(ad_shape_mat(3, 4), ad_shape_mat(2, 4), ad_shape_mat(2, 3),
+               "affine: W is 3x4 but b is 2x3, not a vector of length 3");
+    affine_err(ad_shape_mat(3, 4), ad_shape_vec(4), ad_shape_scalar(),
+               "affine: W is 3x4 but b is a scalar, not a vector of length 3");
+}
+
 Test(errors, outer_transpose_dot_shapes)
 {
     bin_err(ad_outer, ad_shape_mat(3, 1), ad_shape_vec(2),
@@ -139,12 +165,13 @@ Test(errors, softmax_xent_shapes)
 Test(errors, null_tape_is_harmless)
 {
     ad_node n = ad_nil();
-    ad_node in[2] = {n, n};
+    ad_node in[AD_MAX_ARITY] = {n, n, n, n};
     double d = 1.0, g = 0.0;
     const bin_fn bins[] = {ad_add, ad_sub, ad_mul, ad_div, ad_dot, ad_matvec, ad_matvec_t,
                            ad_matmul, ad_matmul_nt, ad_outer, ad_softmax_xent};
     for (size_t i = 0; i < sizeof bins / sizeof bins[0]; i++)
         cr_assert(ad_node_is_nil(bins[i](NULL, n, n)), "binary op %zu", i);
+    cr_assert(ad_node_is_nil(ad_affine(NULL, n, n, n)));
     ad_node (*const uns[])(ad_tape *, ad_node) = {ad_neg, ad_square, ad_sqrt, ad_exp, ad_log,
                                                   ad_tanh, ad_sigmoid, ad_relu, ad_abs, ad_sum,
                                                   ad_mean, ad_transpose};

@@ -19,7 +19,7 @@ enum kind {
     VAR,   /* ad_scalar_var (scalar: inline node) or ad_variable            */
     CONST, /* ad_scalar or ad_constant: must get no gradient                */
     PARAM, /* ad_param: caller buffers (a scalar param is an EXT node)       */
-    ALIAS  /* the second operand is the first node again (x * x)             */
+    ALIAS  /* the last operand is the one before it again (x * x)            */
 };
 
 /* Where its values are drawn: keeps inputs off kinks and out of domains. */
@@ -34,9 +34,9 @@ typedef struct opcase {
     const char *op;
     const char *label;
     int nin;
-    ad_shape shape[2];
-    int kind[2];
-    int dom[2];
+    ad_shape shape[3];
+    int kind[3];
+    int dom[3];
     double c;
 } opcase;
 
@@ -45,9 +45,11 @@ typedef struct opcase {
 #define V(n) {n, 1, 1}
 #define M(r, c) {r, c, 2}
 
-#define U(op, lab, s, k, d, c) {op, lab, 1, {s, S0}, {k, VAR}, {d, ANY}, c}
-#define B(op, lab, s0, k0, d0, s1, k1, d1) {op, lab, 2, {s0, s1}, {k0, k1}, {d0, d1}, 0.0}
-#define BA(op, lab, s, d) {op, lab, 2, {s, s}, {VAR, ALIAS}, {d, d}, 0.0}
+#define U(op, lab, s, k, d, c) {op, lab, 1, {s, S0, S0}, {k, VAR, VAR}, {d, ANY, ANY}, c}
+#define B(op, lab, s0, k0, d0, s1, k1, d1)                                                    \
+    {op, lab, 2, {s0, s1, S0}, {k0, k1, VAR}, {d0, d1, ANY}, 0.0}
+#define BA(op, lab, s, d) {op, lab, 2, {s, s, S0}, {VAR, ALIAS, VAR}, {d, d, ANY}, 0.0}
+#define T(op, lab, s0, k0, s1, k1, s2, k2) {op, lab, 3, {s0, s1, s2}, {k0, k1, k2}, {ANY, ANY, ANY}, 0.0}
 
 /* Every unary elementwise op on every shape form. */
 #define UNARY_SET(op, d, c)                                                                   \
@@ -187,6 +189,20 @@ static const opcase cases[] = {
     B("softmax_xent", "vector of 1", V(1), VAR, ANY, V(1), CONST, PROB),
     B("softmax_xent", "1x5", M(1, 5), VAR, ANY, M(1, 5), CONST, PROB),
     B("softmax_xent", "3x5 param logits", M(3, 5), PARAM, ANY, M(3, 5), CONST, PROB),
+
+    /* affine: W, x (or X, a sample per row), b */
+    T("affine", "3x4 times 4, plus 3", M(3, 4), VAR, V(4), VAR, V(3), VAR),
+    T("affine", "6x3 (a block of four rows and two more)", M(6, 3), VAR, V(3), VAR, V(6), VAR),
+    T("affine", "1x1", M(1, 1), VAR, V(1), VAR, V(1), VAR),
+    T("affine", "params W and b, constant x (a first layer)", M(3, 4), PARAM, V(4), CONST, V(3),
+      PARAM),
+    T("affine", "constant W and b", M(3, 4), CONST, V(4), VAR, V(3), CONST),
+    T("affine", "x and b the same node", M(4, 4), VAR, V(4), VAR, V(4), ALIAS),
+    T("affine", "batch: 2x4 samples", M(3, 4), VAR, M(2, 4), VAR, V(3), VAR),
+    T("affine", "batch of 1", M(3, 4), VAR, M(1, 4), VAR, V(3), VAR),
+    T("affine", "batch: params, constant 5x4 samples", M(3, 4), PARAM, M(5, 4), CONST, V(3),
+      PARAM),
+    T("affine", "batch: 6x3 weights, 3x3 samples", M(6, 3), VAR, M(3, 3), VAR, V(6), VAR),
 };
 
 #define NCASES (sizeof cases / sizeof cases[0])
@@ -196,8 +212,11 @@ static const opcase cases[] = {
 
 /* The public function of each op (not ad_apply): that is what programs
  * call. */
-static ad_node apply_direct(ad_tape *t, const char *op, ad_node a, ad_node b, double c)
+static ad_node apply_direct(ad_tape *t, const char *op, const ad_node *in, double c)
 {
+    if (!strcmp(op, "affine"))
+        return ad_affine(t, in[0], in[1], in[2]);
+    const ad_node a = in[0]; /* in[1] is read only for a binary op */
     static const struct {
         const char *name;
         ad_node (*f1)(ad_tape *, ad_node);
@@ -225,14 +244,15 @@ static ad_node apply_direct(ad_tape *t, const char *op, ad_node a, ad_node b, do
             return fns[i].f1(t, a);
         if (fns[i].f1c)
             return fns[i].f1c(t, a, c);
-        return fns[i].f2(t, a, b);
+        return fns[i].f2(t, a, in[1]);
     }
     cr_assert_fail("no public function for op %s", op);
     return ad_nil();
 }
 
-/* Number of operands that own elements of x (an alias owns none). */
-static int nown(const opcase *k) { return k->nin == 2 && k->kind[1] == ALIAS ? 1 : k->nin; }
+/* Number of operands that own elements of x (an alias, always last, owns
+ * none). */
+static int nown(const opcase *k) { return k->kind[k->nin - 1] == ALIAS ? k->nin - 1 : k->nin; }
 
 static size_t total(const opcase *k)
 {
@@ -243,8 +263,8 @@ static size_t total(const opcase *k)
 }
 
 typedef struct rec {
-    ad_node in[2], out, loss;
-    double grad[2][MAXN]; /* ad_param gradient buffers */
+    ad_node in[3], out, loss;
+    double grad[3][MAXN]; /* ad_param gradient buffers */
 } rec;
 
 /* Records the case at x (the operands' elements, concatenated) on t. via:
@@ -267,13 +287,13 @@ static void record(ad_tape *t, const opcase *k, const double *x, const double *w
             r->in[i] = ad_param(t, s, p, r->grad[i]);
             break;
         case ALIAS:
-            r->in[i] = r->in[0];
+            r->in[i] = r->in[i - 1];
             continue;
         }
         p += ad_shape_size(s);
     }
     if (via == 0)
-        r->out = apply_direct(t, k->op, r->in[0], r->in[1], k->c);
+        r->out = apply_direct(t, k->op, r->in, k->c);
     else
         r->out = ad_apply_named(t, k->op, r->in, k->nin, k->c);
     ad_shape so = ad_node_shape(t, r->out);
@@ -331,12 +351,13 @@ static double unary(const char *op, double x, double c)
     return NAN;
 }
 
-/* Writes the op's output for operands a (shape sa), b (sb) into out and
- * returns its shape; ndim -1 for an op it does not know. */
-static ad_shape reference(const opcase *k, const double *a, ad_shape sa, const double *b,
-                          ad_shape sb, double *out)
+/* Writes the op's output for the operands' elements v into out and returns
+ * its shape; ndim -1 for an op it does not know. */
+static ad_shape reference(const opcase *k, const double *const v[3], double *out)
 {
     const char *op = k->op;
+    const double *a = v[0], *b = v[1];
+    const ad_shape sa = k->shape[0], sb = k->nin > 1 ? k->shape[1] : k->shape[0];
     ad_shape so = sa;
     size_t na = ad_shape_size(sa);
     if (!strcmp(op, "add") || !strcmp(op, "sub") || !strcmp(op, "mul") || !strcmp(op, "div")) {
@@ -375,6 +396,16 @@ static ad_shape reference(const opcase *k, const double *a, ad_shape sa, const d
                 for (size_t q = 0; q < p; q++)
                     s += a[i * p + q] * (nt ? b[j * p + q] : b[q * n + j]);
                 out[i * n + j] = s;
+            }
+    } else if (!strcmp(op, "affine")) { /* W (r x n); x (n) or X (B x n); bias v[2] (r) */
+        size_t B = sb.ndim == 2 ? sb.rows : 1;
+        so = sb.ndim == 2 ? (ad_shape){(uint32_t)B, sa.rows, 2} : (ad_shape){sa.rows, 1, 1};
+        for (size_t q = 0; q < B; q++)
+            for (size_t i = 0; i < sa.rows; i++) {
+                double s = 0;
+                for (size_t j = 0; j < sa.cols; j++)
+                    s += a[i * sa.cols + j] * b[q * sa.cols + j];
+                out[q * sa.rows + i] = s + v[2][i];
             }
     } else if (!strcmp(op, "outer")) {
         so = (ad_shape){sa.rows, sb.rows, 2};
@@ -468,7 +499,7 @@ static int same_shape(ad_shape a, ad_shape b)
 
 /* The gradients of r's operands and of the op's node, copied. */
 typedef struct grads {
-    double in[2][MAXN];
+    double in[3][MAXN];
     double out[MAXN];
 } grads;
 
@@ -512,7 +543,7 @@ static int same_by_every_sweep(ad_tape *t, const opcase *k, rec *r)
             return 0;
         }
         take(t, k, r, &got);
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < 3; i++)
             for (size_t j = 0; j < MAXN; j++)
                 if (!(got.in[i][j] == ref.in[i][j])) {
                     cr_expect(0, "%s [%s]: d/d(operand %d)[%zu] is %.17g %s, %.17g at first",
@@ -533,17 +564,17 @@ static void check_case(size_t ci)
 {
     const opcase *k = &cases[ci];
     test_rng g = {0x5EED0000u + ci};
-    double x[2 * MAXN], w[MAXN], ref[MAXN];
+    double x[3 * MAXN], w[MAXN], ref[MAXN];
     ad_tape *t = ad_tape_new(NULL), *t2 = ad_tape_new(NULL);
     fdctx fc = {k, w, ad_tape_new(NULL)};
     rec rr, rr2, *r = &rr, *r2 = &rr2;
     const ad_opdef *def;
-    const double *val, *val2, *b, *xp;
-    ad_shape so, sb, got;
+    const double *val, *val2, *opv[3], *xp;
+    ad_shape so, got;
 
     REQUIRE(t && t2 && fc.t, "%s [%s]: ad_tape_new failed", k->op, k->label);
-    REQUIRE(total(k) <= 2 * MAXN && k->nin >= 1 && k->nin <= 2, "%s [%s]: bad row", k->op,
-            k->label);
+    REQUIRE(total(k) <= 3 * MAXN && k->nin >= 1 && k->nin <= 3 && k->kind[0] != ALIAS,
+            "%s [%s]: bad row", k->op, k->label);
     fill(&g, k, x);
     for (size_t i = 0; i < MAXN; i++)
         w[i] = test_uniform(&g, -1.5, 1.5);
@@ -562,9 +593,13 @@ static void check_case(size_t ci)
             k->label, ad_node_const(t, r->out), k->c);
 
     /* Forward against the reference. */
-    b = k->nin == 2 ? (k->kind[1] == ALIAS ? x : x + ad_shape_size(k->shape[0])) : NULL;
-    sb = k->nin == 2 ? k->shape[1] : k->shape[0];
-    so = reference(k, x, k->shape[0], b, sb, ref);
+    xp = x;
+    for (int i = 0; i < 3; i++) { /* each operand's elements in x */
+        opv[i] = i < k->nin && k->kind[i] == ALIAS ? opv[i - 1] : xp;
+        if (i < k->nin && k->kind[i] != ALIAS)
+            xp += ad_shape_size(k->shape[i]);
+    }
+    so = reference(k, opv, ref);
     REQUIRE(so.ndim != -1, "%s: no reference forward for this op", k->op);
     got = ad_node_shape(t, r->out);
     REQUIRE(same_shape(got, so), "%s [%s]: output shape ndim %d %ux%u, expected ndim %d %ux%u",
@@ -706,14 +741,14 @@ static void kink(const char *op, double x, double want)
     ad_tape *t = ad_tape_new(NULL);
     cr_assert_not_null(t);
     ad_node s = ad_scalar_var(t, x);
-    ad_node ys = apply_direct(t, op, s, ad_nil(), 0);
+    ad_node ys = apply_direct(t, op, &s, 0);
     cr_assert_eq(ad_backward(t, ys), AD_OK);
     cr_assert_eq(ad_grad(t, s)[0], want, "%s'(%g) inline: %g, want %g", op, x, ad_grad(t, s)[0],
                  want);
 
     double v[3] = {x, x, x};
     ad_node vn = ad_variable(t, ad_shape_vec(3), v);
-    ad_node y = ad_sum(t, apply_direct(t, op, vn, ad_nil(), 0));
+    ad_node y = ad_sum(t, apply_direct(t, op, &vn, 0));
     cr_assert_eq(ad_backward(t, y), AD_OK);
     for (int i = 0; i < 3; i++)
         cr_assert_eq(ad_grad(t, vn)[i], want, "%s'(%g) tensor: %g, want %g", op, x,

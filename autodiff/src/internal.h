@@ -65,7 +65,7 @@ typedef enum ad__opcode {
     AD_OP_SUM, AD_OP_MEAN, AD_OP_DOT,
     AD_OP_MATVEC, AD_OP_MATVEC_T, AD_OP_MATMUL, AD_OP_MATMUL_NT,
     AD_OP_OUTER, AD_OP_TRANSPOSE,
-    AD_OP_SOFTMAX_XENT,
+    AD_OP_SOFTMAX_XENT, AD_OP_AFFINE,
     AD_OP_COUNT
 } ad__opcode;
 
@@ -299,7 +299,7 @@ extern const ad__op ad__op_leaf, ad__op_add, ad__op_sub, ad__op_mul, ad__op_div,
     ad__op_scale, ad__op_addc, ad__op_square, ad__op_sqrt, ad__op_exp, ad__op_log, ad__op_tanh,
     ad__op_sigmoid, ad__op_relu, ad__op_abs, ad__op_powc, ad__op_sum, ad__op_mean, ad__op_dot,
     ad__op_matvec, ad__op_matvec_t, ad__op_matmul, ad__op_matmul_nt, ad__op_outer,
-    ad__op_transpose, ad__op_softmax_xent;
+    ad__op_transpose, ad__op_softmax_xent, ad__op_affine;
 
 /* Shape-rule helpers shared by the op files: write a reason into msg. */
 int ad__shape_fail(char *msg, size_t cap, const char *fmt, ...)

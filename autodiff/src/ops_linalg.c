@@ -1,4 +1,4 @@
-/* ops_linalg.c -- matvec, matvec_t, matmul, matmul_nt, outer, transpose.
+/* ops_linalg.c -- matvec, matvec_t, matmul, matmul_nt, affine, outer, transpose.
  * matvec's backward does both of its products in one pass over W and dW, so
  * W is read once for dx and dW. Each vjp_to writes a fresh gradient (see
  * ad__op) instead of adding to it. */
@@ -36,11 +36,9 @@ static int matvec_shape(const ad_shape *in, int nin, double c, ad_shape *out, ch
     *out = ad_shape_vec(in[0].rows);
     return AD_OK;
 }
-static void matvec_fwd(const ad_call *k)
+/* y = W x. Shared by matvec and affine. */
+static void mv_fwd(const double *W, const double *x, double *y, size_t rows, size_t n)
 {
-    const double *W = k->in[0].val, *x = k->in[1].val;
-    double *y = k->out.val;
-    const size_t rows = k->in[0].shape.rows, n = k->in[0].shape.cols;
 #ifdef AD_HAVE_CBLAS
     if (BLAS_OK(rows, n, 1)) {
         cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)n, 1.0, W, (int)n, x, 1, 0.0, y, 1);
@@ -50,23 +48,27 @@ static void matvec_fwd(const ad_call *k)
     for (size_t i = 0; i < rows; i++) /* W: (rows, n), x: (n) */
         y[i] = ad__kdot(W + i * n, x, n);
 }
-static void matvec_vjp_to(const ad_call *k, unsigned fresh)
+static void matvec_fwd(const ad_call *k)
 {
-    const double *W = k->in[0].val, *x = k->in[1].val, *gy = k->out.grad;
-    double *gW = k->in[0].grad, *gx = k->in[1].grad;
-    const size_t rows = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    mv_fwd(k->in[0].val, k->in[1].val, k->out.val, k->in[0].shape.rows, k->in[0].shape.cols);
+}
+/* dW (=|+=) dy x^T and dx (=|+=) W^T dy; gW or gx may be NULL (no gradient
+ * wanted). fW, fx: write instead of add. Shared by matvec and affine. */
+static void mv_vjp(const double *W, const double *x, const double *gy, double *gW, double *gx,
+                   size_t rows, size_t n, int fW, int fx)
+{
 #ifdef AD_HAVE_CBLAS
     if (BLAS_OK(rows, n, 1)) {
-        ad__zero_fresh(k, fresh & 1u); /* dger has no beta */
+        if (gW && fW) /* dger has no beta */
+            memset(gW, 0, rows * n * sizeof *gW);
         if (gW) /* dW += dy x^T */
             cblas_dger(CblasRowMajor, (int)rows, (int)n, 1.0, gy, 1, x, 1, gW, (int)n);
         if (gx) /* dx += W^T dy; beta 0 does not read dx */
             cblas_dgemv(CblasRowMajor, CblasTrans, (int)rows, (int)n, 1.0, W, (int)n, gy, 1,
-                        AD__FRESH(fresh, 1) ? 0.0 : 1.0, gx, 1);
+                        fx ? 0.0 : 1.0, gx, 1);
         return;
     }
 #endif
-    const int fW = AD__FRESH(fresh, 0), fx = AD__FRESH(fresh, 1);
     if (gW && gx) {
         /* Both in one pass over W and dW, four rows at a time. With a fresh
          * dW (AD_SWEEP_ASSIGN, or a tape-owned W) dW is written, never
@@ -88,6 +90,11 @@ static void matvec_vjp_to(const ad_call *k, unsigned fresh)
             ad__kcombine_to(gx, gy + i, 1, W + i * n, n, rows - i < 4 ? rows - i : 4, n,
                             i == 0 && fx);
     }
+}
+static void matvec_vjp_to(const ad_call *k, unsigned fresh)
+{
+    mv_vjp(k->in[0].val, k->in[1].val, k->out.grad, k->in[0].grad, k->in[1].grad,
+           k->in[0].shape.rows, k->in[0].shape.cols, AD__FRESH(fresh, 0), AD__FRESH(fresh, 1));
 }
 AD__VJP_ADDING(matvec)
 const ad__op ad__op_matvec = {{"matvec", 2, matvec_shape, matvec_fwd, matvec_vjp, NULL},
@@ -210,11 +217,9 @@ static int matmul_nt_shape(const ad_shape *in, int nin, double c, ad_shape *out,
     *out = ad_shape_mat(in[0].rows, in[1].rows);
     return AD_OK;
 }
-static void matmul_nt_fwd(const ad_call *k)
+/* C = A B^T;  A (m x p), B (n x p). Shared by matmul_nt and affine. */
+static void nt_fwd(const double *A, const double *B, double *C, size_t m, size_t p, size_t n)
 {
-    const double *A = k->in[0].val, *B = k->in[1].val;
-    double *C = k->out.val;
-    const size_t m = k->in[0].shape.rows, p = k->in[0].shape.cols, n = k->in[1].shape.rows;
 #ifdef AD_HAVE_CBLAS
     if (BLAS_OK(m, p, n)) {
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)p, 1.0, A,
@@ -240,12 +245,15 @@ static void matmul_nt_fwd(const ad_call *k)
         for (size_t j = 0; j < n; j++)
             C[i * n + j] = ad__kdot(A + i * p, B + j * p, p);
 }
-static void matmul_nt_vjp_to(const ad_call *k, unsigned fresh)
+static void matmul_nt_fwd(const ad_call *k)
 {
-    const int fA = AD__FRESH(fresh, 0), fB = AD__FRESH(fresh, 1);
-    const double *A = k->in[0].val, *B = k->in[1].val, *gC = k->out.grad;
-    double *gA = k->in[0].grad, *gB = k->in[1].grad;
-    const size_t m = k->in[0].shape.rows, p = k->in[0].shape.cols, n = k->in[1].shape.rows;
+    nt_fwd(k->in[0].val, k->in[1].val, k->out.val, k->in[0].shape.rows, k->in[0].shape.cols,
+           k->in[1].shape.rows);
+}
+/* dA (=|+=) dC B and dB (=|+=) dC^T A; gA or gB may be NULL. */
+static void nt_vjp(const double *A, const double *B, const double *gC, double *gA, double *gB,
+                   size_t m, size_t p, size_t n, int fA, int fB)
+{
 #ifdef AD_HAVE_CBLAS
     if (BLAS_OK(m, p, n)) {
         if (gA) /* dA (m x p) += dC (m x n) B; beta 0 does not read dA */
@@ -264,9 +272,78 @@ static void matmul_nt_vjp_to(const ad_call *k, unsigned fresh)
         for (size_t j = 0; j < n; j++)
             ad__kcombine_to(gB + j * p, gC + j, n, A, p, m, p, fB);
 }
+static void matmul_nt_vjp_to(const ad_call *k, unsigned fresh)
+{
+    nt_vjp(k->in[0].val, k->in[1].val, k->out.grad, k->in[0].grad, k->in[1].grad,
+           k->in[0].shape.rows, k->in[0].shape.cols, k->in[1].shape.rows, AD__FRESH(fresh, 0),
+           AD__FRESH(fresh, 1));
+}
 AD__VJP_ADDING(matmul_nt)
 const ad__op ad__op_matmul_nt = {{"matmul_nt", 2, matmul_nt_shape, matmul_nt_fwd, matmul_nt_vjp,
                                   NULL}, false, false, matmul_nt_vjp_to};
+
+/* ---- affine: y = W x + b, or Y = X W^T + b on every row ----
+ * W (k x n), b (k); x (n) -> y (k); X (B x n), one sample per row -> Y (B x k).
+ * A dense layer in one node instead of two (matvec or matmul_nt, then add):
+ * one node less to record, replay and sweep, and no adjoint for W x.
+ * Its value equals the two-op form's bit for bit (the bias is added to the
+ * finished product). dW, dx as matvec (matmul_nt); db += dy, summed over
+ * rows. */
+static int affine_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
+{
+    (void)nin, (void)c;
+    char a[48], b[48];
+    if (in[0].ndim != 2)
+        return ad__shape_fail(msg, cap, "W is %s, not a matrix", S(in[0], a));
+    if (in[1].ndim == 0)
+        return ad__shape_fail(msg, cap, "x is a scalar, not a vector or a matrix of samples");
+    if (in[1].ndim == 1 && in[1].rows != in[0].cols)
+        return ad__shape_fail(msg, cap, "W is %s but x has length %u", S(in[0], a),
+                              (unsigned)in[1].rows);
+    if (in[1].ndim == 2 && in[1].cols != in[0].cols)
+        return ad__shape_fail(msg, cap, "W is %s but X is %s (X W^T needs X to have %u columns)",
+                              S(in[0], a), S(in[1], b), (unsigned)in[0].cols);
+    if (in[2].ndim != 1 || in[2].rows != in[0].rows)
+        return ad__shape_fail(msg, cap, "W is %s but b is %s, not a vector of length %u",
+                              S(in[0], a), S(in[2], b), (unsigned)in[0].rows);
+    *out = in[1].ndim == 1 ? ad_shape_vec(in[0].rows) : ad_shape_mat(in[1].rows, in[0].rows);
+    return AD_OK;
+}
+static void affine_fwd(const ad_call *k)
+{
+    const double *W = k->in[0].val, *x = k->in[1].val, *b = k->in[2].val;
+    double *y = k->out.val;
+    const size_t kr = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    const size_t batch = k->in[1].shape.ndim == 2 ? k->in[1].shape.rows : 1;
+    if (k->in[1].shape.ndim == 1)
+        mv_fwd(W, x, y, kr, n);
+    else
+        nt_fwd(x, W, y, batch, n, kr);
+    for (size_t r = 0; r < batch; r++)
+        for (size_t i = 0; i < kr; i++)
+            y[r * kr + i] += b[i];
+}
+static void affine_vjp_to(const ad_call *k, unsigned fresh)
+{
+    const double *W = k->in[0].val, *x = k->in[1].val, *gy = k->out.grad;
+    double *gW = k->in[0].grad, *gx = k->in[1].grad, *gb = k->in[2].grad;
+    const size_t kr = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    const int fW = AD__FRESH(fresh, 0), fx = AD__FRESH(fresh, 1), fb = AD__FRESH(fresh, 2);
+    if (k->in[1].shape.ndim == 1) {
+        if (gb)
+            ad__kaxpy_to(gb, 1.0, gy, kr, fb);
+        mv_vjp(W, x, gy, gW, gx, kr, n, fW, fx);
+        return;
+    }
+    const size_t batch = k->in[1].shape.rows;
+    if (gb) /* db = sum over rows of dY */
+        for (size_t r = 0; r < batch; r++)
+            ad__kaxpy_to(gb, 1.0, gy + r * kr, kr, r == 0 && fb);
+    nt_vjp(x, W, gy, gx, gW, batch, n, kr, fx, fW);
+}
+AD__VJP_ADDING(affine)
+const ad__op ad__op_affine = {{"affine", 3, affine_shape, affine_fwd, affine_vjp, NULL},
+                              false, false, affine_vjp_to};
 
 /* ---- outer: C = u v^T;  u (m), v (n), C (m x n) ----
  * du += dC v;  dv += dC^T u */

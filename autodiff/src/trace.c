@@ -15,16 +15,18 @@
 #define DEFAULT_MAX_VALUES 12
 
 /* Placeholders in the templates:
- *   {0} {1}  input names          {n}  the node's name
+ *   {0} {1} {2}  input names      {n}  the node's name
  *   {g}      dJ/d(node)           {c}  the node's constant, {c-1} minus one
  *   {N0}     size of input 0      {*}  "·", or "⊙" between tensors
- *   {r0} {c0} {r1} {c1} {rg} {cg}  rows/cols of inputs and of the node */
+ *   {r0} {c0} {r1} {c1} {rg} {cg}  rows/cols of inputs and of the node
+ * An op whose rule depends on its operands' shapes has one rule per form,
+ * named "op/form" (affine/batch); rule_for picks it. */
 typedef struct rule {
     const char *op;
     const char *expr;      /* the node as an expression of its inputs     */
     int elementwise;       /* output element i depends on input element i */
-    const char *d[2];      /* local derivative factor: dJ/din = {g} · d   */
-    const char *full[2];   /* shape-level rule, used instead of d         */
+    const char *d[3];      /* local derivative factor: dJ/din = {g} · d   */
+    const char *full[3];   /* shape-level rule, used instead of d         */
 } rule;
 
 static const rule rules[] = {
@@ -60,6 +62,11 @@ static const rule rules[] = {
     {"transpose", "{0}^T", 0, {NULL, NULL}, {"{g}^T", NULL}},
     {"softmax_xent", "xent(softmax({0}), {1})", 0, {"(softmax({0}) - {1})", "(lse({0}) - {0})"},
      {NULL, NULL}},
+    {"affine", "{0} · {1} + {2}", 0, {NULL, NULL, NULL},
+     {"{g} · {1}^T   ({rg}x1)·(1x{r1})", "{0}^T · {g}   ({c0}x{r0})·({rg}x1)", "{g}"}},
+    {"affine/batch", "{1} · {0}^T + {2}", 0, {NULL, NULL, NULL},
+     {"{g}^T · {1}   ({cg}x{rg})·({r1}x{c1})", "{g} · {0}   ({rg}x{cg})·({r0}x{c0})",
+      "sum_rows({g})"}},
 };
 
 static const rule *find_rule(const char *op)
@@ -84,6 +91,17 @@ typedef struct ctx {
     double c;
     int tensors;              /* some operand is not a scalar */
 } ctx;
+
+/* The rule of a built-in node in its form; NULL for a custom op, even one
+ * that reuses a built-in's name. */
+static const rule *rule_for(const ad_opdef *def, const ctx *x)
+{
+    if (def != ad_registry_find(NULL, def->name))
+        return NULL;
+    if (!strcmp(def->name, "affine") && x->nin == 3 && x->ins[1].ndim == 2)
+        return find_rule("affine/batch");
+    return find_rule(def->name);
+}
 
 const char *ad__node_label(const ad_tape *t, ad_node n, char *buf, size_t cap)
 {
@@ -114,7 +132,7 @@ static void render(ad__sb *b, const char *tmpl, const ctx *x)
         size_t klen = (size_t)(end - p - 1);
         memcpy(key, p + 1, klen < sizeof key - 1 ? klen : sizeof key - 1);
         p = end + 1;
-        if ((key[0] == '0' || key[0] == '1') && !key[1]) {
+        if (key[0] >= '0' && key[0] <= '2' && !key[1]) {
             int k = key[0] - '0';
             ad__sb_puts(b, k < x->nin ? x->inname[k] : "?");
         } else if (!strcmp(key, "n")) {
@@ -130,7 +148,7 @@ static void render(ad__sb *b, const char *tmpl, const ctx *x)
         } else if (!strcmp(key, "*")) {
             ad__sb_puts(b, x->tensors ? "⊙" : "·");
         } else if ((key[0] == 'r' || key[0] == 'c') && key[1] && !key[2]) {
-            ad_shape s = key[1] == 'g' ? x->shape : x->ins[key[1] == '1' ? 1 : 0];
+            ad_shape s = key[1] == 'g' ? x->shape : x->ins[key[1] == '2' ? 2 : key[1] == '1'];
             ad__sb_printf(b, "%u", (unsigned)(key[0] == 'r' ? s.rows : s.cols));
         }
     }
@@ -167,8 +185,8 @@ void ad__node_expr(ad__sb *b, const ad_tape *t, ad_node nd)
     }
     ctx x;
     ctx_fill(&x, t, nd);
-    const rule *r = find_rule(def->name);
-    if (r && def == ad_registry_find(NULL, def->name)) {
+    const rule *r = rule_for(def, &x);
+    if (r) {
         render(b, r->expr, &x);
         return;
     }
@@ -277,14 +295,14 @@ static void contribution(tracer *tr, const ctx *x, const rule *r, const ad_opdef
     const int same = is.ndim == x->shape.ndim && isz == nsz;
     /* a factor that is a tensor ("relu'(z)", "x") rather than a number
      * ("1", "{c}"): only then are the local values worth printing */
-    const char *fac = r && k < 2 && !r->full[k] ? r->d[k] : NULL;
+    const char *fac = r && k < 3 && !r->full[k] ? r->d[k] : NULL;
     const int tensor_factor = !fac || strstr(fac, "{0}") || strstr(fac, "{1}");
     ad__sb_printf(b, "  d%s/d%s %s ", tr->J, x->inname[k],
                   tr->uses[ad_node_index(tr->t, x->in[k])] > 1 ? "+=" : "=");
-    if (r && k < 2 && r->full[k]) {
+    if (r && k < 3 && r->full[k]) {
         render(b, r->full[k], x);
     } else {
-        const char *f = r && k < 2 ? r->d[k] : NULL;
+        const char *f = r && k < 3 ? r->d[k] : NULL;
         ad__sb fb;
         ad__sb_init(&fb, tr->mem);
         if (f)
@@ -373,9 +391,7 @@ static int trace_node(tracer *tr, ad_node nd, int is_output)
     }
 
     /* each input's contribution, from the op's own vjp */
-    const rule *r = find_rule(def->name);
-    if (r && def != ad_registry_find(NULL, def->name))
-        r = NULL; /* a custom op that reuses a built-in name */
+    const rule *r = rule_for(def, &x);
     double *res[AD_MAX_ARITY] = {NULL}, *loc[AD_MAX_ARITY] = {NULL};
     int small = 0;
     size_t need = 2 * nsz;

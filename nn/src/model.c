@@ -2,7 +2,7 @@
  *
  * A dense layer is three tape ops, so its gradients come from the sweep:
  *   one sample  x (n):    z = matvec(W, x) + b         W (k x n), b (k), z (k)
- *   a batch     X (B x n): Z = matmul_nt(X, W) + b     Z = X W^T (B x k), b added to every row
+ *   a batch     X (B x n): Z = affine(W, X, b)         Z = X W^T + b (B x k), b on every row
  *   then        a = act(z)                             relu / tanh / sigmoid / identity
  */
 #include "nn_internal.h"
@@ -191,15 +191,13 @@ int nn__forward(nn_model *m, ad_tape *t, ad_node x, int grad, ad_node *out)
     if (features != L0->n_in)
         return nn__fail(m->msg, NN_ESHAPE, "%s: input has %u features but the layer expects %u",
                         L0->name, (unsigned)features, (unsigned)L0->n_in);
-    const int batch = xs.ndim == 2;
     ad_node h = x;
     for (size_t i = 0; i < m->nlayers; i++) {
         const nn__layer *L = &m->layers[i];
         ad_node W = nn_params_node(m->params, t, L->W, grad);
         ad_node b = nn_params_node(m->params, t, L->b, grad);
-        ad_node z = batch ? ad_matmul_nt(t, h, W) /* Z = H W^T: (B, k) */
-                          : ad_matvec(t, W, h);   /* z = W h:   (k)    */
-        z = ad_add(t, z, b);                      /* + b, on every row */
+        /* z = W h + b (k), or Z = H W^T + b (B, k): one node */
+        ad_node z = ad_affine(t, W, h, b);
         switch (L->act) {
         case NN_ACT_RELU: h = ad_relu(t, z); break;
         case NN_ACT_TANH: h = ad_tanh(t, z); break;

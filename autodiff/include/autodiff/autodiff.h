@@ -307,6 +307,15 @@ AD_API ad_node ad_matmul_nt(ad_tape *t, ad_node A, ad_node B);/* A (m x k), B (n
 AD_API ad_node ad_outer(ad_tape *t, ad_node u, ad_node v);   /* u (m), v (n) -> u v^T (m x n) */
 AD_API ad_node ad_transpose(ad_tape *t, ad_node A);          /* (m x n) -> (n x m) */
 
+/* A dense layer's affine map in one node: W (k x n) and b (k) with
+ *   x (n)                       -> W x + b      (k)
+ *   X (B x n), a sample per row -> X W^T + b    (B x k), b added to every row.
+ * The value equals ad_add(t, ad_matvec(t, W, x), b) (or ad_matmul_nt for
+ * X) bit for bit; it costs one node instead of two, which matters for
+ * small layers. Gradients: dW = dy x^T (dY^T X), dx = W^T dy (dY W),
+ * db = dy (dY summed over rows). Shape errors name W, x (X) and b. */
+AD_API ad_node ad_affine(ad_tape *t, ad_node W, ad_node x, ad_node b);
+
 /* Softmax cross-entropy, fused and numerically stable (log-sum-exp):
  * logits and target of the same shape, a vector (n) or a matrix (B x n),
  * one sample per row; target rows are probability vectors (e.g. one-hot).

@@ -3,7 +3,7 @@
  * autodiff tape.
  *
  * nn holds no derivative code: a layer's forward is a few tape ops
- * (ad_matvec / ad_matmul_nt, ad_add, an activation) and every gradient
+ * (ad_affine, then an activation) and every gradient
  * comes from the generic reverse sweep ad_backward. What nn adds is
  * bookkeeping: a store of named parameters in one flat block, layers that
  * know their shapes and names, losses, optimizers that are one loop over
@@ -288,7 +288,7 @@ NN_API nn_params *nn_model_params(nn_model *m);
 NN_API nn_rng *nn_model_rng(nn_model *m);
 
 /* Records the forward pass on tape t: x is a vector (n_in: one sample,
- * matvec) or a B x n_in matrix (B samples, matmul_nt). Every parameter
+ * W x + b) or a B x n_in matrix (B samples, X W^T + b). Every parameter
  * enters as an ad_param viewing the store, with gradients (grad nonzero)
  * or without. Returns the output node (length n_out, or B x n_out), or nil
  * with the reason, naming the layer, in nn_model_errmsg (the tape may hold
@@ -302,7 +302,7 @@ NN_API ad_node nn_model_loss(nn_model *m, ad_tape *t, nn_loss loss, ad_node yhat
 /* Inference without gradients: X holds batch rows of n_in doubles, out
  * receives batch rows of n_out. Uses a tape inside the model, recorded for
  * a batch size and replayed while the size and the store stay the same
- * (no allocation then). batch 1 uses the one-sample (matvec) form.
+ * (no allocation then). batch 1 uses the one-sample (vector) form.
  * Returns NN_OK, NN_EMISUSE (NULL, batch 0, no layers), NN_ENOMEM or a
  * tape error, with the reason in nn_model_errmsg. */
 NN_API int nn_model_predict(nn_model *m, const double *X, uint32_t batch, double *out);
@@ -400,7 +400,7 @@ NN_API void nn_trainer_free(nn_trainer *tr);
 /* One training step on batch rows: X is batch x n_in, Y is batch x n_out
  * (row-major doubles; for NN_LOSS_XENT, probability rows such as one-hot).
  * *loss (if not NULL) receives the loss before the update. batch 1 uses
- * the one-sample (matvec) form. Returns NN_OK, NN_EMISUSE (NULL, batch 0,
+ * the one-sample (vector) form. Returns NN_OK, NN_EMISUSE (NULL, batch 0,
  * the model changed since the trainer was made), NN_ENOMEM or a tape
  * error, with the reason in nn_trainer_errmsg. */
 NN_API int nn_trainer_step(nn_trainer *tr, const double *X, const double *Y, uint32_t batch,
