@@ -212,6 +212,48 @@ Test(kernels, products_add_into_param_buffers)
     cr_assert_eq(ad_backward_seed(t, ad_matvec(t, w, v), sk), AD_OK, "%s", ad_tape_errmsg(t));
     expect_plus_one(gW, dW, k * c, "matvec dW added");
     expect_plus_one(gx, dx, c, "matvec dx added");
+
+    /* affine, both forms, on the same products: db is dy, or the column
+     * sums of dY */
+    double *bias = rnd_array(k), *gbias = ones(k), *want = malloc(m * n * sizeof *want);
+    for (size_t i = 0; i < k * c; i++)
+        gW[i] = 1.0;
+    for (size_t i = 0; i < c; i++)
+        gx[i] = 1.0;
+    ad_tape_reset(t);
+    w = ad_param(t, ad_shape_mat(k, c), W, gW);
+    v = ad_param(t, ad_shape_vec(c), x, gx);
+    ad_node bn = ad_param(t, ad_shape_vec(k), bias, gbias);
+    ad_node z = ad_affine(t, w, v, bn);
+    for (size_t i = 0; i < k; i++)
+        want[i] = y[i] + bias[i];
+    EXPECT_CLOSE(ad_value(t, z), want, k, "affine forward");
+    cr_assert_eq(ad_backward_seed(t, z, sk), AD_OK, "%s", ad_tape_errmsg(t));
+    expect_plus_one(gW, dW, k * c, "affine dW added");
+    expect_plus_one(gx, dx, c, "affine dx added");
+    expect_plus_one(gbias, sk, k, "affine db added");
+
+    double *cb = rnd_array(n), *gcb = ones(n), *dcb = calloc(n, sizeof *dcb);
+    for (size_t i = 0; i < m * p; i++)
+        gA[i] = 1.0;
+    for (size_t i = 0; i < p * n; i++)
+        gBt[i] = 1.0;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            want[i * n + j] = C[i * n + j] + cb[j];
+            dcb[j] += S[i * n + j];
+        }
+    ad_tape_reset(t);
+    a = ad_param(t, ad_shape_mat(m, p), A, gA);
+    b = ad_param(t, ad_shape_mat(n, p), Bt, gBt);
+    bn = ad_param(t, ad_shape_vec(n), cb, gcb);
+    z = ad_affine(t, b, a, bn); /* A (B^T)^T + b = A B + b */
+    EXPECT_CLOSE(ad_value(t, z), want, m * n, "affine batch forward");
+    cr_assert_eq(ad_backward_seed(t, z, S), AD_OK, "%s", ad_tape_errmsg(t));
+    expect_plus_one(gA, dA, m * p, "affine batch dX added");
+    expect_plus_one(gBt, dBt, p * n, "affine batch dW added");
+    expect_plus_one(gcb, dcb, n, "affine batch db added");
+    free(bias), free(gbias), free(want), free(cb), free(gcb), free(dcb);
     ad_tape_free(t);
     free(A), free(B), free(S), free(C), free(dA), free(dB), free(gA), free(gB);
     free(Bt), free(dBt), free(gBt), free(W), free(x), free(sk), free(y), free(dW), free(dx);
