@@ -259,3 +259,53 @@ Test(kernels, products_add_into_param_buffers)
     free(Bt), free(dBt), free(gBt), free(W), free(x), free(sk), free(y), free(dW), free(dx);
     free(gW), free(gx);
 }
+
+/* A large written dW (AD_SWEEP_ASSIGN, past the engine's streaming
+ * threshold of 2^19 elements) goes out through non-temporal stores on
+ * x86-64; so does nothing else. Each form -- aligned and even (streamed),
+ * dW one double off 16-byte alignment, an odd row length -- must give the
+ * products of the adding sweep bit for bit, and dW = dy x^T exactly. */
+static void big_matvec_assign(size_t k, size_t c, size_t offset, const char *what)
+{
+    double *W = rnd_array(k * c), *x = rnd_array(c), *s = rnd_array(k);
+    double *buf = malloc((k * c + 2) * sizeof *buf), *ref = calloc(k * c, sizeof *ref);
+    double *gx = malloc(c * sizeof *gx), *gx0 = calloc(c, sizeof *gx0);
+    cr_assert(buf && ref && gx && gx0);
+    double *gW = buf + offset;
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node w = ad_param(t, ad_shape_mat((uint32_t)k, (uint32_t)c), W, gW);
+    ad_node v = ad_param(t, ad_shape_vec((uint32_t)c), x, gx);
+    ad_node J = ad_dot(t, ad_matvec(t, w, v), ad_constant(t, ad_shape_vec((uint32_t)k), s));
+    /* the adding form, into zeroed buffers */
+    memset(gW, 0, k * c * sizeof *gW);
+    memset(gx, 0, c * sizeof *gx);
+    cr_assert_eq(ad_backward(t, J), AD_OK, "%s", ad_tape_errmsg(t));
+    memcpy(ref, gW, k * c * sizeof *ref);
+    memcpy(gx0, gx, c * sizeof *gx0);
+    /* the writing form, into NaN */
+    for (size_t i = 0; i < k * c; i++)
+        gW[i] = NAN;
+    for (size_t j = 0; j < c; j++)
+        gx[j] = NAN;
+    cr_assert_eq(ad_replay(t), AD_OK);
+    cr_assert_eq(ad_sweep(t, J, NULL, AD_SWEEP_ASSIGN), AD_OK, "%s", ad_tape_errmsg(t));
+    for (size_t i = 0; i < k; i++)
+        for (size_t j = 0; j < c; j++) {
+            double g = gW[i * c + j];
+            if (!(g == s[i] * x[j] && g == ref[i * c + j]))
+                cr_assert_fail("%s: dW[%zu][%zu] = %.17g, dy x^T = %.17g, adding sweep %.17g",
+                               what, i, j, g, s[i] * x[j], ref[i * c + j]);
+        }
+    for (size_t j = 0; j < c; j++)
+        cr_assert(gx[j] == gx0[j], "%s: dx[%zu] = %.17g written, %.17g added", what, j, gx[j],
+                  gx0[j]);
+    ad_tape_free(t);
+    free(W), free(x), free(s), free(buf), free(ref), free(gx), free(gx0);
+}
+
+Test(kernels, large_written_dw_equals_the_adding_sweep)
+{
+    big_matvec_assign(1024, 512, 0, "1024x512, aligned (streamed)");
+    big_matvec_assign(1026, 512, 1, "1026x512, dW not 16-byte aligned");
+    big_matvec_assign(1024, 513, 0, "1024x513, odd rows");
+}

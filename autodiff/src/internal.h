@@ -171,6 +171,9 @@ struct ad_tape {
                                    h is a live node of this tape exactly
                                    when ad__hbits(h) - hbase < len - 1   */
     size_t next_ext;            /* ext records in use               */
+    size_t ext_grads;           /* of them, those with a gradient
+                                   buffer: when a sweep reached them
+                                   all, none is left to zero        */
     double *consts;             /* op constants of inline nodes     */
     size_t nconsts, cap_consts;
     ad__arena arena;

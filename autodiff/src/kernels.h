@@ -69,6 +69,37 @@ static inline void ad__krows4_vjp(double *restrict d0, double *restrict d1, doub
 }
 #undef AD__KROWS_LOOP
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* ad__krows4_vjp writing dW (setw) with non-temporal stores: for a dW too
+ * large to stay in cache, the stores skip the read-for-ownership of each
+ * line and dW's traffic halves. d0 must be 16-byte aligned and n even (so
+ * every row is); gx is computed exactly as in ad__krows4_vjp. The caller
+ * issues _mm_sfence() before anyone reads dW. */
+static inline void ad__krows4_vjp_stream(double *restrict d0, double *restrict d1,
+                                         double *restrict d2, double *restrict d3,
+                                         double *restrict gx, const double *dz,
+                                         const double *restrict x, const double *restrict w0,
+                                         const double *restrict w1, const double *restrict w2,
+                                         const double *restrict w3, size_t n, int setx)
+{
+    const __m128d a0 = _mm_set1_pd(dz[0]), a1 = _mm_set1_pd(dz[1]);
+    const __m128d a2 = _mm_set1_pd(dz[2]), a3 = _mm_set1_pd(dz[3]);
+    for (size_t j = 0; j < n; j += 2) {
+        const __m128d xv = _mm_loadu_pd(x + j);
+        _mm_stream_pd(d0 + j, _mm_mul_pd(a0, xv));
+        _mm_stream_pd(d1 + j, _mm_mul_pd(a1, xv));
+        _mm_stream_pd(d2 + j, _mm_mul_pd(a2, xv));
+        _mm_stream_pd(d3 + j, _mm_mul_pd(a3, xv));
+        __m128d s = _mm_add_pd(
+            _mm_add_pd(_mm_mul_pd(a0, _mm_loadu_pd(w0 + j)), _mm_mul_pd(a1, _mm_loadu_pd(w1 + j))),
+            _mm_add_pd(_mm_mul_pd(a2, _mm_loadu_pd(w2 + j)), _mm_mul_pd(a3, _mm_loadu_pd(w3 + j))));
+        _mm_storeu_pd(gx + j, setx ? s : _mm_add_pd(_mm_loadu_pd(gx + j), s));
+    }
+}
+#define AD__HAVE_STREAM 1
+#endif
+
 /* The same for one row (the rows left over after blocks of four). */
 static inline void ad__krow_vjp(double *restrict dw, double *restrict gx, double dz,
                                 const double *restrict x, const double *restrict w, size_t n,

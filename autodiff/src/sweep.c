@@ -42,8 +42,9 @@ static bool is_fresh(const ad__ext *x, bool assign_params)
     return !x->reached && (!x->caller_grad || assign_params);
 }
 
-/* The vjp of one EXT node that an adjoint reached; marks its EXT inputs. */
-static void ext_vjp(const ad_tape *t, uint64_t h, bool assign_params)
+/* The vjp of one EXT node that an adjoint reached; marks its EXT inputs
+ * and counts the buffers reached for the first time in *nreached. */
+static void ext_vjp(const ad_tape *t, uint64_t h, bool assign_params, size_t *nreached)
 {
     ad__ext *x = ad__X(t, ad__a(h));
     if (!x->reached)
@@ -67,14 +68,19 @@ static void ext_vjp(const ad_tape *t, uint64_t h, bool assign_params)
         x->def->vjp(&x->call);
     }
     for (int k = 0; k < nin; k++)
-        if (x->src[k])
+        if (x->src[k] && !x->src[k]->reached) {
             x->src[k]->reached = 1;
+            ++*nreached;
+        }
 }
 
 /* Zeroes the fresh buffers no adjoint reached: a node the output does not
- * depend on has gradient 0. One pass over the EXT records. */
-static void zero_unreached(ad_tape *t, bool assign_params)
+ * depend on has gradient 0. One pass over the EXT records, skipped when
+ * the sweep reached every buffer (nreached of them). */
+static void zero_unreached(ad_tape *t, bool assign_params, size_t nreached)
 {
+    if (nreached == t->ext_grads)
+        return;
     for (size_t i = 0; i < t->next_ext; i++) {
         ad__ext *x = ad__X(t, (uint32_t)i);
         if (x->call.out.grad && is_fresh(x, assign_params))
@@ -118,7 +124,7 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags,
         reset_adjoints(t);
     t->adj_dirty = true;
     if (!(o->h & AD__GRAD)) { /* no variable reaches the output: all gradients are 0 */
-        zero_unreached(t, assign);
+        zero_unreached(t, assign, 0);
         return AD_OK;
     }
 
@@ -127,10 +133,12 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags,
      * assigning. */
     const size_t size = ad_shape_size(out.shape);
     bool fresh = false;
+    size_t nreached = 0; /* EXT buffers reached so far */
     if (o->h & AD__EXT) {
         ad__ext *x = ad__X(t, ad__a(o->h));
         fresh = is_fresh(x, assign);
         x->reached = 1;
+        nreached = 1;
     }
     for (size_t j = 0; j < size; j++)
         out.grad[j] = (fresh ? 0.0 : out.grad[j]) + (seed ? seed[j] : 1.0);
@@ -153,13 +161,13 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags,
                 break;
             default: /* EXT, or no variable below it */
                 if ((h & (AD__GRAD | AD__EXT)) == (AD__GRAD | AD__EXT) && ad__opc(h) != AD_OP_LEAF)
-                    ext_vjp(t, h, assign);
+                    ext_vjp(t, h, assign, &nreached);
                 break;
             }
         }
         end = c * CHUNK;
     }
-    zero_unreached(t, assign);
+    zero_unreached(t, assign, nreached);
     return AD_OK;
 }
 

@@ -153,6 +153,7 @@ void ad_tape_reset(ad_tape *t)
     ad__arena_reset(&t->arena, &t->mem);
     t->len = 1;
     t->next_ext = 0;
+    t->ext_grads = 0;
     t->nconsts = 0;
     t->adj_dirty = false;
     t->status = AD_OK;
@@ -316,6 +317,7 @@ static ad_node leaf(ad_tape *t, ad_shape s, const double *data, bool grad)
         x->def = &ad__leaf_def;
         x->node = id;
         t->next_ext++;
+        t->ext_grads += x->call.out.grad != NULL;
         n->h = ad__hdr(AD_OP_LEAF, flags | AD__EXT, xi, 0);
     }
     t->len++;
@@ -355,6 +357,7 @@ ad_node ad_param(ad_tape *t, ad_shape s, const double *value, double *grad)
     x->caller_grad = grad != NULL;
     x->node = id;
     t->next_ext++;
+    t->ext_grads += x->call.out.grad != NULL;
     ad__N(t, id)->h = ad__hdr(AD_OP_LEAF, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
     t->len++;
     return ad__handle(t, id);
@@ -489,6 +492,7 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
     x->call.ud = def->ud;
     x->node = id;
     t->next_ext++;
+    t->ext_grads += x->call.out.grad != NULL;
     ad__N(t, id)->h = ad__hdr(op, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
     t->len++;
     def->forward(&x->call);
