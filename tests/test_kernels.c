@@ -260,8 +260,8 @@ Test(kernels, products_add_into_param_buffers)
     free(gW), free(gx);
 }
 
-/* A large written dW (AD_SWEEP_ASSIGN, past the engine's streaming
- * threshold of 2^19 elements) goes out through non-temporal stores on
+/* A large written dW (AD_SWEEP_ASSIGN, at the engine's streaming
+ * threshold of 2^21 elements) goes out through non-temporal stores on
  * x86-64; so does nothing else. Each form -- aligned and even (streamed),
  * dW one double off 16-byte alignment, an odd row length -- must give the
  * products of the adding sweep bit for bit, and dW = dy x^T exactly. */
@@ -305,7 +305,8 @@ static void big_matvec_assign(size_t k, size_t c, size_t offset, const char *wha
 
 Test(kernels, large_written_dw_equals_the_adding_sweep)
 {
-    big_matvec_assign(1024, 512, 0, "1024x512, aligned (streamed)");
-    big_matvec_assign(1026, 512, 1, "1026x512, dW not 16-byte aligned");
-    big_matvec_assign(1024, 513, 0, "1024x513, odd rows");
+    big_matvec_assign(2048, 1024, 0, "2048x1024, aligned (streamed)");
+    big_matvec_assign(2050, 1024, 1, "2050x1024, dW not 16-byte aligned");
+    big_matvec_assign(2048, 1025, 0, "2048x1025, odd rows");
+    big_matvec_assign(2044, 1024, 0, "2044x1024, under the threshold");
 }

@@ -72,8 +72,8 @@ static inline void ad__krows4_vjp(double *restrict d0, double *restrict d1, doub
 #if defined(__SSE2__)
 #include <emmintrin.h>
 /* ad__krows4_vjp writing dW (setw) with non-temporal stores: for a dW too
- * large to stay in cache, the stores skip the read-for-ownership of each
- * line and dW's traffic halves. d0 must be 16-byte aligned and n even (so
+ * large to stay in cache, the stores skip the read of each line before
+ * writing it, and dW's traffic halves. d0 must be 16-byte aligned and n even (so
  * every row is); gx is computed exactly as in ad__krows4_vjp. The caller
  * issues _mm_sfence() before anyone reads dW. */
 static inline void ad__krows4_vjp_stream(double *restrict d0, double *restrict d1,
