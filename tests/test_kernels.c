@@ -310,3 +310,30 @@ Test(kernels, large_written_dw_equals_the_adding_sweep)
     big_matvec_assign(2048, 1025, 0, "2048x1025, odd rows");
     big_matvec_assign(2044, 1024, 0, "2044x1024, under the threshold");
 }
+
+/* A row's value does not depend on the rows around it: matvec works on
+ * blocks of four rows and single rows, and both give the same bits (the
+ * same partial sums in the same order). */
+Test(kernels, matvec_rows_do_not_depend_on_blocking)
+{
+    const size_t lens[] = {1, 2, 3, 4, 5, 7, 8, 16, 17};
+    const size_t rows = 9;
+    ad_tape *t = ad_tape_new(NULL);
+    cr_assert_not_null(t);
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        const size_t n = lens[li];
+        double *W = rnd_array(rows * n), *x = rnd_array(n);
+        ad_tape_reset(t);
+        ad_node xn = ad_constant(t, ad_shape_vec((uint32_t)n), x);
+        ad_node y = ad_matvec(t, ad_constant(t, ad_shape_mat((uint32_t)rows, (uint32_t)n), W), xn);
+        for (size_t i = 0; i < rows; i++) {
+            ad_node yi = ad_matvec(t, ad_constant(t, ad_shape_mat(1, (uint32_t)n), W + i * n), xn);
+            cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+            cr_assert(ad_value(t, y)[i] == ad_value(t, yi)[0],
+                      "n = %zu, row %zu: %.17g in a block, %.17g alone", n, i, ad_value(t, y)[i],
+                      ad_value(t, yi)[0]);
+        }
+        free(W), free(x);
+    }
+    ad_tape_free(t);
+}

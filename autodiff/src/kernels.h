@@ -1,6 +1,9 @@
 /* kernels.h -- the few dense loops the linear-algebra ops are built from.
  * Plain C that compilers vectorize; dot products keep four partial sums so
- * they vectorize without reassociation flags. */
+ * they vectorize without reassociation flags. Two kernels use SSE2
+ * intrinsics (x86-64's baseline), each with a plain-C twin elsewhere:
+ * four rows' dot products sharing x, which gcc vectorizes across rows with
+ * shuffles (slower than one row at a time), and non-temporal stores. */
 #ifndef AD_KERNELS_H
 #define AD_KERNELS_H
 
@@ -21,6 +24,53 @@ static inline double ad__kdot(const double *restrict a, const double *restrict b
         s0 += a[i] * b[i];
     return (s0 + s1) + (s2 + s3);
 }
+
+/* Four dot products sharing x: out[r] = w_r . x, each bit for bit what
+ * ad__kdot(w_r, x, n) returns (the same four partial sums, added in the
+ * same order), with x loaded once for the four rows. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static inline double ad__khsum(__m128d a, __m128d b) /* (a0 + a1) + (b0 + b1) */
+{
+    return (_mm_cvtsd_f64(a) + _mm_cvtsd_f64(_mm_unpackhi_pd(a, a)))
+           + (_mm_cvtsd_f64(b) + _mm_cvtsd_f64(_mm_unpackhi_pd(b, b)));
+}
+static inline void ad__kdot4(const double *restrict w0, const double *restrict w1,
+                             const double *restrict w2, const double *restrict w3,
+                             const double *restrict x, size_t n, double out[4])
+{
+    /* lo: partial sums s0, s1 of a row (j % 4 = 0, 1); hi: s2, s3 */
+    __m128d l0 = _mm_setzero_pd(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0;
+    size_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const __m128d xl = _mm_loadu_pd(x + j), xh = _mm_loadu_pd(x + j + 2);
+        l0 = _mm_add_pd(l0, _mm_mul_pd(_mm_loadu_pd(w0 + j), xl));
+        h0 = _mm_add_pd(h0, _mm_mul_pd(_mm_loadu_pd(w0 + j + 2), xh));
+        l1 = _mm_add_pd(l1, _mm_mul_pd(_mm_loadu_pd(w1 + j), xl));
+        h1 = _mm_add_pd(h1, _mm_mul_pd(_mm_loadu_pd(w1 + j + 2), xh));
+        l2 = _mm_add_pd(l2, _mm_mul_pd(_mm_loadu_pd(w2 + j), xl));
+        h2 = _mm_add_pd(h2, _mm_mul_pd(_mm_loadu_pd(w2 + j + 2), xh));
+        l3 = _mm_add_pd(l3, _mm_mul_pd(_mm_loadu_pd(w3 + j), xl));
+        h3 = _mm_add_pd(h3, _mm_mul_pd(_mm_loadu_pd(w3 + j + 2), xh));
+    }
+    for (; j < n; j++) { /* the remainder goes into s0, as in ad__kdot */
+        const __m128d xj = _mm_set_sd(x[j]);
+        l0 = _mm_add_sd(l0, _mm_mul_sd(_mm_set_sd(w0[j]), xj));
+        l1 = _mm_add_sd(l1, _mm_mul_sd(_mm_set_sd(w1[j]), xj));
+        l2 = _mm_add_sd(l2, _mm_mul_sd(_mm_set_sd(w2[j]), xj));
+        l3 = _mm_add_sd(l3, _mm_mul_sd(_mm_set_sd(w3[j]), xj));
+    }
+    out[0] = ad__khsum(l0, h0), out[1] = ad__khsum(l1, h1);
+    out[2] = ad__khsum(l2, h2), out[3] = ad__khsum(l3, h3);
+}
+#else
+static inline void ad__kdot4(const double *w0, const double *w1, const double *w2,
+                             const double *w3, const double *x, size_t n, double out[4])
+{
+    out[0] = ad__kdot(w0, x, n), out[1] = ad__kdot(w1, x, n);
+    out[2] = ad__kdot(w2, x, n), out[3] = ad__kdot(w3, x, n);
+}
+#endif
 
 /* y[i] += alpha x[i] */
 static inline void ad__kaxpy(double *restrict y, double alpha, const double *restrict x, size_t n)

@@ -56,7 +56,12 @@ static void mv_fwd(const double *W, const double *x, double *y, size_t rows, siz
         return;
     }
 #endif
-    for (size_t i = 0; i < rows; i++) /* W: (rows, n), x: (n) */
+    size_t i = 0; /* W: (rows, n), x: (n) */
+    for (; i + 4 <= rows; i += 4) {
+        const double *w = W + i * n;
+        ad__kdot4(w, w + n, w + 2 * n, w + 3 * n, x, n, y + i);
+    }
+    for (; i < rows; i++)
         y[i] = ad__kdot(W + i * n, x, n);
 }
 static void matvec_fwd(const ad_call *k)
