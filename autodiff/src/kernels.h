@@ -8,6 +8,9 @@
 #define AD_KERNELS_H
 
 #include <stddef.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* sum_i a[i] b[i] */
 static inline double ad__kdot(const double *restrict a, const double *restrict b, size_t n)
@@ -29,7 +32,6 @@ static inline double ad__kdot(const double *restrict a, const double *restrict b
  * ad__kdot(w_r, x, n) returns (the same four partial sums, added in the
  * same order), with x loaded once for the four rows. */
 #if defined(__SSE2__)
-#include <emmintrin.h>
 static inline double ad__khsum(__m128d a, __m128d b) /* (a0 + a1) + (b0 + b1) */
 {
     return (_mm_cvtsd_f64(a) + _mm_cvtsd_f64(_mm_unpackhi_pd(a, a)))
@@ -120,7 +122,6 @@ static inline void ad__krows4_vjp(double *restrict d0, double *restrict d1, doub
 #undef AD__KROWS_LOOP
 
 #if defined(__SSE2__)
-#include <emmintrin.h>
 /* ad__krows4_vjp writing dW (setw) with non-temporal stores: for a dW too
  * large to stay in cache, the stores skip the read of each line before
  * writing it, and dW's traffic halves. d0 must be 16-byte aligned and n even (so
