@@ -179,14 +179,74 @@ static inline double ad__ksum(const double *x, size_t n)
 }
 
 /* Four dot products at once: out[r*2+c] = a_r . b_c for r, c in {0, 1}.
- * Each element loaded feeds two products, half the loads of four kdots. */
+ * Each element loaded feeds two products, half the loads of four kdots.
+ * Each product keeps two partial sums (even and odd i) added at the end,
+ * in every form below and in ad__kdot2x4, so a product's bits do not
+ * depend on which of these blocks computed it. */
+#if defined(__SSE2__)
+/* out[r*4+c] = a_r . b_c for r < 2, c < 4: eight products, six loads per
+ * two elements. */
+static inline void ad__kdot2x4(const double *restrict a0, const double *restrict a1,
+                               const double *restrict b0, const double *restrict b1,
+                               const double *restrict b2, const double *restrict b3, size_t n,
+                               double out[8])
+{
+    __m128d s00 = _mm_setzero_pd(), s01 = s00, s02 = s00, s03 = s00;
+    __m128d s10 = s00, s11 = s00, s12 = s00, s13 = s00;
+    size_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        const __m128d x0 = _mm_loadu_pd(a0 + i), x1 = _mm_loadu_pd(a1 + i);
+        __m128d y = _mm_loadu_pd(b0 + i);
+        s00 = _mm_add_pd(s00, _mm_mul_pd(x0, y)), s10 = _mm_add_pd(s10, _mm_mul_pd(x1, y));
+        y = _mm_loadu_pd(b1 + i);
+        s01 = _mm_add_pd(s01, _mm_mul_pd(x0, y)), s11 = _mm_add_pd(s11, _mm_mul_pd(x1, y));
+        y = _mm_loadu_pd(b2 + i);
+        s02 = _mm_add_pd(s02, _mm_mul_pd(x0, y)), s12 = _mm_add_pd(s12, _mm_mul_pd(x1, y));
+        y = _mm_loadu_pd(b3 + i);
+        s03 = _mm_add_pd(s03, _mm_mul_pd(x0, y)), s13 = _mm_add_pd(s13, _mm_mul_pd(x1, y));
+    }
+    double r[8][2];
+    _mm_storeu_pd(r[0], s00), _mm_storeu_pd(r[1], s01), _mm_storeu_pd(r[2], s02);
+    _mm_storeu_pd(r[3], s03), _mm_storeu_pd(r[4], s10), _mm_storeu_pd(r[5], s11);
+    _mm_storeu_pd(r[6], s12), _mm_storeu_pd(r[7], s13);
+    if (i < n) { /* the last element of an odd n goes into the even sums */
+        const double *b[4] = {b0, b1, b2, b3};
+        for (int c = 0; c < 4; c++)
+            r[c][0] += a0[i] * b[c][i], r[4 + c][0] += a1[i] * b[c][i];
+    }
+    for (int k = 0; k < 8; k++)
+        out[k] = r[k][0] + r[k][1];
+}
+
+static inline void ad__kdot2x2(const double *restrict a0, const double *restrict a1,
+                               const double *restrict b0, const double *restrict b1, size_t n,
+                               double out[4])
+{
+    __m128d s00 = _mm_setzero_pd(), s01 = s00, s10 = s00, s11 = s00;
+    size_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        const __m128d x0 = _mm_loadu_pd(a0 + i), x1 = _mm_loadu_pd(a1 + i);
+        const __m128d y0 = _mm_loadu_pd(b0 + i), y1 = _mm_loadu_pd(b1 + i);
+        s00 = _mm_add_pd(s00, _mm_mul_pd(x0, y0)), s01 = _mm_add_pd(s01, _mm_mul_pd(x0, y1));
+        s10 = _mm_add_pd(s10, _mm_mul_pd(x1, y0)), s11 = _mm_add_pd(s11, _mm_mul_pd(x1, y1));
+    }
+    double r[4][2];
+    _mm_storeu_pd(r[0], s00), _mm_storeu_pd(r[1], s01), _mm_storeu_pd(r[2], s10),
+        _mm_storeu_pd(r[3], s11);
+    for (; i < n; i++) /* the last element of an odd n goes into the even sums */
+        r[0][0] += a0[i] * b0[i], r[1][0] += a0[i] * b1[i], r[2][0] += a1[i] * b0[i],
+            r[3][0] += a1[i] * b1[i];
+    for (int k = 0; k < 4; k++)
+        out[k] = r[k][0] + r[k][1];
+}
+#else
 static inline void ad__kdot2x2(const double *restrict a0, const double *restrict a1,
                                const double *restrict b0, const double *restrict b1, size_t n,
                                double out[4])
 {
     double s00 = 0, s01 = 0, s10 = 0, s11 = 0, t00 = 0, t01 = 0, t10 = 0, t11 = 0;
     size_t i = 0;
-    for (; i + 2 <= n; i += 2) { /* two partial sums per product: vectorizes */
+    for (; i + 2 <= n; i += 2) { /* two partial sums per product */
         s00 += a0[i] * b0[i], t00 += a0[i + 1] * b0[i + 1];
         s01 += a0[i] * b1[i], t01 += a0[i + 1] * b1[i + 1];
         s10 += a1[i] * b0[i], t10 += a1[i + 1] * b0[i + 1];
@@ -196,6 +256,7 @@ static inline void ad__kdot2x2(const double *restrict a0, const double *restrict
         s00 += a0[i] * b0[i], s01 += a0[i] * b1[i], s10 += a1[i] * b0[i], s11 += a1[i] * b1[i];
     out[0] = s00 + t00, out[1] = s01 + t01, out[2] = s10 + t10, out[3] = s11 + t11;
 }
+#endif
 
 /* y[i] += a0 x0[i] + a1 x1[i] + a2 x2[i] + a3 x3[i]. The restrict
  * parameters are what lets compilers vectorize it. */

@@ -255,8 +255,17 @@ static void nt_fwd(const double *A, const double *B, double *C, size_t m, size_t
     }
 #endif
     size_t i = 0;
-    for (; i + 2 <= m; i += 2) { /* C[i..i+1, j..j+1] from 2x2 blocks of dot products */
+    for (; i + 2 <= m; i += 2) { /* C[i..i+1, j..] from 2x4 and 2x2 blocks of dot products */
         size_t j = 0;
+#if defined(__SSE2__)
+        for (; j + 4 <= n; j += 4) {
+            double o[8];
+            ad__kdot2x4(A + i * p, A + (i + 1) * p, B + j * p, B + (j + 1) * p, B + (j + 2) * p,
+                        B + (j + 3) * p, p, o);
+            memcpy(C + i * n + j, o, 4 * sizeof *o);
+            memcpy(C + (i + 1) * n + j, o + 4, 4 * sizeof *o);
+        }
+#endif
         for (; j + 2 <= n; j += 2) {
             double o[4];
             ad__kdot2x2(A + i * p, A + (i + 1) * p, B + j * p, B + (j + 1) * p, p, o);
