@@ -227,6 +227,84 @@ Test(sweep, assign_param_output_and_constant_output)
     cr_assert(g[0] == 7 && g[1] == 7, "adding mode leaves the buffer alone");
 }
 
+/* Tied weights: two ad_params on one gradient buffer, and two whose
+ * buffers overlap. Assigning would let the second write erase the first;
+ * the sweep sees the overlap and gives each element its total. */
+Test(sweep, assign_with_shared_gradient_buffers)
+{
+    const double w[3] = {1, 2, 3}, a[3] = {0.5, -1, 2}, b[3] = {4, 0.25, -3};
+    double g[5];
+    ad_tape *t = ad_tape_new(NULL);
+    cr_assert_not_null(t);
+    ad_node P1 = ad_param(t, ad_shape_vec(3), w, g);
+    ad_node P2 = ad_param(t, ad_shape_vec(3), w, g); /* the same buffer */
+    ad_node J = ad_add(t, ad_dot(t, P1, ad_constant(t, ad_shape_vec(3), a)),
+                       ad_dot(t, P2, ad_constant(t, ad_shape_vec(3), b)));
+    for (int pass = 0; pass < 3; pass++) { /* recorded, replayed, swept again */
+        for (int i = 0; i < 5; i++)
+            g[i] = NAN;
+        if (pass == 1)
+            cr_assert_eq(ad_replay(t), AD_OK);
+        cr_assert_eq(ad_sweep(t, J, NULL, AD_SWEEP_ASSIGN), AD_OK, "%s", ad_tape_errmsg(t));
+        for (int i = 0; i < 3; i++)
+            cr_assert(g[i] == a[i] + b[i], "pass %d: dJ/dw[%d] = %g, want %g", pass, i, g[i],
+                      a[i] + b[i]);
+        cr_assert(isnan(g[3]) && isnan(g[4]), "memory past the buffers was written");
+    }
+
+    /* overlapping slices of one block: P1 owns g[0..3), P2 owns g[2..5) */
+    ad_tape_reset(t);
+    P1 = ad_param(t, ad_shape_vec(3), w, g);
+    P2 = ad_param(t, ad_shape_vec(3), w, g + 2);
+    J = ad_add(t, ad_dot(t, P1, ad_constant(t, ad_shape_vec(3), a)),
+               ad_dot(t, P2, ad_constant(t, ad_shape_vec(3), b)));
+    for (int i = 0; i < 5; i++)
+        g[i] = NAN;
+    cr_assert_eq(ad_sweep(t, J, NULL, AD_SWEEP_ASSIGN), AD_OK, "%s", ad_tape_errmsg(t));
+    const double want[5] = {a[0], a[1], a[2] + b[0], b[1], b[2]};
+    for (int i = 0; i < 5; i++)
+        cr_assert(g[i] == want[i], "overlap: g[%d] = %g, want %g", i, g[i], want[i]);
+
+    /* buffers side by side do not overlap: written as usual */
+    ad_tape_reset(t);
+    P1 = ad_param(t, ad_shape_vec(2), w, g);
+    P2 = ad_param(t, ad_shape_vec(3), w, g + 2);
+    J = ad_add(t, ad_sum(t, P1), ad_dot(t, P2, ad_constant(t, ad_shape_vec(3), b)));
+    for (int i = 0; i < 5; i++)
+        g[i] = NAN;
+    cr_assert_eq(ad_sweep(t, J, NULL, AD_SWEEP_ASSIGN), AD_OK, "%s", ad_tape_errmsg(t));
+    const double adj[5] = {1, 1, b[0], b[1], b[2]};
+    for (int i = 0; i < 5; i++)
+        cr_assert(g[i] == adj[i], "adjacent: g[%d] = %g, want %g", i, g[i], adj[i]);
+    ad_tape_free(t);
+}
+
+/* The overlap check sorts the buffers in arena scratch; when that memory
+ * cannot be had, the sweep fails with AD_ENOMEM and says why. */
+Test(sweep, assign_overlap_check_out_of_memory)
+{
+    enum { K = 6000 }; /* 6000 spans of 16 bytes: more than an arena block holds */
+    static double w[K], g[K];
+    test_alloc al = {0};
+    ad_tape_opts o = test_alloc_opts(&al);
+    ad_tape *t = ad_tape_new(&o);
+    cr_assert_not_null(t);
+    ad_node p0 = ad_nil(), p1 = ad_nil();
+    for (int i = 0; i < K; i++) {
+        ad_node p = ad_param(t, ad_shape_scalar(), w + i, g + i);
+        if (i == 0)
+            p0 = p;
+        if (i == 1)
+            p1 = p;
+    }
+    ad_node J = ad_mul(t, p0, p1);
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    al.fail_at = al.count + 1; /* every allocation from here on fails */
+    cr_assert_eq(ad_sweep(t, J, NULL, AD_SWEEP_ASSIGN), AD_ENOMEM);
+    cr_assert_str_eq(ad_tape_errmsg(t), "sweep: out of memory checking 6000 gradient buffers");
+    ad_tape_free(t);
+}
+
 Test(sweep, unknown_sweep_flags_are_emisuse)
 {
     ad_tape *t = ad_tape_new(NULL);

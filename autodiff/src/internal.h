@@ -180,6 +180,10 @@ struct ad_tape {
     ad__name *names;            /* uthash: node id -> name          */
     uint32_t generation;
     bool adj_dirty;             /* adjoints hold a previous sweep   */
+    bool grads_checked;         /* grads_shared is known for the
+                                   ad_params recorded so far        */
+    bool grads_shared;          /* two ad_param gradient buffers
+                                   overlap (tied weights)           */
     int status;
     char msg[AD__MSG_CAP];
 };

@@ -8,6 +8,8 @@
 #include "internal.h"
 #include "scalar_ops.h"
 
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CHUNK ((size_t)1 << AD__NODE_SHIFT)
@@ -88,6 +90,64 @@ static void zero_unreached(ad_tape *t, bool assign_params, size_t nreached)
     }
 }
 
+/* ---- AD_SWEEP_ASSIGN and shared caller buffers ----
+ * Writing a fresh buffer is right only if one node owns it. When two
+ * ad_params share gradient memory (a tied weight recorded twice, or
+ * overlapping slices of one block), the second write would erase the
+ * first. So the first assigning sweep after recording sorts the caller
+ * buffers by address, once, and if any two overlap, assigning sweeps zero
+ * every caller buffer and then add: the same result, each element's total. */
+
+typedef struct span {
+    uintptr_t lo, hi; /* [lo, hi) in bytes */
+} span;
+
+static int by_start(const void *a, const void *b)
+{
+    const span *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static int check_shared(ad_tape *t, const char *who)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < t->next_ext; i++)
+        k += ad__X(t, (uint32_t)i)->caller_grad;
+    t->grads_shared = false;
+    if (k >= 2) {
+        /* scratch from the arena: reused after a reset, so a loop that
+         * re-records allocates nothing in steady state */
+        const size_t nd = (k * sizeof(span) + sizeof(double) - 1) / sizeof(double);
+        span *s = (span *)(void *)ad__arena_alloc(&t->arena, &t->mem, nd);
+        if (!s)
+            return ad__fail(t, AD_ENOMEM, "%s: out of memory checking %zu gradient buffers", who,
+                            k);
+        size_t j = 0;
+        for (size_t i = 0; i < t->next_ext; i++) {
+            const ad__ext *x = ad__X(t, (uint32_t)i);
+            if (x->caller_grad) {
+                s[j].lo = (uintptr_t)x->call.out.grad;
+                s[j].hi = s[j].lo + ad_shape_size(x->call.out.shape) * sizeof(double);
+                j++;
+            }
+        }
+        qsort(s, k, sizeof *s, by_start);
+        for (size_t i = 1; i < k && !t->grads_shared; i++)
+            t->grads_shared = s[i].lo < s[i - 1].hi;
+    }
+    t->grads_checked = true;
+    return AD_OK;
+}
+
+static void zero_caller_grads(ad_tape *t)
+{
+    for (size_t i = 0; i < t->next_ext; i++) {
+        const ad__ext *x = ad__X(t, (uint32_t)i);
+        if (x->caller_grad)
+            memset(x->call.out.grad, 0, ad_shape_size(x->call.out.shape) * sizeof(double));
+    }
+}
+
 /* The low header byte of an inline node that needs a gradient is
  * INLINE_GRAD | op; its case runs the op's scalar vjp unless the adjoint is
  * zero (not between the output and the variables). */
@@ -107,7 +167,7 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags,
     if (flags & ~(unsigned)AD_SWEEP_ASSIGN)
         return ad__fail(t, AD_EMISUSE, "%s: unknown flags 0x%x (known: AD_SWEEP_ASSIGN)", who,
                         flags & ~(unsigned)AD_SWEEP_ASSIGN);
-    const bool assign = (flags & AD_SWEEP_ASSIGN) != 0;
+    bool assign = (flags & AD_SWEEP_ASSIGN) != 0;
     ad__node *o = ad__check(t, output, who, 1);
     if (!o)
         return t->status;
@@ -119,6 +179,12 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags,
                         "%s: the output is %s, not a scalar; pass a seed of the same size "
                         "with ad_backward_seed",
                         who, ad__shape_str(out.shape, buf, sizeof buf));
+    }
+    if (assign && !t->grads_checked && check_shared(t, who) != AD_OK)
+        return t->status;
+    if (assign && t->grads_shared) { /* see check_shared */
+        zero_caller_grads(t);
+        assign = false;
     }
     if (t->adj_dirty)
         reset_adjoints(t);

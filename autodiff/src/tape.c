@@ -156,6 +156,7 @@ void ad_tape_reset(ad_tape *t)
     t->ext_grads = 0;
     t->nconsts = 0;
     t->adj_dirty = false;
+    t->grads_checked = false;
     t->status = AD_OK;
     t->msg[0] = '\0';
     t->generation++;
@@ -358,6 +359,7 @@ ad_node ad_param(ad_tape *t, ad_shape s, const double *value, double *grad)
     x->node = id;
     t->next_ext++;
     t->ext_grads += x->call.out.grad != NULL;
+    t->grads_checked &= grad == NULL; /* a new caller buffer: check again */
     ad__N(t, id)->h = ad__hdr(AD_OP_LEAF, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
     t->len++;
     return ad__handle(t, id);

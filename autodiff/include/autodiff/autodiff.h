@@ -360,8 +360,12 @@ AD_API int ad_backward_seed(ad_tape *t, ad_node output, const double *seed);
  * zeroed when the output does not depend on the leaf -- so a training
  * loop needs no zeroing pass, and the engine writes a weight gradient
  * without reading it (less memory traffic than zeroing, then adding).
- * Under AD_SWEEP_ASSIGN each gradient buffer must belong to one ad_param
- * node of the tape. Unknown flags: AD_EMISUSE. */
+ * Gradient buffers shared by several ad_param nodes (a tied weight
+ * recorded twice, overlapping slices of one block) are found by the first
+ * assigning sweep after recording (it sorts the buffers once: AD_ENOMEM if
+ * it cannot get the scratch memory); such a tape's assigning sweeps zero
+ * every ad_param buffer and then add, so each element still receives its
+ * whole gradient. Unknown flags: AD_EMISUSE. */
 AD_API int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags);
 
 /* Re-evaluate every recorded node forward from the current leaf values
