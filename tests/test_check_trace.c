@@ -44,6 +44,35 @@ static void sink_free(sink *s)
     memset(s, 0, sizeof *s);
 }
 
+/* Names nodes[i] names[i], for i < n. */
+static void name_all(ad_tape *t, const ad_node *nodes, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(ad_set_name(t, nodes[i], names[i]), AD_OK, "%s", names[i]);
+}
+
+/* Every line of want[] appears in text. */
+static void expect_lines(const char *text, const char *const *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cr_assert_not_null(strstr(text, want[i]), "missing:\n%s\nin:\n%s", want[i], text);
+}
+#define EXPECT_LINES(text, want) expect_lines((text), (want), sizeof(want) / sizeof((want)[0]))
+
+/* The dense layer of the lecture notes' exercise: W, b, x and a target. */
+typedef struct layer {
+    ad_node W, b, x, tg;
+} layer;
+
+static layer layer_leaves(ad_tape *t)
+{
+    static const double W0[12] = {4, 2, -5, 1, 1, -3, 2, 0.5, 0.5, 1, 1, -2};
+    static const double b0[3] = {8, 1, -5}, x0[4] = {1, 0, 2, -1}, t0[3] = {5, 3, 1};
+    layer L = {ad_variable(t, ad_shape_mat(3, 4), W0), ad_variable(t, ad_shape_vec(3), b0),
+               ad_variable(t, ad_shape_vec(4), x0), ad_constant(t, ad_shape_vec(3), t0)};
+    return L;
+}
+
 /* Reads tests/expected/<name>, located beside this source file. */
 static char *read_expected(const char *name)
 {
@@ -152,22 +181,17 @@ Test(trace, unnamed_nodes_fall_back_to_their_index)
 
 Test(trace, dense_layer_shows_shape_rules_and_values)
 {
-    const double W0[12] = {4, 2, -5, 1, 1, -3, 2, 0.5, 0.5, 1, 1, -2};
-    const double b0[3] = {8, 1, -5}, x0[4] = {1, 0, 2, -1}, t0[3] = {5, 3, 1};
     ad_tape *t = ad_tape_new(NULL);
-    ad_node W = ad_variable(t, ad_shape_mat(3, 4), W0);
-    ad_node b = ad_variable(t, ad_shape_vec(3), b0);
-    ad_node x = ad_variable(t, ad_shape_vec(4), x0);
-    ad_node tg = ad_constant(t, ad_shape_vec(3), t0);
+    const layer L = layer_leaves(t);
+    ad_node W = L.W, b = L.b, x = L.x, tg = L.tg;
     ad_node Wx = ad_matvec(t, W, x);
     ad_node z = ad_add(t, Wx, b);
     ad_node y = ad_relu(t, z);
     ad_node e = ad_sub(t, y, tg);
     ad_node J = ad_scale(t, ad_sum(t, ad_square(t, e)), 0.5);
     const char *names[] = {"W", "b", "x", "t", "Wx", "z", "y", "e", "J"};
-    ad_node nodes[] = {W, b, x, tg, Wx, z, y, e, J};
-    for (int i = 0; i < 9; i++)
-        ad_set_name(t, nodes[i], names[i]);
+    const ad_node nodes[] = {W, b, x, tg, Wx, z, y, e, J};
+    name_all(t, nodes, names, 9);
     cr_assert_eq(ad_backward(t, J), AD_OK);
     sink s = {0};
     cr_assert_eq(ad_trace(t, J, sink_write, &s, NULL), AD_OK);
@@ -180,8 +204,7 @@ Test(trace, dense_layer_shows_shape_rules_and_values)
         "  (t is a constant: no gradient)\n",
         "\nW: variable, 3x4 = [[4, 2, -5, 1], [1, -3, 2, 0.5], [0.5, 1, 1, -2]]\n",
     };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
-        cr_assert_not_null(strstr(s.buf, want[i]), "missing:\n%s\nin:\n%s", want[i], s.buf);
+    EXPECT_LINES(s.buf, want);
     sink_free(&s);
 
     /* max_values 2: tensors are named by shape, values hidden */
@@ -201,20 +224,14 @@ Test(trace, dense_layer_shows_shape_rules_and_values)
 /* The same layer with ad_affine: one node, and the same numbers. */
 Test(trace, affine_layer_vector_and_batch)
 {
-    const double W0[12] = {4, 2, -5, 1, 1, -3, 2, 0.5, 0.5, 1, 1, -2};
-    const double b0[3] = {8, 1, -5}, x0[4] = {1, 0, 2, -1}, t0[3] = {5, 3, 1};
     ad_tape *t = ad_tape_new(NULL);
-    ad_node W = ad_variable(t, ad_shape_mat(3, 4), W0);
-    ad_node b = ad_variable(t, ad_shape_vec(3), b0);
-    ad_node x = ad_variable(t, ad_shape_vec(4), x0);
-    ad_node tg = ad_constant(t, ad_shape_vec(3), t0);
-    ad_node z = ad_affine(t, W, x, b);
+    layer L = layer_leaves(t);
+    ad_node z = ad_affine(t, L.W, L.x, L.b);
     ad_node y = ad_relu(t, z);
-    ad_node J = ad_scale(t, ad_sum(t, ad_square(t, ad_sub(t, y, tg))), 0.5);
+    ad_node J = ad_scale(t, ad_sum(t, ad_square(t, ad_sub(t, y, L.tg))), 0.5);
     const char *names[] = {"W", "b", "x", "z", "y", "J"};
-    ad_node nodes[] = {W, b, x, z, y, J};
-    for (int i = 0; i < 6; i++)
-        ad_set_name(t, nodes[i], names[i]);
+    const ad_node nodes[] = {L.W, L.b, L.x, z, y, J};
+    name_all(t, nodes, names, 6);
     cr_assert_eq(ad_backward(t, J), AD_OK, "%s", ad_tape_errmsg(t));
     sink s = {0};
     cr_assert_eq(ad_trace(t, J, sink_write, &s, NULL), AD_OK);
@@ -224,22 +241,19 @@ Test(trace, affine_layer_vector_and_batch)
         "  dJ/dx = W^T · dJ/dz   (4x3)·(3x1) = (-13.5, -15.5, 25, -2.75)\n",
         "  dJ/db = dJ/dz = (-4, 2.5, 0)\n",
     };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
-        cr_assert_not_null(strstr(s.buf, want[i]), "missing:\n%s\nin:\n%s", want[i], s.buf);
+    EXPECT_LINES(s.buf, want);
     sink_free(&s);
 
     /* Two samples as rows: X W^T + b, and db sums dZ over the rows. */
     ad_tape_reset(t);
     const double X0[8] = {1, 0, 2, -1, 0, 1, 0, 1};
-    W = ad_variable(t, ad_shape_mat(3, 4), W0);
-    b = ad_variable(t, ad_shape_vec(3), b0);
+    L = layer_leaves(t);
     ad_node X = ad_variable(t, ad_shape_mat(2, 4), X0);
-    ad_node Z = ad_affine(t, W, X, b);
+    ad_node Z = ad_affine(t, L.W, X, L.b);
     J = ad_sum(t, Z);
     const char *bnames[] = {"W", "b", "X", "Z", "J"};
-    ad_node bnodes[] = {W, b, X, Z, J};
-    for (int i = 0; i < 5; i++)
-        ad_set_name(t, bnodes[i], bnames[i]);
+    const ad_node bnodes[] = {L.W, L.b, X, Z, J};
+    name_all(t, bnodes, bnames, 5);
     cr_assert_eq(ad_backward(t, J), AD_OK, "%s", ad_tape_errmsg(t));
     cr_assert_eq(ad_trace(t, J, sink_write, &s, NULL), AD_OK);
     const char *bwant[] = {
@@ -248,8 +262,7 @@ Test(trace, affine_layer_vector_and_batch)
         "  dJ/dX = dJ/dZ · W   (2x3)·(3x4) = [[5.5, 0, -2, -0.5], [5.5, 0, -2, -0.5]]\n",
         "  dJ/db = sum_rows(dJ/dZ) = (2, 2, 2)\n",
     };
-    for (size_t i = 0; i < sizeof bwant / sizeof bwant[0]; i++)
-        cr_assert_not_null(strstr(s.buf, bwant[i]), "missing:\n%s\nin:\n%s", bwant[i], s.buf);
+    EXPECT_LINES(s.buf, bwant);
     sink_free(&s);
     ad_tape_free(t);
 }
@@ -268,9 +281,8 @@ Test(trace, matmul_family_rules)
     ad_node O = ad_outer(t, w, v);                    /* 3x2 */
     ad_node J = ad_add(t, ad_sum(t, D), ad_sum(t, O));
     const char *names[] = {"A", "B", "v", "C", "D", "w", "O", "J"};
-    ad_node nodes[] = {A, B, v, C, D, w, O, J};
-    for (int i = 0; i < 8; i++)
-        ad_set_name(t, nodes[i], names[i]);
+    const ad_node nodes[] = {A, B, v, C, D, w, O, J};
+    name_all(t, nodes, names, 8);
     cr_assert_eq(ad_backward(t, J), AD_OK, "%s", ad_tape_errmsg(t));
     sink s = {0};
     cr_assert_eq(ad_trace(t, J, sink_write, &s, NULL), AD_OK);
@@ -288,8 +300,7 @@ Test(trace, matmul_family_rules)
         "\nO = w · v^T = ",
         "\nD = C · n5^T = ",
     };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
-        cr_assert_not_null(strstr(s.buf, want[i]), "missing:\n%s\nin:\n%s", want[i], s.buf);
+    EXPECT_LINES(s.buf, want);
     sink_free(&s);
     ad_tape_free(t);
 }
@@ -336,8 +347,7 @@ Test(trace, custom_ops_and_broadcasts)
         "\nn5 = f ⊙ s = (2, 1024)\n",
         "  dJ/df = dJ/dn5 ⊙ s = (1, 1) ⊙ (2, 2) = (2, 2)\n",
     };
-    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
-        cr_assert_not_null(strstr(out.buf, want[i]), "missing:\n%s\nin:\n%s", want[i], out.buf);
+    EXPECT_LINES(out.buf, want);
     sink_free(&out);
     ad_tape_free(t);
 }

@@ -1,9 +1,10 @@
 /* kernels.h -- the few dense loops the linear-algebra ops are built from.
  * Plain C that compilers vectorize; dot products keep four partial sums so
- * they vectorize without reassociation flags. Two kernels use SSE2
- * intrinsics (x86-64's baseline), each with a plain-C twin elsewhere:
- * four rows' dot products sharing x, which gcc vectorizes across rows with
- * shuffles (slower than one row at a time), and non-temporal stores. */
+ * they vectorize without reassociation flags. The blocked dot products
+ * (four rows sharing x; 2x2 and 2x4 blocks) use SSE2 intrinsics, x86-64's
+ * baseline, because gcc vectorizes their plain-C form across rows with
+ * shuffles and ran slower than one row at a time; each has a plain-C twin
+ * for other targets. So does the non-temporal store of a large dW. */
 #ifndef AD_KERNELS_H
 #define AD_KERNELS_H
 

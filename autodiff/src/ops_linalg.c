@@ -89,24 +89,27 @@ static void mv_vjp(const double *W, const double *x, const double *gy, double *g
         /* Both in one pass over W and dW, four rows at a time. With a fresh
          * dW (AD_SWEEP_ASSIGN, or a tape-owned W) dW is written, never
          * read: W4 at n = 1024 went from 1.16x to 1.0x of hand-written C. */
-        size_t i = 0;
 #ifdef AD__HAVE_STREAM
-        if (fW && rows * n >= AD__STREAM_MIN && n % 2 == 0 && ((uintptr_t)gW & 15) == 0) {
-            for (; i + 4 <= rows; i += 4) {
-                double *d = gW + i * n;
-                const double *w = W + i * n;
-                ad__krows4_vjp_stream(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n,
-                                      w + 2 * n, w + 3 * n, n, i == 0 && fx);
-            }
-            _mm_sfence();
-        }
+        const int stream =
+            fW && rows * n >= AD__STREAM_MIN && n % 2 == 0 && ((uintptr_t)gW & 15) == 0;
 #endif
+        size_t i = 0;
         for (; i + 4 <= rows; i += 4) {
             double *d = gW + i * n;
             const double *w = W + i * n;
-            ad__krows4_vjp(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n, w + 2 * n,
-                           w + 3 * n, n, fW, i == 0 && fx);
+#ifdef AD__HAVE_STREAM
+            if (stream)
+                ad__krows4_vjp_stream(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n,
+                                      w + 2 * n, w + 3 * n, n, i == 0 && fx);
+            else
+#endif
+                ad__krows4_vjp(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n,
+                               w + 2 * n, w + 3 * n, n, fW, i == 0 && fx);
         }
+#ifdef AD__HAVE_STREAM
+        if (stream)
+            _mm_sfence(); /* the streamed rows are visible before anyone reads dW */
+#endif
         for (; i < rows; i++)
             ad__krow_vjp(gW + i * n, gx, gy[i], x, W + i * n, n, fW, i == 0 && fx);
     } else if (gW) {
@@ -365,17 +368,14 @@ static void affine_vjp_to(const ad_call *k, unsigned fresh)
     double *gW = k->in[0].grad, *gx = k->in[1].grad, *gb = k->in[2].grad;
     const size_t kr = k->in[0].shape.rows, n = k->in[0].shape.cols;
     const int fW = AD__FRESH(fresh, 0), fx = AD__FRESH(fresh, 1), fb = AD__FRESH(fresh, 2);
-    if (k->in[1].shape.ndim == 1) {
-        if (gb)
-            ad__kaxpy_to(gb, 1.0, gy, kr, fb);
-        mv_vjp(W, x, gy, gW, gx, kr, n, fW, fx);
-        return;
-    }
-    const size_t batch = k->in[1].shape.rows;
-    if (gb) /* db = sum over rows of dY */
+    const size_t batch = k->in[1].shape.ndim == 2 ? k->in[1].shape.rows : 1;
+    if (gb) /* db = dy, or dY summed over its rows */
         for (size_t r = 0; r < batch; r++)
             ad__kaxpy_to(gb, 1.0, gy + r * kr, kr, r == 0 && fb);
-    nt_vjp(x, W, gy, gx, gW, batch, n, kr, fx, fW);
+    if (k->in[1].shape.ndim == 1)
+        mv_vjp(W, x, gy, gW, gx, kr, n, fW, fx);
+    else
+        nt_vjp(x, W, gy, gx, gW, batch, n, kr, fx, fW);
 }
 AD__VJP_ADDING(affine)
 const ad__op ad__op_affine = {{"affine", 3, affine_shape, affine_fwd, affine_vjp, NULL},
