@@ -4,8 +4,10 @@
  *   x_i = cos(0.001 i),  f = sum_{i<n-1} 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2
  * Reports t_f (plain double), record+sweep and replay+sweep, omega = t/t_f,
  * ns and bytes per recorded op. Checks the gradient against the analytic
- * one (normwise relative error <= 1e-12). */
+ * one (normwise relative error <= 1e-12). Times the minimal interpreter of
+ * min_tape.h the same two ways, as the floor an interpreting tape can reach. */
 #include "bench_util.h"
+#include "min_tape.h"
 
 #include <autodiff/autodiff.h>
 
@@ -46,6 +48,22 @@ static ad_node record(ad_tape *t, const double *x, ad_node *xs, size_t n)
         ad_node a = ad_sub(t, xs[i + 1], ad_square(t, xs[i]));
         ad_node b = ad_sub(t, one, xs[i]);
         f = ad_add(t, f, ad_add(t, ad_scale(t, ad_square(t, a), 100.0), ad_square(t, b)));
+    }
+    return f;
+}
+
+/* The same recording on the minimal interpreter (min_tape.h); leaves are
+ * nodes 1..n. Returns the output node. */
+static uint32_t record_min(min_tape *t, const double *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        mt_leaf(t, x[i]);
+    uint32_t one = mt_leaf(t, 1.0);
+    uint32_t f = mt_leaf(t, 0.0);
+    for (uint32_t i = 1; i < n; i++) {
+        uint32_t a = mt_sub(t, i + 1, mt_square(t, i));
+        uint32_t b = mt_sub(t, one, i);
+        f = mt_add(t, f, mt_add(t, mt_scale(t, mt_square(t, a)), mt_square(t, b)));
     }
     return f;
 }
@@ -136,8 +154,44 @@ int main(int argc, char **argv)
     bench_check(fabs(ad_scalar_value(t, out) - f_plain(x2, n)) <= 1e-12 * fabs(f_plain(x2, n)),
                 "W1 replay: f differs from the plain evaluation");
 
+    /* The yardstick: the minimal interpreter, timed the same two ways. */
+    double mr[BENCH_REPS], mp[BENCH_REPS];
+    min_tape mt;
+    bench_check(mt_init(&mt, nops + 1, 100.0), "out of memory");
+    uint32_t mout = 0;
+    for (int r = -1; r < BENCH_REPS; r++) {
+        mt_reset(&mt);
+        double t0 = bench_now();
+        mout = record_min(&mt, x, n);
+        mt_sweep(&mt, mout);
+        double t1 = bench_now();
+        if (r >= 0)
+            mr[r] = t1 - t0;
+    }
+    bench_check(mt.len - 1 == nops, "W1 minimal interpreter: a different number of ops");
+    for (size_t i = 0; i < n; i++)
+        g[i] = mt.n[1 + i].g;
+    grad_hand(x, ref, n);
+    bench_check(max_rel_err(g, ref, n) <= 1e-12, "W1 minimal interpreter: gradient differs");
+    for (int r = -1; r < BENCH_REPS; r++) {
+        double t0 = bench_now();
+        for (size_t i = 0; i < n; i++)
+            mt.n[1 + i].v = x2[i];
+        mt_replay(&mt);
+        mt_sweep(&mt, mout);
+        double t1 = bench_now();
+        if (r >= 0)
+            mp[r] = t1 - t0;
+    }
+    for (size_t i = 0; i < n; i++)
+        g[i] = mt.n[1 + i].g;
+    grad_hand(x2, ref, n);
+    bench_check(max_rel_err(g, ref, n) <= 1e-12, "W1 minimal interpreter: replay gradient differs");
+    mt_free(&mt);
+
     bench_stats sf = bench_summarise(tf, BENCH_REPS), sh = bench_summarise(th, BENCH_REPS);
     bench_stats sr = bench_summarise(tr, BENCH_REPS), sp = bench_summarise(tp, BENCH_REPS);
+    bench_stats smr = bench_summarise(mr, BENCH_REPS), smp = bench_summarise(mp, BENCH_REPS);
     double per = 1e9 / (double)nops;
     printf("W1 extended Rosenbrock, n = %zu, %zu recorded ops (%.2f per term)\n", n, nops,
            (double)nops / (double)(n - 1));
@@ -150,6 +204,11 @@ int main(int argc, char **argv)
            sp.median * 1e3, sp.median / sf.median, sp.median * per, replay_allocs);
     printf("  %-22s %10.1f bytes/op  (%zu bytes held)\n", "tape memory", (double)bytes / (double)nops,
            bytes);
+    printf("  minimal interpreter (min_tape.h: flat array, no checks, no API), the floor of a tape:\n");
+    printf("  %-22s %10.3f ms  %.2f ns/op  (engine / minimal %.2f)\n", "  record + sweep",
+           smr.median * 1e3, smr.median * per, sr.median / smr.median);
+    printf("  %-22s %10.3f ms  %.2f ns/op  (engine / minimal %.2f)\n", "  replay + sweep",
+           smp.median * 1e3, smp.median * per, sp.median / smp.median);
     printf("  gradient check: record %.2e, replay %.2e (normwise relative, limit 1e-12)\n", err_rec,
            err_rep);
 
@@ -164,6 +223,10 @@ int main(int argc, char **argv)
     bench_json("W1", "record_sweep_ns_per_op", ns_rec, "ns", -1);
     bench_json("W1", "replay_sweep_ns_per_op", ns_rep, "ns", -1);
     bench_json("W1", "bytes_per_op", bpo, "B", -1);
+    bench_stats ns_mr = {smr.median * per, smr.min * per, smr.max * per};
+    bench_stats ns_mp = {smp.median * per, smp.min * per, smp.max * per};
+    bench_json("W1", "minimal_record_sweep_ns_per_op", ns_mr, "ns", -1);
+    bench_json("W1", "minimal_replay_sweep_ns_per_op", ns_mp, "ns", -1);
     bench_stats om = {sr.median / sf.median, sr.min / sf.median, sr.max / sf.median};
     bench_stats omr = {sp.median / sf.median, sp.min / sf.median, sp.max / sf.median};
     bench_json("W1", "omega_record", om, "x", -1);

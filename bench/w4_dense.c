@@ -66,6 +66,33 @@ static void hand_backward(layer *L)
     }
 }
 
+/* The memory yardsticks: one pass reading W, and one writing dW (= dz x^T,
+ * plain stores, W untouched). A forward must at least read W; a backward
+ * reads W for dx and writes dW. */
+static double read_pass(const double *W, size_t nn)
+{
+    /* eight independent sums, so the adds' latency does not bound it */
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t j = 0;
+    for (; j + 8 <= nn; j += 8)
+        for (int k = 0; k < 8; k++)
+            s[k] += W[j + k];
+    for (; j < nn; j++)
+        s[0] += W[j];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static void write_pass(layer *L)
+{
+    const size_t n = L->n;
+    for (size_t i = 0; i < n; i++) {
+        const double dz = L->y[i];
+        double *dw = L->dW + i * n;
+        for (size_t j = 0; j < n; j++)
+            dw[j] = dz * L->x[j];
+    }
+}
+
 static double rel_diff(const double *a, const double *b, size_t n)
 {
     double num = 0, den = 0;
@@ -116,6 +143,7 @@ static void run(size_t n)
     /* Repetitions: enough work per timing at small n. */
     int inner = n <= 16 ? 20000 : n <= 64 ? 2000 : n <= 256 ? 200 : n <= 1024 ? 10 : 1;
     double th[BENCH_REPS], thf[BENCH_REPS], te[BENCH_REPS], tef[BENCH_REPS], tez[BENCH_REPS];
+    double trd[BENCH_REPS], twr[BENCH_REPS];
     volatile double sink = 0;
     for (int rep = -1; rep < BENCH_REPS; rep++) {
         double t0 = bench_now();
@@ -127,9 +155,17 @@ static void run(size_t n)
             hand_backward(&L);
         }
         double t2 = bench_now();
+        for (int k = 0; k < inner; k++)
+            sink += read_pass(L.W, n * n);
+        double t3 = bench_now();
+        for (int k = 0; k < inner; k++)
+            write_pass(&L);
+        double t4 = bench_now();
         if (rep >= 0) {
             thf[rep] = (t1 - t0) / inner;
             th[rep] = (t2 - t1) / inner;
+            trd[rep] = (t3 - t2) / inner;
+            twr[rep] = (t4 - t3) / inner;
         }
     }
 
@@ -203,11 +239,13 @@ static void run(size_t n)
     bench_stats sh = bench_summarise(th, BENCH_REPS), shf = bench_summarise(thf, BENCH_REPS);
     bench_stats se = bench_summarise(te, BENCH_REPS), sef = bench_summarise(tef, BENCH_REPS);
     bench_stats sez = bench_summarise(tez, BENCH_REPS), s2 = bench_summarise(t2op, BENCH_REPS);
+    bench_stats srd = bench_summarise(trd, BENCH_REPS), swr = bench_summarise(twr, BENCH_REPS);
     size_t param_bytes = (2 * n * n + 4 * n) * sizeof(double);
-    printf("  %5zu %12.2f %12.2f %6.2f %6.2f %12.2f %6.2f %8.2f %8.2f %9.2f %9.2f %6ld\n", n,
-           se.median * 1e6, sh.median * 1e6, se.median / sh.median, s2.median / sh.median,
-           sez.median * 1e6,
-           sez.median / sh.median, se.median / sef.median, sh.median / shf.median,
+    printf("  %5zu %12.2f %12.2f %6.2f %6.2f %12.2f %6.2f %8.2f %8.2f %10.2f %10.2f %9.2f %9.2f "
+           "%6ld\n",
+           n, se.median * 1e6, sh.median * 1e6, se.median / sh.median, s2.median / sh.median,
+           sez.median * 1e6, sez.median / sh.median, se.median / sef.median,
+           sh.median / shf.median, srd.median * 1e6, swr.median * 1e6,
            (double)counter.peak / 1048576.0, (double)param_bytes / 1048576.0, step_allocs);
     char variant[64];
     snprintf(variant, sizeof variant, "n%zu_fwd_bwd", n);
@@ -220,6 +258,10 @@ static void run(size_t n)
     bench_json("W4", variant, sef, "s", sef.median / shf.median);
     snprintf(variant, sizeof variant, "n%zu_hand_fwd_bwd", n);
     bench_json("W4", variant, sh, "s", -1);
+    snprintf(variant, sizeof variant, "n%zu_read_W", n);
+    bench_json("W4", variant, srd, "s", -1);
+    snprintf(variant, sizeof variant, "n%zu_write_dW", n);
+    bench_json("W4", variant, swr, "s", -1);
     printf("{\"workload\":\"W4\",\"variant\":\"n%zu_peak_tape_bytes\",\"value\":%zu}\n", n,
            counter.peak);
     ad_tape_free(t);
@@ -233,8 +275,9 @@ int main(int argc, char **argv)
 {
     size_t sizes[] = {16, 64, 256, 1024, 4096};
     printf("W4 dense layer y = relu(Wx + b), J = 1/2||y||^2 (replay + sweep vs hand-written C)\n");
-    printf("  %5s %12s %12s %6s %6s %12s %6s %8s %8s %9s %9s %6s\n", "n", "fwd+bwd us", "hand us",
-           "ratio", "2-op", "+zero us", "ratio", "fb/f", "hand fb/f", "tape MiB", "param MiB", "allocs");
+    printf("  %5s %12s %12s %6s %6s %12s %6s %8s %8s %10s %10s %9s %9s %6s\n", "n", "fwd+bwd us",
+           "hand us", "ratio", "2-op", "+zero us", "ratio", "fb/f", "hand fb/f", "read W us",
+           "write dW us", "tape MiB", "param MiB", "allocs");
     if (argc > 1) {
         run((size_t)strtoul(argv[1], NULL, 10));
         return 0;
