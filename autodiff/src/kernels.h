@@ -4,12 +4,16 @@
  * (four rows sharing x; 2x2 and 2x4 blocks) use SSE2 intrinsics, x86-64's
  * baseline, because gcc vectorizes their plain-C form across rows with
  * shuffles and ran slower than one row at a time; each has a plain-C twin
- * for other targets. So does the non-temporal store of a large dW. */
+ * for other targets, giving the same bits. So does the non-temporal store
+ * of a large dW. */
 #ifndef AD_KERNELS_H
 #define AD_KERNELS_H
 
 #include <stddef.h>
-#if defined(__SSE2__)
+/* AD_PORTABLE_KERNELS (cmake -DAD_PORTABLE_KERNELS=ON) builds the plain-C
+ * twins on x86-64 too, so CI compiles and tests what other targets run. */
+#if defined(__SSE2__) && !defined(AD_PORTABLE_KERNELS)
+#define AD__SSE2 1
 #include <emmintrin.h>
 #endif
 
@@ -32,7 +36,7 @@ static inline double ad__kdot(const double *restrict a, const double *restrict b
 /* Four dot products sharing x: out[r] = w_r . x, each bit for bit what
  * ad__kdot(w_r, x, n) returns (the same four partial sums, added in the
  * same order), with x loaded once for the four rows. */
-#if defined(__SSE2__)
+#if defined(AD__SSE2)
 static inline double ad__khsum(__m128d a, __m128d b) /* (a0 + a1) + (b0 + b1) */
 {
     return (_mm_cvtsd_f64(a) + _mm_cvtsd_f64(_mm_unpackhi_pd(a, a)))
@@ -122,7 +126,7 @@ static inline void ad__krows4_vjp(double *restrict d0, double *restrict d1, doub
 }
 #undef AD__KROWS_LOOP
 
-#if defined(__SSE2__)
+#if defined(AD__SSE2)
 /* ad__krows4_vjp writing dW (setw) with non-temporal stores: for a dW too
  * large to stay in cache, the stores skip the read of each line before
  * writing it, and dW's traffic halves. d0 must be 16-byte aligned and n even (so
@@ -184,7 +188,7 @@ static inline double ad__ksum(const double *x, size_t n)
  * Each product keeps two partial sums (even and odd i) added at the end,
  * in every form below and in ad__kdot2x4, so a product's bits do not
  * depend on which of these blocks computed it. */
-#if defined(__SSE2__)
+#if defined(AD__SSE2)
 /* out[r*4+c] = a_r . b_c for r < 2, c < 4: eight products, six loads per
  * two elements. */
 static inline void ad__kdot2x4(const double *restrict a0, const double *restrict a1,

@@ -260,7 +260,7 @@ static void nt_fwd(const double *A, const double *B, double *C, size_t m, size_t
     size_t i = 0;
     for (; i + 2 <= m; i += 2) { /* C[i..i+1, j..] from 2x4 and 2x2 blocks of dot products */
         size_t j = 0;
-#if defined(__SSE2__)
+#if defined(AD__SSE2)
         for (; j + 4 <= n; j += 4) {
             double o[8];
             ad__kdot2x4(A + i * p, A + (i + 1) * p, B + j * p, B + (j + 1) * p, B + (j + 2) * p,
