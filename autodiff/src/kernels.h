@@ -4,8 +4,8 @@
  * (four rows sharing x; 2x2 and 2x4 blocks) use SSE2 intrinsics, x86-64's
  * baseline, because gcc vectorizes their plain-C form across rows with
  * shuffles and ran slower than one row at a time; each has a plain-C twin
- * for other targets, giving the same bits. So does the non-temporal store
- * of a large dW. */
+ * for other targets, with the same partial sums in the same order. So
+ * does the non-temporal store of a large dW. */
 #ifndef AD_KERNELS_H
 #define AD_KERNELS_H
 
