@@ -5,7 +5,7 @@
  * Reports t_f (plain double), record+sweep and replay+sweep, omega = t/t_f,
  * ns and bytes per recorded op. Checks the gradient against the analytic
  * one (normwise relative error <= 1e-12). Times the minimal interpreter of
- * min_tape.h the same two ways, as the floor an interpreting tape can reach. */
+ * min_tape.h the same two ways, as a yardstick: what a bare interpreter costs. */
 #include "bench_util.h"
 #include "min_tape.h"
 
@@ -204,7 +204,7 @@ int main(int argc, char **argv)
            sp.median * 1e3, sp.median / sf.median, sp.median * per, replay_allocs);
     printf("  %-22s %10.1f bytes/op  (%zu bytes held)\n", "tape memory", (double)bytes / (double)nops,
            bytes);
-    printf("  minimal interpreter (min_tape.h: flat array, no checks, no API), the floor of a tape:\n");
+    printf("  minimal interpreter (min_tape.h: flat array, no checks, no API), a yardstick:\n");
     printf("  %-22s %10.3f ms  %.2f ns/op  (engine / minimal %.2f)\n", "  record + sweep",
            smr.median * 1e3, smr.median * per, sr.median / smr.median);
     printf("  %-22s %10.3f ms  %.2f ns/op  (engine / minimal %.2f)\n", "  replay + sweep",
