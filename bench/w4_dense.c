@@ -8,7 +8,8 @@
  * AD_SWEEP_ASSIGN): that is the figure compared. Also timed: the same layer
  * as two ops (ad_add(ad_matvec(W, x), b)), and the engine's default
  * (ad_backward adds into the caller's buffers) with the caller zeroing the
- * buffers before each step. */
+ * buffers before each step, and two memory yardsticks: one plain pass
+ * reading W and one writing dW. */
 #include "bench_util.h"
 
 #include <autodiff/autodiff.h>
