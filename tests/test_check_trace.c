@@ -44,13 +44,6 @@ static void sink_free(sink *s)
     memset(s, 0, sizeof *s);
 }
 
-/* Names nodes[i] names[i], for i < n. */
-static void name_all(ad_tape *t, const ad_node *nodes, const char *const *names, int n)
-{
-    for (int i = 0; i < n; i++)
-        cr_assert_eq(ad_set_name(t, nodes[i], names[i]), AD_OK, "%s", names[i]);
-}
-
 /* Every line of want[] appears in text. */
 static void expect_lines(const char *text, const char *const *want, size_t n)
 {
@@ -58,6 +51,17 @@ static void expect_lines(const char *text, const char *const *want, size_t n)
         cr_assert_not_null(strstr(text, want[i]), "missing:\n%s\nin:\n%s", want[i], text);
 }
 #define EXPECT_LINES(text, want) expect_lines((text), (want), sizeof(want) / sizeof((want)[0]))
+
+/* Names nodes[i] names[i] for i < n, sweeps from J and writes J's trace
+ * into s. */
+static void trace_named(ad_tape *t, ad_node J, const ad_node *nodes, const char *const *names,
+                        int n, sink *s)
+{
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(ad_set_name(t, nodes[i], names[i]), AD_OK, "%s", names[i]);
+    cr_assert_eq(ad_backward(t, J), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_trace(t, J, sink_write, s, NULL), AD_OK);
+}
 
 /* The dense layer of the lecture notes' exercise: W, b, x and a target. */
 typedef struct layer {
@@ -191,10 +195,8 @@ Test(trace, dense_layer_shows_shape_rules_and_values)
     ad_node J = ad_scale(t, ad_sum(t, ad_square(t, e)), 0.5);
     const char *names[] = {"W", "b", "x", "t", "Wx", "z", "y", "e", "J"};
     const ad_node nodes[] = {W, b, x, tg, Wx, z, y, e, J};
-    name_all(t, nodes, names, 9);
-    cr_assert_eq(ad_backward(t, J), AD_OK);
     sink s = {0};
-    cr_assert_eq(ad_trace(t, J, sink_write, &s, NULL), AD_OK);
+    trace_named(t, J, nodes, names, 9, &s);
     const char *want[] = {
         "\nWx = W · x = (-7, 4.5, 4.5)\n  dJ/dWx = (-4, 2.5, 0)\n",
         "  dJ/dW = dJ/dWx · x^T   (3x1)·(1x4) = [[-4, 0, -8, 4], [2.5, 0, 5, -2.5], [0, 0, 0, 0]]\n",
@@ -231,10 +233,8 @@ Test(trace, affine_layer_vector_and_batch)
     ad_node J = ad_scale(t, ad_sum(t, ad_square(t, ad_sub(t, y, L.tg))), 0.5);
     const char *names[] = {"W", "b", "x", "z", "y", "J"};
     const ad_node nodes[] = {L.W, L.b, L.x, z, y, J};
-    name_all(t, nodes, names, 6);
-    cr_assert_eq(ad_backward(t, J), AD_OK, "%s", ad_tape_errmsg(t));
     sink s = {0};
-    cr_assert_eq(ad_trace(t, J, sink_write, &s, NULL), AD_OK);
+    trace_named(t, J, nodes, names, 6, &s);
     const char *want[] = {
         "\nz = W · x + b = (1, 5.5, -0.5)\n  dJ/dz = (-4, 2.5, 0)\n",
         "  dJ/dW = dJ/dz · x^T   (3x1)·(1x4) = [[-4, 0, -8, 4], [2.5, 0, 5, -2.5], [0, 0, 0, 0]]\n",
@@ -253,9 +253,7 @@ Test(trace, affine_layer_vector_and_batch)
     J = ad_sum(t, Z);
     const char *bnames[] = {"W", "b", "X", "Z", "J"};
     const ad_node bnodes[] = {L.W, L.b, X, Z, J};
-    name_all(t, bnodes, bnames, 5);
-    cr_assert_eq(ad_backward(t, J), AD_OK, "%s", ad_tape_errmsg(t));
-    cr_assert_eq(ad_trace(t, J, sink_write, &s, NULL), AD_OK);
+    trace_named(t, J, bnodes, bnames, 5, &s);
     const char *bwant[] = {
         "\nZ = X · W^T + b = [[1, 5.5, -0.5], [11, -1.5, -6]]\n",
         "  dJ/dW = dJ/dZ^T · X   (3x2)·(2x4) = [[1, 1, 2, 0], [1, 1, 2, 0], [1, 1, 2, 0]]\n",
@@ -282,10 +280,8 @@ Test(trace, matmul_family_rules)
     ad_node J = ad_add(t, ad_sum(t, D), ad_sum(t, O));
     const char *names[] = {"A", "B", "v", "C", "D", "w", "O", "J"};
     const ad_node nodes[] = {A, B, v, C, D, w, O, J};
-    name_all(t, nodes, names, 8);
-    cr_assert_eq(ad_backward(t, J), AD_OK, "%s", ad_tape_errmsg(t));
     sink s = {0};
-    cr_assert_eq(ad_trace(t, J, sink_write, &s, NULL), AD_OK);
+    trace_named(t, J, nodes, names, 8, &s);
     const char *want[] = {
         "dJ/dA += dJ/dC · B^T   (2x2)·(2x3) = ",
         "dJ/dB = A^T · dJ/dC   (3x2)·(2x2) = ",
