@@ -283,6 +283,14 @@ static inline void ad__zero_fresh(const ad_call *k, unsigned fresh)
             memset(k->in[i].grad, 0, ad_shape_size(k->in[i].shape) * sizeof(double));
 }
 
+/* Whether the n doubles at a and the m doubles at b share memory: two
+ * ad_param gradient buffers may be views of one block. */
+static inline bool ad__overlap(const double *a, size_t n, const double *b, size_t m)
+{
+    const uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return x < y + m * sizeof(double) && y < x + n * sizeof(double);
+}
+
 /* Defines NAME_vjp (the public, adding form) from NAME_vjp_to. */
 #define AD__VJP_ADDING(NAME)                                                                  \
     static void NAME##_vjp(const ad_call *k) { NAME##_vjp_to(k, 0); }
