@@ -184,8 +184,10 @@ struct ad_tape {
                                    ad_params recorded so far        */
     bool grads_shared;          /* two ad_param gradient buffers
                                    overlap (tied weights)           */
-    int status;
-    char msg[AD__MSG_CAP];
+    int status;                 /* the recording's first error (sticky) */
+    int call_status;            /* the last non-recording call's result */
+    char msg[AD__MSG_CAP];      /* the reason for status, or else for
+                                   call_status                      */
 };
 
 /* Node i through the chunk table ch (the hot loops keep ch in a register). */
@@ -246,12 +248,32 @@ int ad__fail(ad_tape *t, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* The same for a call that records nothing (a sweep, a replay,
+ * set_value, a driver): the error is returned and its message kept in the
+ * tape until the next such call, but the recording stays usable, so the
+ * status is not set. When the recording has already failed, returns its
+ * status and keeps its message. Never allocates. */
+int ad__fail_call(ad_tape *t, int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Starts a non-recording call: clears the previous call's error. Returns
+ * the recording's status (a call on a failed recording does nothing). */
+static inline int ad__begin_call(ad_tape *t)
+{
+    t->call_status = AD_OK;
+    return t->status;
+}
+
 /* Writes "a scalar", "a vector of length 5" or "3x4" into buf. */
 const char *ad__shape_str(ad_shape s, char *buf, size_t cap);
 
 /* Looks up a handle; NULL and an error on the tape when it is nil, stale
  * or foreign. who names the op and operand for the message. */
 ad__node *ad__check(ad_tape *t, ad_node n, const char *op, int operand);
+/* The same for a non-recording call (ad__fail_call). */
+ad__node *ad__check_call(ad_tape *t, ad_node n, const char *op, int operand);
 /* The same without reporting (for read-only accessors). */
 ad__node *ad__peek(const ad_tape *t, ad_node n);
 

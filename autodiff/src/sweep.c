@@ -120,7 +120,7 @@ static int check_shared(ad_tape *t, const char *who)
         const size_t nd = (k * sizeof(span) + sizeof(double) - 1) / sizeof(double);
         span *s = (span *)(void *)ad__arena_alloc(&t->arena, &t->mem, nd);
         if (!s)
-            return ad__fail(t, AD_ENOMEM, "%s: out of memory checking %zu gradient buffers", who,
+            return ad__fail_call(t, AD_ENOMEM, "%s: out of memory checking %zu gradient buffers", who,
                             k);
         size_t j = 0;
         for (size_t i = 0; i < t->next_ext; i++) {
@@ -162,26 +162,26 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags,
 {
     if (!t)
         return AD_EMISUSE;
-    if (t->status != AD_OK)
+    if (ad__begin_call(t) != AD_OK)
         return t->status;
     if (flags & ~(unsigned)AD_SWEEP_ASSIGN)
-        return ad__fail(t, AD_EMISUSE, "%s: unknown flags 0x%x (known: AD_SWEEP_ASSIGN)", who,
+        return ad__fail_call(t, AD_EMISUSE, "%s: unknown flags 0x%x (known: AD_SWEEP_ASSIGN)", who,
                         flags & ~(unsigned)AD_SWEEP_ASSIGN);
     bool assign = (flags & AD_SWEEP_ASSIGN) != 0;
-    ad__node *o = ad__check(t, output, who, 1);
+    ad__node *o = ad__check_call(t, output, who, 1);
     if (!o)
-        return t->status;
+        return AD_EMISUSE;
     ad_tensor out;
     ad__view(t, output.id_, &out);
     if (!seed && out.shape.ndim != 0) {
         char buf[48];
-        return ad__fail(t, AD_EMISUSE,
+        return ad__fail_call(t, AD_EMISUSE,
                         "%s: the output is %s, not a scalar; pass a seed of the same size "
                         "with ad_backward_seed",
                         who, ad__shape_str(out.shape, buf, sizeof buf));
     }
     if (assign && !t->grads_checked && check_shared(t, who) != AD_OK)
-        return t->status;
+        return AD_ENOMEM;
     if (assign && t->grads_shared) { /* see check_shared */
         zero_caller_grads(t);
         assign = false;
@@ -241,8 +241,8 @@ int ad_backward(ad_tape *t, ad_node output) { return sweep(t, output, NULL, 0, "
 
 int ad_backward_seed(ad_tape *t, ad_node output, const double *seed)
 {
-    if (t && t->status == AD_OK && !seed)
-        return ad__fail(t, AD_EMISUSE, "backward_seed: seed is NULL");
+    if (t && ad__begin_call(t) == AD_OK && !seed)
+        return ad__fail_call(t, AD_EMISUSE, "backward_seed: seed is NULL");
     return sweep(t, output, seed, 0, "backward_seed");
 }
 
@@ -263,7 +263,7 @@ int ad_replay(ad_tape *t)
 {
     if (!t)
         return AD_EMISUSE;
-    if (t->status != AD_OK)
+    if (ad__begin_call(t) != AD_OK)
         return t->status;
     void *const *ch = t->nodes.chunk;
     const double *k = t->consts;

@@ -44,6 +44,20 @@ int ad__fail(ad_tape *t, int status, const char *fmt, ...)
     return status;
 }
 
+int ad__fail_call(ad_tape *t, int status, const char *fmt, ...)
+{
+    if (!t)
+        return status;
+    if (t->status != AD_OK)
+        return t->status; /* the recording's own error stays */
+    t->call_status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->msg, sizeof t->msg, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
 const char *ad__shape_str(ad_shape s, char *buf, size_t cap)
 {
     if (s.ndim == 0)
@@ -61,7 +75,7 @@ const char *ad_tape_errmsg(const ad_tape *t)
 {
     if (!t)
         return "tape is NULL";
-    return t->status == AD_OK ? "" : t->msg;
+    return t->status == AD_OK && t->call_status == AD_OK ? "" : t->msg;
 }
 
 /* ---- lifecycle ---- */
@@ -158,6 +172,7 @@ void ad_tape_reset(ad_tape *t)
     t->adj_dirty = false;
     t->grads_checked = false;
     t->status = AD_OK;
+    t->call_status = AD_OK;
     t->msg[0] = '\0';
     t->generation++;
     set_tag(t);
@@ -176,23 +191,35 @@ ad__node *ad__peek(const ad_tape *t, ad_node n)
     return ad__N(t, n.id_);
 }
 
-ad__node *ad__check(ad_tape *t, ad_node n, const char *op, int operand)
+typedef int (*fail_fn)(ad_tape *t, int status, const char *fmt, ...);
+
+static ad__node *check_with(ad_tape *t, ad_node n, const char *op, int operand, fail_fn fail)
 {
     if (!t)
         return NULL;
     if (n.id_ == 0) {
-        ad__fail(t, AD_EMISUSE, "%s: operand %d is the nil node (the result of a failed call)",
-                 op, operand);
+        fail(t, AD_EMISUSE, "%s: operand %d is the nil node (the result of a failed call)", op,
+             operand);
         return NULL;
     }
     if (n.tag_ != ad__tag(t) || n.id_ >= t->len) {
-        ad__fail(t, AD_EMISUSE,
-                 "%s: operand %d is not a node of this tape (it belongs to another tape, "
-                 "or was recorded before ad_tape_reset)",
-                 op, operand);
+        fail(t, AD_EMISUSE,
+             "%s: operand %d is not a node of this tape (it belongs to another tape, "
+             "or was recorded before ad_tape_reset)",
+             op, operand);
         return NULL;
     }
     return ad__N(t, n.id_);
+}
+
+ad__node *ad__check(ad_tape *t, ad_node n, const char *op, int operand)
+{
+    return check_with(t, n, op, operand, ad__fail);
+}
+
+ad__node *ad__check_call(ad_tape *t, ad_node n, const char *op, int operand)
+{
+    return check_with(t, n, op, operand, ad__fail_call);
 }
 
 /* ---- views ---- */
@@ -369,19 +396,21 @@ int ad_set_value(ad_tape *t, ad_node leafn, const double *data)
 {
     if (!t)
         return AD_EMISUSE;
-    ad__node *n = ad__check(t, leafn, "set_value", 1);
+    if (ad__begin_call(t) != AD_OK)
+        return t->status;
+    ad__node *n = ad__check_call(t, leafn, "set_value", 1);
     if (!n)
         return AD_EMISUSE;
     if (!data)
-        return ad__fail(t, AD_EMISUSE, "set_value: data is NULL");
+        return ad__fail_call(t, AD_EMISUSE, "set_value: data is NULL");
     const unsigned op = ad__opc(n->h);
     ad__ext *x = (n->h & AD__EXT) ? ad__X(t, ad__a(n->h)) : NULL;
     if (op != AD_OP_LEAF)
-        return ad__fail(t, AD_EMISUSE,
+        return ad__fail_call(t, AD_EMISUSE,
                         "set_value: node %u is the result of %s, not a constant or variable",
                         (unsigned)leafn.id_, x ? x->def->name : ad__ops[op]->def.name);
     if (x && x->view)
-        return ad__fail(t, AD_EMISUSE,
+        return ad__fail_call(t, AD_EMISUSE,
                         "set_value: node %u is an ad_param; write to the caller's buffer instead",
                         (unsigned)leafn.id_);
     if (x)

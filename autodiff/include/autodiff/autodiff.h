@@ -15,6 +15,12 @@
  *    every later op on that tape returns nil and does nothing, so a chain
  *    of calls can be checked once with ad_tape_status(). Nodes recorded
  *    before the error stay intact.
+ *  - Calls that record nothing -- ad_set_value, ad_replay, the sweeps,
+ *    and the drivers and checks built on them -- return a status and, on
+ *    failure, leave the reason in ad_tape_errmsg() until the next such
+ *    call, but do NOT set the sticky status: a misused sweep (say, on a
+ *    vector output) leaves a good recording good. On a tape whose
+ *    recording has failed they do nothing and return its status.
  *  - The library never aborts, exits or prints. All memory goes through
  *    the allocator given at creation (default: realloc/free).
  *  - There is no global mutable state. A tape may be used by one thread at
@@ -224,11 +230,16 @@ AD_API void ad_tape_free(ad_tape *t);
  * Caller-owned parameter buffers are untouched. NULL: no-op. */
 AD_API void ad_tape_reset(ad_tape *t);
 
-/* The sticky status: AD_OK, or the first error since creation or reset. */
+/* The recording's sticky status: AD_OK, or the first error of a
+ * recording call since creation or reset. Errors of calls that record
+ * nothing (sweeps, replay, set_value) are returned by those calls and
+ * never change it. */
 AD_API int ad_tape_status(const ad_tape *t);
-/* Message for that error, naming the op and the shapes, e.g.
- * "matvec: W is 3x4 but x has length 5". "" when status is AD_OK. Owned
- * by the tape, valid until the next reset or free. Never NULL. */
+/* The reason for the most recent failure, naming the op and the shapes,
+ * e.g. "matvec: W is 3x4 but x has length 5": the recording's error when
+ * it has one, else that of the last non-recording call if that call
+ * failed. "" when neither. Owned by the tape, valid until the next call
+ * on it, reset or free. Never NULL. */
 AD_API const char *ad_tape_errmsg(const ad_tape *t);
 
 /* Number of nodes recorded (including one reserved internal node). */
@@ -262,8 +273,8 @@ AD_API ad_node ad_param(ad_tape *t, ad_shape shape, const double *value, double 
 /* Overwrite a copied leaf's value (ad_constant/ad_variable/ad_scalar*),
  * typically before ad_replay. data holds ad_shape_size(shape) doubles.
  * Returns AD_OK, or AD_EMISUSE (not a copied leaf, an ad_param, a stale or
- * foreign node, NULL data) with the reason recorded in the tape like any
- * other error (ad_tape_errmsg; the first error is kept). */
+ * foreign node, NULL data) with the reason in ad_tape_errmsg; records
+ * nothing, so a refused write leaves ad_tape_status unchanged. */
 AD_API int ad_set_value(ad_tape *t, ad_node leaf, const double *data);
 
 /* ------------------------------------------------------------------ */
@@ -342,8 +353,9 @@ AD_API ad_node ad_apply_named(ad_tape *t, const char *name, const ad_node *in, i
  * tape's adjoints afresh, so two sweeps give the same ad_grad() for tape
  * nodes (0 for a node the output does not depend on); gradients of
  * ad_param leaves go into caller buffers and accumulate. Iterative: tapes
- * of any length. Returns AD_OK, the sticky status if set, or AD_EMISUSE
- * (non-scalar output: use ad_backward_seed; stale or foreign node). */
+ * of any length. Returns AD_OK, the recording's status if it failed, or
+ * AD_EMISUSE (non-scalar output: use ad_backward_seed; stale or foreign
+ * node) -- the reason in ad_tape_errmsg, the recording left usable. */
 AD_API int ad_backward(ad_tape *t, ad_node output);
 /* The same for an output of any shape, seeded with seed[] (its size
  * elements): computes the vector-Jacobian product seed^T J. */
@@ -372,7 +384,7 @@ AD_API int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned fla
  * (ad_set_value, and the caller buffers behind ad_param) without
  * recording again and without allocating. Structure is fixed at recording:
  * a branch the program took on a value is not re-decided. Returns AD_OK or
- * the sticky status. */
+ * the recording's status if it failed (replay itself cannot fail). */
 AD_API int ad_replay(ad_tape *t);
 
 /* ------------------------------------------------------------------ */
