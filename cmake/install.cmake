@@ -46,6 +46,28 @@ if(TARGET nn)
       SOVERSION ${PROJECT_VERSION_MAJOR})
   endif()
   set_target_properties(nn PROPERTIES EXPORT_NAME nn)
+  # Run-time search path of the installed libnn: its own directory, where
+  # libautodiff.so.0 is installed too. A program that calls only nn_
+  # functions and is linked with --as-needed (the default of several
+  # toolchains, Debian's gcc included) has no NEEDED entry for
+  # libautodiff, so the loader looks for it on libnn's behalf, and an
+  # executable's DT_RUNPATH is not searched for a library's dependencies.
+  # $ORIGIN makes the pair self-contained in any prefix, moved or not.
+  # (The build-tree libnn has CMake's build RPATH, which names the
+  # directory of the build-tree libautodiff.)
+  if(APPLE)
+    set(ad_origin "@loader_path")
+  else()
+    set(ad_origin "$ORIGIN")
+  endif()
+  get_target_property(ad_nn_install_rpath nn INSTALL_RPATH)
+  if(NOT ad_nn_install_rpath)
+    set(ad_nn_install_rpath "")
+  endif()
+  if(NOT ad_origin IN_LIST ad_nn_install_rpath)
+    list(PREPEND ad_nn_install_rpath "${ad_origin}")
+  endif()
+  set_target_properties(nn PROPERTIES INSTALL_RPATH "${ad_nn_install_rpath}")
   list(APPEND ad_export_targets nn)
   if(NOT TARGET autodiff::nn)
     add_library(autodiff::nn ALIAS nn)

@@ -9,10 +9,14 @@
 #    <workdir>/src, so no build directory of the checkout leaks in;
 # 2. runs, in that copy, exactly the command block of docs/embedding.md
 #    ("Quick start"), with HOME=<workdir>/home so PREFIX is temporary;
-# 3. checks the installed files;
+# 3. checks the installed files, the RUNPATH $ORIGIN of libnn and the
+#    order of `pkg-config --static --libs nn`;
 # 4. builds examples/embed again: against the static libraries, from a
 #    copy of the prefix at another path (relocation), and with
-#    add_subdirectory() of the source tree;
+#    add_subdirectory() of the source tree; every route also builds
+#    nn_only.c, a program that calls nn_ functions only, linked with
+#    --as-needed and DT_RUNPATH, which starts only if libnn finds
+#    libautodiff by itself;
 # 5. builds and runs tests/test_cxx_header.cpp against the installed
 #    libraries with a C++ compiler;
 # 6. checks that the program in docs/embedding.md is examples/embed/main.c.
@@ -20,7 +24,10 @@
 # <workdir> defaults to a new directory under ${TMPDIR:-/tmp}; it is removed
 # on success unless KEEP=1. Needs: cmake, a C compiler, pkg-config,
 # uthash.h; a C++ compiler for step 5 (skipped with a note without one).
+# Nothing runs with LD_LIBRARY_PATH: it is unset, since it would hide a
+# library that the loader cannot find through the binaries' own paths.
 set -eu
+unset LD_LIBRARY_PATH
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-}
@@ -64,9 +71,22 @@ cat "$work/quickstart.sh"
     echo "check-embed: the documented commands failed (log: $work/quickstart.log)" >&2
     exit 1
 }
-grep -E '^(autodiff|dL/dW|expected error|ok|FAILED)' "$work/quickstart.log" || true
+grep -E '^(autodiff|dL/dW|expected error|nn|ok|FAILED)' "$work/quickstart.log" || true
 [ "$(grep -c '^ok$' "$work/quickstart.log")" -ge 3 ] ||
     bad "expected 'ok' from the CMake, shared and static pkg-config demos"
+if [ -f "$src/nn/CMakeLists.txt" ] && [ -f "$src/examples/embed/nn_only.c" ]; then
+    # find_package (the CMake consumer), pkg-config shared and static.
+    [ "$(grep -c '^nn only:' "$work/quickstart.log")" -ge 3 ] ||
+        bad "expected the nn-only program to run from CMake and pkg-config (shared, static)"
+    pcout=$src/build-consumer-pc
+    for exe in "$src/build-consumer/embed_nn_only" "$pcout/embed_nn_only_shared"; do
+        [ -f "$exe" ] || continue
+        # The case of the defect: no NEEDED libautodiff, a RUNPATH only.
+        if readelf -d "$exe" | grep -q 'NEEDED.*libautodiff'; then
+            bad "$exe records libautodiff (not linked --as-needed?): the nn-only case is not tested"
+        fi
+    done
+fi
 prefix=$work/home/.local
 
 # ---- 3. the installed files ----
@@ -92,6 +112,18 @@ for l in $libs; do
 done
 if [ -d "$src/nn" ]; then
     [ -f "$prefix/include/nn/nn.h" ] || bad "missing include/nn/nn.h"
+    # libnn finds libautodiff (installed next to it) by itself.
+    nn_so=$libdir/libnn.so.$version
+    readelf -d "$nn_so" | grep -q "NEEDED.*\[libautodiff.so.$major\]" ||
+        bad "libnn does not record libautodiff.so.$major"
+    # shellcheck disable=SC2016 # a literal $ORIGIN
+    readelf -d "$nn_so" | grep -E '\((RUNPATH|RPATH)\)' | grep -q '\[\$ORIGIN[]:]' ||
+        bad "the installed libnn has no RUNPATH \$ORIGIN: a program calling only nn_ cannot start"
+    # pkg-config --static: autodiff after nn, -lm after autodiff.
+    nn_static_libs=$(PKG_CONFIG_PATH=$pcdir pkg-config --static --libs nn)
+    echo "pkg-config --static --libs nn: $nn_static_libs"
+    printf '%s\n' "$nn_static_libs" | grep -Eq -- '-lnn( .*)? -lautodiff( .*)? -lm( |$)' ||
+        bad "pkg-config --static --libs nn does not list -lnn, -lautodiff, -lm in that order"
 fi
 PKG_CONFIG_PATH=$pcdir pkg-config --modversion autodiff | grep -qx "$version" ||
     bad "pkg-config --modversion autodiff is not $version"
@@ -104,17 +136,27 @@ run_consumer() { # name, cmake arguments...
     if cmake -S "$src/examples/embed" -B "$work/$name" "$@" >"$work/$name.log" 2>&1 &&
         cmake --build "$work/$name" >>"$work/$name.log" 2>&1 &&
         (cd "$work/$name" && ctest --output-on-failure) >>"$work/$name.log" 2>&1; then
-        grep -E 'tests passed|Passed' "$work/$name.log" | tail -3
+        grep -E 'tests passed|Passed' "$work/$name.log" | tail -4
     else
         tail -30 "$work/$name.log" >&2
         bad "consumer $name (log: $work/$name.log)"
     fi
+    if grep -q 'examples/embed/.*warning:' "$work/$name.log"; then
+        grep 'examples/embed/.*warning:' "$work/$name.log" >&2
+        bad "consumer $name: warnings in examples/embed"
+    fi
+    if [ -f "$src/nn/CMakeLists.txt" ] && [ -f "$src/examples/embed/nn_only.c" ] &&
+        [ ! -f "$work/$name/embed_nn_only" ]; then
+        bad "consumer $name did not build embed_nn_only"
+    fi
 }
 
 run_consumer static -DCMAKE_PREFIX_PATH="$prefix" -DEMBED_STATIC=ON
-if [ -f "$work/static/embed_demo" ] && readelf -d "$work/static/embed_demo" | grep -q 'libautodiff'; then
-    bad "the static consumer still needs libautodiff.so"
-fi
+for exe in "$work/static/embed_demo" "$work/static/embed_nn_only"; do
+    if [ -f "$exe" ] && readelf -d "$exe" | grep -Eq 'lib(autodiff|nn)\.so'; then
+        bad "the static consumer $(basename "$exe") still needs a shared library of ours"
+    fi
+done
 
 cp -a "$prefix" "$work/moved-prefix"
 run_consumer relocated -DCMAKE_PREFIX_PATH="$work/moved-prefix"
@@ -122,6 +164,18 @@ if [ -f "$work/relocated/embed_demo" ]; then
     # It must have been linked against the copy, not the original prefix.
     readelf -d "$work/relocated/embed_demo" | grep -q "moved-prefix" ||
         bad "the relocated consumer does not use the moved prefix"
+fi
+if [ -f "$work/relocated/embed_nn_only" ]; then
+    # With the original prefix gone, libnn must still find libautodiff in
+    # the copy: nothing may point back at the install prefix.
+    mv "$prefix" "$prefix.hidden"
+    if out=$("$work/relocated/embed_nn_only" 2>&1); then
+        echo "$out" | tail -1
+    else
+        echo "$out" >&2
+        bad "the nn-only program does not start from the moved prefix alone"
+    fi
+    mv "$prefix.hidden" "$prefix"
 fi
 
 run_consumer subdirectory -DAUTODIFF_SOURCE_DIR="$src"
