@@ -6,7 +6,12 @@
  * which the sweep and replay loops inline (no call per scalar node).
  *
  * Unary:  X(name, CODE, takes_const, y = f(x, c), dy/dx = f'(x, y, c))
- * Binary: X(name, CODE, z = f(x, y), dz/dx (x, y, z), dz/dy (x, y, z)) */
+ * Binary: X(name, CODE, z = f(x, y), dz/dx (x, y, z), dz/dy (x, y, z))
+ *
+ * powc: c == 0 gives the derivative 0 everywhere (x^0 is the constant 1),
+ * where c x^(c-1) would be 0 * inf = NaN at x = 0 and 0 * NaN at NaN; every
+ * other c is c x^(c-1) as IEEE pow gives it (docs/math.md, "edge cases of
+ * pow_const"). */
 #ifndef AD_SCALAR_OPS_H
 #define AD_SCALAR_OPS_H
 
@@ -26,7 +31,7 @@
     X(sigmoid, AD_OP_SIGMOID, 0, 1.0 / (1.0 + exp(-x)), y * (1.0 - y)) /* y' = y(1-y) */      \
     X(relu, AD_OP_RELU, 0, x > 0.0 ? x : 0.0, x > 0.0 ? 1.0 : 0.0)     /* relu'(0) = 0 */     \
     X(abs, AD_OP_ABS, 0, fabs(x), x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : 0.0)) /* abs'(0) = 0 */    \
-    X(powc, AD_OP_POWC, 1, pow(x, c), c * pow(x, c - 1.0))  /* y' = c x^(c-1)      */
+    X(powc, AD_OP_POWC, 1, pow(x, c), c == 0.0 ? 0.0 : c * pow(x, c - 1.0)) /* (x^0)' = 0 */
 
 #define AD__BINARY_OPS(X)                                                                     \
     X(add, AD_OP_ADD, x + y, 1.0, 1.0)                      /* z = a + b           */         \

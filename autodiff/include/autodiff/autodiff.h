@@ -303,7 +303,14 @@ AD_API ad_node ad_sigmoid(ad_tape *t, ad_node x);            /* 1/(1+e^-x) */
 AD_API ad_node ad_relu(ad_tape *t, ad_node x);
 /* |x|. Its derivative at exactly 0 is taken as 0. */
 AD_API ad_node ad_abs(ad_tape *t, ad_node x);
-AD_API ad_node ad_pow_const(ad_tape *t, ad_node x, double p);/* x^p */
+/* x^p with C's pow, derivative p * x^(p-1) -- except p = 0, whose
+ * derivative is 0 everywhere (x^0 is the constant 1; not 0 * 0^-1 = NaN at
+ * x = 0). Elsewhere IEEE decides at the edges: p = 1 at 0 gives 1; p > 1 at
+ * 0 gives 0; 0 < p < 1 at +0 gives +inf; a negative p at 0 gives a value of
+ * +-inf and a derivative of +-inf (1/x: -inf at both +0 and -0; x^-2: -inf
+ * at +0, +inf at -0); a non-integer p at x < 0 gives NaN and a NaN
+ * derivative. Table: docs/math.md, "Edge cases of pow_const". */
+AD_API ad_node ad_pow_const(ad_tape *t, ad_node x, double p);
 
 /* Reductions to a scalar. */
 AD_API ad_node ad_sum(ad_tape *t, ad_node x);
