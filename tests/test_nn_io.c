@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char *tmp_path(const char *tag)
@@ -322,6 +323,56 @@ Test(nn_io, file_errors)
         cr_assert_eq(nn_model_save(m, "/dev/full"), NN_EIO);
         cr_assert_str_eq(nn_model_errmsg(m), "params: writing '/dev/full' failed");
     }
+    nn_model_free(m);
+}
+
+/* What is not a regular file is refused before anything is read: a
+ * directory (fopen succeeds on one, and its size reads as LONG_MAX), a
+ * FIFO (opening it would wait for a writer) and a device. */
+Test(nn_io, not_a_regular_file)
+{
+    nn_model *m = model(SIZES, 3, 1);
+    nn_params *p = nn_model_params(m);
+    const size_t n = nn_params_size(p);
+    double *before = malloc(n * sizeof(double));
+    memcpy(before, nn_params_values(p), n * sizeof(double));
+
+    cr_assert_eq(nn_model_load(m, "/tmp"), NN_EIO, "%s", nn_model_errmsg(m));
+    cr_assert_str_eq(nn_model_errmsg(m), "params: cannot load '/tmp': not a regular file (a directory)");
+    cr_assert_eq(nn_params_load(p, "/tmp/"), NN_EIO, "%s", nn_params_errmsg(p));
+    cr_assert_str_eq(nn_params_errmsg(p), "params: cannot load '/tmp/': not a regular file (a directory)");
+
+    const char *fifo = tmp_path("fifo");
+    remove(fifo);
+    if (mkfifo(fifo, 0600) == 0) {
+        cr_assert_eq(nn_model_load(m, fifo), NN_EIO, "%s", nn_model_errmsg(m));
+        cr_assert(strstr(nn_model_errmsg(m), "': not a regular file (a FIFO)"), "%s",
+                  nn_model_errmsg(m));
+        remove(fifo);
+    }
+    if (access("/dev/null", R_OK) == 0) {
+        cr_assert_eq(nn_model_load(m, "/dev/null"), NN_EIO, "%s", nn_model_errmsg(m));
+        cr_assert_str_eq(nn_model_errmsg(m),
+                         "params: cannot load '/dev/null': not a regular file (a character "
+                         "device)");
+    }
+    cr_assert_eq(memcmp(nn_params_values(p), before, n * sizeof(double)), 0,
+                 "a refused load changed the model");
+    free(before);
+    nn_model_free(m);
+}
+
+/* A file under /proc is regular but reports st_size 0: it is read to its
+ * end, so the complaint is about its content, not "truncated: 0 bytes". */
+Test(nn_io, proc_file_read_to_eof)
+{
+    const char *path = "/proc/self/status";
+    if (access(path, R_OK) != 0)
+        cr_skip_test("no %s here", path);
+    nn_model *m = model(SIZES, 3, 1);
+    cr_assert_eq(nn_model_load(m, path), NN_EFORMAT, "%s", nn_model_errmsg(m));
+    cr_assert_str_eq(nn_model_errmsg(m),
+                     "params: '/proc/self/status' is not an nn parameter file (bad magic)");
     nn_model_free(m);
 }
 

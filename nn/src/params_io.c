@@ -8,10 +8,20 @@
  * All integers and doubles little-endian, whatever the host. Loading
  * validates the whole file against the store first and copies only then,
  * so a bad file leaves the store untouched. */
+#if !defined(_POSIX_C_SOURCE) && (defined(__unix__) || defined(__APPLE__))
+#define _POSIX_C_SOURCE 200809L /* stat, fstat, fileno: before any header */
+#endif
 #include "params_impl.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/stat.h>
+#define NN__HAVE_STAT 1
+#else
+#define NN__HAVE_STAT 0 /* no file type check; every file is read to its end */
+#endif
 
 #define MAGIC "NNPARAMS"
 #define MAGIC_LEN 8
@@ -119,38 +129,99 @@ int nn_params_save(nn_params *p, const char *path)
 
 /* ---- loading ---- */
 
-/* Reads the whole file into memory from the store's allocator. */
-static int slurp(nn_params *p, const char *path, unsigned char **out, size_t *len)
+/* Why path is not a regular file ("a directory", ...), or NULL when it is
+ * one or that cannot be told (no such file: fopen says so; no POSIX). */
+static const char *not_regular(const char *path, FILE *f)
 {
+#if NN__HAVE_STAT
+    struct stat st;
+    if (f ? fstat(fileno(f), &st) != 0 : stat(path, &st) != 0)
+        return NULL;
+    if (S_ISREG(st.st_mode))
+        return NULL;
+    if (S_ISDIR(st.st_mode))
+        return "a directory";
+    if (S_ISFIFO(st.st_mode))
+        return "a FIFO";
+    if (S_ISCHR(st.st_mode))
+        return "a character device";
+    if (S_ISBLK(st.st_mode))
+        return "a block device";
+    if (S_ISSOCK(st.st_mode))
+        return "a socket";
+    return "of another kind";
+#else
+    (void)path, (void)f;
+    return NULL;
+#endif
+}
+
+/* A hint for the first buffer: the size the system reports (0 for files
+ * under /proc, which are read to their end all the same). */
+static size_t size_hint(FILE *f)
+{
+#if NN__HAVE_STAT
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && st.st_size > 0 && (uintmax_t)st.st_size < NN__MAX_DOUBLES)
+        return (size_t)st.st_size + 1; /* + 1: the read that finds the end needs no growth */
+#else
+    (void)f;
+#endif
+    return 512;
+}
+
+/* Reads the whole file into memory from the store's allocator, to its end
+ * whatever size the system reported; *cap is the block's size. Refuses
+ * anything but a regular file before opening it (a FIFO would block). */
+static int slurp(nn_params *p, const char *path, unsigned char **out, size_t *len, size_t *cap)
+{
+    const char *kind = not_regular(path, NULL);
+    if (kind)
+        return nn__fail(p->msg, NN_EIO, "params: cannot load '%s': not a regular file (%s)", path,
+                        kind);
     FILE *f = fopen(path, "rb");
     if (!f)
         return nn__fail(p->msg, NN_EIO, "params: cannot open '%s' for reading", path);
-    long end = -1;
-    if (fseek(f, 0, SEEK_END) == 0)
-        end = ftell(f);
-    if (end < 0 || fseek(f, 0, SEEK_SET) != 0) {
+    if ((kind = not_regular(path, f)) != NULL) { /* replaced since the check */
         fclose(f);
-        return nn__fail(p->msg, NN_EIO, "params: cannot determine the size of '%s'", path);
+        return nn__fail(p->msg, NN_EIO, "params: cannot load '%s': not a regular file (%s)", path,
+                        kind);
     }
-    if ((unsigned long)end > NN__MAX_DOUBLES) {
-        fclose(f);
-        return nn__fail(p->msg, NN_ELIMIT, "params: '%s' is too large (%ld bytes)", path, end);
+    size_t n = 0, size = size_hint(f);
+    unsigned char *buf = nn__alloc(&p->mem, size);
+    int st = NN_OK;
+    if (!buf)
+        st = nn__fail(p->msg, NN_ENOMEM, "params: out of memory reading '%s' (%zu bytes)", path,
+                      size);
+    while (st == NN_OK) {
+        n += fread(buf + n, 1, size - n, f);
+        if (n < size) { /* the end, or an error */
+            if (ferror(f))
+                st = nn__fail(p->msg, NN_EIO, "params: reading '%s' failed", path);
+            break;
+        }
+        if (size > NN__MAX_DOUBLES / 2) {
+            st = nn__fail(p->msg, NN_ELIMIT, "params: '%s' is too large (more than %zu bytes)",
+                          path, size);
+            break;
+        }
+        unsigned char *nb = nn__realloc(&p->mem, buf, size, 2 * size);
+        if (!nb) {
+            st = nn__fail(p->msg, NN_ENOMEM, "params: out of memory reading '%s' (%zu bytes)",
+                          path, 2 * size);
+            break;
+        }
+        buf = nb;
+        size *= 2;
     }
-    size_t n = (size_t)end;
-    unsigned char *buf = nn__alloc(&p->mem, n ? n : 1);
-    if (!buf) {
-        fclose(f);
-        return nn__fail(p->msg, NN_ENOMEM, "params: out of memory reading '%s' (%zu bytes)", path, n);
-    }
-    size_t got = fread(buf, 1, n, f);
-    int err = ferror(f);
     fclose(f);
-    if (err || got != n) {
-        nn__free(&p->mem, buf, n ? n : 1);
-        return nn__fail(p->msg, NN_EIO, "params: reading '%s' failed", path);
+    if (st != NN_OK) {
+        nn__free(&p->mem, buf, size);
+        return st;
     }
     *out = buf;
     *len = n;
+    *cap = size;
     return NN_OK;
 }
 
@@ -296,8 +367,8 @@ int nn_params_load(nn_params *p, const char *path)
     if (!path)
         return nn__fail(p->msg, NN_EMISUSE, "params: load: path is NULL");
     unsigned char *buf = NULL;
-    size_t len = 0;
-    int st = slurp(p, path, &buf, &len);
+    size_t len = 0, cap = 0;
+    int st = slurp(p, path, &buf, &len, &cap);
     if (st != NN_OK)
         return st;
     unsigned char *seen = nn__alloc(&p->mem, p->count ? p->count : 1);
@@ -306,6 +377,6 @@ int nn_params_load(nn_params *p, const char *path)
     else
         st = check_and_copy(p, path, buf, len, seen);
     nn__free(&p->mem, seen, p->count ? p->count : 1);
-    nn__free(&p->mem, buf, len ? len : 1);
+    nn__free(&p->mem, buf, cap);
     return st;
 }

@@ -18,7 +18,8 @@
  *    it. Messages never need memory to be written.
  *  - The library never aborts, exits or prints. All memory goes through the
  *    allocator given at creation (an ad_alloc_fn; NULL: realloc/free).
- *    Parameter files are read and written with stdio.
+ *    Parameter files are read and written with stdio (and, on POSIX
+ *    systems, stat/fstat to refuse loading what is not a regular file).
  *  - There is no global mutable state. An object may be used by one thread
  *    at a time; different objects by different threads at once.
  *  - Passing NULL where an object is expected is harmless: status functions
@@ -196,11 +197,14 @@ NN_API ad_node nn_params_node(nn_params *p, ad_tape *t, size_t i, int grad);
 NN_API int nn_params_save(nn_params *p, const char *path);
 /* Reads path into the store. The file must hold exactly the store's
  * tensors (by name, any order) with the same shapes. Everything is checked
- * before anything is copied: on any error the store is untouched. Returns
- * NN_OK, NN_EIO (cannot open/read), NN_EFORMAT (bad magic, other version,
- * truncated, trailing bytes, bad CRC, malformed), NN_ESHAPE (a shape
- * differs), NN_ENOTFOUND (a tensor of the file is not in the store, or the
- * counts differ), NN_ENOMEM or NN_EMISUSE. */
+ * before anything is copied: on any error the store is untouched. path
+ * must be a regular file (not a directory, FIFO or device; checked before
+ * opening); it is read to its end whatever size the system reports (a
+ * /proc file reports 0). Returns NN_OK, NN_EIO (not a regular file,
+ * cannot open/read), NN_ELIMIT (over SIZE_MAX / 32 bytes), NN_EFORMAT (bad
+ * magic, other version, truncated, trailing bytes, bad CRC, malformed),
+ * NN_ESHAPE (a shape differs), NN_ENOTFOUND (a tensor of the file is not
+ * in the store, or the counts differ), NN_ENOMEM or NN_EMISUSE. */
 NN_API int nn_params_load(nn_params *p, const char *path);
 
 /* Message of the most recent failure ("" if none). Owned by the store,
