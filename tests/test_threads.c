@@ -282,6 +282,109 @@ TEST(threads, concurrent_tapes_match_sequential_run)
     ad_registry_free(reg);
 }
 
+/* ---- one tape, many threads: each with its own workspace ----
+ * The network is recorded once, on this thread, viewing buffers that no
+ * thread uses afterwards. Each thread makes a workspace from the shared
+ * tape, binds the data params to its own x and y and the weight gradients
+ * to its own buffers, then replays and sweeps its samples. Its results
+ * must equal, bit for bit, those of a job that records its own tape. */
+typedef struct ws_job {
+    const ad_tape *t;
+    ad_node L, W1, b1, W2, xn, yn;
+    job j;
+} ws_job;
+
+static void *ws_job_run(void *arg)
+{
+    ws_job *wj = arg;
+    job *j = &wj->j;
+    ad_tape_opts opts = {NULL, NULL, NULL};
+    if (j->id % 2 == 0) { /* even jobs: an allocator of their own */
+        opts.alloc = test_alloc_fn;
+        opts.alloc_ud = &j->alloc;
+    }
+    int st = AD_ENOMEM;
+    ad_workspace *ws = ad_workspace_new(wj->t, &opts, &st);
+    if (!ws) {
+        fail(j, st, "ad_workspace_new", NULL);
+        return NULL;
+    }
+    double x[NIN], y[NOUT];
+    if (ad_workspace_bind(ws, wj->xn, x, NULL) != AD_OK
+        || ad_workspace_bind(ws, wj->yn, y, NULL) != AD_OK
+        || ad_workspace_bind(ws, wj->W1, NULL, j->gW1) != AD_OK
+        || ad_workspace_bind(ws, wj->b1, NULL, j->gb1) != AD_OK
+        || ad_workspace_bind(ws, wj->W2, NULL, j->gW2) != AD_OK) {
+        fail(j, AD_EMISUSE, ad_workspace_errmsg(ws), NULL);
+        ad_workspace_free(ws);
+        return NULL;
+    }
+    for (int s = 0; s < NSAMPLES && j->status == AD_OK; s++) {
+        sample(j->id, s, x, y);
+        if (ad_workspace_replay(ws) != AD_OK || ad_workspace_sweep(ws, wj->L, NULL, 0) != AD_OK)
+            fail(j, AD_EMISUSE, ad_workspace_errmsg(ws), NULL);
+        j->loss += ad_workspace_value(ws, wj->L)[0];
+    }
+    ad_workspace_free(ws);
+    return NULL;
+}
+
+TEST(threads, one_tape_many_workspaces)
+{
+    weights w;
+    weights_fill(&w);
+    ad_registry *reg = shared_registry();
+    static job ref[NJOBS];
+    for (int i = 0; i < NJOBS; i++) {
+        job_init(&ref[i], i, &w, reg);
+        job_run(&ref[i]);
+        CHECK(ref[i].status == AD_OK, "%s", ref[i].msg);
+    }
+
+    ad_tape_opts topts = {NULL, NULL, reg};
+    ad_tape *t = ad_tape_new(&topts);
+    CHECK(t != NULL, "ad_tape_new");
+    static job rec; /* the recording's own buffers: never used by the threads */
+    job_init(&rec, 99, &w, reg);
+    double x0[NIN] = {0}, y0[NOUT] = {0};
+    ad_node L = record(&rec, t, x0, y0);
+    CHECK(!ad_node_is_nil(L), "%s", ad_tape_errmsg(t));
+    /* the params, in recording order: W1 b1 W2 x y (nodes 1..5) */
+    static ws_job wj[NJOBS];
+    for (int round = 0; round < 3; round++) {
+        pthread_t th[NJOBS];
+        for (int i = 0; i < NJOBS; i++) {
+            wj[i].t = t;
+            wj[i].L = L;
+            wj[i].W1 = ad_tape_node(t, 1), wj[i].b1 = ad_tape_node(t, 2);
+            wj[i].W2 = ad_tape_node(t, 3), wj[i].xn = ad_tape_node(t, 4);
+            wj[i].yn = ad_tape_node(t, 5);
+            job_init(&wj[i].j, i, &w, reg);
+            CHECK(pthread_create(&th[i], NULL, ws_job_run, &wj[i]) == 0, "pthread_create");
+        }
+        for (int i = 0; i < NJOBS; i++)
+            CHECK(pthread_join(th[i], NULL) == 0, "pthread_join");
+        for (int i = 0; i < NJOBS; i++) {
+            job *b = &wj[i].j;
+            CHECK(b->status == AD_OK, "%s", b->msg);
+            CHECK(memcmp(ref[i].gW1, b->gW1, sizeof b->gW1) == 0, "job %d: dW1 differs", i);
+            CHECK(memcmp(ref[i].gb1, b->gb1, sizeof b->gb1) == 0, "job %d: db1 differs", i);
+            CHECK(memcmp(ref[i].gW2, b->gW2, sizeof b->gW2) == 0, "job %d: dW2 differs", i);
+            CHECK(ref[i].loss == b->loss, "job %d: loss %.17g vs %.17g", i, b->loss,
+                  ref[i].loss);
+            if (i % 2 == 0)
+                CHECK(b->alloc.allocs > 0 && b->alloc.bytes == 0
+                          && b->alloc.allocs == b->alloc.frees,
+                      "job %d: the workspace's allocator does not balance", i);
+        }
+    }
+    /* the shared tape is untouched: its recording buffers got nothing */
+    for (int k = 0; k < NHID * NIN; k++)
+        CHECK(rec.gW1[k] == 0, "the tape's own gradient buffer was written");
+    ad_tape_free(t);
+    ad_registry_free(reg);
+}
+
 /* Registry lookups from several threads while tapes use it. */
 typedef struct finder {
     const ad_registry *reg;
@@ -428,11 +531,12 @@ int main(void)
     threads_concurrent_tapes_match_sequential_run();
     threads_shared_registry_lookups();
     threads_errors_stay_on_their_tape();
+    threads_one_tape_many_workspaces();
 #ifdef HAVE_NN
     threads_nn_models_train_concurrently();
-    puts("test_threads: 4 tests passed");
+    puts("test_threads: 5 tests passed");
 #else
-    puts("test_threads: 3 tests passed");
+    puts("test_threads: 4 tests passed");
 #endif
     return 0;
 }

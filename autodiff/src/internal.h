@@ -151,6 +151,38 @@ void ad__arena_free(ad__arena *a, ad__mem *m);
 
 /* ---- the tape ---- */
 
+/* What the sweeps keep between calls, per set of adjoints (the tape's own,
+ * or a workspace's). */
+typedef struct ad__sweepstate {
+    bool adj_dirty;             /* adjoints hold a previous sweep   */
+    bool grads_checked;         /* grads_shared is known for the
+                                   ad_params recorded so far        */
+    bool grads_shared;          /* two ad_param gradient buffers
+                                   overlap (tied weights)           */
+} ad__sweepstate;
+
+/* One evaluation context: the nodes and EXT records a replay or a sweep
+ * reads and writes. A tape evaluates its own (ad__tape_eval); a workspace
+ * its private copies (workspace.c). Built per call: a few stores. */
+typedef struct ad__eval {
+    void *const *nodes;         /* node chunk table                 */
+    void *const *exts;          /* EXT record chunk table           */
+    const double *consts;       /* op constants of inline nodes     */
+    size_t len, next_ext, ext_grads;
+    ad__sweepstate *ss;
+    ad__arena *arena;           /* scratch for the overlap check    */
+    ad__mem *mem;
+} ad__eval;
+
+/* Replays every node (cannot fail). */
+void ad__replay_eval(const ad__eval *e);
+/* Sweeps from node out (checked by the caller) with seed (NULL: 1 for a
+ * scalar). AD_OK, or AD_ENOMEM when the overlap check found no scratch
+ * (nothing was changed then). */
+int ad__sweep_eval(const ad__eval *e, uint32_t out, const double *seed, bool assign);
+/* The ad_param gradient buffers of the caller's in e (for messages). */
+size_t ad__count_caller_grads(const ad__eval *e);
+
 typedef struct ad__name ad__name;
 
 #define AD__MSG_CAP 256
@@ -179,11 +211,7 @@ struct ad_tape {
     ad__arena arena;
     ad__name *names;            /* uthash: node id -> name          */
     uint32_t generation;
-    bool adj_dirty;             /* adjoints hold a previous sweep   */
-    bool grads_checked;         /* grads_shared is known for the
-                                   ad_params recorded so far        */
-    bool grads_shared;          /* two ad_param gradient buffers
-                                   overlap (tied weights)           */
+    ad__sweepstate ss;
     int status;                 /* the recording's first error (sticky) */
     int call_status;            /* the last non-recording call's result */
     char msg[AD__MSG_CAP];      /* the reason for status, or else for
@@ -196,9 +224,18 @@ static inline ad__node *ad__Nc(void *const *ch, uint32_t i)
     return (ad__node *)ch[i >> AD__NODE_SHIFT] + (i & ((1u << AD__NODE_SHIFT) - 1));
 }
 static inline ad__node *ad__N(const ad_tape *t, uint32_t i) { return ad__Nc(t->nodes.chunk, i); }
-static inline ad__ext *ad__X(const ad_tape *t, uint32_t i)
+static inline ad__ext *ad__Xc(void *const *ch, uint32_t i)
 {
-    return (ad__ext *)t->exts.chunk[i >> AD__EXT_SHIFT] + (i & ((1u << AD__EXT_SHIFT) - 1));
+    return (ad__ext *)ch[i >> AD__EXT_SHIFT] + (i & ((1u << AD__EXT_SHIFT) - 1));
+}
+static inline ad__ext *ad__X(const ad_tape *t, uint32_t i) { return ad__Xc(t->exts.chunk, i); }
+
+/* The tape's own evaluation context. */
+static inline ad__eval ad__tape_eval(ad_tape *t)
+{
+    ad__eval e = {t->nodes.chunk, t->exts.chunk, t->consts, t->len, t->next_ext, t->ext_grads,
+                  &t->ss, &t->arena, &t->mem};
+    return e;
 }
 static inline unsigned ad__opc(uint64_t h) { return (unsigned)(h & AD__OP_MASK); }
 /* a sits on top so that reading it is one shift. */

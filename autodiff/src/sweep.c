@@ -24,18 +24,18 @@
  * scalar adjoints live in the nodes and are zeroed with them. */
 
 /* Makes every adjoint fresh again: for a second sweep without a replay. */
-static void reset_adjoints(ad_tape *t)
+static void reset_adjoints(const ad__eval *e)
 {
-    for (size_t i = 1; i < t->len; i++) {
-        ad__node *n = ad__N(t, (uint32_t)i);
+    for (size_t i = 1; i < e->len; i++) {
+        ad__node *n = ad__Nc(e->nodes, (uint32_t)i);
         if (!(n->h & AD__GRAD))
             continue;
         if (n->h & AD__EXT)
-            ad__X(t, ad__a(n->h))->reached = 0;
+            ad__Xc(e->exts, ad__a(n->h))->reached = 0;
         else
             n->g = 0;
     }
-    t->adj_dirty = false;
+    e->ss->adj_dirty = false;
 }
 
 /* Whether x's gradient buffer holds no part of this sweep's sum yet. */
@@ -46,9 +46,9 @@ static bool is_fresh(const ad__ext *x, bool assign_params)
 
 /* The vjp of one EXT node that an adjoint reached; marks its EXT inputs
  * and counts the buffers reached for the first time in *nreached. */
-static void ext_vjp(const ad_tape *t, uint64_t h, bool assign_params, size_t *nreached)
+static void ext_vjp(void *const *exts, uint64_t h, bool assign_params, size_t *nreached)
 {
-    ad__ext *x = ad__X(t, ad__a(h));
+    ad__ext *x = ad__Xc(exts, ad__a(h));
     if (!x->reached)
         return; /* not between the output and the variables */
     const int nin = x->call.nin;
@@ -79,12 +79,12 @@ static void ext_vjp(const ad_tape *t, uint64_t h, bool assign_params, size_t *nr
 /* Zeroes the fresh buffers no adjoint reached: a node the output does not
  * depend on has gradient 0. One pass over the EXT records, skipped when
  * the sweep reached every buffer (nreached of them). */
-static void zero_unreached(ad_tape *t, bool assign_params, size_t nreached)
+static void zero_unreached(const ad__eval *e, bool assign_params, size_t nreached)
 {
-    if (nreached == t->ext_grads)
+    if (nreached == e->ext_grads)
         return;
-    for (size_t i = 0; i < t->next_ext; i++) {
-        ad__ext *x = ad__X(t, (uint32_t)i);
+    for (size_t i = 0; i < e->next_ext; i++) {
+        ad__ext *x = ad__Xc(e->exts, (uint32_t)i);
         if (x->call.out.grad && is_fresh(x, assign_params))
             memset(x->call.out.grad, 0, ad_shape_size(x->call.out.shape) * sizeof(double));
     }
@@ -108,23 +108,28 @@ static int by_start(const void *a, const void *b)
     return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-static int check_shared(ad_tape *t, const char *who)
+size_t ad__count_caller_grads(const ad__eval *e)
 {
     size_t k = 0;
-    for (size_t i = 0; i < t->next_ext; i++)
-        k += ad__X(t, (uint32_t)i)->caller_grad;
-    t->grads_shared = false;
+    for (size_t i = 0; i < e->next_ext; i++)
+        k += ad__Xc(e->exts, (uint32_t)i)->caller_grad;
+    return k;
+}
+
+static int check_shared(const ad__eval *e)
+{
+    const size_t k = ad__count_caller_grads(e);
+    e->ss->grads_shared = false;
     if (k >= 2) {
         /* scratch from the arena: reused after a reset, so a loop that
          * re-records allocates nothing in steady state */
         const size_t nd = (k * sizeof(span) + sizeof(double) - 1) / sizeof(double);
-        span *s = (span *)(void *)ad__arena_alloc(&t->arena, &t->mem, nd);
+        span *s = (span *)(void *)ad__arena_alloc(e->arena, e->mem, nd);
         if (!s)
-            return ad__fail_call(t, AD_ENOMEM, "%s: out of memory checking %zu gradient buffers", who,
-                            k);
+            return AD_ENOMEM;
         size_t j = 0;
-        for (size_t i = 0; i < t->next_ext; i++) {
-            const ad__ext *x = ad__X(t, (uint32_t)i);
+        for (size_t i = 0; i < e->next_ext; i++) {
+            const ad__ext *x = ad__Xc(e->exts, (uint32_t)i);
             if (x->caller_grad) {
                 s[j].lo = (uintptr_t)x->call.out.grad;
                 s[j].hi = s[j].lo + ad_shape_size(x->call.out.shape) * sizeof(double);
@@ -132,17 +137,17 @@ static int check_shared(ad_tape *t, const char *who)
             }
         }
         qsort(s, k, sizeof *s, by_start);
-        for (size_t i = 1; i < k && !t->grads_shared; i++)
-            t->grads_shared = s[i].lo < s[i - 1].hi;
+        for (size_t i = 1; i < k && !e->ss->grads_shared; i++)
+            e->ss->grads_shared = s[i].lo < s[i - 1].hi;
     }
-    t->grads_checked = true;
+    e->ss->grads_checked = true;
     return AD_OK;
 }
 
-static void zero_caller_grads(ad_tape *t)
+static void zero_caller_grads(const ad__eval *e)
 {
-    for (size_t i = 0; i < t->next_ext; i++) {
-        const ad__ext *x = ad__X(t, (uint32_t)i);
+    for (size_t i = 0; i < e->next_ext; i++) {
+        const ad__ext *x = ad__Xc(e->exts, (uint32_t)i);
         if (x->caller_grad)
             memset(x->call.out.grad, 0, ad_shape_size(x->call.out.shape) * sizeof(double));
     }
@@ -158,61 +163,46 @@ static void zero_caller_grads(ad_tape *t)
             ad__s_##NAME##_vjp(ch, k, n);                                                     \
         break;
 
-static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags, const char *who)
+int ad__sweep_eval(const ad__eval *e, uint32_t out_id, const double *seed, bool assign)
 {
-    if (!t)
-        return AD_EMISUSE;
-    if (ad__begin_call(t) != AD_OK)
-        return t->status;
-    if (flags & ~(unsigned)AD_SWEEP_ASSIGN)
-        return ad__fail_call(t, AD_EMISUSE, "%s: unknown flags 0x%x (known: AD_SWEEP_ASSIGN)", who,
-                        flags & ~(unsigned)AD_SWEEP_ASSIGN);
-    bool assign = (flags & AD_SWEEP_ASSIGN) != 0;
-    ad__node *o = ad__check_call(t, output, who, 1);
-    if (!o)
-        return AD_EMISUSE;
-    ad_tensor out;
-    ad__view(t, output.id_, &out);
-    if (!seed && out.shape.ndim != 0) {
-        char buf[48];
-        return ad__fail_call(t, AD_EMISUSE,
-                        "%s: the output is %s, not a scalar; pass a seed of the same size "
-                        "with ad_backward_seed",
-                        who, ad__shape_str(out.shape, buf, sizeof buf));
-    }
-    if (assign && !t->grads_checked && check_shared(t, who) != AD_OK)
+    if (assign && !e->ss->grads_checked && check_shared(e) != AD_OK)
         return AD_ENOMEM;
-    if (assign && t->grads_shared) { /* see check_shared */
-        zero_caller_grads(t);
+    if (assign && e->ss->grads_shared) { /* see check_shared */
+        zero_caller_grads(e);
         assign = false;
     }
-    if (t->adj_dirty)
-        reset_adjoints(t);
-    t->adj_dirty = true;
+    if (e->ss->adj_dirty)
+        reset_adjoints(e);
+    e->ss->adj_dirty = true;
+    const ad__node *o = ad__Nc(e->nodes, out_id);
     if (!(o->h & AD__GRAD)) { /* no variable reaches the output: all gradients are 0 */
-        zero_unreached(t, assign, 0);
+        zero_unreached(e, assign, 0);
         return AD_OK;
     }
 
     /* The seed. An inline output's adjoint is zero here; an ad_param
      * output's buffer accumulates like every caller gradient unless
      * assigning. */
-    const size_t size = ad_shape_size(out.shape);
     bool fresh = false;
     size_t nreached = 0; /* EXT buffers reached so far */
+    size_t size = 1;
+    double *og = (double *)&o->g;
     if (o->h & AD__EXT) {
-        ad__ext *x = ad__X(t, ad__a(o->h));
+        ad__ext *x = ad__Xc(e->exts, ad__a(o->h));
         fresh = is_fresh(x, assign);
         x->reached = 1;
         nreached = 1;
+        og = x->call.out.grad;
+        size = ad_shape_size(x->call.out.shape);
     }
     for (size_t j = 0; j < size; j++)
-        out.grad[j] = (fresh ? 0.0 : out.grad[j]) + (seed ? seed[j] : 1.0);
+        og[j] = (fresh ? 0.0 : og[j]) + (seed ? seed[j] : 1.0);
 
     /* From the output back to node 1, a chunk at a time. */
-    void *const *ch = t->nodes.chunk;
-    const double *k = t->consts;
-    size_t end = (size_t)output.id_ + 1;
+    void *const *ch = e->nodes;
+    void *const *exts = e->exts;
+    const double *k = e->consts;
+    size_t end = (size_t)out_id + 1;
     for (size_t c = (end - 1) / CHUNK + 1; c-- > 0;) {
         const ad__node *base = ch[c];
         const ad__node *n = base + (end - c * CHUNK), *lo = base + (c == 0);
@@ -227,13 +217,41 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags,
                 break;
             default: /* EXT, or no variable below it */
                 if ((h & (AD__GRAD | AD__EXT)) == (AD__GRAD | AD__EXT) && ad__opc(h) != AD_OP_LEAF)
-                    ext_vjp(t, h, assign, &nreached);
+                    ext_vjp(exts, h, assign, &nreached);
                 break;
             }
         }
         end = c * CHUNK;
     }
-    zero_unreached(t, assign, nreached);
+    zero_unreached(e, assign, nreached);
+    return AD_OK;
+}
+
+static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags, const char *who)
+{
+    if (!t)
+        return AD_EMISUSE;
+    if (ad__begin_call(t) != AD_OK)
+        return t->status;
+    if (flags & ~(unsigned)AD_SWEEP_ASSIGN)
+        return ad__fail_call(t, AD_EMISUSE, "%s: unknown flags 0x%x (known: AD_SWEEP_ASSIGN)",
+                             who, flags & ~(unsigned)AD_SWEEP_ASSIGN);
+    ad__node *o = ad__check_call(t, output, who, 1);
+    if (!o)
+        return AD_EMISUSE;
+    ad_tensor out;
+    ad__view(t, output.id_, &out);
+    if (!seed && out.shape.ndim != 0) {
+        char buf[48];
+        return ad__fail_call(t, AD_EMISUSE,
+                             "%s: the output is %s, not a scalar; pass a seed of the same size "
+                             "with ad_backward_seed",
+                             who, ad__shape_str(out.shape, buf, sizeof buf));
+    }
+    const ad__eval e = ad__tape_eval(t);
+    if (ad__sweep_eval(&e, output.id_, seed, (flags & AD_SWEEP_ASSIGN) != 0) != AD_OK)
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory checking %zu gradient buffers",
+                             who, ad__count_caller_grads(&e));
     return AD_OK;
 }
 
@@ -251,12 +269,35 @@ int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags)
     return sweep(t, output, seed, flags, "sweep");
 }
 
-static void ext_forward(ad_tape *t, uint64_t h)
+static void ext_forward(void *const *exts, uint64_t h)
 {
-    ad__ext *x = ad__X(t, ad__a(h));
+    ad__ext *x = ad__Xc(exts, ad__a(h));
     if (ad__opc(h) != AD_OP_LEAF)
         x->def->forward(&x->call);
     x->reached = 0; /* the adjoint is fresh: no zeroing pass */
+}
+
+void ad__replay_eval(const ad__eval *e)
+{
+    void *const *ch = e->nodes;
+    void *const *exts = e->exts;
+    const double *k = e->consts;
+    const size_t len = e->len;
+    for (size_t c = 0; c * CHUNK < len; c++) {
+        ad__node *base = ch[c];
+        size_t hi = len - c * CHUNK;
+        ad__node *o = base + (c == 0), *end = base + (hi < CHUNK ? hi : CHUNK);
+        for (; o < end; o++) {
+            const uint64_t h = o->h;
+            if (h & AD__EXT) {
+                ext_forward(exts, h);
+            } else {
+                ad__sfwd(ch, k, o);
+                o->g = 0;
+            }
+        }
+    }
+    e->ss->adj_dirty = false;
 }
 
 int ad_replay(ad_tape *t)
@@ -265,23 +306,7 @@ int ad_replay(ad_tape *t)
         return AD_EMISUSE;
     if (ad__begin_call(t) != AD_OK)
         return t->status;
-    void *const *ch = t->nodes.chunk;
-    const double *k = t->consts;
-    const size_t len = t->len;
-    for (size_t c = 0; c * CHUNK < len; c++) {
-        ad__node *base = ch[c];
-        size_t hi = len - c * CHUNK;
-        ad__node *o = base + (c == 0), *end = base + (hi < CHUNK ? hi : CHUNK);
-        for (; o < end; o++) {
-            const uint64_t h = o->h;
-            if (h & AD__EXT) {
-                ext_forward(t, h);
-            } else {
-                ad__sfwd(ch, k, o);
-                o->g = 0;
-            }
-        }
-    }
-    t->adj_dirty = false;
+    const ad__eval e = ad__tape_eval(t);
+    ad__replay_eval(&e);
     return AD_OK;
 }

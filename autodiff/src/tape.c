@@ -169,8 +169,8 @@ void ad_tape_reset(ad_tape *t)
     t->next_ext = 0;
     t->ext_grads = 0;
     t->nconsts = 0;
-    t->adj_dirty = false;
-    t->grads_checked = false;
+    t->ss.adj_dirty = false;
+    t->ss.grads_checked = false;
     t->status = AD_OK;
     t->call_status = AD_OK;
     t->msg[0] = '\0';
@@ -386,7 +386,7 @@ ad_node ad_param(ad_tape *t, ad_shape s, const double *value, double *grad)
     x->node = id;
     t->next_ext++;
     t->ext_grads += x->call.out.grad != NULL;
-    t->grads_checked &= grad == NULL; /* a new caller buffer: check again */
+    t->ss.grads_checked &= grad == NULL; /* a new caller buffer: check again */
     ad__N(t, id)->h = ad__hdr(AD_OP_LEAF, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
     t->len++;
     return ad__handle(t, id);

@@ -395,6 +395,81 @@ AD_API int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned fla
 AD_API int ad_replay(ad_tape *t);
 
 /* ------------------------------------------------------------------ */
+/* Workspaces: one recorded tape, evaluated by several threads         */
+/* ------------------------------------------------------------------ */
+
+/* A workspace holds everything an evaluation of a recording writes --
+ * inline scalar values and adjoints (with their 8-byte node headers, so
+ * the replay and sweep loops are the tape's own), tensor values and
+ * adjoints, the op constants -- copied from the tape once. Each thread
+ * makes its own workspace from one shared tape and replays and sweeps it
+ * without locks; the tape is only read, and only by ad_workspace_new.
+ *
+ * Threading contract: while any thread runs ad_workspace_new on a tape,
+ * no thread may modify that tape (record, reset, set_value, replay,
+ * sweep, free). Afterwards a workspace refers to nothing of its tape:
+ * the tape may be reset, re-recorded or freed. It still reads the op
+ * descriptors (built-in, or your registry: keep it alive and unmodified)
+ * and the ad_param value buffers you have not rebound. Custom ops' forward
+ * and vjp are then called from several threads at once: they must not
+ * write shared state. One workspace is used by one thread at a time.
+ *
+ * ad_param nodes: each keeps reading the value buffer given at recording
+ * until ad_workspace_bind gives it another; its gradient goes into a
+ * buffer the workspace owns (written afresh by each sweep, like a tape
+ * variable's; read it with ad_workspace_grad) until bound to one of yours,
+ * which then behaves exactly as on the tape (accumulates, or is
+ * overwritten under AD_SWEEP_ASSIGN).
+ *
+ * Handles: the handles of the tape at creation name the same nodes in the
+ * workspace; handles of a later recording are refused (AD_EMISUSE).
+ * Errors: each call returns a status and leaves the reason in
+ * ad_workspace_errmsg until the next call on that workspace. */
+typedef struct ad_workspace ad_workspace;
+
+/* Makes a workspace from a successfully recorded tape. opts: the
+ * allocator for the workspace (NULL, or opts->alloc NULL: the tape's, which
+ * must then be callable from the threads that make and free workspaces);
+ * the registry field is ignored. Returns NULL on failure with *status
+ * (if status is not NULL) AD_EMISUSE (t NULL, or its recording failed) or
+ * AD_ENOMEM; AD_OK otherwise. Free with ad_workspace_free. */
+AD_API ad_workspace *ad_workspace_new(const ad_tape *t, const ad_tape_opts *opts, int *status);
+/* Frees the workspace and its memory. NULL: no-op. */
+AD_API void ad_workspace_free(ad_workspace *ws);
+
+/* ad_replay in the workspace: every node recomputed from the workspace's
+ * leaf values and bound ad_param buffers. AD_OK, or AD_EMISUSE (ws NULL). */
+AD_API int ad_workspace_replay(ad_workspace *ws);
+/* ad_sweep in the workspace, with the same seed and flags rules. Returns
+ * AD_OK, AD_EMISUSE (nil, foreign or later node; non-scalar output
+ * without a seed; unknown flags) or AD_ENOMEM (the overlap check of bound
+ * gradient buffers under AD_SWEEP_ASSIGN). */
+AD_API int ad_workspace_sweep(ad_workspace *ws, ad_node output, const double *seed,
+                              unsigned flags);
+/* ad_set_value in the workspace: a copied leaf's value (the tape's is
+ * untouched). AD_EMISUSE for anything but a copied leaf, or NULL data. */
+AD_API int ad_workspace_set_value(ad_workspace *ws, ad_node leaf, const double *data);
+/* Points an ad_param of the workspace at buffers of yours: value (NULL:
+ * keep the current one) is read at each replay; grad (NULL: keep the
+ * current one) receives this workspace's gradient as ad_param's buffer
+ * does on a tape. Both must outlive their use by the workspace.
+ * AD_EMISUSE: not an ad_param, or grad given for a param recorded without
+ * one. */
+AD_API int ad_workspace_bind(ad_workspace *ws, ad_node param, const double *value, double *grad);
+
+/* The node's value / gradient in the workspace (as ad_value / ad_grad),
+ * or NULL for a foreign, later or nil node (and, for the gradient, a node
+ * that needs none). Valid until the workspace is freed; changed by its
+ * replays and sweeps (and by ad_workspace_bind for an ad_param). */
+AD_API const double *ad_workspace_value(const ad_workspace *ws, ad_node n);
+AD_API const double *ad_workspace_grad(const ad_workspace *ws, ad_node n);
+/* The reason the last call on ws failed; "" if it succeeded. Owned by ws.
+ * Never NULL. */
+AD_API const char *ad_workspace_errmsg(const ad_workspace *ws);
+/* Bytes the workspace holds. */
+AD_API size_t ad_workspace_memory(const ad_workspace *ws);
+
+/* ------------------------------------------------------------------ */
 /* Reading nodes                                                       */
 /* ------------------------------------------------------------------ */
 
