@@ -450,7 +450,7 @@ Test(gradcheck, error_paths_have_messages)
     ad_check_opts o = {0};
     o.directions = -2;
     EXPECT_ERR(ad_gradcheck(neuron, NULL, in, 4, &o, rep), AD_EMISUSE,
-               "gradcheck: negative option (directions -2, step 0, atol 0, rtol 0)");
+               "gradcheck: opts.directions is -2; it must be >= 0 (0: every element)");
 
     EXPECT_ERR(ad_gradcheck(returns_nil, NULL, in, 4, NULL, rep), AD_EMISUSE,
                "gradcheck: the function returned the nil node");
@@ -464,6 +464,55 @@ Test(gradcheck, error_paths_have_messages)
     EXPECT_ERR(ad_gradcheck(foreign, other, in, 4, NULL, rep), AD_EMISUSE,
                "gradcheck: the function returned a node that is not on the check's tape");
     ad_tape_free(other);
+}
+
+/* Every numeric option must be finite and not negative; 0 keeps meaning
+ * "the default". A NaN used to slip through: step NaN became the default
+ * step, rtol NaN an exact comparison. */
+Test(gradcheck, non_finite_or_negative_options_are_misuse)
+{
+    ad_check_input in[4];
+    neuron_inputs(in);
+    static const struct {
+        double atol, rtol, step;
+        int directions;
+        const char *msg;
+    } bad[] = {
+        {0, 0, NAN, 0, "gradcheck: opts.step is nan; it must be finite and > 0, or 0 for the default"},
+        {0, 0, -NAN, 0, "gradcheck: opts.step is nan; it must be finite and > 0, or 0 for the default"},
+        {0, 0, INFINITY, 0, "gradcheck: opts.step is inf; it must be finite and > 0, or 0 for the default"},
+        {0, 0, -1e-4, 0, "gradcheck: opts.step is -0.0001; it must be finite and > 0, or 0 for the default"},
+        {0, NAN, 0, 0, "gradcheck: opts.rtol is nan; it must be finite and >= 0"},
+        {1e-6, NAN, 0, 0, "gradcheck: opts.rtol is nan; it must be finite and >= 0"},
+        {0, INFINITY, 0, 0, "gradcheck: opts.rtol is inf; it must be finite and >= 0"},
+        {0, -1, 0, 0, "gradcheck: opts.rtol is -1; it must be finite and >= 0"},
+        {NAN, 1e-5, 0, 0, "gradcheck: opts.atol is nan; it must be finite and >= 0"},
+        {-INFINITY, 0, 0, 0, "gradcheck: opts.atol is -inf; it must be finite and >= 0"},
+        {0, 0, 0, -2, "gradcheck: opts.directions is -2; it must be >= 0 (0: every element)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ad_check_opts o = {0};
+        o.atol = bad[i].atol;
+        o.rtol = bad[i].rtol;
+        o.step = bad[i].step;
+        o.directions = bad[i].directions;
+        ad_check_report rep;
+        int st = ad_gradcheck(neuron, NULL, in, 4, &o, &rep);
+        cr_expect_eq(st, AD_EMISUSE, "case %zu: status %d, passed %d, errmsg '%s', text: %s", i,
+                     st, rep.passed, rep.errmsg, rep.text);
+        cr_expect_eq(rep.status, st);
+        cr_expect_str_eq(rep.errmsg, bad[i].msg, "case %zu", i);
+        cr_expect_not(rep.passed);
+        ad_check_report_free(&rep);
+    }
+    /* 0 still means the defaults, and the check then runs */
+    ad_check_opts o = {0};
+    ad_check_report rep;
+    cr_assert_eq(ad_gradcheck(neuron, NULL, in, 4, &o, &rep), AD_OK, "%s", rep.errmsg);
+    cr_assert(rep.passed, "%s", rep.text);
+    cr_assert_not_null(strstr(rep.text, "(h = cbrt(eps)*max(1,|x|), atol 1e-06, rtol 1e-05)"),
+                       "%s", rep.text);
+    ad_check_report_free(&rep);
 }
 
 /* ---- allocation failures ---- */

@@ -231,11 +231,11 @@ Test(handcheck, error_paths_have_messages)
                "only at the given point");
     o.points = 2000000000;
     EXPECT_ERR(ad_handcheck(neuron, NULL, in, 4, neuron_grad, NULL, &o, rep), AD_EMISUSE,
-               "handcheck: 2000000000 random points is more than 100000");
+               "handcheck: opts.points is 2000000000; it must be at most 100000");
     o.points = 0;
     o.rtol = -1;
     EXPECT_ERR(ad_handcheck(neuron, NULL, in, 4, NULL, NULL, &o, rep), AD_EMISUSE,
-               "handcheck: negative option (atol 0, rtol -1, spread 0)");
+               "handcheck: opts.rtol is -1; it must be finite and >= 0");
     ad_check_input none[4];
     memcpy(none, in, sizeof none);
     none[0].grad = none[1].grad = none[2].grad = NULL;
@@ -248,6 +248,51 @@ Test(handcheck, error_paths_have_messages)
     in[0].value = NULL;
     EXPECT_ERR(ad_handcheck(neuron, NULL, in, 4, NULL, NULL, NULL, rep), AD_EMISUSE,
                "handcheck: input 0 (W) has no value");
+}
+
+/* Every numeric option must be finite and not negative (0: the default).
+ * A NaN used to slip through: spread NaN became the default spread, rtol
+ * NaN an exact comparison. */
+Test(handcheck, non_finite_or_negative_options_are_misuse)
+{
+    ad_check_input in[4];
+    neuron_inputs(in);
+    static const struct {
+        double atol, rtol, spread;
+        const char *msg;
+    } bad[] = {
+        {0, 0, NAN, "handcheck: opts.spread is nan; it must be finite and > 0, or 0 for the default"},
+        {0, 0, INFINITY, "handcheck: opts.spread is inf; it must be finite and > 0, or 0 for the default"},
+        {0, 0, -0.5, "handcheck: opts.spread is -0.5; it must be finite and > 0, or 0 for the default"},
+        {0, NAN, 0, "handcheck: opts.rtol is nan; it must be finite and >= 0"},
+        {1e-9, NAN, 0, "handcheck: opts.rtol is nan; it must be finite and >= 0"},
+        {NAN, 0, 0, "handcheck: opts.atol is nan; it must be finite and >= 0"},
+        {INFINITY, 0, 0, "handcheck: opts.atol is inf; it must be finite and >= 0"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        for (int cb = 0; cb < 2; cb++) { /* with and without a callback */
+            ad_check_opts o = {0};
+            o.atol = bad[i].atol;
+            o.rtol = bad[i].rtol;
+            o.spread = bad[i].spread;
+            ad_check_report rep;
+            int st = ad_handcheck(neuron, NULL, in, 4, cb ? neuron_grad : NULL, NULL, &o, &rep);
+            cr_expect_eq(st, AD_EMISUSE, "case %zu/%d: status %d, passed %d, errmsg '%s', text: %s",
+                         i, cb, st, rep.passed, rep.errmsg, rep.text);
+            cr_expect_eq(rep.status, st);
+            cr_expect_str_eq(rep.errmsg, bad[i].msg, "case %zu/%d", i, cb);
+            ad_check_report_free(&rep);
+        }
+    /* 0 still means the defaults; negative points still means none */
+    ad_check_opts o = {0};
+    o.points = -1;
+    ad_check_report rep;
+    cr_assert_eq(ad_handcheck(neuron, NULL, in, 4, neuron_grad, NULL, &o, &rep), AD_OK, "%s",
+                 rep.errmsg);
+    cr_assert(rep.passed, "%s", rep.text);
+    cr_assert_not_null(strstr(rep.text, "(the given point, atol 1e-09, rtol 1e-09)"), "%s",
+                       rep.text);
+    ad_check_report_free(&rep);
 }
 
 static int refuses_later(const double *const *p, double *const *g, int n, void *ud)
@@ -338,7 +383,7 @@ Test(check_grad, pass_fail_and_text)
                "check_grad: n7 has no gradient (it depends on no variable)");
     o.atol = -1;
     EXPECT_ERR(ad_check_grad(t, W, wrong, &o, rep), AD_EMISUSE,
-               "check_grad: negative tolerance (atol -1, rtol 0)");
+               "check_grad: opts.atol is -1; it must be finite and >= 0");
     cr_assert_eq(ad_check_grad(t, W, wrong, NULL, NULL), AD_EMISUSE);
     ad_dot(t, W, c);
     EXPECT_ERR(ad_check_grad(t, W, wrong, NULL, rep), AD_EMISUSE,
@@ -366,5 +411,46 @@ Test(check_grad, pass_fail_and_text)
         cr_assert_eq(rep.status, AD_ENOMEM);
         cr_assert(!strncmp(rep.errmsg, "check_grad: out of memory", 25), "%s", rep.errmsg);
     }
+    ad_tape_free(t);
+}
+
+/* NaN or infinite tolerances are misuse (a NaN atol used to make the
+ * comparison exact). The tape is the caller's: a refused check leaves its
+ * status and message alone, and the same tape checks fine afterwards. */
+Test(check_grad, non_finite_or_negative_tolerances_are_misuse)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node W = ad_variable(t, ad_shape_vec(3), W0);
+    ad_node x = ad_variable(t, ad_shape_vec(3), X0);
+    ad_node J = ad_scale(t, ad_square(t, ad_add_const(t, ad_dot(t, W, x), 2)), 0.5);
+    cr_assert_eq(ad_backward(t, J), AD_OK);
+    static const struct {
+        double atol, rtol;
+        const char *msg;
+    } bad[] = {
+        {NAN, 0, "check_grad: opts.atol is nan; it must be finite and >= 0"},
+        {NAN, 1e-9, "check_grad: opts.atol is nan; it must be finite and >= 0"},
+        {1e-9, NAN, "check_grad: opts.rtol is nan; it must be finite and >= 0"},
+        {0, INFINITY, "check_grad: opts.rtol is inf; it must be finite and >= 0"},
+        {0, -1e-3, "check_grad: opts.rtol is -0.001; it must be finite and >= 0"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ad_check_opts o = {0};
+        o.atol = bad[i].atol;
+        o.rtol = bad[i].rtol;
+        ad_check_report rep;
+        int st = ad_check_grad(t, W, dW0, &o, &rep);
+        cr_expect_eq(st, AD_EMISUSE, "case %zu: status %d, passed %d, errmsg '%s', text: %s", i,
+                     st, rep.passed, rep.errmsg, rep.text);
+        cr_expect_str_eq(rep.errmsg, bad[i].msg, "case %zu", i);
+        ad_check_report_free(&rep);
+        cr_assert_eq(ad_tape_status(t), AD_OK, "case %zu: the tape was poisoned", i);
+        cr_assert_str_eq(ad_tape_errmsg(t), "", "case %zu", i);
+    }
+    ad_check_report rep;
+    cr_assert_eq(ad_check_grad(t, W, dW0, NULL, &rep), AD_OK, "%s", rep.errmsg);
+    cr_assert(rep.passed, "%s", rep.text);
+    ad_check_report_free(&rep);
+    cr_assert_eq(ad_backward(t, J), AD_OK, "the recording is still usable");
     ad_tape_free(t);
 }

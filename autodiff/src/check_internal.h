@@ -61,6 +61,25 @@ void ad__elem_name(ad__sb *b, const char *prefix, const char *name, ad_shape s, 
 /* 1 if s is a valid shape the tape accepts (ndim 0..2, no zero size). */
 int ad__shape_ok(ad_shape s);
 
+/* ---- options ---- */
+
+/* Which fields of ad_check_opts a check reads (ad__check_opts). */
+enum {
+    AD__OPT_TOL = 1u,        /* atol, rtol: finite, >= 0                        */
+    AD__OPT_STEP = 2u,       /* step: finite, > 0 or 0 (the default)            */
+    AD__OPT_DIRECTIONS = 4u, /* directions: >= 0                                */
+    AD__OPT_POINTS = 8u,     /* points: at most AD__MAX_POINTS (negative: none) */
+    AD__OPT_SPREAD = 16u     /* spread: finite, > 0 or 0 (the default)          */
+};
+#define AD__MAX_POINTS 100000
+
+/* Validates the given fields of o (NULL: the defaults, always valid). On
+ * the first bad one fills r with AD_EMISUSE and a message naming who, the
+ * field and its value ("gradcheck: opts.step is nan; it must be finite and
+ * > 0, or 0 for the default") and returns AD_EMISUSE; else AD_OK. Reads
+ * nothing but o: no tape is touched. */
+int ad__check_opts(ad_check_report *r, const char *who, const ad_check_opts *o, unsigned fields);
+
 /* ---- reports ---- */
 
 void ad__report_init(ad_check_report *r, ad__cmem mem);

@@ -162,6 +162,52 @@ int ad__shape_ok(ad_shape s)
     return s.ndim == 2 && s.rows > 0 && s.cols > 0;
 }
 
+/* ---- options ---- */
+
+/* An option's value for a message: NaN as "nan" whatever its sign bit. */
+static const char *opt_num(double v, char *buf, size_t cap)
+{
+    if (isnan(v))
+        return "nan";
+    snprintf(buf, cap, "%g", v);
+    return buf;
+}
+
+/* A double option: finite and >= 0; zero_default says 0 stands for the
+ * default (then the rule reads "> 0, or 0 for the default"). */
+static int check_double(ad_check_report *r, const char *who, const char *field, double v,
+                        int zero_default)
+{
+    char nb[40];
+    if (isfinite(v) && v >= 0)
+        return AD_OK;
+    return ad__report_fail(r, AD_EMISUSE, "%s: opts.%s is %s; it must be finite and %s", who,
+                           field, opt_num(v, nb, sizeof nb),
+                           zero_default ? "> 0, or 0 for the default" : ">= 0");
+}
+
+int ad__check_opts(ad_check_report *r, const char *who, const ad_check_opts *o, unsigned fields)
+{
+    int st = AD_OK;
+    if (!o)
+        return AD_OK;
+    if ((fields & AD__OPT_TOL) && ((st = check_double(r, who, "atol", o->atol, 0)) != AD_OK ||
+                                   (st = check_double(r, who, "rtol", o->rtol, 0)) != AD_OK))
+        return st;
+    if ((fields & AD__OPT_STEP) && (st = check_double(r, who, "step", o->step, 1)) != AD_OK)
+        return st;
+    if ((fields & AD__OPT_DIRECTIONS) && o->directions < 0)
+        return ad__report_fail(r, AD_EMISUSE,
+                               "%s: opts.directions is %d; it must be >= 0 (0: every element)",
+                               who, o->directions);
+    if ((fields & AD__OPT_POINTS) && o->points > AD__MAX_POINTS)
+        return ad__report_fail(r, AD_EMISUSE, "%s: opts.points is %d; it must be at most %d", who,
+                               o->points, AD__MAX_POINTS);
+    if ((fields & AD__OPT_SPREAD) && (st = check_double(r, who, "spread", o->spread, 1)) != AD_OK)
+        return st;
+    return AD_OK;
+}
+
 /* ---- reports ---- */
 
 void ad__report_init(ad_check_report *r, ad__cmem mem)

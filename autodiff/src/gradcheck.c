@@ -300,11 +300,9 @@ int ad_gradcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n,
     if (!r)
         return AD_EMISUSE;
     ad__report_init(r, ad__cmem_make(o ? o->alloc : NULL, o ? o->alloc_ud : NULL));
-    if (o && (o->directions < 0 || o->step < 0 || o->atol < 0 || o->rtol < 0))
-        return ad__report_fail(r, AD_EMISUSE,
-                               "gradcheck: negative option (directions %d, step %g, atol %g, "
-                               "rtol %g)",
-                               o->directions, o->step, o->atol, o->rtol);
+    int st = ad__check_opts(r, "gradcheck", o, AD__OPT_TOL | AD__OPT_STEP | AD__OPT_DIRECTIONS);
+    if (st != AD_OK)
+        return st;
     int compared = 0;
     for (int i = 0; in && i < n; i++)
         compared |= in[i].role == AD_INPUT_COMPARE;
@@ -318,7 +316,7 @@ int ad_gradcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n,
         atol = o->atol, rtol = o->rtol;
 
     ad__session s;
-    int st = ad__session_open(&s, "gradcheck", fn, ud, in, n, o, r);
+    st = ad__session_open(&s, "gradcheck", fn, ud, in, n, o, r);
     if (st != AD_OK)
         return st;
     kinks k;

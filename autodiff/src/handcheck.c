@@ -12,7 +12,6 @@
 
 #define DEFAULT_TOL 1e-9
 #define DEFAULT_POINTS 3
-#define MAX_POINTS 100000
 #define DEFAULT_SEED 0x5eed5eedu
 #define MAX_ROWS 40
 #define SMALL_POINT 24  /* write a point's values when it has at most this many */
@@ -199,13 +198,9 @@ int ad_handcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n, ad_h
     if (!r)
         return AD_EMISUSE;
     ad__report_init(r, ad__cmem_make(o ? o->alloc : NULL, o ? o->alloc_ud : NULL));
-    if (o && (o->atol < 0 || o->rtol < 0 || o->spread < 0))
-        return ad__report_fail(r, AD_EMISUSE,
-                               "handcheck: negative option (atol %g, rtol %g, spread %g)", o->atol,
-                               o->rtol, o->spread);
-    if (o && o->points > MAX_POINTS)
-        return ad__report_fail(r, AD_EMISUSE, "handcheck: %d random points is more than %d",
-                               o->points, MAX_POINTS);
+    int st = ad__check_opts(r, "handcheck", o, AD__OPT_TOL | AD__OPT_POINTS | AD__OPT_SPREAD);
+    if (st != AD_OK)
+        return st;
     if (!yours && o && o->points > 0)
         return ad__report_fail(r, AD_EMISUSE,
                                "handcheck: %d random points need a gradient callback (yours): "
@@ -229,7 +224,7 @@ int ad_handcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n, ad_h
     h.npoints = 1;
     if (yours)
         h.npoints += !o || o->points == 0 ? DEFAULT_POINTS : (o->points > 0 ? o->points : 0);
-    int st = ad__session_open(&h.s, "handcheck", fn, ud, in, n, o, r);
+    st = ad__session_open(&h.s, "handcheck", fn, ud, in, n, o, r);
     if (st != AD_OK)
         return st;
     const size_t total = h.s.off[n];
@@ -271,6 +266,8 @@ int ad_check_grad(const ad_tape *t, ad_node node, const double *expected,
         return AD_EMISUSE;
     ad__cmem mem = ad__cmem_make(o ? o->alloc : NULL, o ? o->alloc_ud : NULL);
     ad__report_init(r, mem);
+    if (ad__check_opts(r, "check_grad", o, AD__OPT_TOL) != AD_OK)
+        return AD_EMISUSE;
     if (!t || !expected)
         return ad__report_fail(r, AD_EMISUSE, "check_grad: %s is NULL", t ? "expected" : "tape");
     if (ad_tape_status(t) != AD_OK)
@@ -293,9 +290,6 @@ int ad_check_grad(const ad_tape *t, ad_node node, const double *expected,
     double atol = DEFAULT_TOL, rtol = DEFAULT_TOL;
     if (o && (o->atol != 0 || o->rtol != 0))
         atol = o->atol, rtol = o->rtol;
-    if (atol < 0 || rtol < 0)
-        return ad__report_fail(r, AD_EMISUSE, "check_grad: negative tolerance (atol %g, rtol %g)",
-                               atol, rtol);
     ad_shape sh = ad_node_shape(t, node);
     const size_t sz = ad_shape_size(sh);
     for (size_t j = 0; j < sz; j++) {

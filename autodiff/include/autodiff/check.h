@@ -13,6 +13,12 @@
  * its own. Checks fill a caller-owned ad_check_report (status, message,
  * one entry per compared element, and a ready-to-print text table);
  * traces and graphs go to a write callback or to a FILE the caller gives.
+ * Errors -- misuse included -- are returned and explained in the report
+ * (or in ad_print_opts.errbuf), never in a tape: ad_gradcheck and
+ * ad_handcheck record on a tape of their own, freed before they return,
+ * and the functions that take your tape take it const, so a refused or
+ * failed check leaves its ad_tape_status and ad_tape_errmsg as they were
+ * and its recording usable.
  * All memory goes through the allocator hook in the options (NULL:
  * realloc/free). No global state: every call is independent.
  *
@@ -78,28 +84,36 @@ typedef int (*ad_hand_fn)(const double *const *point, double *const *grad, int n
                                  check of at most 24 elements anyway) */
 
 /* Options shared by the checks. Zero-initialise (or pass NULL) for the
- * defaults; each field says what 0 means. */
+ * defaults; each field says what 0 means and which values are valid.
+ * Each check validates the fields it reads before doing anything else: a
+ * NaN, an infinity or a negative value where the field says otherwise is
+ * AD_EMISUSE with a message naming the check, the field and the value,
+ * e.g. "gradcheck: opts.step is nan; it must be finite and > 0, or 0 for
+ * the default" (nothing is recorded then). */
 typedef struct ad_check_opts {
     /* Element (i, j) passes when
      *   |tape - other| <= atol + rtol * max(|tape|, |other|).
-     * atol = rtol = 0: the check's defaults (ad_gradcheck 1e-6 and 1e-5;
-     * ad_handcheck and ad_check_grad 1e-9 and 1e-9). If either is nonzero
-     * both are used exactly as given. */
+     * Both finite and >= 0. atol = rtol = 0: the check's defaults
+     * (ad_gradcheck 1e-6 and 1e-5; ad_handcheck and ad_check_grad 1e-9 and
+     * 1e-9). If either is nonzero both are used exactly as given, so
+     * atol = 0 with rtol > 0 is a purely relative test and vice versa. */
     double atol, rtol;
     /* ad_gradcheck: element x_j is moved by +-h_j with
-     * h_j = step * max(1, |x_j|); 0: step = cbrt(DBL_EPSILON) ~ 6.06e-6,
-     * which balances truncation error O(h^2) against rounding O(eps/h). */
+     * h_j = step * max(1, |x_j|); finite and > 0, or 0: the default
+     * step = cbrt(DBL_EPSILON) ~ 6.06e-6, which balances truncation error
+     * O(h^2) against rounding O(eps/h). */
     double step;
-    /* ad_gradcheck: 0 compares every element (2 evaluations each); d > 0
-     * instead compares g^T v with (f(x+hv) - f(x-hv)) / 2h for d seeded
-     * random directions v (entries uniform in [-1, 1], h = step * max(1,
-     * max|x|)), 2d evaluations whatever the input size. */
+    /* ad_gradcheck, >= 0: 0 compares every element (2 evaluations each);
+     * d > 0 instead compares g^T v with (f(x+hv) - f(x-hv)) / 2h for d
+     * seeded random directions v (entries uniform in [-1, 1], h = step *
+     * max(1, max|x|)), 2d evaluations whatever the input size. */
     int directions;
     /* ad_handcheck with a callback: random points besides the given one.
-     * 0: 3; negative: none; at most 100000. Each element of a moved input becomes
-     * x + spread * u * max(1, |x|), u uniform in [-1, 1]. */
+     * 0: 3; negative: none; at most 100000 (more is AD_EMISUSE). Each
+     * element of a moved input becomes x + spread * u * max(1, |x|), u
+     * uniform in [-1, 1]. */
     int points;
-    double spread;        /* 0: 1.0 */
+    double spread;        /* ad_handcheck: finite and > 0, or 0: 1.0 */
     uint64_t seed;        /* random directions and points; 0: a fixed seed */
     unsigned flags;       /* AD_CHECK_ALL_ROWS */
     /* ad_gradcheck: extra op names whose input has a kink at 0 (custom
@@ -180,8 +194,10 @@ AD_API void ad_check_report_free(ad_check_report *rep);
  * between x-h, x and x+h is AD_ELEM_KINK, not a failure.
  * Returns AD_OK when the check ran (pass/fail in rep->passed), else the
  * error, also in rep->status with a message in rep->errmsg:
- *   AD_EMISUSE  fn/in/rep NULL, n < 1, a negative option, a NULL value, an invalid shape, no
- *               input to compare, fn returned nil or a non-scalar
+ *   AD_EMISUSE  fn/in/rep NULL, n < 1, an invalid option (atol, rtol, step
+ *               NaN, infinite or negative; directions negative), a NULL
+ *               value, an invalid shape, no input to compare, fn returned
+ *               nil or a non-scalar
  *   AD_ENOMEM   the allocator failed (report and tape are cleaned up)
  *   other       fn's recording failed: the tape's status and message.
  * rep NULL: returns AD_EMISUSE and does nothing else. */
@@ -195,9 +211,11 @@ AD_API int ad_gradcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int 
  * AD_INPUT_CONSTANT) and every AD_INPUT_COMPARE input is compared there.
  * Each mismatch is named in rep->text like
  *   dW[0][2]: yours -7, tape -8 (at W = ..., x = (1, 0, 2))
- * Returns as ad_gradcheck (AD_OK: ran; pass/fail in rep->passed). Extra
- * AD_EMISUSE cases: nothing to compare, random points requested without a
- * callback, or the callback returned nonzero. */
+ * Returns as ad_gradcheck (AD_OK: ran; pass/fail in rep->passed). Its
+ * options are atol, rtol, points, spread, seed and flags (atol, rtol,
+ * spread: AD_EMISUSE when NaN, infinite or negative; points: when over
+ * 100000). Extra AD_EMISUSE cases: nothing to compare, random points
+ * requested without a callback, or the callback returned nonzero. */
 AD_API int ad_handcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n,
                         ad_hand_fn yours, void *yours_ud, const ad_check_opts *opts,
                         ad_check_report *rep);
@@ -206,8 +224,10 @@ AD_API int ad_handcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int 
  * (ad_shape_size(node's shape) doubles). Rows are named after
  * ad_node_name (or "n<index>"). Only opts->atol, rtol, flags, alloc and
  * alloc_ud are used. Returns AD_OK (pass/fail in rep->passed) or
- * AD_EMISUSE (NULL tape/expected/rep, a bad node, a node with no
- * gradient, a tape holding an error), AD_ENOMEM. */
+ * AD_EMISUSE (atol or rtol NaN, infinite or negative, NULL
+ * tape/expected/rep, a bad node, a node with no gradient, a tape whose
+ * recording failed), AD_ENOMEM. The tape is only read: whatever this
+ * returns, t's status and message are unchanged. */
 AD_API int ad_check_grad(const ad_tape *t, ad_node node, const double *expected,
                          const ad_check_opts *opts, ad_check_report *rep);
 
