@@ -23,7 +23,7 @@ static void cube_vjp(const ad_call *k)
         for (size_t i = 0; i < ad_shape_size(k->out.shape); i++) /* dx += 3 x^2 dy */
             k->in[0].grad[i] += 3.0 * k->in[0].val[i] * k->in[0].val[i] * k->out.grad[i];
 }
-static const ad_opdef cube = {"cube", 1, NULL, cube_fwd, cube_vjp, NULL};
+static const ad_opdef cube = {.name = "cube", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
 
 /* ---- the program ---- */
 

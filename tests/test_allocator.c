@@ -264,7 +264,7 @@ static void cube_vjp(const ad_call *c)
         for (size_t i = 0; i < ad_shape_size(c->out.shape); i++)
             c->in[0].grad[i] += 3 * c->in[0].val[i] * c->in[0].val[i] * c->out.grad[i];
 }
-static const ad_opdef cube_def = {"cube", 1, NULL, cube_fwd, cube_vjp, NULL};
+static const ad_opdef cube_def = {.name = "cube", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
 
 /* Everything a tape can allocate for: inline scalars, vector and matrix
  * data (several arena blocks), op constants, names, a registry with a

@@ -72,7 +72,7 @@ static void cube_vjp_wrong(const ad_call *k)
         for (size_t i = 0; i < ad_shape_size(k->out.shape); i++)
             k->in[0].grad[i] += k->out.grad[i] * 2 * k->in[0].val[i] * k->in[0].val[i];
 }
-static const ad_opdef cube_wrong = {"cube", 1, NULL, cube_fwd, cube_vjp_wrong, NULL};
+static const ad_opdef cube_wrong = {.name = "cube", .arity = 1, .forward = cube_fwd, .vjp = cube_vjp_wrong};
 
 static ad_node sum_cube(ad_tape *t, const ad_node *in, int n, void *ud)
 {

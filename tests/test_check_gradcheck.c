@@ -48,8 +48,8 @@ static void cube_vjp_wrong(const ad_call *k)
         for (size_t i = 0; i < ad_shape_size(k->out.shape); i++)
             k->in[0].grad[i] += k->out.grad[i] * 2 * k->in[0].val[i] * k->in[0].val[i];
 }
-static const ad_opdef cube_right = {"cube", 1, NULL, cube_fwd, cube_vjp, NULL};
-static const ad_opdef cube_wrong = {"cube", 1, NULL, cube_fwd, cube_vjp_wrong, NULL};
+static const ad_opdef cube_right = {.name = "cube", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
+static const ad_opdef cube_wrong = {.name = "cube", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp_wrong, .ud = NULL};
 
 /* J = sum(cube(x)); ud: the descriptor. */
 static ad_node sum_cube(ad_tape *t, const ad_node *in, int n, void *ud)
@@ -286,7 +286,7 @@ static void kabs_vjp(const ad_call *k)
         for (size_t i = 0; i < ad_shape_size(k->out.shape); i++)
             k->in[0].grad[i] += k->out.grad[i] * (k->in[0].val[i] > 0 ? 1.0 : -1.0);
 }
-static const ad_opdef kabs = {"kabs", 1, NULL, kabs_fwd, kabs_vjp, NULL};
+static const ad_opdef kabs = {.name = "kabs", .arity = 1, .shape = NULL, .forward = kabs_fwd, .vjp = kabs_vjp, .ud = NULL};
 
 Test(gradcheck, custom_kink_ops_and_a_real_bug_beside_a_kink)
 {

@@ -317,8 +317,8 @@ static void cube_vjp(const ad_call *k)
 
 Test(trace, custom_ops_and_broadcasts)
 {
-    static const ad_opdef cube = {"cube", 1, NULL, cube_fwd, cube_vjp, NULL};
-    static const ad_opdef fake_relu = {"relu", 1, NULL, cube_fwd, cube_vjp, NULL};
+    static const ad_opdef cube = {.name = "cube", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
+    static const ad_opdef fake_relu = {.name = "relu", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
     const double v0[2] = {1, 2};
     ad_tape *t = ad_tape_new(NULL);
     ad_node v = ad_variable(t, ad_shape_vec(2), v0);

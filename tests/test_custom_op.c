@@ -35,7 +35,7 @@ static void cube_vjp(const ad_call *call)
 }
 
 static cube_ud cube_data = {2.0, 0, 0};
-static const ad_opdef cube = {"cube", 1, NULL, cube_fwd, cube_vjp, &cube_data};
+static const ad_opdef cube = {.name = "cube", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = &cube_data};
 
 /* ---- rowscale: B = A * s (row i scaled by s_i); A (m x n), s (m).
  * dA[i,j] += dB[i,j] s_i;  ds_i += sum_j dB[i,j] A[i,j] ---- */
@@ -77,8 +77,7 @@ static void rowscale_vjp(const ad_call *k)
                 gs[i] += gB[i * n + j] * A[i * n + j];
         }
 }
-static const ad_opdef rowscale = {"rowscale", 2, rowscale_shape, rowscale_fwd, rowscale_vjp,
-                                  NULL};
+static const ad_opdef rowscale = {.name = "rowscale", .arity = 2, .shape = rowscale_shape, .forward = rowscale_fwd, .vjp = rowscale_vjp, .ud = NULL};
 
 /* ---- fma3: d = a b + c, three operands of one shape (arity 3) ---- */
 
@@ -110,7 +109,7 @@ static void fma3_vjp(const ad_call *k)
             k->in[2].grad[i] += g;
     }
 }
-static const ad_opdef fma3 = {"fma3", 3, fma3_shape, fma3_fwd, fma3_vjp, NULL};
+static const ad_opdef fma3 = {.name = "fma3", .arity = 3, .shape = fma3_shape, .forward = fma3_fwd, .vjp = fma3_vjp, .ud = NULL};
 
 /* ---- helpers ---- */
 
@@ -206,7 +205,7 @@ static void badcube_vjp(const ad_call *call)
     for (size_t i = 0; i < ad_shape_size(call->out.shape); i++)
         call->in[0].grad[i] += 3.03 * u->k * x[i] * x[i] * call->out.grad[i];
 }
-static const ad_opdef badcube = {"badcube", 1, NULL, cube_fwd, badcube_vjp, &cube_data};
+static const ad_opdef badcube = {.name = "badcube", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = badcube_vjp, .ud = &cube_data};
 static ad_node g_badcube(ad_tape *t, const ad_node *in, void *ud)
 {
     (void)ud;
@@ -399,8 +398,8 @@ static void expect_reg_error(ad_registry *reg, const ad_opdef *def, int status, 
 Test(custom_op, duplicate_name_is_eexist)
 {
     ad_registry *reg = new_registry();
-    static const ad_opdef cube2 = {"cube", 1, NULL, cube_fwd, cube_vjp, NULL};
-    static const ad_opdef add2 = {"add", 2, NULL, fma3_fwd, fma3_vjp, NULL};
+    static const ad_opdef cube2 = {.name = "cube", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
+    static const ad_opdef add2 = {.name = "add", .arity = 2, .shape = NULL, .forward = fma3_fwd, .vjp = fma3_vjp, .ud = NULL};
     expect_reg_error(reg, &cube2, AD_EEXIST,
                      "registry_add: an op named 'cube' is already registered");
     expect_reg_error(reg, &cube, AD_EEXIST,
@@ -411,7 +410,7 @@ Test(custom_op, duplicate_name_is_eexist)
     cr_assert_eq(ad_registry_find(reg, "cube"), &cube);
     cr_assert_eq(ad_registry_find(reg, "add"), ad_registry_find(NULL, "add"));
     /* A success clears the message. */
-    static const ad_opdef other = {"other", 1, NULL, cube_fwd, cube_vjp, NULL};
+    static const ad_opdef other = {.name = "other", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
     cr_assert_eq(ad_registry_add(reg, &other), AD_OK);
     cr_assert_str_eq(ad_registry_errmsg(reg), "");
     ad_registry_free(reg);
@@ -420,13 +419,13 @@ Test(custom_op, duplicate_name_is_eexist)
 Test(custom_op, invalid_descriptor_is_emisuse)
 {
     ad_registry *reg = new_registry();
-    static const ad_opdef noname = {NULL, 1, NULL, cube_fwd, cube_vjp, NULL};
-    static const ad_opdef empty = {"", 1, NULL, cube_fwd, cube_vjp, NULL};
-    static const ad_opdef ar0 = {"ar0", 0, NULL, cube_fwd, cube_vjp, NULL};
-    static const ad_opdef ar5 = {"ar5", AD_MAX_ARITY + 1, NULL, cube_fwd, cube_vjp, NULL};
-    static const ad_opdef arneg = {"arneg", -1, NULL, cube_fwd, cube_vjp, NULL};
-    static const ad_opdef nofwd = {"nofwd", 1, NULL, NULL, cube_vjp, NULL};
-    static const ad_opdef novjp = {"novjp", 1, NULL, cube_fwd, NULL, NULL};
+    static const ad_opdef noname = {.name = NULL, .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
+    static const ad_opdef empty = {.name = "", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
+    static const ad_opdef ar0 = {.name = "ar0", .arity = 0, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
+    static const ad_opdef ar5 = {.name = "ar5", .arity = AD_MAX_ARITY + 1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
+    static const ad_opdef arneg = {.name = "arneg", .arity = -1, .shape = NULL, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
+    static const ad_opdef nofwd = {.name = "nofwd", .arity = 1, .shape = NULL, .forward = NULL, .vjp = cube_vjp, .ud = NULL};
+    static const ad_opdef novjp = {.name = "novjp", .arity = 1, .shape = NULL, .forward = cube_fwd, .vjp = NULL, .ud = NULL};
     expect_reg_error(reg, NULL, AD_EMISUSE, "registry_add: op descriptor is NULL");
     expect_reg_error(reg, &noname, AD_EMISUSE, "registry_add: op has no name");
     expect_reg_error(reg, &empty, AD_EMISUSE, "registry_add: op has no name");
@@ -524,21 +523,21 @@ Test(custom_op, shape_rule_rejection_is_eshape_with_name)
     cr_assert(ad_node_is_nil(ad_apply(t, &fma3, f, 3, 0)));
     cr_assert_str_eq(ad_tape_errmsg(t), "fma3: operand 3 differs in shape from operand 1");
 
-    static const ad_opdef noreason = {"noreason", 1, no_reason_shape, cube_fwd, cube_vjp, NULL};
+    static const ad_opdef noreason = {.name = "noreason", .arity = 1, .shape = no_reason_shape, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
     ad_tape_reset(t);
     v = ad_variable(t, ad_shape_vec(3), A);
     cr_assert(ad_node_is_nil(ad_apply(t, &noreason, &v, 1, 0)));
     cr_assert_eq(ad_tape_status(t), AD_ESHAPE);
     cr_assert_str_eq(ad_tape_errmsg(t), "noreason: operand shapes do not fit");
 
-    static const ad_opdef badndim = {"badndim", 1, bad_ndim_shape, cube_fwd, cube_vjp, NULL};
+    static const ad_opdef badndim = {.name = "badndim", .arity = 1, .shape = bad_ndim_shape, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
     ad_tape_reset(t);
     v = ad_variable(t, ad_shape_vec(3), A);
     cr_assert(ad_node_is_nil(ad_apply(t, &badndim, &v, 1, 0)));
     cr_assert_eq(ad_tape_status(t), AD_EMISUSE);
     cr_assert_str_eq(ad_tape_errmsg(t), "badndim: invalid shape (ndim 3, 2x2)");
 
-    static const ad_opdef empty = {"emptyout", 1, empty_shape, cube_fwd, cube_vjp, NULL};
+    static const ad_opdef empty = {.name = "emptyout", .arity = 1, .shape = empty_shape, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
     ad_tape_reset(t);
     v = ad_variable(t, ad_shape_vec(3), A);
     cr_assert(ad_node_is_nil(ad_apply(t, &empty, &v, 1, 0)));
@@ -546,7 +545,7 @@ Test(custom_op, shape_rule_rejection_is_eshape_with_name)
     cr_assert_str_eq(ad_tape_errmsg(t), "emptyout: the shape is empty (a vector of length 0)");
 
     /* A reason as long as the buffer: truncated, never overflowing. */
-    static const ad_opdef longr = {"longreason", 1, long_reason_shape, cube_fwd, cube_vjp, NULL};
+    static const ad_opdef longr = {.name = "longreason", .arity = 1, .shape = long_reason_shape, .forward = cube_fwd, .vjp = cube_vjp, .ud = NULL};
     ad_tape_reset(t);
     v = ad_variable(t, ad_shape_vec(3), A);
     cr_assert(ad_node_is_nil(ad_apply(t, &longr, &v, 1, 0)));

@@ -560,6 +560,189 @@ static int same_by_every_sweep(ad_tape *t, const opcase *k, rec *r)
     return 1;
 }
 
+/* ---- the derivative modes of the same case ----
+ * L = out . w as above, and L2 = tanh(out) . w, whose Hessian runs through
+ * both parts of the op's second-order rule (its own second-order term, and
+ * its vjp of the adjoint tangent that tanh sends back). u and u2 are
+ * random directions over the operands that are not constants. */
+
+/* L2's gradient at x (operands that are constants left out), into g. */
+static void grad_l2(const opcase *k, const double *x, const double *w, double *g)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    rec r;
+    record(t, k, x, w, 0, &r);
+    ad_node wn = ad_constant(t, ad_node_shape(t, r.out), w);
+    ad_node L2 = ad_dot(t, ad_tanh(t, r.out), wn);
+    cr_assert_eq(ad_backward(t, L2), AD_OK, "%s", ad_tape_errmsg(t));
+    size_t off = 0;
+    for (int i = 0; i < nown(k); i++) {
+        const size_t ni = ad_shape_size(k->shape[i]);
+        const double *gi = ad_grad(t, r.in[i]);
+        for (size_t j = 0; j < ni; j++)
+            g[off + j] = k->kind[i] == CONST ? 0.0 : gi[j];
+        off += ni;
+    }
+    ad_tape_free(t);
+}
+
+static double dotn(const double *a, const double *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* Relative agreement of two sums that may cancel: |a - b| against the
+ * scale of their terms. */
+static int close_to(double a, double b, double scale, double tol)
+{
+    return fabs(a - b) <= tol * (scale > 1 ? scale : 1);
+}
+
+static void check_modes(const opcase *k, const double *x, const double *w)
+{
+    test_rng g = {0xD1Au + (uint64_t)k->nin * 7919u + (uint64_t)total(k)};
+    const size_t N = total(k);
+    double u[3 * MAXN], u2[3 * MAXN];
+    for (int i = 0, off = 0; i < nown(k); off += (int)ad_shape_size(k->shape[i]), i++)
+        for (size_t j = 0; j < ad_shape_size(k->shape[i]); j++) {
+            u[off + j] = k->kind[i] == CONST ? 0.0 : test_uniform(&g, -1, 1);
+            u2[off + j] = k->kind[i] == CONST ? 0.0 : test_uniform(&g, -1, 1);
+        }
+
+    /* J u: the forward sweep, against the gradient (<J u, w> = <u, J^T w>)
+     * and against a central difference of L along u. */
+    ad_tape *t = ad_tape_new(NULL);
+    rec r;
+    record(t, k, x, w, 0, &r);
+    REQUIRE(ad_backward(t, r.loss) == AD_OK, "%s [%s]: %s", k->op, k->label, ad_tape_errmsg(t));
+    double gu = 0, scale = 0;
+    for (int i = 0, off = 0; i < nown(k); off += (int)ad_shape_size(k->shape[i]), i++) {
+        if (k->kind[i] == CONST)
+            continue;
+        const double *gi = ad_grad(t, r.in[i]);
+        for (size_t j = 0; j < ad_shape_size(k->shape[i]); j++) {
+            gu += gi[j] * u[off + j];
+            scale += fabs(gi[j] * u[off + j]);
+        }
+    }
+    const double *outv = ad_value(t, r.out);
+    const size_t M = ad_shape_size(ad_node_shape(t, r.out));
+    double before[MAXN];
+    memcpy(before, outv, M * sizeof *before);
+    REQUIRE(ad_tangents(t, 1) == AD_OK, "%s [%s]: tangents: %s", k->op, k->label,
+            ad_tape_errmsg(t));
+    for (int i = 0, off = 0; i < nown(k); off += (int)ad_shape_size(k->shape[i]), i++)
+        if (k->kind[i] != CONST)
+            REQUIRE(ad_set_tangent(t, r.in[i], u + off) == AD_OK, "%s", ad_tape_errmsg(t));
+    REQUIRE(ad_forward(t) == AD_OK, "%s [%s]: forward: %s", k->op, k->label, ad_tape_errmsg(t));
+    for (size_t i = 0; i < M; i++)
+        REQUIRE(ad_value(t, r.out)[i] == before[i], "%s [%s]: ad_forward changed value %zu",
+                k->op, k->label, i);
+    const double *tj = ad_tangent(t, r.out);
+    REQUIRE(tj, "%s [%s]: no tangent", k->op, k->label);
+    double jw = 0;
+    for (size_t i = 0; i < M; i++) {
+        jw += tj[i] * (M == 1 && ad_node_shape(t, r.out).ndim == 0 ? 1.0 : w[i]);
+        scale += fabs(tj[i] * w[i]);
+    }
+    REQUIRE(close_to(jw, gu, scale, 1e-12), "%s [%s]: <J u, w> = %.17g but <u, J^T w> = %.17g",
+            k->op, k->label, jw, gu);
+    {
+        double xp[3 * MAXN], xm[3 * MAXN];
+        for (size_t i = 0; i < N; i++)
+            xp[i] = x[i] + FD_H * u[i], xm[i] = x[i] - FD_H * u[i];
+        fdctx fc = {k, w, ad_tape_new(NULL)};
+        const double fd = (loss_at(&fc, xp) - loss_at(&fc, xm)) / (2 * FD_H);
+        ad_tape_free(fc.t);
+        REQUIRE(test_err(jw, fd) <= FD_TOL, "%s [%s]: J u = %.12g, central difference %.12g",
+                k->op, k->label, jw, fd);
+    }
+    ad_tape_free(t);
+
+    /* H u of L2: against a central difference of its gradient along u,
+     * and symmetric: <H u, u2> = <u, H u2>. */
+    t = ad_tape_new(NULL);
+    record(t, k, x, w, 0, &r);
+    ad_node wn = ad_constant(t, ad_node_shape(t, r.out), w);
+    ad_node L2 = ad_dot(t, ad_tanh(t, r.out), wn);
+    REQUIRE(ad_tape_status(t) == AD_OK, "%s", ad_tape_errmsg(t));
+    ad_node vin[3];
+    const double *vu[3], *vu2[3];
+    double hu[3 * MAXN], hu2[3 * MAXN], gr[3 * MAXN];
+    double *phu[3], *phu2[3], *pgr[3];
+    int nv = 0;
+    size_t voff[3];
+    for (int i = 0, off = 0; i < nown(k); off += (int)ad_shape_size(k->shape[i]), i++) {
+        if (k->kind[i] == CONST)
+            continue;
+        vin[nv] = r.in[i], vu[nv] = u + off, vu2[nv] = u2 + off, voff[nv] = (size_t)off;
+        phu[nv] = hu + off, phu2[nv] = hu2 + off, pgr[nv] = gr + off;
+        nv++;
+    }
+    if (nv > 0) {
+        memset(hu, 0, sizeof hu), memset(hu2, 0, sizeof hu2);
+        REQUIRE(ad_hvp(t, L2, nv, vin, vu, phu, pgr) == AD_OK, "%s [%s]: hvp: %s", k->op,
+                k->label, ad_tape_errmsg(t));
+        REQUIRE(ad_hvp(t, L2, nv, vin, vu2, phu2, NULL) == AD_OK, "%s [%s]: hvp: %s", k->op,
+                k->label, ad_tape_errmsg(t));
+        double gp[3 * MAXN] = {0}, gm[3 * MAXN] = {0}, xp[3 * MAXN], xm[3 * MAXN], g0[3 * MAXN];
+        for (size_t i = 0; i < N; i++)
+            xp[i] = x[i] + FD_H * u[i], xm[i] = x[i] - FD_H * u[i];
+        grad_l2(k, xp, w, gp);
+        grad_l2(k, xm, w, gm);
+        grad_l2(k, x, w, g0);
+        for (int v = 0; v < nv; v++)
+            for (size_t j = 0; j < ad_shape_size(ad_node_shape(t, vin[v])); j++) {
+                const size_t e = voff[v] + j;
+                const double fd = (gp[e] - gm[e]) / (2 * FD_H);
+                REQUIRE(test_err(hu[e], fd) <= FD_TOL,
+                        "%s [%s]: (H u)[%zu] = %.12g, central difference of gradients %.12g",
+                        k->op, k->label, e, hu[e], fd);
+                REQUIRE(test_err(gr[e], g0[e]) <= 1e-12, "%s [%s]: hvp's gradient[%zu] %.17g, "
+                        "backward's %.17g", k->op, k->label, e, gr[e], g0[e]);
+            }
+        double a = dotn(hu, u2, N), b = dotn(u, hu2, N), sc = 0;
+        for (size_t i = 0; i < N; i++)
+            sc += fabs(hu[i] * u2[i]) + fabs(u[i] * hu2[i]);
+        REQUIRE(close_to(a, b, sc, 1e-12), "%s [%s]: <H u, u2> = %.17g but <u, H u2> = %.17g",
+                k->op, k->label, a, b);
+
+        /* the dense drivers agree with the directional ones */
+        static double J1[MAXN * 3 * MAXN], J2[MAXN * 3 * MAXN], H[9 * MAXN * MAXN];
+        size_t Nv = 0;
+        for (int v = 0; v < nv; v++)
+            Nv += ad_shape_size(ad_node_shape(t, vin[v]));
+        REQUIRE(ad_jacobian(t, r.out, nv, vin, J1, AD_JAC_FORWARD) == AD_OK, "%s [%s]: %s",
+                k->op, k->label, ad_tape_errmsg(t));
+        REQUIRE(ad_jacobian(t, r.out, nv, vin, J2, AD_JAC_REVERSE) == AD_OK, "%s [%s]: %s",
+                k->op, k->label, ad_tape_errmsg(t));
+        for (size_t i = 0; i < M * Nv; i++)
+            REQUIRE(test_err(J1[i], J2[i]) <= 1e-12, "%s [%s]: Jacobian[%zu]: forward %.17g, "
+                    "reverse %.17g", k->op, k->label, i, J1[i], J2[i]);
+        REQUIRE(ad_hessian(t, L2, nv, vin, H) == AD_OK, "%s [%s]: %s", k->op, k->label,
+                ad_tape_errmsg(t));
+        double hcol[3 * MAXN];
+        size_t row = 0; /* H u from the dense Hessian, over the variables */
+        for (int v = 0; v < nv; v++)
+            for (size_t j = 0; j < ad_shape_size(ad_node_shape(t, vin[v])); j++, row++) {
+                double sum = 0;
+                size_t col = 0;
+                for (int q = 0; q < nv; q++)
+                    for (size_t m = 0; m < ad_shape_size(ad_node_shape(t, vin[q])); m++, col++)
+                        sum += H[row * Nv + col] * u[voff[q] + m];
+                hcol[row] = sum;
+                REQUIRE(test_err(hcol[row], hu[voff[v] + j]) <= 1e-10,
+                        "%s [%s]: (Hessian u)[%zu] = %.17g, hvp %.17g", k->op, k->label, row,
+                        hcol[row], hu[voff[v] + j]);
+            }
+    }
+done:
+    ad_tape_free(t);
+}
+
 static void check_case(size_t ci)
 {
     const opcase *k = &cases[ci];
@@ -639,6 +822,8 @@ static void check_case(size_t ci)
      * parameter buffers filled with NaN (written, never read). */
     if (!same_by_every_sweep(t, k, r))
         goto done;
+
+    check_modes(k, x, w);
 
     /* ad_apply_named records the same thing, bit for bit. */
     record(t2, k, x, w, 1, r2);

@@ -25,7 +25,7 @@ static void probe_vjp(const ad_call *k)
 
 static ad_opdef probe_def(int *counter)
 {
-    ad_opdef d = {"probe", 1, NULL, probe_fwd, probe_vjp, counter};
+    ad_opdef d = {.name = "probe", .arity = 1, .shape = NULL, .forward = probe_fwd, .vjp = probe_vjp, .ud = counter};
     return d;
 }
 

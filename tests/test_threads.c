@@ -84,7 +84,7 @@ static void cube_vjp(const ad_call *c)
     }
 }
 
-static const ad_opdef cube_def = {"cube", 1, NULL, cube_forward, cube_vjp, NULL};
+static const ad_opdef cube_def = {.name = "cube", .arity = 1, .shape = NULL, .forward = cube_forward, .vjp = cube_vjp, .ud = NULL};
 
 /* ---- shared read-only weights ---- */
 

@@ -174,6 +174,9 @@ typedef struct ad__eval {
     ad__mem *mem;
 } ad__eval;
 
+/* Frees the tape's tangent storage (modes.c). */
+void ad__modes_free(ad_tape *t);
+
 /* Replays every node (cannot fail). */
 void ad__replay_eval(const ad__eval *e);
 /* Sweeps from node out (checked by the caller) with seed (NULL: 1 for a
@@ -184,6 +187,7 @@ int ad__sweep_eval(const ad__eval *e, uint32_t out, const double *seed, bool ass
 size_t ad__count_caller_grads(const ad__eval *e);
 
 typedef struct ad__name ad__name;
+typedef struct ad__modes ad__modes; /* modes.c: tangent storage */
 
 #define AD__MSG_CAP 256
 
@@ -212,6 +216,8 @@ struct ad_tape {
     ad__name *names;            /* uthash: node id -> name          */
     uint32_t generation;
     ad__sweepstate ss;
+    ad__modes *modes;           /* forward mode and second order, made
+                                   on first use (modes.c)           */
     int status;                 /* the recording's first error (sticky) */
     int call_status;            /* the last non-recording call's result */
     char msg[AD__MSG_CAP];      /* the reason for status, or else for
@@ -330,7 +336,32 @@ typedef struct ad__op {
      * sweep never sets a bit for an operand that appears twice. def.vjp is
      * vjp_to(call, 0). */
     void (*vjp_to)(const ad_call *call, unsigned fresh);
+    /* Forward mode, one direction: tout = J tin, written (=). tin[i] is
+     * operand i's tangent, or NULL when it is zero. scratch holds
+     * AD__JVP_SCRATCH(call) doubles. NULL: the op is linear and its
+     * forward applied to the tangents is its JVP. */
+    void (*jvp)(const ad_call *call, const double *const *tin, double *tout, double *scratch);
+    /* The second-order term of a forward-over-reverse sweep: adds into
+     * tg[i] (operand i's adjoint tangent; NULL: not wanted) the derivative
+     * of the vjp with seed out.grad along the tangents tin (never NULL
+     * here: zeros stand in). order2 says how it is obtained. */
+    unsigned char order2;
+    void (*so)(const ad_call *call, const double *const *tin, double *const *tg);
 } ad__op;
+
+/* The public descriptor's mode fields of a built-in: its rules are the
+ * ad__op's own (jvp, order2, so). */
+#define AD__NO_MODE_RULES 0, NULL, NULL, 0
+
+/* How an op's second-order term is obtained (ad__op.order2). */
+enum {
+    AD__LINEAR = 0,   /* none: the vjp does not depend on the values     */
+    AD__BILINEAR = 1, /* the vjp itself, run at the tangents (matvec...) */
+    AD__SO_FN = 2     /* the op's so function                            */
+};
+
+/* Scratch doubles a jvp may use: the output and its largest operand. */
+#define AD__JVP_SCRATCH_MAX(outsize, maxin) ((outsize) + (maxin))
 
 #define AD__FRESH(fresh, k) ((((fresh) >> (k)) & 1u) != 0)
 

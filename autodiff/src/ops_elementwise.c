@@ -24,11 +24,12 @@ int ad__shape_fail(char *msg, size_t cap, const char *fmt, ...)
 
 static void nop_call(const ad_call *k) { (void)k; }
 static void nop_vjp_to(const ad_call *k, unsigned fresh) { (void)k, (void)fresh; }
-const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL}, true, false, nop_vjp_to};
+const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL, AD__NO_MODE_RULES}, true, false, nop_vjp_to,
+                             NULL, AD__LINEAR, NULL};
 
 /* ---- unary tensor kernels ---- */
 
-#define TENSOR_UNARY(NAME, CODE, TAKES_C, FWD, DER)                                           \
+#define TENSOR_UNARY(NAME, CODE, TAKES_C, FWD, DER, D2)                                         \
     static void NAME##_fwd(const ad_call *k)                                                  \
     {                                                                                         \
         NAME##_fwd_loop(k->out.val, k->in[0].val, k->c, ad_shape_size(k->out.shape));        \
@@ -40,12 +41,41 @@ const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL}, true, f
                             ad_shape_size(k->out.shape), AD__FRESH(fresh, 0));                \
     }                                                                                         \
     AD__VJP_ADDING(NAME)                                                                      \
-    const ad__op ad__op_##NAME = {{#NAME, 1, NULL, NAME##_fwd, NAME##_vjp, NULL}, true, (TAKES_C), \
-                                  NAME##_vjp_to};
+    /* tangent: ty = f'(x) tx */                                                              \
+    static void NAME##_jvp(const ad_call *k, const double *const *tin, double *tout,          \
+                           double *scratch)                                                   \
+    {                                                                                         \
+        const size_t n = ad_shape_size(k->out.shape);                                         \
+        const double *xs = k->in[0].val, *ys = k->out.val, *tx = tin[0];                      \
+        const double c = k->c;                                                                \
+        (void)scratch, (void)c;                                                               \
+        for (size_t i = 0; i < n; i++) {                                                      \
+            const double x = xs[i], y = ys[i];                                                \
+            (void)x, (void)y;                                                                 \
+            tout[i] = tx ? (DER) * tx[i] : 0.0;                                               \
+        }                                                                                     \
+    }                                                                                         \
+    /* second order: tgx += gy f''(x) tx */                                                   \
+    static void NAME##_so(const ad_call *k, const double *const *tin, double *const *tg)      \
+    {                                                                                         \
+        const size_t n = ad_shape_size(k->out.shape);                                         \
+        const double *xs = k->in[0].val, *ys = k->out.val, *gy = k->out.grad, *tx = tin[0];   \
+        const double c = k->c;                                                                \
+        (void)c;                                                                              \
+        if (tg[0])                                                                            \
+            for (size_t i = 0; i < n; i++) {                                                  \
+                const double x = xs[i], y = ys[i];                                            \
+                (void)x, (void)y;                                                             \
+                if (gy[i] != 0.0)                                                             \
+                    tg[0][i] += gy[i] * (D2) * tx[i];                                         \
+            }                                                                                 \
+    }                                                                                         \
+    const ad__op ad__op_##NAME = {{#NAME, 1, NULL, NAME##_fwd, NAME##_vjp, NULL, AD__NO_MODE_RULES}, true, (TAKES_C), \
+                                  NAME##_vjp_to, NAME##_jvp, AD__SO_FN, NAME##_so};
 
 /* The loops, with restrict parameters so that compilers vectorize them;
  * the writing form (a fresh gradient) is a loop of its own. */
-#define UNARY_LOOPS(NAME, CODE, TAKES_C, FWD, DER)                                            \
+#define UNARY_LOOPS(NAME, CODE, TAKES_C, FWD, DER, D2)                                          \
     static inline void NAME##_fwd_loop(double *restrict ys, const double *restrict xs,        \
                                        double c, size_t n)                                    \
     {                                                                                         \
@@ -123,7 +153,7 @@ static int assign_ok(const ad_call *k, unsigned fresh, int i)
  * gradient rows write or add into one operand's gradient g (stride gs,
  * that operand's stride), so two operands that are one node never meet
  * in one loop. */
-#define BINARY_LOOPS(NAME, CODE, FWD, DA, DB)                                                 \
+#define BINARY_LOOPS(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB)                                               \
     static inline void NAME##_fwd_row(double *restrict zs, const double *restrict as,         \
                                       size_t sa, const double *restrict bs, size_t sb,        \
                                       size_t n)                                               \
@@ -177,7 +207,7 @@ static int assign_ok(const ad_call *k, unsigned fresh, int i)
 
 AD__BINARY_OPS(BINARY_LOOPS)
 
-#define TENSOR_BINARY(NAME, CODE, FWD, DA, DB)                                                \
+#define TENSOR_BINARY(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB)                                              \
     static void NAME##_fwd(const ad_call *k)                                                  \
     {                                                                                         \
         const bcast s = bcast_of(k);                                                          \
@@ -205,8 +235,50 @@ AD__BINARY_OPS(BINARY_LOOPS)
         }                                                                                     \
     }                                                                                         \
     AD__VJP_ADDING(NAME)                                                                      \
-    const ad__op ad__op_##NAME = {{#NAME, 2, NAME##_shape, NAME##_fwd, NAME##_vjp, NULL}, true, \
-                                  false, NAME##_vjp_to};
+    /* tangent: tz = dz/dx tx + dz/dy ty, broadcast as the values are */                      \
+    static void NAME##_jvp(const ad_call *k, const double *const *tin, double *tout,          \
+                           double *scratch)                                                   \
+    {                                                                                         \
+        (void)scratch;                                                                        \
+        const bcast s = bcast_of(k);                                                          \
+        const double *as = k->in[0].val, *bs = k->in[1].val, *zs = k->out.val;               \
+        const double *ta = tin[0], *tb = tin[1];                                              \
+        for (size_t r = 0; r < s.R; r++)                                                      \
+            for (size_t j = 0; j < s.C; j++) {                                                \
+                const size_t ia = r * s.ars + j * s.acs, ib = r * s.brs + j * s.bcs;          \
+                const double x = as[ia], y = bs[ib], z = zs[r * s.C + j];                     \
+                (void)x, (void)y, (void)z;                                                    \
+                double t = 0.0;                                                               \
+                if (ta)                                                                       \
+                    t += (DA) * ta[ia];                                                       \
+                if (tb)                                                                       \
+                    t += (DB) * tb[ib];                                                       \
+                tout[r * s.C + j] = t;                                                        \
+            }                                                                                 \
+    }                                                                                         \
+    /* second order: tga += gz (d2z/dx2 tx + d2z/dxdy ty), tgb likewise */                    \
+    static void NAME##_so(const ad_call *k, const double *const *tin, double *const *tg)      \
+    {                                                                                         \
+        const bcast s = bcast_of(k);                                                          \
+        const double *as = k->in[0].val, *bs = k->in[1].val, *zs = k->out.val;               \
+        const double *gz = k->out.grad, *ta = tin[0], *tb = tin[1];                           \
+        for (size_t r = 0; r < s.R; r++)                                                      \
+            for (size_t j = 0; j < s.C; j++) {                                                \
+                const size_t ia = r * s.ars + j * s.acs, ib = r * s.brs + j * s.bcs;          \
+                const double g = gz[r * s.C + j];                                             \
+                if (g == 0.0)                                                                 \
+                    continue;                                                                 \
+                const double x = as[ia], y = bs[ib], z = zs[r * s.C + j];                     \
+                (void)x, (void)y, (void)z;                                                    \
+                const double daa = (DAA), dab = (DAB), dbb = (DBB);                           \
+                if (tg[0])                                                                    \
+                    tg[0][ia] += g * (daa * ta[ia] + dab * tb[ib]);                           \
+                if (tg[1])                                                                    \
+                    tg[1][ib] += g * (dab * ta[ia] + dbb * tb[ib]);                           \
+            }                                                                                 \
+    }                                                                                         \
+    const ad__op ad__op_##NAME = {{#NAME, 2, NAME##_shape, NAME##_fwd, NAME##_vjp, NULL, AD__NO_MODE_RULES}, true, \
+                                  false, NAME##_vjp_to, NAME##_jvp, AD__SO_FN, NAME##_so};
 
 /* Same shapes, or a scalar against anything; with_row: also a matrix
  * (m x n) and a vector (n). */

@@ -137,8 +137,8 @@ static void matvec_vjp_to(const ad_call *k, unsigned fresh)
            k->in[0].shape.rows, k->in[0].shape.cols, AD__FRESH(fresh, 0), AD__FRESH(fresh, 1));
 }
 AD__VJP_ADDING(matvec)
-const ad__op ad__op_matvec = {{"matvec", 2, matvec_shape, matvec_fwd, matvec_vjp, NULL},
-                              false, false, matvec_vjp_to};
+const ad__op ad__op_matvec = {{"matvec", 2, matvec_shape, matvec_fwd, matvec_vjp, NULL, AD__NO_MODE_RULES},
+                              false, false, matvec_vjp_to, NULL, AD__BILINEAR, NULL};
 
 /* ---- matvec_t: y = W^T x;  W (k x n), x (k), y (n) ----
  * dW += x dy^T;  dx += W dy */
@@ -179,8 +179,8 @@ static void matvec_t_vjp_to(const ad_call *k, unsigned fresh)
     }
 }
 AD__VJP_ADDING(matvec_t)
-const ad__op ad__op_matvec_t = {{"matvec_t", 2, matvec_t_shape, matvec_t_fwd, matvec_t_vjp, NULL},
-                                false, false, matvec_t_vjp_to};
+const ad__op ad__op_matvec_t = {{"matvec_t", 2, matvec_t_shape, matvec_t_fwd, matvec_t_vjp, NULL, AD__NO_MODE_RULES},
+                                false, false, matvec_t_vjp_to, NULL, AD__BILINEAR, NULL};
 
 /* ---- matmul: C = A B;  A (m x p), B (p x n), C (m x n) ----
  * dA += dC B^T;  dB += A^T dC */
@@ -238,8 +238,8 @@ static void matmul_vjp_to(const ad_call *k, unsigned fresh)
             ad__kcombine_to(gB + q * n, A + q, p, gC, n, m, n, fB);
 }
 AD__VJP_ADDING(matmul)
-const ad__op ad__op_matmul = {{"matmul", 2, matmul_shape, matmul_fwd, matmul_vjp, NULL},
-                              false, false, matmul_vjp_to};
+const ad__op ad__op_matmul = {{"matmul", 2, matmul_shape, matmul_fwd, matmul_vjp, NULL, AD__NO_MODE_RULES},
+                              false, false, matmul_vjp_to, NULL, AD__BILINEAR, NULL};
 
 /* ---- matmul_nt: C = A B^T;  A (m x p), B (n x p), C (m x n) ----
  * dA += dC B;  dB += dC^T A */
@@ -329,7 +329,7 @@ static void matmul_nt_vjp_to(const ad_call *k, unsigned fresh)
 }
 AD__VJP_ADDING(matmul_nt)
 const ad__op ad__op_matmul_nt = {{"matmul_nt", 2, matmul_nt_shape, matmul_nt_fwd, matmul_nt_vjp,
-                                  NULL}, false, false, matmul_nt_vjp_to};
+                                  NULL, AD__NO_MODE_RULES}, false, false, matmul_nt_vjp_to, NULL, AD__BILINEAR, NULL};
 
 /* ---- affine: y = W x + b, or Y = X W^T + b on every row ----
  * W (k x n), b (k); x (n) -> y (k); X (B x n), one sample per row -> Y (B x k).
@@ -388,8 +388,44 @@ static void affine_vjp_to(const ad_call *k, unsigned fresh)
         nt_vjp(x, W, gy, gx, gW, batch, n, kr, fx, fW);
 }
 AD__VJP_ADDING(affine)
-const ad__op ad__op_affine = {{"affine", 3, affine_shape, affine_fwd, affine_vjp, NULL},
-                              false, false, affine_vjp_to};
+/* ty = tW x + W tx + tb (TY = TX W^T + X TW^T + tb on every row); a NULL
+ * tangent is a zero one. */
+static void affine_jvp(const ad_call *k, const double *const *tin, double *tout, double *scratch)
+{
+    const double *W = k->in[0].val, *x = k->in[1].val;
+    const size_t kr = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    const int vec = k->in[1].shape.ndim == 1;
+    const size_t batch = vec ? 1 : k->in[1].shape.rows, m = batch * kr;
+    memset(tout, 0, m * sizeof *tout);
+    for (int term = 0; term < 2; term++) {
+        const double *tA = tin[term];
+        if (!tA)
+            continue;
+        if (vec)
+            mv_fwd(term == 0 ? tA : W, term == 0 ? x : tA, scratch, kr, n);
+        else
+            nt_fwd(term == 0 ? x : tA, term == 0 ? tA : W, scratch, batch, n, kr);
+        for (size_t i = 0; i < m; i++)
+            tout[i] += scratch[i];
+    }
+    if (tin[2])
+        for (size_t r = 0; r < batch; r++)
+            for (size_t i = 0; i < kr; i++)
+                tout[r * kr + i] += tin[2][i];
+}
+/* The vjp's dW = dy x^T and dx = W^T dy are bilinear in (W, x): their
+ * derivative along the tangents is the same products at (tW, tx); db = dy
+ * is linear and adds nothing. */
+static void affine_so(const ad_call *k, const double *const *tin, double *const *tg)
+{
+    const size_t kr = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    if (k->in[1].shape.ndim == 1)
+        mv_vjp(tin[0], tin[1], k->out.grad, tg[0], tg[1], kr, n, 0, 0);
+    else
+        nt_vjp(tin[1], tin[0], k->out.grad, tg[1], tg[0], k->in[1].shape.rows, n, kr, 0, 0);
+}
+const ad__op ad__op_affine = {{"affine", 3, affine_shape, affine_fwd, affine_vjp, NULL, AD__NO_MODE_RULES},
+                              false, false, affine_vjp_to, affine_jvp, AD__SO_FN, affine_so};
 
 /* ---- outer: C = u v^T;  u (m), v (n), C (m x n) ----
  * du += dC v;  dv += dC^T u */
@@ -426,8 +462,8 @@ static void outer_vjp_to(const ad_call *k, unsigned fresh)
     }
 }
 AD__VJP_ADDING(outer)
-const ad__op ad__op_outer = {{"outer", 2, outer_shape, outer_fwd, outer_vjp, NULL},
-                             false, false, outer_vjp_to};
+const ad__op ad__op_outer = {{"outer", 2, outer_shape, outer_fwd, outer_vjp, NULL, AD__NO_MODE_RULES},
+                             false, false, outer_vjp_to, NULL, AD__BILINEAR, NULL};
 
 /* ---- transpose: B = A^T;  A (m x n), B (n x m);  dA += dB^T ---- */
 static int transpose_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg,
@@ -462,4 +498,4 @@ static void transpose_vjp_to(const ad_call *k, unsigned fresh)
 }
 AD__VJP_ADDING(transpose)
 const ad__op ad__op_transpose = {{"transpose", 1, transpose_shape, transpose_fwd, transpose_vjp,
-                                  NULL}, false, false, transpose_vjp_to};
+                                  NULL, AD__NO_MODE_RULES}, false, false, transpose_vjp_to, NULL, AD__LINEAR, NULL};

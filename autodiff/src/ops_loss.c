@@ -81,5 +81,60 @@ static void xent_vjp_to(const ad_call *k, unsigned fresh)
 }
 AD__VJP_ADDING(xent)
 
-const ad__op ad__op_softmax_xent = {{"softmax_xent", 2, xent_shape, xent_fwd, xent_vjp, NULL},
-                                    false, false, xent_vjp_to};
+/* Per row, p = softmax(z), S = sum y:
+ *   tL = sum_j (p_j S - y_j) tz_j + (lse - z_j) ty_j */
+static void xent_jvp(const ad_call *k, const double *const *tin, double *tout, double *scratch)
+{
+    (void)scratch;
+    size_t R, C;
+    rows_cols(k->in[0].shape, &R, &C);
+    const double *Z = k->in[0].val, *Y = k->in[1].val, *tZ = tin[0], *tY = tin[1];
+    double t = 0;
+    for (size_t r = 0; r < R; r++) {
+        const double *z = Z + r * C, *y = Y + r * C;
+        const double lse = row_lse(z, C);
+        double S = 0;
+        for (size_t j = 0; j < C; j++)
+            S += y[j];
+        for (size_t j = 0; j < C; j++) {
+            if (tZ)
+                t += (exp(z[j] - lse) * S - y[j]) * tZ[r * C + j];
+            if (tY)
+                t += (lse - z[j]) * tY[r * C + j];
+        }
+    }
+    tout[0] = t;
+}
+/* The derivative of the vjp along (tz, ty), per row, with pz = p . tz and
+ * tS = sum ty:
+ *   tgz_j += g (S p_j (tz_j - pz) + p_j tS - ty_j)
+ *   tgy_j += g (pz - tz_j) */
+static void xent_so(const ad_call *k, const double *const *tin, double *const *tg)
+{
+    size_t R, C;
+    rows_cols(k->in[0].shape, &R, &C);
+    const double *Z = k->in[0].val, *Y = k->in[1].val, *tZ = tin[0], *tY = tin[1];
+    const double g = k->out.grad[0];
+    if (g == 0.0)
+        return;
+    for (size_t r = 0; r < R; r++) {
+        const double *z = Z + r * C, *y = Y + r * C, *tz = tZ + r * C, *ty = tY + r * C;
+        const double lse = row_lse(z, C);
+        double S = 0, tS = 0, pz = 0;
+        for (size_t j = 0; j < C; j++) {
+            S += y[j];
+            tS += ty[j];
+            pz += exp(z[j] - lse) * tz[j];
+        }
+        for (size_t j = 0; j < C; j++) {
+            const double p = exp(z[j] - lse);
+            if (tg[0])
+                tg[0][r * C + j] += g * (S * p * (tz[j] - pz) + p * tS - ty[j]);
+            if (tg[1])
+                tg[1][r * C + j] += g * (pz - tz[j]);
+        }
+    }
+}
+
+const ad__op ad__op_softmax_xent = {{"softmax_xent", 2, xent_shape, xent_fwd, xent_vjp, NULL, AD__NO_MODE_RULES},
+                                    false, false, xent_vjp_to, xent_jvp, AD__SO_FN, xent_so};

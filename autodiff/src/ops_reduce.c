@@ -31,8 +31,8 @@ static void sum_vjp_to(const ad_call *k, unsigned fresh)
         fill_to(k->in[0].grad, k->out.grad[0], ad_shape_size(k->in[0].shape), AD__FRESH(fresh, 0));
 }
 AD__VJP_ADDING(sum)
-const ad__op ad__op_sum = {{"sum", 1, scalar_shape, sum_fwd, sum_vjp, NULL}, false, false,
-                           sum_vjp_to};
+const ad__op ad__op_sum = {{"sum", 1, scalar_shape, sum_fwd, sum_vjp, NULL, AD__NO_MODE_RULES}, false, false,
+                           sum_vjp_to, NULL, AD__LINEAR, NULL};
 
 /* y = (1/n) sum_i x_i;  dx_i += dy / n */
 static void mean_fwd(const ad_call *k)
@@ -47,8 +47,8 @@ static void mean_vjp_to(const ad_call *k, unsigned fresh)
         fill_to(k->in[0].grad, k->out.grad[0] / (double)n, n, AD__FRESH(fresh, 0));
 }
 AD__VJP_ADDING(mean)
-const ad__op ad__op_mean = {{"mean", 1, scalar_shape, mean_fwd, mean_vjp, NULL}, false, false,
-                            mean_vjp_to};
+const ad__op ad__op_mean = {{"mean", 1, scalar_shape, mean_fwd, mean_vjp, NULL, AD__NO_MODE_RULES}, false, false,
+                            mean_vjp_to, NULL, AD__LINEAR, NULL};
 
 /* y = sum_i u_i v_i;  du += dy v;  dv += dy u */
 static int dot_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
@@ -75,5 +75,5 @@ static void dot_vjp_to(const ad_call *k, unsigned fresh)
         ad__kaxpy_to(k->in[1].grad, g, k->in[0].val, n, AD__FRESH(fresh, 1));
 }
 AD__VJP_ADDING(dot)
-const ad__op ad__op_dot = {{"dot", 2, dot_shape, dot_fwd, dot_vjp, NULL}, false, false,
-                           dot_vjp_to};
+const ad__op ad__op_dot = {{"dot", 2, dot_shape, dot_fwd, dot_vjp, NULL, AD__NO_MODE_RULES}, false, false,
+                           dot_vjp_to, NULL, AD__BILINEAR, NULL};

@@ -5,8 +5,14 @@
  * and this header generates the inline scalar kernels and their dispatch,
  * which the sweep and replay loops inline (no call per scalar node).
  *
- * Unary:  X(name, CODE, takes_const, y = f(x, c), dy/dx = f'(x, y, c))
- * Binary: X(name, CODE, z = f(x, y), dz/dx (x, y, z), dz/dy (x, y, z))
+ * Unary:  X(name, CODE, takes_const, y = f(x, c), dy/dx = f'(x, y, c),
+ *          d2y/dx2 = f''(x, y, c))
+ * Binary: X(name, CODE, z = f(x, y), dz/dx, dz/dy, d2z/dx2, d2z/dxdy, d2z/dy2),
+ *          each in terms of x, y, z
+ *
+ * From these come the forward value, the vjp (g f'), the tangent (jvp:
+ * f' t) and the forward-over-reverse second-order term (g f'' t) of the
+ * Hessian-vector product -- every mode reads the same line.
  *
  * powc: c == 0 gives the derivative 0 everywhere (x^0 is the constant 1),
  * where c x^(c-1) would be 0 * inf = NaN at x = 0 and 0 * NaN at NaN; every
@@ -20,28 +26,31 @@
 #include <math.h>
 
 #define AD__UNARY_OPS(X)                                                                      \
-    X(neg, AD_OP_NEG, 0, -x, -1.0)                          /* y = -x              */         \
-    X(scale, AD_OP_SCALE, 1, c * x, c)                      /* y = c x             */         \
-    X(addc, AD_OP_ADDC, 1, x + c, 1.0)                      /* y = x + c           */         \
-    X(square, AD_OP_SQUARE, 0, x * x, 2.0 * x)              /* y = x^2             */         \
-    X(sqrt, AD_OP_SQRT, 0, sqrt(x), 0.5 / y)                /* y' = 1/(2y)         */         \
-    X(exp, AD_OP_EXP, 0, exp(x), y)                         /* y' = y              */         \
-    X(log, AD_OP_LOG, 0, log(x), 1.0 / x)                   /* y' = 1/x            */         \
-    X(tanh, AD_OP_TANH, 0, tanh(x), 1.0 - y * y)            /* y' = 1 - y^2        */         \
-    X(sigmoid, AD_OP_SIGMOID, 0, 1.0 / (1.0 + exp(-x)), y * (1.0 - y)) /* y' = y(1-y) */      \
-    X(relu, AD_OP_RELU, 0, x > 0.0 ? x : 0.0, x > 0.0 ? 1.0 : 0.0)     /* relu'(0) = 0 */     \
-    X(abs, AD_OP_ABS, 0, fabs(x), x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : 0.0)) /* abs'(0) = 0 */    \
-    X(powc, AD_OP_POWC, 1, pow(x, c), c == 0.0 ? 0.0 : c * pow(x, c - 1.0)) /* (x^0)' = 0 */
+    X(neg, AD_OP_NEG, 0, -x, -1.0, 0.0)                     /* y = -x              */         \
+    X(scale, AD_OP_SCALE, 1, c * x, c, 0.0)                 /* y = c x             */         \
+    X(addc, AD_OP_ADDC, 1, x + c, 1.0, 0.0)                 /* y = x + c           */         \
+    X(square, AD_OP_SQUARE, 0, x * x, 2.0 * x, 2.0)         /* y = x^2             */         \
+    X(sqrt, AD_OP_SQRT, 0, sqrt(x), 0.5 / y, -0.25 / (y * y * y)) /* y' = 1/(2y)   */         \
+    X(exp, AD_OP_EXP, 0, exp(x), y, y)                      /* y' = y'' = y        */         \
+    X(log, AD_OP_LOG, 0, log(x), 1.0 / x, -1.0 / (x * x))   /* y' = 1/x            */         \
+    X(tanh, AD_OP_TANH, 0, tanh(x), 1.0 - y * y, -2.0 * y * (1.0 - y * y)) /* y' = 1 - y^2 */ \
+    X(sigmoid, AD_OP_SIGMOID, 0, 1.0 / (1.0 + exp(-x)), y * (1.0 - y),                        \
+      y * (1.0 - y) * (1.0 - 2.0 * y))                      /* y' = y(1-y)         */         \
+    X(relu, AD_OP_RELU, 0, x > 0.0 ? x : 0.0, x > 0.0 ? 1.0 : 0.0, 0.0) /* relu'(0) = 0 */    \
+    X(abs, AD_OP_ABS, 0, fabs(x), x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : 0.0), 0.0) /* abs'(0) = 0 */ \
+    X(powc, AD_OP_POWC, 1, pow(x, c), c == 0.0 ? 0.0 : c * pow(x, c - 1.0),                   \
+      c == 0.0 || c == 1.0 ? 0.0 : c * (c - 1.0) * pow(x, c - 2.0)) /* (x^0)' = 0 */
 
 #define AD__BINARY_OPS(X)                                                                     \
-    X(add, AD_OP_ADD, x + y, 1.0, 1.0)                      /* z = a + b           */         \
-    X(sub, AD_OP_SUB, x - y, 1.0, -1.0)                     /* z = a - b           */         \
-    X(mul, AD_OP_MUL, x * y, y, x)                          /* z = a b             */         \
-    X(div, AD_OP_DIV, x / y, 1.0 / y, -z / y)               /* dz/db = -a/b^2 = -z/b */
+    X(add, AD_OP_ADD, x + y, 1.0, 1.0, 0.0, 0.0, 0.0)       /* z = a + b           */         \
+    X(sub, AD_OP_SUB, x - y, 1.0, -1.0, 0.0, 0.0, 0.0)      /* z = a - b           */         \
+    X(mul, AD_OP_MUL, x * y, y, x, 0.0, 1.0, 0.0)           /* z = a b             */         \
+    X(div, AD_OP_DIV, x / y, 1.0 / y, -z / y, 0.0, -1.0 / (y * y), 2.0 * z / (y * y))         \
+    /* div: dz/db = -a/b^2 = -z/b; d2z/db2 = 2a/b^3 = 2z/b^2 */
 
 /* ---- inline scalar kernels: value and adjoint live in the node ---- */
 
-#define AD__SCALAR_UNARY(NAME, CODE, TAKES_C, FWD, DER)                                       \
+#define AD__SCALAR_UNARY(NAME, CODE, TAKES_C, FWD, DER, D2)                                     \
     AD__INLINE double ad__s_##NAME##_val(double x, double y, double c)                        \
     {                                                                                         \
         (void)y, (void)c;                                                                     \
@@ -62,9 +71,35 @@
         (void)k;                                                                              \
         (void)x, (void)y, (void)c;                                                            \
         a->g += o->g * (DER);                                                                 \
+    }                                                                                         \
+    /* tangents, K directions: to = f'(x) ta */                                               \
+    AD__INLINE void ad__s_##NAME##_jvp(void *const *ch, const double *k, const ad__node *o,   \
+                                       double *restrict to, const double *restrict ta,        \
+                                       size_t K)                                              \
+    {                                                                                         \
+        const double x = ad__Nc(ch, ad__a(o->h))->v, y = o->v;                                \
+        const double c = (TAKES_C) ? k[ad__b(o->h)] : 0.0;                                    \
+        (void)k, (void)x, (void)y, (void)c;                                                   \
+        const double d = (DER);                                                               \
+        for (size_t j = 0; j < K; j++)                                                        \
+            to[j] = d * ta[j];                                                                \
+    }                                                                                         \
+    /* forward over reverse: ga += g f'; gta += gto f' + g f'' ta */                          \
+    AD__INLINE void ad__s_##NAME##_hvp(void *const *ch, const double *k, const ad__node *o,   \
+                                       const double *gto, double *gta, const double *ta,      \
+                                       size_t K)                                              \
+    {                                                                                         \
+        ad__node *a = ad__Nc(ch, ad__a(o->h));                                                \
+        const double x = a->v, y = o->v, g = o->g;                                            \
+        const double c = (TAKES_C) ? k[ad__b(o->h)] : 0.0;                                    \
+        (void)k, (void)x, (void)y, (void)c;                                                   \
+        const double d = (DER), gd2 = g == 0.0 ? 0.0 : g * (D2);                              \
+        a->g += g * d;                                                                        \
+        for (size_t j = 0; j < K; j++)                                                        \
+            gta[j] += gto[j] * d + gd2 * ta[j];                                               \
     }
 
-#define AD__SCALAR_BINARY(NAME, CODE, FWD, DA, DB)                                            \
+#define AD__SCALAR_BINARY(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB)                                          \
     AD__INLINE double ad__s_##NAME##_val(double x, double y, double c)                        \
     {                                                                                         \
         (void)c;                                                                              \
@@ -84,6 +119,35 @@
         (void)x, (void)y, (void)z;                                                            \
         a->g += g * (DA);                                                                     \
         b->g += g * (DB);                                                                     \
+    }                                                                                         \
+    /* tangents: to = dz/dx ta + dz/dy tb */                                                  \
+    AD__INLINE void ad__s_##NAME##_jvp(void *const *ch, const ad__node *o, double *to,        \
+                                       const double *ta, const double *tb, size_t K)          \
+    {                                                                                         \
+        const double x = ad__Nc(ch, ad__a(o->h))->v, y = ad__Nc(ch, ad__b(o->h))->v;          \
+        const double z = o->v;                                                                \
+        (void)x, (void)y, (void)z;                                                            \
+        const double da = (DA), db = (DB);                                                    \
+        for (size_t j = 0; j < K; j++)                                                        \
+            to[j] = da * ta[j] + db * tb[j];                                                  \
+    }                                                                                         \
+    /* forward over reverse; gta and gtb may be one array (mul(x, x)) */                      \
+    AD__INLINE void ad__s_##NAME##_hvp(void *const *ch, const ad__node *o, const double *gto, \
+                                       double *gta, double *gtb, const double *ta,            \
+                                       const double *tb, size_t K)                            \
+    {                                                                                         \
+        ad__node *a = ad__Nc(ch, ad__a(o->h)), *b = ad__Nc(ch, ad__b(o->h));                  \
+        const double x = a->v, y = b->v, z = o->v, g = o->g;                                  \
+        (void)x, (void)y, (void)z;                                                            \
+        const double da = (DA), db = (DB);                                                    \
+        const double gaa = g * (DAA), gab = g * (DAB), gbb = g * (DBB);                       \
+        a->g += g * da;                                                                       \
+        b->g += g * db;                                                                       \
+        for (size_t j = 0; j < K; j++) {                                                      \
+            const double u = ta[j], v = tb[j], w = gto[j];                                    \
+            gta[j] += w * da + gaa * u + gab * v;                                             \
+            gtb[j] += w * db + gab * u + gbb * v;                                             \
+        }                                                                                     \
     }
 
 AD__UNARY_OPS(AD__SCALAR_UNARY)

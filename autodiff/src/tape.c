@@ -151,6 +151,7 @@ void ad_tape_free(ad_tape *t)
     if (!t)
         return;
     ad__names_clear(t);
+    ad__modes_free(t);
     ad__pool_free(&t->nodes, &t->mem);
     ad__pool_free(&t->exts, &t->mem);
     ad__free(&t->mem, t->consts, t->cap_consts * sizeof *t->consts);

@@ -159,8 +159,9 @@ typedef struct ad_call {
     void *ud;       /* the descriptor's user data */
 } ad_call;
 
-/* An op: name, arity, shape rule, forward, vjp -- nothing else. Built-in
- * ops are const descriptors of this type; a custom op is one more.
+/* An op: name, arity, shape rule, forward, vjp, and optional rules for
+ * the derivative modes. Built-in ops are const descriptors of this type;
+ * a custom op is one more.
  *   shape:   given the input shapes and the constant, set *out and return
  *            AD_OK, or return AD_ESHAPE after writing a reason naming the
  *            shapes into msg (at most msgcap bytes, NUL-terminated; the
@@ -168,6 +169,24 @@ typedef struct ad_call {
  *            in[0].
  *   forward: compute out.val; must not fail.
  *   vjp:     add the vector-Jacobian product into the inputs' grads.
+ * The fields after ud are read only when size covers them: set size to
+ * sizeof(ad_opdef) when you set any of them. An initializer that stops at
+ * ud leaves size 0 and the op simply has no mode rules; later releases add
+ * fields after these, read only when size covers them too.
+ *   jvp:     forward mode, one direction: write into tout (size of the
+ *            output) the Jacobian applied to the operands' tangents tin[i]
+ *            (each the size of operand i; zeros when nothing flows, never
+ *            NULL). Needed by ad_forward and every driver but reverse-mode
+ *            Jacobians. Values are in call->in[i].val and call->out.val.
+ *   hvp:     the second-order term of a Hessian-vector product (forward
+ *            over reverse): ADD into tg[i] (NULL: skip operand i) the
+ *            derivative of your vjp, with seed call->out.grad, along the
+ *            tangents tin: sum_j d(J^T g)/d(in_j) . tin[j]. Not needed when
+ *            flags says AD_OPDEF_LINEAR (the vjp does not depend on the
+ *            values: the term is 0) or AD_OPDEF_BILINEAR (each operand's
+ *            vjp is linear in the other operands and independent of its
+ *            own, as in a product: the engine runs your vjp at the
+ *            tangents).
  * The descriptor is referenced, not copied: it must outlive every tape
  * and registry that uses it. */
 typedef struct ad_opdef {
@@ -178,7 +197,15 @@ typedef struct ad_opdef {
     void (*forward)(const ad_call *call);
     void (*vjp)(const ad_call *call);
     void *ud;
+    /* ---- read only when size >= sizeof(ad_opdef) of the header that set them ---- */
+    size_t size;
+    void (*jvp)(const ad_call *call, const double *const *tin, double *tout);
+    void (*hvp)(const ad_call *call, const double *const *tin, double *const *tg);
+    unsigned flags; /* AD_OPDEF_LINEAR or AD_OPDEF_BILINEAR, or 0 */
 } ad_opdef;
+
+#define AD_OPDEF_LINEAR 1u   /* the op is linear: no second-order term   */
+#define AD_OPDEF_BILINEAR 2u /* the op is a product: the vjp at the tangents is the term */
 
 /* ------------------------------------------------------------------ */
 /* Registry: find ops by name                                          */
@@ -393,6 +420,80 @@ AD_API int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned fla
  * a branch the program took on a value is not re-decided. Returns AD_OK or
  * the recording's status if it failed (replay itself cannot fail). */
 AD_API int ad_replay(ad_tape *t);
+
+/* ------------------------------------------------------------------ */
+/* Derivative modes: forward (tangents), second order, drivers         */
+/* ------------------------------------------------------------------ */
+
+/* Forward mode on a recorded tape. Every node gets K tangents (K
+ * directions at once: "vector mode"); seed them on leaves, and one
+ * forward sweep -- which also recomputes every value, like ad_replay --
+ * carries them to every node. Costs: a tangent sweep is one replay plus,
+ * per direction, about one more pass of the same arithmetic; nothing is
+ * allocated after ad_tangents.
+ *
+ * ad_tangents: chooses K (1 .. 4096) for the current recording and sets
+ * every tangent to 0. Allocates the storage the first time, and when the
+ * recording or K outgrows it; a later recording of the same size (after
+ * ad_tape_reset) reuses it. Must be called again after recording more
+ * nodes. Returns AD_OK, AD_EMISUSE (K out of range) or AD_ENOMEM. */
+AD_API int ad_tangents(ad_tape *t, int k);
+/* Seeds a leaf's tangents: tangent holds K x size doubles, direction d's
+ * at tangent[d * size ...]. Leaves not seeded keep tangent 0. AD_EMISUSE:
+ * not a leaf, NULL, no ad_tangents for this recording. */
+AD_API int ad_set_tangent(ad_tape *t, ad_node leaf, const double *tangent);
+/* The forward sweep: values and tangents of every node. AD_EMISUSE when
+ * ad_tangents was not called for this recording, or a custom op on the
+ * tape has no jvp rule (the message names it). */
+AD_API int ad_forward(ad_tape *t);
+/* The node's K x size tangents (direction-major) after ad_forward; NULL
+ * before one, or for a stale/foreign node. Owned by the tape; valid until
+ * the next ad_tangents, ad_forward, reset or free. */
+AD_API const double *ad_tangent(const ad_tape *t, ad_node n);
+
+/* Forward over reverse: after ad_forward, one reverse sweep that carries
+ * each adjoint and its K tangents, so that every variable receives the
+ * derivative of its gradient along the tangents -- for a scalar output
+ * and tangents v, the Hessian-vector products H v. seed: NULL for a
+ * scalar output, else one value per output element (then the result is
+ * the derivative of the vector-Jacobian product seed^T J along v). Costs
+ * about one reverse sweep plus, per direction, two more; nothing is
+ * allocated. The adjoints used here are the engine's own: ad_param
+ * gradient buffers are not touched. */
+AD_API int ad_backward_tangent(ad_tape *t, ad_node output, const double *seed);
+/* A variable's K x size adjoint tangents after ad_backward_tangent (H v
+ * per direction); NULL before one, or for a node that needs no gradient. */
+AD_API const double *ad_grad_tangent(const ad_tape *t, ad_node n);
+
+/* Drivers. Each evaluates at the leaves' current values (it runs the
+ * forward sweep itself), takes its inputs as n leaves in[] -- their
+ * elements flattened in order form the input vector of length N -- and
+ * uses the tape's tangent storage (it replaces what ad_tangents set up).
+ * After the first call on a recording, repeated calls allocate nothing. */
+
+/* J v for one direction v (v[i]: the size of in[i]); jv receives the
+ * output's size. Cost: one forward sweep. */
+AD_API int ad_jvp(ad_tape *t, ad_node out, int n, const ad_node *in, const double *const *v,
+                  double *jv);
+/* H v of a scalar output for one direction v, into hv[i] (the size of
+ * in[i]); grad (NULL, or NULL entries, to skip) receives the gradient.
+ * Inputs must be variables. Cost: one forward sweep and one reverse sweep
+ * carrying tangents -- about 2-3 gradients. */
+AD_API int ad_hvp(ad_tape *t, ad_node out, int n, const ad_node *in, const double *const *v,
+                  double *const *hv, double *const *grad);
+
+#define AD_JAC_AUTO 0u    /* forward when N <= M, else reverse */
+#define AD_JAC_FORWARD 1u /* ceil(N / 32) forward sweeps of up to 32 directions */
+#define AD_JAC_REVERSE 2u /* M reverse sweeps, one per output element */
+/* The dense M x N Jacobian of out (M elements) with respect to the inputs
+ * (variables), row-major into J (M * N doubles): J[r * N + c] = d out_r /
+ * d x_c. mode chooses forward or reverse as above. */
+AD_API int ad_jacobian(ad_tape *t, ad_node out, int n, const ad_node *in, double *J,
+                       unsigned mode);
+/* The dense N x N Hessian of a scalar out with respect to the inputs
+ * (variables), row-major into H, exactly symmetric. Cost: ceil(N / 8)
+ * forward-over-reverse passes of 8 directions (one HVP per column). */
+AD_API int ad_hessian(ad_tape *t, ad_node out, int n, const ad_node *in, double *H);
 
 /* ------------------------------------------------------------------ */
 /* Workspaces: one recorded tape, evaluated by several threads         */
