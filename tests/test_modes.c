@@ -1,0 +1,483 @@
+/* test_modes.c -- forward mode, second order and the drivers beyond the
+ * per-op checks of test_ops_fd.c: vector mode against one direction at a
+ * time, the seed neuron's Hessian, custom ops with and without rules,
+ * misuse with its messages, and allocation (none after set-up; every
+ * failure reported). */
+#include <criterion/criterion.h>
+
+#include <autodiff/autodiff.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "support.h"
+
+/* f(a, b, s) = sum(tanh(A b) * a) * s + s^3, A = outer(a, a) (3 x 3):
+ * tensors, inline scalars and a product of a node with itself. */
+typedef struct g3 {
+    ad_node a, b, s, f;
+} g3;
+
+static g3 rec3(ad_tape *t, const double *a0, const double *b0, double s0)
+{
+    g3 g;
+    g.a = ad_variable(t, ad_shape_vec(3), a0);
+    g.b = ad_variable(t, ad_shape_vec(3), b0);
+    g.s = ad_scalar_var(t, s0);
+    ad_node A = ad_outer(t, g.a, g.a);
+    ad_node h = ad_tanh(t, ad_matvec(t, A, g.b));
+    ad_node s3 = ad_mul(t, ad_square(t, g.s), g.s);
+    g.f = ad_add(t, ad_mul(t, ad_dot(t, h, g.a), g.s), s3);
+    return g;
+}
+
+static const double a0[3] = {0.3, -0.5, 0.8}, b0[3] = {1.1, 0.4, -0.7};
+
+Test(modes, vector_mode_equals_one_direction_at_a_time)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    g3 g = rec3(t, a0, b0, 0.9);
+    cr_assert_eq(ad_tape_status(t), AD_OK);
+    enum { K = 5 };
+    double ta[K * 3], tb[K * 3], ts[K];
+    test_rng r = {42};
+    for (int i = 0; i < K * 3; i++)
+        ta[i] = test_uniform(&r, -1, 1), tb[i] = test_uniform(&r, -1, 1);
+    for (int i = 0; i < K; i++)
+        ts[i] = test_uniform(&r, -1, 1);
+    cr_assert_eq(ad_tangents(t, K), AD_OK);
+    cr_assert_eq(ad_set_tangent(t, g.a, ta), AD_OK);
+    cr_assert_eq(ad_set_tangent(t, g.b, tb), AD_OK);
+    cr_assert_eq(ad_set_tangent(t, g.s, ts), AD_OK);
+    cr_assert_eq(ad_forward(t), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_backward_tangent(t, g.f, NULL), AD_OK, "%s", ad_tape_errmsg(t));
+    double jv[K], hva[K * 3], hvs[K];
+    for (int d = 0; d < K; d++)
+        jv[d] = ad_tangent(t, g.f)[d];
+    memcpy(hva, ad_grad_tangent(t, g.a), sizeof hva);
+    memcpy(hvs, ad_grad_tangent(t, g.s), sizeof hvs);
+
+    for (int d = 0; d < K; d++) {
+        const ad_node in[3] = {g.a, g.b, g.s};
+        const double *v[3] = {ta + 3 * d, tb + 3 * d, ts + d};
+        double j1, ha[3], hb[3], hs;
+        double *hv[3] = {ha, hb, &hs};
+        cr_assert_eq(ad_jvp(t, g.f, 3, in, v, &j1), AD_OK, "%s", ad_tape_errmsg(t));
+        cr_assert(test_err(j1, jv[d]) <= 1e-14, "direction %d: J v %.17g vs %.17g", d, j1, jv[d]);
+        cr_assert_eq(ad_hvp(t, g.f, 3, in, v, hv, NULL), AD_OK, "%s", ad_tape_errmsg(t));
+        for (int i = 0; i < 3; i++)
+            cr_assert(test_err(ha[i], hva[3 * d + i]) <= 1e-14, "direction %d: (H v)_a[%d]", d, i);
+        cr_assert(test_err(hs, hvs[d]) <= 1e-14);
+    }
+    ad_tape_free(t);
+}
+
+/* Third check on the same function: the dense Hessian is symmetric, and
+ * each column equals an HVP with a unit vector; the Jacobian of the
+ * gradient-free output in both modes agrees. */
+Test(modes, dense_drivers)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    g3 g = rec3(t, a0, b0, 0.9);
+    const ad_node in[3] = {g.a, g.b, g.s};
+    double H[49];
+    cr_assert_eq(ad_hessian(t, g.f, 3, in, H), AD_OK, "%s", ad_tape_errmsg(t));
+    for (int c = 0; c < 7; c++) {
+        double e[7] = {0}, h[7];
+        e[c] = 1;
+        const double *v[3] = {e, e + 3, e + 6};
+        double *hv[3] = {h, h + 3, h + 6};
+        cr_assert_eq(ad_hvp(t, g.f, 3, in, v, hv, NULL), AD_OK);
+        for (int rr = 0; rr < 7; rr++) {
+            cr_assert(H[rr * 7 + c] == H[c * 7 + rr], "not symmetric at %d,%d", rr, c);
+            cr_assert(test_err(H[rr * 7 + c], h[rr]) <= 1e-13, "H[%d][%d] = %.17g, hvp %.17g", rr,
+                      c, H[rr * 7 + c], h[rr]);
+        }
+    }
+    /* a 3 x 4 Jacobian, wider than tall and taller than wide */
+    ad_node y = ad_matvec(t, ad_outer(t, g.a, g.b), g.b); /* 3 <- (a, b) : 3 x 6 */
+    double J1[18], J2[18], J3[18];
+    const ad_node in2[2] = {g.a, g.b};
+    cr_assert_eq(ad_jacobian(t, y, 2, in2, J1, AD_JAC_FORWARD), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_jacobian(t, y, 2, in2, J2, AD_JAC_REVERSE), AD_OK);
+    cr_assert_eq(ad_jacobian(t, y, 2, in2, J3, AD_JAC_AUTO), AD_OK);
+    /* y = a (b . b): dy_i/da_j = delta_ij |b|^2, dy_i/db_j = 2 a_i b_j */
+    const double bb = b0[0] * b0[0] + b0[1] * b0[1] + b0[2] * b0[2];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 6; j++) {
+            const double want = j < 3 ? (i == j ? bb : 0.0) : 2 * a0[i] * b0[j - 3];
+            cr_assert(test_err(J1[i * 6 + j], want) <= 1e-14, "J[%d][%d] = %.17g, want %.17g", i,
+                      j, J1[i * 6 + j], want);
+            cr_assert(test_err(J2[i * 6 + j], want) <= 1e-14);
+            cr_assert(J3[i * 6 + j] == J2[i * 6 + j], "AUTO with N > M is reverse mode");
+        }
+    ad_tape_free(t);
+}
+
+/* The seed neuron: J = 1/2 (relu(W.x + b) - y)^2 at W = (4, 2, -5),
+ * x = (1, 0, 2), b = 7, y = 5 (z = 1 > 0). Hessian in (W, b) is
+ * [x; 1][x; 1]^T, gradient (yhat - y) [x; 1] = (-4, 0, -8, -4). */
+Test(modes, neuron_hessian_is_the_outer_product)
+{
+    const double W0[3] = {4, 2, -5}, x0[3] = {1, 0, 2};
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node W = ad_variable(t, ad_shape_vec(3), W0);
+    ad_node x = ad_constant(t, ad_shape_vec(3), x0);
+    ad_node b = ad_scalar_var(t, 7);
+    ad_node z = ad_add(t, ad_dot(t, W, x), b);
+    ad_node J = ad_scale(t, ad_square(t, ad_add_const(t, ad_relu(t, z), -5)), 0.5);
+    const ad_node in[2] = {W, b};
+    double H[16];
+    cr_assert_eq(ad_hessian(t, J, 2, in, H), AD_OK, "%s", ad_tape_errmsg(t));
+    const double xb[4] = {1, 0, 2, 1};
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            cr_assert(H[i * 4 + j] == xb[i] * xb[j], "H[%d][%d] = %g, want %g", i, j,
+                      H[i * 4 + j], xb[i] * xb[j]);
+    double gW[3], gb, hW[3], hb;
+    const double v1[3] = {1, 1, 1}, v2 = 1;
+    const double *v[2] = {v1, &v2};
+    double *hv[2] = {hW, &hb}, *gr[2] = {gW, &gb};
+    cr_assert_eq(ad_hvp(t, J, 2, in, v, hv, gr), AD_OK);
+    const double gwant[4] = {-4, 0, -8, -4};
+    for (int i = 0; i < 3; i++) {
+        cr_assert(gW[i] == gwant[i]);
+        cr_assert(hW[i] == xb[i] * 4, "(H v)[%d] = %g", i, hW[i]); /* [x;1] . v = 4 */
+    }
+    cr_assert(gb == -4 && hb == 4);
+    ad_tape_free(t);
+}
+
+/* ---- custom ops ---- */
+
+static void cube_fwd(const ad_call *k)
+{
+    for (size_t i = 0; i < ad_shape_size(k->out.shape); i++)
+        k->out.val[i] = k->in[0].val[i] * k->in[0].val[i] * k->in[0].val[i];
+}
+static void cube_vjp(const ad_call *k)
+{
+    if (k->in[0].grad)
+        for (size_t i = 0; i < ad_shape_size(k->out.shape); i++)
+            k->in[0].grad[i] += 3 * k->in[0].val[i] * k->in[0].val[i] * k->out.grad[i];
+}
+static void cube_jvp(const ad_call *k, const double *const *tin, double *tout)
+{
+    for (size_t i = 0; i < ad_shape_size(k->out.shape); i++)
+        tout[i] = 3 * k->in[0].val[i] * k->in[0].val[i] * tin[0][i];
+}
+/* d/dt (3 x^2 g) along tx: 6 x g tx */
+static void cube_hvp(const ad_call *k, const double *const *tin, double *const *tg)
+{
+    if (tg[0])
+        for (size_t i = 0; i < ad_shape_size(k->out.shape); i++)
+            tg[0][i] += 6 * k->in[0].val[i] * k->out.grad[i] * tin[0][i];
+}
+/* a product: y = a * b elementwise, flagged bilinear */
+static void prod_fwd(const ad_call *k)
+{
+    for (size_t i = 0; i < ad_shape_size(k->out.shape); i++)
+        k->out.val[i] = k->in[0].val[i] * k->in[1].val[i];
+}
+static void prod_vjp(const ad_call *k)
+{
+    for (size_t i = 0; i < ad_shape_size(k->out.shape); i++) {
+        if (k->in[0].grad)
+            k->in[0].grad[i] += k->out.grad[i] * k->in[1].val[i];
+        if (k->in[1].grad)
+            k->in[1].grad[i] += k->out.grad[i] * k->in[0].val[i];
+    }
+}
+static void prod_jvp(const ad_call *k, const double *const *tin, double *tout)
+{
+    for (size_t i = 0; i < ad_shape_size(k->out.shape); i++)
+        tout[i] = tin[0][i] * k->in[1].val[i] + k->in[0].val[i] * tin[1][i];
+}
+
+static const ad_opdef cube_full = {.name = "cube", .arity = 1, .forward = cube_fwd,
+                                   .vjp = cube_vjp, .size = sizeof(ad_opdef),
+                                   .jvp = cube_jvp, .hvp = cube_hvp};
+static const ad_opdef cube_jvp_only = {.name = "cube_jvp_only", .arity = 1, .forward = cube_fwd,
+                                       .vjp = cube_vjp, .size = sizeof(ad_opdef),
+                                       .jvp = cube_jvp};
+static const ad_opdef cube_old = {.name = "cube_old", .arity = 1, .forward = cube_fwd,
+                                  .vjp = cube_vjp};
+/* a caller compiled against the old header: size 0, whatever follows */
+static const ad_opdef cube_size0 = {.name = "cube_size0", .arity = 1, .forward = cube_fwd,
+                                    .vjp = cube_vjp, .size = 0, .jvp = cube_jvp,
+                                    .hvp = cube_hvp};
+static const ad_opdef prod_bilinear = {.name = "prod", .arity = 2, .forward = prod_fwd,
+                                       .vjp = prod_vjp, .size = sizeof(ad_opdef),
+                                       .jvp = prod_jvp, .flags = AD_OPDEF_BILINEAR};
+
+/* f = sum(cube(v) * prod(v, w)) with v, w variables of 4 */
+static ad_node rec_custom(ad_tape *t, const ad_opdef *cube, ad_node *v, ad_node *w)
+{
+    const double v0[4] = {0.5, -1.2, 0.8, 1.5}, w0[4] = {1.0, 0.3, -0.6, 0.2};
+    *v = ad_variable(t, ad_shape_vec(4), v0);
+    *w = ad_variable(t, ad_shape_vec(4), w0);
+    ad_node c = ad_apply(t, cube, v, 1, 0);
+    ad_node in[2] = {*v, *w};
+    ad_node p = ad_apply(t, &prod_bilinear, in, 2, 0);
+    return ad_sum(t, ad_mul(t, c, p));
+}
+
+Test(modes, custom_ops_with_rules_match_the_builtins)
+{
+    ad_tape *t = ad_tape_new(NULL), *ref = ad_tape_new(NULL);
+    ad_node v, w, rv, rw;
+    ad_node f = rec_custom(t, &cube_full, &v, &w);
+    const double v0[4] = {0.5, -1.2, 0.8, 1.5}, w0[4] = {1.0, 0.3, -0.6, 0.2};
+    rv = ad_variable(ref, ad_shape_vec(4), v0);
+    rw = ad_variable(ref, ad_shape_vec(4), w0);
+    ad_node rf = ad_sum(ref, ad_mul(ref, ad_pow_const(ref, rv, 3), ad_mul(ref, rv, rw)));
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    const ad_node in[2] = {v, w}, rin[2] = {rv, rw};
+    double H[64], RH[64];
+    cr_assert_eq(ad_hessian(t, f, 2, in, H), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_hessian(ref, rf, 2, rin, RH), AD_OK, "%s", ad_tape_errmsg(ref));
+    for (int i = 0; i < 64; i++)
+        cr_assert(test_err(H[i], RH[i]) <= 1e-13, "H[%d] = %.17g, built-ins give %.17g", i, H[i],
+                  RH[i]);
+    ad_tape_free(t);
+    ad_tape_free(ref);
+}
+
+Test(modes, custom_ops_without_rules_are_refused_by_name)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node v, w;
+    ad_node f = rec_custom(t, &cube_old, &v, &w);
+    const ad_node in[2] = {v, w};
+    double J[8], H[64], x[4] = {1, 1, 1, 1};
+    const double *vv[2] = {x, x};
+    double hv0[4], hv1[4];
+    double *hv[2] = {hv0, hv1};
+    const char *nojvp = "custom op 'cube_old' has no jvp rule (set its descriptor's jvp and "
+                        "size = sizeof(ad_opdef))";
+    char want[256];
+    cr_assert_eq(ad_tangents(t, 1), AD_OK);
+    cr_assert_eq(ad_forward(t), AD_EMISUSE);
+    snprintf(want, sizeof want, "forward: %s", nojvp);
+    cr_assert_str_eq(ad_tape_errmsg(t), want);
+    cr_assert_eq(ad_jvp(t, f, 2, in, vv, J), AD_EMISUSE);
+    snprintf(want, sizeof want, "jvp: %s", nojvp);
+    cr_assert_str_eq(ad_tape_errmsg(t), want);
+    cr_assert_eq(ad_jacobian(t, f, 2, in, J, AD_JAC_FORWARD), AD_EMISUSE);
+    snprintf(want, sizeof want, "jacobian (forward mode): %s", nojvp);
+    cr_assert_str_eq(ad_tape_errmsg(t), want);
+    /* reverse mode needs only the vjp */
+    cr_assert_eq(ad_jacobian(t, f, 2, in, J, AD_JAC_REVERSE), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_tape_status(t), AD_OK, "the recording is still good");
+    cr_assert_eq(ad_backward(t, f), AD_OK);
+    ad_tape_free(t);
+
+    /* size 0: the fields after ud are not read, whatever they hold */
+    t = ad_tape_new(NULL);
+    f = rec_custom(t, &cube_size0, &v, &w);
+    const ad_node in2[2] = {v, w};
+    cr_assert_eq(ad_hvp(t, f, 2, in2, vv, hv, NULL), AD_EMISUSE);
+    cr_assert_str_eq(ad_tape_errmsg(t), "hvp: custom op 'cube_size0' has no jvp rule (set its "
+                                        "descriptor's jvp and size = sizeof(ad_opdef))");
+    ad_tape_free(t);
+
+    /* a jvp but no second-order rule: forward mode works, second order not */
+    t = ad_tape_new(NULL);
+    f = rec_custom(t, &cube_jvp_only, &v, &w);
+    const ad_node in3[2] = {v, w};
+    cr_assert_eq(ad_jvp(t, f, 2, in3, vv, J), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_hessian(t, f, 2, in3, H), AD_EMISUSE);
+    cr_assert_str_eq(ad_tape_errmsg(t),
+                     "hessian: custom op 'cube_jvp_only' has no second-order rule (set its "
+                     "descriptor's hvp, or flags AD_OPDEF_LINEAR or AD_OPDEF_BILINEAR)");
+    cr_assert_eq(ad_tape_status(t), AD_OK);
+    ad_tape_free(t);
+}
+
+/* ---- misuse ---- */
+
+#define EXPECT_CALL(t, call, st, msg)                                                         \
+    do {                                                                                      \
+        cr_assert_eq((call), (st), "%s: %s", #call, ad_tape_errmsg(t));                       \
+        cr_assert_str_eq(ad_tape_errmsg(t), (msg));                                           \
+        cr_assert_eq(ad_tape_status(t), AD_OK, "%s left the recording failed", #call);        \
+    } while (0)
+
+Test(modes, misuse_is_reported_and_leaves_the_tape_usable)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    const double v3[3] = {1, 2, 3};
+    ad_node a = ad_variable(t, ad_shape_vec(3), v3);
+    ad_node c = ad_constant(t, ad_shape_vec(3), v3);
+    ad_node y = ad_mul(t, a, a);
+    ad_node f = ad_sum(t, y);
+    double out[9];
+    const double *vv[1] = {v3};
+    double *hv[1] = {out};
+    const ad_node in_a[1] = {a}, in_y[1] = {y}, in_c[1] = {c};
+
+    EXPECT_CALL(t, ad_set_tangent(t, a, v3), AD_EMISUSE,
+                "set_tangent: no tangent storage for this recording; call ad_tangents(t, k) "
+                "after recording");
+    EXPECT_CALL(t, ad_forward(t), AD_EMISUSE,
+                "forward: no tangent storage for this recording; call ad_tangents(t, k) after "
+                "recording");
+    EXPECT_CALL(t, ad_tangents(t, 0), AD_EMISUSE, "tangents: 0 directions; 1 to 4096 are allowed");
+    EXPECT_CALL(t, ad_tangents(t, 5000), AD_EMISUSE,
+                "tangents: 5000 directions; 1 to 4096 are allowed");
+    cr_assert_eq(ad_tangents(t, 2), AD_OK);
+    EXPECT_CALL(t, ad_set_tangent(t, y, v3), AD_EMISUSE,
+                "set_tangent: node 3 is the result of mul, not a leaf; tangents are seeded on "
+                "leaves");
+    EXPECT_CALL(t, ad_set_tangent(t, a, NULL), AD_EMISUSE, "set_tangent: tangent is NULL");
+    EXPECT_CALL(t, ad_backward_tangent(t, f, NULL), AD_EMISUSE,
+                "backward_tangent: no forward sweep of this recording to go back over; call "
+                "ad_forward first");
+    cr_assert_null(ad_tangent(t, f), "no tangents before a forward sweep");
+    cr_assert_eq(ad_forward(t), AD_OK);
+    EXPECT_CALL(t, ad_backward_tangent(t, y, NULL), AD_EMISUSE,
+                "backward_tangent: the output is a vector of length 3, not a scalar; pass a "
+                "seed of its size");
+    EXPECT_CALL(t, ad_hvp(t, y, 1, in_a, vv, hv, NULL), AD_EMISUSE,
+                "hvp: the output is a vector of length 3, not a scalar");
+    EXPECT_CALL(t, ad_hessian(t, y, 1, in_a, out), AD_EMISUSE,
+                "hessian: the output is a vector of length 3, not a scalar (take the Hessian of "
+                "one element, or of a weighted sum)");
+    EXPECT_CALL(t, ad_hvp(t, f, 1, in_y, vv, hv, NULL), AD_EMISUSE,
+                "hvp: input 1 (node 3) is the result of mul, not a leaf");
+    EXPECT_CALL(t, ad_hvp(t, f, 1, in_c, vv, hv, NULL), AD_EMISUSE,
+                "hvp: input 1 (node 2) needs no gradient (a constant, or an ad_param without a "
+                "gradient buffer); derivatives are taken with respect to variables");
+    EXPECT_CALL(t, ad_jacobian(t, y, 1, in_a, out, 7u), AD_EMISUSE,
+                "jacobian: unknown mode 7 (AD_JAC_AUTO, AD_JAC_FORWARD or AD_JAC_REVERSE)");
+    EXPECT_CALL(t, ad_jacobian(t, y, 0, in_a, out, 0), AD_EMISUSE,
+                "jacobian: no inputs (n < 1)");
+    EXPECT_CALL(t, ad_jacobian(t, y, 1, NULL, out, 0), AD_EMISUSE,
+                "jacobian: the input array is NULL");
+    EXPECT_CALL(t, ad_jvp(t, f, 1, in_a, NULL, out), AD_EMISUSE, "jvp: v is NULL");
+    EXPECT_CALL(t, ad_hvp(t, f, 1, in_a, vv, NULL, NULL), AD_EMISUSE, "hvp: hv is NULL");
+    EXPECT_CALL(t, ad_hessian(t, f, 1, in_a, NULL), AD_EMISUSE, "hessian: H is NULL");
+    EXPECT_CALL(t, ad_jvp(t, ad_nil(), 1, in_a, vv, out), AD_EMISUSE,
+                "jvp: operand 0 is the nil node (the result of a failed call)");
+
+    /* recording more nodes: the storage is for the old recording */
+    ad_node g = ad_sum(t, a);
+    EXPECT_CALL(t, ad_set_tangent(t, a, v3), AD_EMISUSE,
+                "set_tangent: no tangent storage for this recording; call ad_tangents(t, k) "
+                "after recording");
+    cr_assert_null(ad_tangent(t, g));
+    /* and everything still works */
+    double jv;
+    cr_assert_eq(ad_jvp(t, g, 1, in_a, vv, &jv), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert(jv == 6);
+    cr_assert_eq(ad_backward(t, f), AD_OK);
+
+    /* NULL tape */
+    cr_assert_eq(ad_tangents(NULL, 1), AD_EMISUSE);
+    cr_assert_eq(ad_forward(NULL), AD_EMISUSE);
+    cr_assert_eq(ad_set_tangent(NULL, a, v3), AD_EMISUSE);
+    cr_assert_eq(ad_backward_tangent(NULL, f, NULL), AD_EMISUSE);
+    cr_assert_null(ad_tangent(NULL, f));
+    cr_assert_null(ad_grad_tangent(NULL, f));
+    cr_assert_eq(ad_jvp(NULL, f, 1, in_a, vv, out), AD_EMISUSE);
+    cr_assert_eq(ad_hvp(NULL, f, 1, in_a, vv, hv, NULL), AD_EMISUSE);
+    cr_assert_eq(ad_jacobian(NULL, f, 1, in_a, out, 0), AD_EMISUSE);
+    cr_assert_eq(ad_hessian(NULL, f, 1, in_a, out), AD_EMISUSE);
+
+    /* a failed recording: every call returns its status */
+    cr_assert(ad_node_is_nil(ad_add(t, a, ad_variable(t, ad_shape_vec(2), v3))));
+    cr_assert_eq(ad_tangents(t, 1), AD_ESHAPE);
+    cr_assert_eq(ad_hvp(t, f, 1, in_a, vv, hv, NULL), AD_ESHAPE);
+    ad_tape_free(t);
+}
+
+/* ---- memory ---- */
+
+Test(modes, no_allocation_after_set_up_and_every_failure_reported)
+{
+    test_alloc al = {0};
+    ad_tape_opts o = test_alloc_opts(&al);
+    ad_tape *t = ad_tape_new(&o);
+    g3 g = rec3(t, a0, b0, 0.9);
+    const ad_node in[3] = {g.a, g.b, g.s};
+    double H[49], h[7], e[7] = {1, 0, 0, 0, 1, 0, 1}, J[21];
+    const double *v[3] = {e, e + 3, e + 6};
+    double *hv[3] = {h, h + 3, h + 6};
+    cr_assert_eq(ad_hessian(t, g.f, 3, in, H), AD_OK);
+    cr_assert_eq(ad_hvp(t, g.f, 3, in, v, hv, NULL), AD_OK);
+    cr_assert_eq(ad_jacobian(t, g.f, 3, in, J, AD_JAC_FORWARD), AD_OK);
+    const long before = al.count;
+    for (int rep = 0; rep < 3; rep++) {
+        cr_assert_eq(ad_hessian(t, g.f, 3, in, H), AD_OK);
+        cr_assert_eq(ad_hvp(t, g.f, 3, in, v, hv, NULL), AD_OK);
+        cr_assert_eq(ad_jacobian(t, g.f, 3, in, J, AD_JAC_FORWARD), AD_OK);
+        cr_assert_eq(ad_jacobian(t, g.f, 3, in, J, AD_JAC_REVERSE), AD_OK);
+    }
+    cr_assert_eq(al.count, before, "%ld allocations after set-up", al.count - before);
+    /* after a reset, the same recording reuses the storage */
+    ad_tape_reset(t);
+    g = rec3(t, a0, b0, 0.9);
+    const ad_node in2[3] = {g.a, g.b, g.s};
+    const long before2 = al.count;
+    cr_assert_eq(ad_hessian(t, g.f, 3, in2, H), AD_OK);
+    cr_assert_eq(al.count, before2, "a reset recording of the same size allocated");
+    ad_tape_free(t);
+    cr_assert_eq(al.bytes, 0);
+
+    /* every allocation of the set-up failing in turn */
+    for (long k = 1;; k++) {
+        test_alloc fa = {0};
+        ad_tape_opts fo = test_alloc_opts(&fa);
+        ad_tape *ft = ad_tape_new(&fo);
+        cr_assert_not_null(ft);
+        g3 fg = rec3(ft, a0, b0, 0.9);
+        cr_assert_eq(ad_tape_status(ft), AD_OK);
+        const ad_node fin[3] = {fg.a, fg.b, fg.s};
+        fa.fail_at = fa.count + k;
+        int st = ad_hessian(ft, fg.f, 3, fin, H);
+        if (st == AD_OK) {
+            cr_assert(k > 3, "only %ld allocations", k);
+            ad_tape_free(ft);
+            cr_assert_eq(fa.bytes, 0);
+            break;
+        }
+        cr_assert_eq(st, AD_ENOMEM);
+        cr_assert(strstr(ad_tape_errmsg(ft), "hessian: out of memory") != NULL, "%s",
+                  ad_tape_errmsg(ft));
+        cr_assert_eq(ad_tape_status(ft), AD_OK);
+        fa.fail_at = 0;
+        cr_assert_eq(ad_hessian(ft, fg.f, 3, fin, H), AD_OK, "a later call succeeds");
+        ad_tape_free(ft);
+        cr_assert_eq(fa.bytes, 0, "leak after failing allocation %ld", k);
+        cr_assert_eq(fa.bad_osize, 0);
+    }
+}
+
+/* Forward mode through every node kind at once, after a replay at a new
+ * point: ad_forward's values are ad_replay's. */
+Test(modes, forward_recomputes_values_like_replay)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    g3 g = rec3(t, a0, b0, 0.9);
+    const double a1[3] = {0.1, 0.2, -0.3}, s1 = -1.1;
+    cr_assert_eq(ad_set_value(t, g.a, a1), AD_OK);
+    cr_assert_eq(ad_set_value(t, g.s, &s1), AD_OK);
+    cr_assert_eq(ad_replay(t), AD_OK);
+    const double fr = ad_scalar_value(t, g.f);
+    cr_assert_eq(ad_backward(t, g.f), AD_OK);
+    double ga[3];
+    memcpy(ga, ad_grad(t, g.a), sizeof ga);
+    const double s2 = 2.0;
+    cr_assert_eq(ad_set_value(t, g.s, &s2), AD_OK);
+    cr_assert_eq(ad_tangents(t, 1), AD_OK);
+    cr_assert_eq(ad_forward(t), AD_OK);
+    cr_assert(ad_scalar_value(t, g.f) != fr);
+    cr_assert_eq(ad_set_value(t, g.s, &s1), AD_OK);
+    cr_assert_eq(ad_forward(t), AD_OK);
+    cr_assert(ad_scalar_value(t, g.f) == fr, "forward: %.17g, replay %.17g",
+              ad_scalar_value(t, g.f), fr);
+    /* and a normal sweep after it works as after a replay */
+    cr_assert_eq(ad_backward(t, g.f), AD_OK);
+    cr_assert(memcmp(ga, ad_grad(t, g.a), sizeof ga) == 0);
+    ad_tape_free(t);
+}
