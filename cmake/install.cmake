@@ -47,7 +47,7 @@ if(TARGET nn)
   endif()
   set_target_properties(nn PROPERTIES EXPORT_NAME nn)
   # Run-time search path of the installed libnn: its own directory, where
-  # libautodiff.so.0 is installed too. A program that calls only nn_
+  # libautodiff.so.1 is installed too. A program that calls only nn_
   # functions and is linked with --as-needed (the default of several
   # toolchains, Debian's gcc included) has no NEEDED entry for
   # libautodiff, so the loader looks for it on libnn's behalf, and an

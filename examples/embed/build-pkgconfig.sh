@@ -20,7 +20,7 @@ pkg-config --exists autodiff || {
 }
 libdir=$(pkg-config --variable=libdir autodiff)
 
-# Shared: the rpath lets the program find libautodiff.so.0 outside the
+# Shared: the rpath lets the program find libautodiff.so.1 outside the
 # system library path (not needed after installing into /usr/local + ldconfig).
 # shellcheck disable=SC2046,SC2086
 $CC $CFLAGS "$here/main.c" -o "$out/embed_demo_shared" \
@@ -52,7 +52,7 @@ fi
 
 if [ -f "$here/nn_only.c" ] && pkg-config --exists nn; then
     # nn_ calls only. With --as-needed the program does not record
-    # libautodiff.so.0 at all, and with --enable-new-dtags its rpath is a
+    # libautodiff.so.1 at all, and with --enable-new-dtags its rpath is a
     # DT_RUNPATH, which the loader does not search for libnn's own
     # dependencies: libnn's RUNPATH ($ORIGIN) must find libautodiff.
     as_needed=

@@ -3,7 +3,7 @@
  * predicts. Exits 0 only if the predictions are within 1e-3.
  *
  * It references no ad_ symbol on purpose. Linked with --as-needed, the
- * program then records no NEEDED entry for libautodiff.so.0 and the
+ * program then records no NEEDED entry for libautodiff.so.1 and the
  * loader must find it through libnn (whose installed RUNPATH is $ORIGIN):
  * the executable's own RUNPATH is not searched for libnn's dependencies.
  * scripts/check-embed.sh builds it every documented way. */

@@ -40,10 +40,10 @@
 extern "C" {
 #endif
 
-#define AD_VERSION_MAJOR 0
-#define AD_VERSION_MINOR 1
+#define AD_VERSION_MAJOR 1
+#define AD_VERSION_MINOR 0
 #define AD_VERSION_PATCH 0
-#define AD_VERSION_STRING "0.1.0"
+#define AD_VERSION_STRING "1.0.0"
 
 /* Symbol visibility: the shared library exports only what is marked AD_API. */
 #if defined(AD_STATIC_DEFINE)
