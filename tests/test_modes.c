@@ -481,3 +481,64 @@ Test(modes, forward_recomputes_values_like_replay)
     cr_assert(memcmp(ga, ad_grad(t, g.a), sizeof ga) == 0);
     ad_tape_free(t);
 }
+
+/* The drivers take a leaf named twice in in[] as one variable: its
+ * Jacobian and Hessian columns repeat, and the directions given for it in
+ * ad_jvp and ad_hvp add up. Forward mode used to clear a leaf's seed at
+ * each occurrence, so its first column came out 0 (found by
+ * tests/fuzz/fuzz_api.c). f = s * sum(x^2), x = (1.5, -2), s = 0.5. */
+Test(modes, an_input_named_twice_is_one_variable)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    const double x0[2] = {1.5, -2.0}, s0 = 0.5;
+    ad_node x = ad_variable(t, ad_shape_vec(2), x0), s = ad_scalar_var(t, s0);
+    ad_node y = ad_scale(t, ad_mul(t, x, s), 3.0); /* y = 3 s x: dy/dx = 3s I, dy/ds = 3x */
+    ad_node f = ad_mul(t, ad_sum(t, ad_square(t, x)), s);
+    const ad_node in[3] = {x, s, x};
+    double Jf[2 * 5], Jr[2 * 5], Ja[2 * 5];
+    cr_assert_eq(ad_jacobian(t, y, 3, in, Jf, AD_JAC_FORWARD), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_jacobian(t, y, 3, in, Jr, AD_JAC_REVERSE), AD_OK);
+    cr_assert_eq(ad_jacobian(t, y, 3, in, Ja, AD_JAC_AUTO), AD_OK);
+    for (int r = 0; r < 2; r++)
+        for (int c = 0; c < 5; c++) {
+            const int xc = c < 2 ? c : c - 3; /* the element of x of columns 0,1 and 3,4 */
+            const double want = c == 2 ? 3 * x0[r] : (r == xc ? 3 * s0 : 0.0);
+            cr_assert(Jf[r * 5 + c] == want, "forward J[%d][%d] = %g, want %g", r, c,
+                      Jf[r * 5 + c], want);
+            cr_assert(Jr[r * 5 + c] == want, "reverse J[%d][%d] = %g, want %g", r, c,
+                      Jr[r * 5 + c], want);
+            cr_assert(Ja[r * 5 + c] == want);
+        }
+
+    /* J v: x moves along v0 + v2 */
+    const double v0[2] = {1, 2}, vs = -1, v2[2] = {0.5, -4};
+    const double *v[3] = {v0, &vs, v2};
+    double jv[2];
+    cr_assert_eq(ad_jvp(t, y, 3, in, v, jv), AD_OK, "%s", ad_tape_errmsg(t));
+    for (int r = 0; r < 2; r++)
+        cr_assert(test_err(jv[r], 3 * s0 * (v0[r] + v2[r]) + 3 * x0[r] * vs) <= 1e-15,
+                  "jv[%d] = %g", r, jv[r]);
+
+    /* H v with H_xx = 2s I, H_xs = 2x: both x occurrences get the same */
+    double h0[2], hs, h2[2], g0[2], gs, g2[2];
+    double *hv[3] = {h0, &hs, h2}, *gr[3] = {g0, &gs, g2};
+    cr_assert_eq(ad_hvp(t, f, 3, in, v, hv, gr), AD_OK, "%s", ad_tape_errmsg(t));
+    for (int i = 0; i < 2; i++) {
+        const double want = 2 * s0 * (v0[i] + v2[i]) + 2 * x0[i] * vs;
+        cr_assert(test_err(h0[i], want) <= 1e-15, "hv[0][%d] = %g, want %g", i, h0[i], want);
+        cr_assert(h2[i] == h0[i]);
+        cr_assert(g0[i] == 2 * s0 * x0[i] && g2[i] == g0[i]);
+    }
+    cr_assert(test_err(hs, 2 * (x0[0] * (v0[0] + v2[0]) + x0[1] * (v0[1] + v2[1]))) <= 1e-15);
+    cr_assert(gs == x0[0] * x0[0] + x0[1] * x0[1]);
+
+    /* the Hessian in (x, x): every block 2s I */
+    const ad_node xx[2] = {x, x};
+    double H[16];
+    cr_assert_eq(ad_hessian(t, f, 2, xx, H), AD_OK, "%s", ad_tape_errmsg(t));
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            cr_assert(H[i * 4 + j] == (i % 2 == j % 2 ? 2 * s0 : 0.0), "H[%d][%d] = %g", i, j,
+                      H[i * 4 + j]);
+    ad_tape_free(t);
+}

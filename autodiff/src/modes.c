@@ -654,25 +654,48 @@ static size_t size_of(const ad_tape *t, ad_node n)
 }
 
 /* Seeds directions d = 0..K-1 as the unit vectors of the flat input
- * columns c0 .. c0+K-1 (columns past N get none). */
+ * columns c0 .. c0+K-1 (columns past N get none). A leaf named twice in
+ * in[] is one variable with two column ranges: every tangent is cleared
+ * first, so no occurrence erases the units of another (its Jacobian
+ * column then repeats, as reverse mode gives it). */
 static void seed_units(ad_tape *t, int n, const ad_node *in, size_t c0, size_t K)
 {
     ad__modes *m = t->modes;
+    for (int i = 0; i < n; i++) {
+        memset(tan_of(t, in[i].id_, 0), 0, K * size_of(t, in[i]) * sizeof(double));
+        m->nz[in[i].id_] = NZ_DIRTY;
+    }
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         const size_t s = size_of(t, in[i]);
         double *tv = tan_of(t, in[i].id_, 0);
-        memset(tv, 0, K * s * sizeof *tv);
-        bool hit = false;
         for (size_t d = 0; d < K; d++) {
             const size_t c = c0 + d;
             if (c >= off && c < off + s) {
                 tv[d * s + (c - off)] = 1.0;
-                hit = true;
+                m->nz[in[i].id_] = NZ_NOW | NZ_DIRTY;
             }
         }
-        m->nz[in[i].id_] = hit ? (NZ_NOW | NZ_DIRTY) : NZ_DIRTY;
         off += s;
+    }
+}
+
+/* Seeds direction 0 of the inputs with v[i]. A leaf named twice gets the
+ * sum of its directions: J v with J's column repeated for it. */
+static void seed_directions(ad_tape *t, int n, const ad_node *in, const double *const *v)
+{
+    for (int i = 0; i < n; i++) {
+        const size_t s = size_of(t, in[i]);
+        double *tv = tan_of(t, in[i].id_, 0);
+        bool first = true;
+        for (int j = 0; j < i && first; j++)
+            first = in[j].id_ != in[i].id_;
+        if (first)
+            memcpy(tv, v[i], s * sizeof *tv);
+        else
+            for (size_t e = 0; e < s; e++)
+                tv[e] += v[i][e];
+        t->modes->nz[in[i].id_] = NZ_NOW | NZ_DIRTY;
     }
 }
 
@@ -717,10 +740,7 @@ int ad_jvp(ad_tape *t, ad_node out, int n, const ad_node *in, const double *cons
         return missing_fail(t, "jvp", bad, false);
     if (layout_for(t, 1, "jvp") != AD_OK)
         return AD_ENOMEM;
-    for (int i = 0; i < n; i++) {
-        memcpy(tan_of(t, in[i].id_, 0), v[i], size_of(t, in[i]) * sizeof(double));
-        t->modes->nz[in[i].id_] = NZ_NOW | NZ_DIRTY;
-    }
+    seed_directions(t, n, in, v);
     forward_sweep(t);
     memcpy(jv, tan_of(t, out.id_, 0), size_of(t, out) * sizeof *jv);
     return AD_OK;
@@ -753,10 +773,7 @@ int ad_hvp(ad_tape *t, ad_node out, int n, const ad_node *in, const double *cons
         return missing_fail(t, "hvp", bad, true);
     if (layout_for(t, 1, "hvp") != AD_OK)
         return AD_ENOMEM;
-    for (int i = 0; i < n; i++) {
-        memcpy(tan_of(t, in[i].id_, 0), v[i], size_of(t, in[i]) * sizeof(double));
-        t->modes->nz[in[i].id_] = NZ_NOW | NZ_DIRTY;
-    }
+    seed_directions(t, n, in, v);
     forward_sweep(t);
     reverse_sweep(t, out.id_, NULL);
     for (int i = 0; i < n; i++) {
