@@ -113,6 +113,14 @@ static const opcase cases[] = {
     U("powc", "vector of 7, p = -1.5", V(7), VAR, POS, -1.5),
     U("powc", "scalar (inline), p = 0.5", S0, VAR, POS, 0.5),
     U("powc", "3x5, p = 1", M(3, 5), VAR, ANY, 1.0),
+    UNARY_SET("step", AWAY, 0.0),
+    UNARY_SET("sign", AWAY, 0.0),
+    U("logsumexp", "vector of 1", V(1), VAR, ANY, 0.0),
+    U("logsumexp", "vector of 7", V(7), VAR, ANY, 0.0),
+    U("logsumexp", "1x1 matrix", M(1, 1), VAR, ANY, 0.0),
+    U("logsumexp", "3x5", M(3, 5), VAR, ANY, 0.0),
+    U("logsumexp", "3x5 param", M(3, 5), PARAM, ANY, 0.0),
+    U("logsumexp", "5x1", M(5, 1), VAR, ANY, 0.0),
 
     U("sum", "scalar (inline operand)", S0, VAR, ANY, 0.0),
     U("sum", "1x1 matrix", M(1, 1), VAR, ANY, 0.0),
@@ -236,6 +244,8 @@ static ad_node apply_direct(ad_tape *t, const char *op, const ad_node *in, doubl
         {"matvec_t", NULL, NULL, ad_matvec_t}, {"matmul", NULL, NULL, ad_matmul},
         {"matmul_nt", NULL, NULL, ad_matmul_nt}, {"outer", NULL, NULL, ad_outer},
         {"transpose", ad_transpose, NULL, NULL}, {"softmax_xent", NULL, NULL, ad_softmax_xent},
+        {"step", ad_step, NULL, NULL},       {"sign", ad_sign, NULL, NULL},
+        {"logsumexp", ad_logsumexp, NULL, NULL},
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         if (strcmp(fns[i].name, op) != 0)
@@ -348,6 +358,8 @@ static double unary(const char *op, double x, double c)
     if (!strcmp(op, "relu")) return x > 0 ? x : 0;
     if (!strcmp(op, "abs")) return fabs(x);
     if (!strcmp(op, "powc")) return pow(x, c);
+    if (!strcmp(op, "step")) return x > 0 ? 1 : 0;
+    if (!strcmp(op, "sign")) return x > 0 ? 1 : x < 0 ? -1 : 0;
     return NAN;
 }
 
@@ -429,6 +441,15 @@ static ad_shape reference(const opcase *k, const double *const v[3], double *out
         }
         out[0] = L;
         so = (ad_shape){1, 1, 0};
+    } else if (!strcmp(op, "logsumexp")) {
+        size_t R = sa.ndim == 2 ? sa.rows : 1, C = sa.ndim == 2 ? sa.cols : sa.rows;
+        for (size_t r = 0; r < R; r++) {
+            double s = 0;
+            for (size_t j = 0; j < C; j++)
+                s += exp(a[r * C + j]);
+            out[r] = log(s);
+        }
+        so = sa.ndim == 2 ? (ad_shape){sa.rows, 1, 1} : (ad_shape){1, 1, 0};
     } else {
         double v = unary(op, 0.5, k->c);
         if (isnan(v))
@@ -709,6 +730,34 @@ static void check_modes(const opcase *k, const double *x, const double *w)
             sc += fabs(hu[i] * u2[i]) + fabs(u[i] * hu2[i]);
         REQUIRE(close_to(a, b, sc, 1e-12), "%s [%s]: <H u, u2> = %.17g but <u, H u2> = %.17g",
                 k->op, k->label, a, b);
+
+        /* reverse over reverse: the gradient recorded as nodes, then the
+         * gradient of <gradient, u>, gives the same H u */
+        ad_node G[3], HG[3];
+        REQUIRE(ad_gradient_nodes(t, L2, ad_nil(), nv, vin, G) == AD_OK, "%s [%s]: %s", k->op,
+                k->label, ad_tape_errmsg(t));
+        ad_node hsum = ad_nil();
+        for (int v = 0; v < nv; v++) {
+            const ad_shape vs = ad_node_shape(t, vin[v]);
+            const double *gv = ad_value(t, G[v]);
+            for (size_t j = 0; j < ad_shape_size(vs); j++)
+                REQUIRE(test_err(gv[j], g0[voff[v] + j]) <= 1e-12,
+                        "%s [%s]: gradient node %d[%zu] = %.17g, backward %.17g", k->op,
+                        k->label, v, j, gv[j], g0[voff[v] + j]);
+            ad_node term = ad_dot(t, G[v], ad_constant(t, vs, u + voff[v]));
+            hsum = ad_node_is_nil(hsum) ? term : ad_add(t, hsum, term);
+        }
+        REQUIRE(ad_gradient_nodes(t, hsum, ad_nil(), nv, vin, HG) == AD_OK, "%s [%s]: %s",
+                k->op, k->label, ad_tape_errmsg(t));
+        for (int v = 0; v < nv; v++) {
+            const double *hv = ad_value(t, HG[v]);
+            for (size_t j = 0; j < ad_shape_size(ad_node_shape(t, vin[v])); j++) {
+                const size_t e = voff[v] + j;
+                REQUIRE(test_err(hv[j], hu[e]) <= 1e-12,
+                        "%s [%s]: reverse over reverse (H u)[%zu] = %.17g, hvp %.17g", k->op,
+                        k->label, e, hv[j], hu[e]);
+            }
+        }
 
         /* the dense drivers agree with the directional ones */
         static double J1[MAXN * 3 * MAXN], J2[MAXN * 3 * MAXN], H[9 * MAXN * MAXN];

@@ -61,11 +61,11 @@ typedef enum ad__opcode {
     AD_OP_ADD, AD_OP_SUB, AD_OP_MUL, AD_OP_DIV,
     AD_OP_NEG, AD_OP_SCALE, AD_OP_ADDC, AD_OP_SQUARE, AD_OP_SQRT,
     AD_OP_EXP, AD_OP_LOG, AD_OP_TANH, AD_OP_SIGMOID, AD_OP_RELU,
-    AD_OP_ABS, AD_OP_POWC,
+    AD_OP_ABS, AD_OP_POWC, AD_OP_STEP, AD_OP_SIGN,
     AD_OP_SUM, AD_OP_MEAN, AD_OP_DOT,
     AD_OP_MATVEC, AD_OP_MATVEC_T, AD_OP_MATMUL, AD_OP_MATMUL_NT,
     AD_OP_OUTER, AD_OP_TRANSPOSE,
-    AD_OP_SOFTMAX_XENT, AD_OP_AFFINE,
+    AD_OP_SOFTMAX_XENT, AD_OP_AFFINE, AD_OP_LOGSUMEXP,
     AD_OP_COUNT
 } ad__opcode;
 
@@ -347,11 +347,21 @@ typedef struct ad__op {
      * here: zeros stand in). order2 says how it is obtained. */
     unsigned char order2;
     void (*so)(const ad_call *call, const double *const *tin, double *const *tg);
+    /* The vjp as recorded ops (the gradient as a tape, grad_graph.c):
+     * given the operand nodes in[], the node out, its constant c and the
+     * adjoint node g (out's shape), records each operand's contribution
+     * into dx[k] -- in the operand's shape, or in out's shape for an
+     * elementwise operand that was broadcast (the caller sums it back) --
+     * or ad_nil() for none. */
+    void (*rvjp)(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g, ad_node *dx);
 } ad__op;
+
+/* A constant of shape s filled with v, recorded on t (grad_graph.c). */
+ad_node ad__fill(ad_tape *t, ad_shape s, double v);
 
 /* The public descriptor's mode fields of a built-in: its rules are the
  * ad__op's own (jvp, order2, so). */
-#define AD__NO_MODE_RULES 0, NULL, NULL, 0
+#define AD__NO_MODE_RULES 0, NULL, NULL, 0, NULL
 
 /* How an op's second-order term is obtained (ad__op.order2). */
 enum {
@@ -402,9 +412,9 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def,
 /* The descriptors, each defined beside its kernels. */
 extern const ad__op ad__op_leaf, ad__op_add, ad__op_sub, ad__op_mul, ad__op_div, ad__op_neg,
     ad__op_scale, ad__op_addc, ad__op_square, ad__op_sqrt, ad__op_exp, ad__op_log, ad__op_tanh,
-    ad__op_sigmoid, ad__op_relu, ad__op_abs, ad__op_powc, ad__op_sum, ad__op_mean, ad__op_dot,
+    ad__op_sigmoid, ad__op_relu, ad__op_abs, ad__op_powc, ad__op_step, ad__op_sign, ad__op_sum, ad__op_mean, ad__op_dot,
     ad__op_matvec, ad__op_matvec_t, ad__op_matmul, ad__op_matmul_nt, ad__op_outer,
-    ad__op_transpose, ad__op_softmax_xent, ad__op_affine;
+    ad__op_transpose, ad__op_softmax_xent, ad__op_affine, ad__op_logsumexp;
 
 /* Shape-rule helpers shared by the op files: write a reason into msg. */
 int ad__shape_fail(char *msg, size_t cap, const char *fmt, ...)

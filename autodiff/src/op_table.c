@@ -20,6 +20,8 @@ const ad__op *const ad__ops[AD_OP_COUNT] = {
     [AD_OP_RELU] = &ad__op_relu,
     [AD_OP_ABS] = &ad__op_abs,
     [AD_OP_POWC] = &ad__op_powc,
+    [AD_OP_STEP] = &ad__op_step,
+    [AD_OP_SIGN] = &ad__op_sign,
     [AD_OP_SUM] = &ad__op_sum,
     [AD_OP_MEAN] = &ad__op_mean,
     [AD_OP_DOT] = &ad__op_dot,
@@ -31,6 +33,7 @@ const ad__op *const ad__ops[AD_OP_COUNT] = {
     [AD_OP_TRANSPOSE] = &ad__op_transpose,
     [AD_OP_SOFTMAX_XENT] = &ad__op_softmax_xent,
     [AD_OP_AFFINE] = &ad__op_affine,
+    [AD_OP_LOGSUMEXP] = &ad__op_logsumexp,
 };
 
 _Static_assert(sizeof ad__ops / sizeof ad__ops[0] == AD_OP_COUNT, "one descriptor per op code");
@@ -68,6 +71,7 @@ ad_node ad_matmul_nt(ad_tape *t, ad_node A, ad_node B) { REC2(AD_OP_MATMUL_NT, A
 ad_node ad_outer(ad_tape *t, ad_node u, ad_node v) { REC2(AD_OP_OUTER, u, v); }
 ad_node ad_transpose(ad_tape *t, ad_node A) { return REC1(AD_OP_TRANSPOSE, A, 0.0); }
 ad_node ad_softmax_xent(ad_tape *t, ad_node z, ad_node y) { REC2(AD_OP_SOFTMAX_XENT, z, y); }
+ad_node ad_logsumexp(ad_tape *t, ad_node z) { return REC1(AD_OP_LOGSUMEXP, z, 0.0); }
 ad_node ad_affine(ad_tape *t, ad_node W, ad_node x, ad_node b)
 {
     ad_node in[3] = {W, x, b};

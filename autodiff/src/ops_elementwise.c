@@ -25,11 +25,11 @@ int ad__shape_fail(char *msg, size_t cap, const char *fmt, ...)
 static void nop_call(const ad_call *k) { (void)k; }
 static void nop_vjp_to(const ad_call *k, unsigned fresh) { (void)k, (void)fresh; }
 const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL, AD__NO_MODE_RULES}, true, false, nop_vjp_to,
-                             NULL, AD__LINEAR, NULL};
+                             NULL, AD__LINEAR, NULL, NULL};
 
 /* ---- unary tensor kernels ---- */
 
-#define TENSOR_UNARY(NAME, CODE, TAKES_C, FWD, DER, D2)                                         \
+#define TENSOR_UNARY(NAME, CODE, TAKES_C, FWD, DER, D2, GOPS)                                         \
     static void NAME##_fwd(const ad_call *k)                                                  \
     {                                                                                         \
         NAME##_fwd_loop(k->out.val, k->in[0].val, k->c, ad_shape_size(k->out.shape));        \
@@ -70,12 +70,20 @@ const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL, AD__NO_M
                     tg[0][i] += gy[i] * (D2) * tx[i];                                         \
             }                                                                                 \
     }                                                                                         \
+    /* the vjp as recorded ops: dx = g f'(x) */                                               \
+    static void NAME##_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,  \
+                            ad_node *dx)                                                      \
+    {                                                                                         \
+        const ad_node xn = in[0], yn = out;                                                   \
+        (void)t, (void)g, (void)xn, (void)yn, (void)c;                                        \
+        dx[0] = (GOPS);                                                                       \
+    }                                                                                         \
     const ad__op ad__op_##NAME = {{#NAME, 1, NULL, NAME##_fwd, NAME##_vjp, NULL, AD__NO_MODE_RULES}, true, (TAKES_C), \
-                                  NAME##_vjp_to, NAME##_jvp, AD__SO_FN, NAME##_so};
+                                  NAME##_vjp_to, NAME##_jvp, AD__SO_FN, NAME##_so, NAME##_rvjp};
 
 /* The loops, with restrict parameters so that compilers vectorize them;
  * the writing form (a fresh gradient) is a loop of its own. */
-#define UNARY_LOOPS(NAME, CODE, TAKES_C, FWD, DER, D2)                                          \
+#define UNARY_LOOPS(NAME, CODE, TAKES_C, FWD, DER, D2, GOPS)                                          \
     static inline void NAME##_fwd_loop(double *restrict ys, const double *restrict xs,        \
                                        double c, size_t n)                                    \
     {                                                                                         \
@@ -153,7 +161,7 @@ static int assign_ok(const ad_call *k, unsigned fresh, int i)
  * gradient rows write or add into one operand's gradient g (stride gs,
  * that operand's stride), so two operands that are one node never meet
  * in one loop. */
-#define BINARY_LOOPS(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB)                                               \
+#define BINARY_LOOPS(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB, GA, GB)                                               \
     static inline void NAME##_fwd_row(double *restrict zs, const double *restrict as,         \
                                       size_t sa, const double *restrict bs, size_t sb,        \
                                       size_t n)                                               \
@@ -207,7 +215,7 @@ static int assign_ok(const ad_call *k, unsigned fresh, int i)
 
 AD__BINARY_OPS(BINARY_LOOPS)
 
-#define TENSOR_BINARY(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB)                                              \
+#define TENSOR_BINARY(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB, GA, GB)                                              \
     static void NAME##_fwd(const ad_call *k)                                                  \
     {                                                                                         \
         const bcast s = bcast_of(k);                                                          \
@@ -277,8 +285,18 @@ AD__BINARY_OPS(BINARY_LOOPS)
                     tg[1][ib] += g * (dab * ta[ia] + dbb * tb[ib]);                           \
             }                                                                                 \
     }                                                                                         \
+    /* the vjp as recorded ops, in the output's shape (the caller sums a   */                 \
+    /* broadcast operand's contribution back to its shape)                 */                 \
+    static void NAME##_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,  \
+                            ad_node *dx)                                                      \
+    {                                                                                         \
+        const ad_node xn = in[0], yn = in[1], zn = out;                                       \
+        (void)t, (void)xn, (void)yn, (void)zn, (void)c;                                       \
+        dx[0] = (GA);                                                                         \
+        dx[1] = (GB);                                                                         \
+    }                                                                                         \
     const ad__op ad__op_##NAME = {{#NAME, 2, NAME##_shape, NAME##_fwd, NAME##_vjp, NULL, AD__NO_MODE_RULES}, true, \
-                                  false, NAME##_vjp_to, NAME##_jvp, AD__SO_FN, NAME##_so};
+                                  false, NAME##_vjp_to, NAME##_jvp, AD__SO_FN, NAME##_so, NAME##_rvjp};
 
 /* Same shapes, or a scalar against anything; with_row: also a matrix
  * (m x n) and a vector (n). */
@@ -406,3 +424,5 @@ ad_node ad_sigmoid(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_SIGMOID, f
 ad_node ad_relu(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_RELU, false, x, 0.0); }
 ad_node ad_abs(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ABS, false, x, 0.0); }
 ad_node ad_pow_const(ad_tape *t, ad_node x, double p) { return rec_unary(t, AD_OP_POWC, true, x, p); }
+ad_node ad_step(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_STEP, false, x, 0.0); }
+ad_node ad_sign(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_SIGN, false, x, 0.0); }

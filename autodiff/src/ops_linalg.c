@@ -137,8 +137,16 @@ static void matvec_vjp_to(const ad_call *k, unsigned fresh)
            k->in[0].shape.rows, k->in[0].shape.cols, AD__FRESH(fresh, 0), AD__FRESH(fresh, 1));
 }
 AD__VJP_ADDING(matvec)
+/* dW = g x^T, dx = W^T g */
+static void matvec_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
+                        ad_node *dx)
+{
+    (void)out, (void)c;
+    dx[0] = ad_outer(t, g, in[1]);
+    dx[1] = ad_matvec_t(t, in[0], g);
+}
 const ad__op ad__op_matvec = {{"matvec", 2, matvec_shape, matvec_fwd, matvec_vjp, NULL, AD__NO_MODE_RULES},
-                              false, false, matvec_vjp_to, NULL, AD__BILINEAR, NULL};
+                              false, false, matvec_vjp_to, NULL, AD__BILINEAR, NULL, matvec_rvjp};
 
 /* ---- matvec_t: y = W^T x;  W (k x n), x (k), y (n) ----
  * dW += x dy^T;  dx += W dy */
@@ -179,8 +187,16 @@ static void matvec_t_vjp_to(const ad_call *k, unsigned fresh)
     }
 }
 AD__VJP_ADDING(matvec_t)
+/* y = W^T x: dW = x g^T, dx = W g */
+static void matvec_t_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
+                          ad_node *dx)
+{
+    (void)out, (void)c;
+    dx[0] = ad_outer(t, in[1], g);
+    dx[1] = ad_matvec(t, in[0], g);
+}
 const ad__op ad__op_matvec_t = {{"matvec_t", 2, matvec_t_shape, matvec_t_fwd, matvec_t_vjp, NULL, AD__NO_MODE_RULES},
-                                false, false, matvec_t_vjp_to, NULL, AD__BILINEAR, NULL};
+                                false, false, matvec_t_vjp_to, NULL, AD__BILINEAR, NULL, matvec_t_rvjp};
 
 /* ---- matmul: C = A B;  A (m x p), B (p x n), C (m x n) ----
  * dA += dC B^T;  dB += A^T dC */
@@ -238,8 +254,16 @@ static void matmul_vjp_to(const ad_call *k, unsigned fresh)
             ad__kcombine_to(gB + q * n, A + q, p, gC, n, m, n, fB);
 }
 AD__VJP_ADDING(matmul)
+/* dA = G B^T, dB = A^T G */
+static void matmul_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
+                        ad_node *dx)
+{
+    (void)out, (void)c;
+    dx[0] = ad_matmul_nt(t, g, in[1]);
+    dx[1] = ad_matmul(t, ad_transpose(t, in[0]), g);
+}
 const ad__op ad__op_matmul = {{"matmul", 2, matmul_shape, matmul_fwd, matmul_vjp, NULL, AD__NO_MODE_RULES},
-                              false, false, matmul_vjp_to, NULL, AD__BILINEAR, NULL};
+                              false, false, matmul_vjp_to, NULL, AD__BILINEAR, NULL, matmul_rvjp};
 
 /* ---- matmul_nt: C = A B^T;  A (m x p), B (n x p), C (m x n) ----
  * dA += dC B;  dB += dC^T A */
@@ -328,8 +352,16 @@ static void matmul_nt_vjp_to(const ad_call *k, unsigned fresh)
            AD__FRESH(fresh, 1));
 }
 AD__VJP_ADDING(matmul_nt)
+/* C = A B^T: dA = G B, dB = G^T A */
+static void matmul_nt_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
+                           ad_node *dx)
+{
+    (void)out, (void)c;
+    dx[0] = ad_matmul(t, g, in[1]);
+    dx[1] = ad_matmul(t, ad_transpose(t, g), in[0]);
+}
 const ad__op ad__op_matmul_nt = {{"matmul_nt", 2, matmul_nt_shape, matmul_nt_fwd, matmul_nt_vjp,
-                                  NULL, AD__NO_MODE_RULES}, false, false, matmul_nt_vjp_to, NULL, AD__BILINEAR, NULL};
+                                  NULL, AD__NO_MODE_RULES}, false, false, matmul_nt_vjp_to, NULL, AD__BILINEAR, NULL, matmul_nt_rvjp};
 
 /* ---- affine: y = W x + b, or Y = X W^T + b on every row ----
  * W (k x n), b (k); x (n) -> y (k); X (B x n), one sample per row -> Y (B x k).
@@ -388,6 +420,23 @@ static void affine_vjp_to(const ad_call *k, unsigned fresh)
         nt_vjp(x, W, gy, gx, gW, batch, n, kr, fx, fW);
 }
 AD__VJP_ADDING(affine)
+/* vector: dW = g x^T, dx = W^T g, db = g; batch: dW = G^T X, dX = G W,
+ * db = G^T 1 (the column sums of G) */
+static void affine_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
+                        ad_node *dx)
+{
+    (void)out, (void)c;
+    const ad_shape xs = ad_node_shape(t, in[1]);
+    if (xs.ndim == 1) {
+        dx[0] = ad_outer(t, g, in[1]);
+        dx[1] = ad_matvec_t(t, in[0], g);
+        dx[2] = g;
+    } else {
+        dx[0] = ad_matmul(t, ad_transpose(t, g), in[1]);
+        dx[1] = ad_matmul(t, g, in[0]);
+        dx[2] = ad_matvec_t(t, g, ad__fill(t, ad_shape_vec(xs.rows), 1.0));
+    }
+}
 /* ty = tW x + W tx + tb (TY = TX W^T + X TW^T + tb on every row); a NULL
  * tangent is a zero one. */
 static void affine_jvp(const ad_call *k, const double *const *tin, double *tout, double *scratch)
@@ -425,7 +474,7 @@ static void affine_so(const ad_call *k, const double *const *tin, double *const 
         nt_vjp(tin[1], tin[0], k->out.grad, tg[1], tg[0], k->in[1].shape.rows, n, kr, 0, 0);
 }
 const ad__op ad__op_affine = {{"affine", 3, affine_shape, affine_fwd, affine_vjp, NULL, AD__NO_MODE_RULES},
-                              false, false, affine_vjp_to, affine_jvp, AD__SO_FN, affine_so};
+                              false, false, affine_vjp_to, affine_jvp, AD__SO_FN, affine_so, affine_rvjp};
 
 /* ---- outer: C = u v^T;  u (m), v (n), C (m x n) ----
  * du += dC v;  dv += dC^T u */
@@ -462,8 +511,16 @@ static void outer_vjp_to(const ad_call *k, unsigned fresh)
     }
 }
 AD__VJP_ADDING(outer)
+/* du = G v, dv = G^T u */
+static void outer_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
+                       ad_node *dx)
+{
+    (void)out, (void)c;
+    dx[0] = ad_matvec(t, g, in[1]);
+    dx[1] = ad_matvec_t(t, g, in[0]);
+}
 const ad__op ad__op_outer = {{"outer", 2, outer_shape, outer_fwd, outer_vjp, NULL, AD__NO_MODE_RULES},
-                             false, false, outer_vjp_to, NULL, AD__BILINEAR, NULL};
+                             false, false, outer_vjp_to, NULL, AD__BILINEAR, NULL, outer_rvjp};
 
 /* ---- transpose: B = A^T;  A (m x n), B (n x m);  dA += dB^T ---- */
 static int transpose_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg,
@@ -497,5 +554,11 @@ static void transpose_vjp_to(const ad_call *k, unsigned fresh)
                 gA[i * n + j] = (fA ? 0.0 : gA[i * n + j]) + gB[j * m + i];
 }
 AD__VJP_ADDING(transpose)
+static void transpose_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
+                           ad_node *dx)
+{
+    (void)in, (void)out, (void)c;
+    dx[0] = ad_transpose(t, g);
+}
 const ad__op ad__op_transpose = {{"transpose", 1, transpose_shape, transpose_fwd, transpose_vjp,
-                                  NULL, AD__NO_MODE_RULES}, false, false, transpose_vjp_to, NULL, AD__LINEAR, NULL};
+                                  NULL, AD__NO_MODE_RULES}, false, false, transpose_vjp_to, NULL, AD__LINEAR, NULL, transpose_rvjp};

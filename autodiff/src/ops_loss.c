@@ -136,5 +136,109 @@ static void xent_so(const ad_call *k, const double *const *tin, double *const *t
     }
 }
 
+/* Broadcasts a per-row quantity v (a scalar for a vector z, a vector of R
+ * for an R x C matrix) to z's shape: v itself (scalar broadcast does it)
+ * or v 1^T. */
+static ad_node per_row(ad_tape *t, ad_node v, ad_shape zs)
+{
+    if (zs.ndim != 2)
+        return v;
+    return ad_outer(t, v, ad__fill(t, ad_shape_vec(zs.cols), 1.0));
+}
+
+/* dz = g (softmax(z) S - y), dy = g (lse - z), with lse = logsumexp(z)
+ * and S = sum of y, per row, recorded as ops. */
+static void xent_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
+                      ad_node *dx)
+{
+    (void)out, (void)c;
+    const ad_shape zs = ad_node_shape(t, in[0]);
+    ad_node lse = per_row(t, ad_logsumexp(t, in[0]), zs);
+    ad_node p = ad_exp(t, ad_sub(t, in[0], lse));
+    ad_node S = zs.ndim == 2 ? ad_matvec(t, in[1], ad__fill(t, ad_shape_vec(zs.cols), 1.0))
+                             : ad_sum(t, in[1]);
+    dx[0] = ad_mul(t, g, ad_sub(t, ad_mul(t, p, per_row(t, S, zs)), in[1]));
+    dx[1] = ad_mul(t, g, ad_sub(t, lse, in[0]));
+}
+
 const ad__op ad__op_softmax_xent = {{"softmax_xent", 2, xent_shape, xent_fwd, xent_vjp, NULL, AD__NO_MODE_RULES},
-                                    false, false, xent_vjp_to, xent_jvp, AD__SO_FN, xent_so};
+                                    false, false, xent_vjp_to, xent_jvp, AD__SO_FN, xent_so,
+                                    xent_rvjp};
+
+/* ---- logsumexp: y_r = log sum_j exp(z_rj), per row ----
+ * dz_rj += dy_r p_rj with p = exp(z - y) (the row's softmax) */
+static int lse_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
+{
+    (void)nin, (void)c;
+    if (in[0].ndim == 0)
+        return ad__shape_fail(msg, cap, "z is a scalar; need a vector or a matrix");
+    *out = in[0].ndim == 2 ? ad_shape_vec(in[0].rows) : ad_shape_scalar();
+    return AD_OK;
+}
+static void lse_fwd(const ad_call *k)
+{
+    size_t R, C;
+    rows_cols(k->in[0].shape, &R, &C);
+    for (size_t r = 0; r < R; r++)
+        k->out.val[r] = row_lse(k->in[0].val + r * C, C);
+}
+static void lse_vjp_to(const ad_call *k, unsigned fresh)
+{
+    double *gz = k->in[0].grad;
+    if (!gz)
+        return;
+    const int f = AD__FRESH(fresh, 0);
+    size_t R, C;
+    rows_cols(k->in[0].shape, &R, &C);
+    const double *Z = k->in[0].val;
+    for (size_t r = 0; r < R; r++) /* Z, dZ: (R, C); y, dy: (R) */
+        for (size_t j = 0; j < C; j++)
+            gz[r * C + j] = (f ? 0.0 : gz[r * C + j])
+                            + k->out.grad[r] * exp(Z[r * C + j] - k->out.val[r]);
+}
+AD__VJP_ADDING(lse)
+/* ty_r = p_r . tz_r */
+static void lse_jvp(const ad_call *k, const double *const *tin, double *tout, double *scratch)
+{
+    (void)scratch;
+    size_t R, C;
+    rows_cols(k->in[0].shape, &R, &C);
+    const double *Z = k->in[0].val;
+    for (size_t r = 0; r < R; r++) {
+        double s = 0;
+        if (tin[0])
+            for (size_t j = 0; j < C; j++)
+                s += exp(Z[r * C + j] - k->out.val[r]) * tin[0][r * C + j];
+        tout[r] = s;
+    }
+}
+/* d/dt (g_r p_r) along tz: g_r p_r (tz_r - p_r . tz_r) */
+static void lse_so(const ad_call *k, const double *const *tin, double *const *tg)
+{
+    if (!tg[0])
+        return;
+    size_t R, C;
+    rows_cols(k->in[0].shape, &R, &C);
+    const double *Z = k->in[0].val, *tz = tin[0];
+    for (size_t r = 0; r < R; r++) {
+        const double g = k->out.grad[r], y = k->out.val[r];
+        if (g == 0.0)
+            continue;
+        double pz = 0;
+        for (size_t j = 0; j < C; j++)
+            pz += exp(Z[r * C + j] - y) * tz[r * C + j];
+        for (size_t j = 0; j < C; j++)
+            tg[0][r * C + j] += g * exp(Z[r * C + j] - y) * (tz[r * C + j] - pz);
+    }
+}
+/* dz = g p, per row */
+static void lse_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
+                     ad_node *dx)
+{
+    (void)c;
+    const ad_shape zs = ad_node_shape(t, in[0]);
+    dx[0] = ad_mul(t, per_row(t, g, zs), ad_exp(t, ad_sub(t, in[0], per_row(t, out, zs))));
+}
+const ad__op ad__op_logsumexp = {{"logsumexp", 1, lse_shape, lse_fwd, lse_vjp, NULL,
+                                  AD__NO_MODE_RULES},
+                                 false, false, lse_vjp_to, lse_jvp, AD__SO_FN, lse_so, lse_rvjp};

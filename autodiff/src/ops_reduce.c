@@ -31,8 +31,14 @@ static void sum_vjp_to(const ad_call *k, unsigned fresh)
         fill_to(k->in[0].grad, k->out.grad[0], ad_shape_size(k->in[0].shape), AD__FRESH(fresh, 0));
 }
 AD__VJP_ADDING(sum)
+/* dx = g 1 (g broadcast over x's shape) */
+static void sum_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g, ad_node *dx)
+{
+    (void)out, (void)c;
+    dx[0] = ad_mul(t, g, ad__fill(t, ad_node_shape(t, in[0]), 1.0));
+}
 const ad__op ad__op_sum = {{"sum", 1, scalar_shape, sum_fwd, sum_vjp, NULL, AD__NO_MODE_RULES}, false, false,
-                           sum_vjp_to, NULL, AD__LINEAR, NULL};
+                           sum_vjp_to, NULL, AD__LINEAR, NULL, sum_rvjp};
 
 /* y = (1/n) sum_i x_i;  dx_i += dy / n */
 static void mean_fwd(const ad_call *k)
@@ -47,8 +53,14 @@ static void mean_vjp_to(const ad_call *k, unsigned fresh)
         fill_to(k->in[0].grad, k->out.grad[0] / (double)n, n, AD__FRESH(fresh, 0));
 }
 AD__VJP_ADDING(mean)
+static void mean_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g, ad_node *dx)
+{
+    (void)out, (void)c;
+    const ad_shape s = ad_node_shape(t, in[0]);
+    dx[0] = ad_mul(t, g, ad__fill(t, s, 1.0 / (double)ad_shape_size(s)));
+}
 const ad__op ad__op_mean = {{"mean", 1, scalar_shape, mean_fwd, mean_vjp, NULL, AD__NO_MODE_RULES}, false, false,
-                            mean_vjp_to, NULL, AD__LINEAR, NULL};
+                            mean_vjp_to, NULL, AD__LINEAR, NULL, mean_rvjp};
 
 /* y = sum_i u_i v_i;  du += dy v;  dv += dy u */
 static int dot_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
@@ -75,5 +87,12 @@ static void dot_vjp_to(const ad_call *k, unsigned fresh)
         ad__kaxpy_to(k->in[1].grad, g, k->in[0].val, n, AD__FRESH(fresh, 1));
 }
 AD__VJP_ADDING(dot)
+/* du = g v, dv = g u */
+static void dot_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g, ad_node *dx)
+{
+    (void)out, (void)c;
+    dx[0] = ad_mul(t, g, in[1]);
+    dx[1] = ad_mul(t, g, in[0]);
+}
 const ad__op ad__op_dot = {{"dot", 2, dot_shape, dot_fwd, dot_vjp, NULL, AD__NO_MODE_RULES}, false, false,
-                           dot_vjp_to, NULL, AD__BILINEAR, NULL};
+                           dot_vjp_to, NULL, AD__BILINEAR, NULL, dot_rvjp};

@@ -6,9 +6,12 @@
  * which the sweep and replay loops inline (no call per scalar node).
  *
  * Unary:  X(name, CODE, takes_const, y = f(x, c), dy/dx = f'(x, y, c),
- *          d2y/dx2 = f''(x, y, c))
- * Binary: X(name, CODE, z = f(x, y), dz/dx, dz/dy, d2z/dx2, d2z/dxdy, d2z/dy2),
- *          each in terms of x, y, z
+ *          d2y/dx2 = f''(x, y, c), the vjp g f' as recorded ops)
+ * Binary: X(name, CODE, z = f(x, y), dz/dx, dz/dy, d2z/dx2, d2z/dxdy, d2z/dy2,
+ *          g dz/dx and g dz/dy as recorded ops), each in terms of x, y, z
+ * In the recorded-op forms, t is the tape, g the adjoint node and xn, yn,
+ * zn the operand and output nodes (unary: xn operand, yn output); ad_nil()
+ * means no contribution (a zero derivative).
  *
  * From these come the forward value, the vjp (g f'), the tangent (jvp:
  * f' t) and the forward-over-reverse second-order term (g f'' t) of the
@@ -26,31 +29,41 @@
 #include <math.h>
 
 #define AD__UNARY_OPS(X)                                                                      \
-    X(neg, AD_OP_NEG, 0, -x, -1.0, 0.0)                     /* y = -x              */         \
-    X(scale, AD_OP_SCALE, 1, c * x, c, 0.0)                 /* y = c x             */         \
-    X(addc, AD_OP_ADDC, 1, x + c, 1.0, 0.0)                 /* y = x + c           */         \
-    X(square, AD_OP_SQUARE, 0, x * x, 2.0 * x, 2.0)         /* y = x^2             */         \
-    X(sqrt, AD_OP_SQRT, 0, sqrt(x), 0.5 / y, -0.25 / (y * y * y)) /* y' = 1/(2y)   */         \
-    X(exp, AD_OP_EXP, 0, exp(x), y, y)                      /* y' = y'' = y        */         \
-    X(log, AD_OP_LOG, 0, log(x), 1.0 / x, -1.0 / (x * x))   /* y' = 1/x            */         \
-    X(tanh, AD_OP_TANH, 0, tanh(x), 1.0 - y * y, -2.0 * y * (1.0 - y * y)) /* y' = 1 - y^2 */ \
+    X(neg, AD_OP_NEG, 0, -x, -1.0, 0.0, ad_neg(t, g))       /* y = -x              */         \
+    X(scale, AD_OP_SCALE, 1, c * x, c, 0.0, ad_scale(t, g, c)) /* y = c x          */         \
+    X(addc, AD_OP_ADDC, 1, x + c, 1.0, 0.0, g)              /* y = x + c           */         \
+    X(square, AD_OP_SQUARE, 0, x * x, 2.0 * x, 2.0, ad_mul(t, g, ad_scale(t, xn, 2.0)))        \
+    X(sqrt, AD_OP_SQRT, 0, sqrt(x), 0.5 / y, -0.25 / (y * y * y),                            \
+      ad_div(t, ad_scale(t, g, 0.5), yn))                    /* y' = 1/(2y)         */         \
+    X(exp, AD_OP_EXP, 0, exp(x), y, y, ad_mul(t, g, yn))     /* y' = y'' = y        */         \
+    X(log, AD_OP_LOG, 0, log(x), 1.0 / x, -1.0 / (x * x), ad_div(t, g, xn)) /* y' = 1/x */     \
+    X(tanh, AD_OP_TANH, 0, tanh(x), 1.0 - y * y, -2.0 * y * (1.0 - y * y),                    \
+      ad_mul(t, g, ad_add_const(t, ad_neg(t, ad_square(t, yn)), 1.0))) /* y' = 1 - y^2 */      \
     X(sigmoid, AD_OP_SIGMOID, 0, 1.0 / (1.0 + exp(-x)), y * (1.0 - y),                        \
-      y * (1.0 - y) * (1.0 - 2.0 * y))                      /* y' = y(1-y)         */         \
-    X(relu, AD_OP_RELU, 0, x > 0.0 ? x : 0.0, x > 0.0 ? 1.0 : 0.0, 0.0) /* relu'(0) = 0 */    \
-    X(abs, AD_OP_ABS, 0, fabs(x), x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : 0.0), 0.0) /* abs'(0) = 0 */ \
+      y * (1.0 - y) * (1.0 - 2.0 * y),                                                        \
+      ad_mul(t, g, ad_mul(t, yn, ad_add_const(t, ad_neg(t, yn), 1.0)))) /* y' = y(1-y) */       \
+    X(relu, AD_OP_RELU, 0, x > 0.0 ? x : 0.0, x > 0.0 ? 1.0 : 0.0, 0.0,                       \
+      ad_mul(t, g, ad_step(t, xn)))                          /* relu'(0) = 0        */         \
+    X(abs, AD_OP_ABS, 0, fabs(x), x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : 0.0), 0.0,                \
+      ad_mul(t, g, ad_sign(t, xn)))                          /* abs'(0) = 0         */         \
     X(powc, AD_OP_POWC, 1, pow(x, c), c == 0.0 ? 0.0 : c * pow(x, c - 1.0),                   \
-      c == 0.0 || c == 1.0 ? 0.0 : c * (c - 1.0) * pow(x, c - 2.0)) /* (x^0)' = 0 */
+      c == 0.0 || c == 1.0 ? 0.0 : c * (c - 1.0) * pow(x, c - 2.0),                           \
+      c == 0.0 ? ad_nil() : ad_mul(t, g, ad_scale(t, ad_pow_const(t, xn, c - 1.0), c)))        \
+    X(step, AD_OP_STEP, 0, x > 0.0 ? 1.0 : (x <= 0.0 ? 0.0 : x), 0.0, 0.0, ad_nil())          \
+    X(sign, AD_OP_SIGN, 0, x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : (x == 0.0 ? 0.0 : x)), 0.0, 0.0, \
+      ad_nil())                       /* step, sign: derivative 0 (and NaN stays NaN) */
 
 #define AD__BINARY_OPS(X)                                                                     \
-    X(add, AD_OP_ADD, x + y, 1.0, 1.0, 0.0, 0.0, 0.0)       /* z = a + b           */         \
-    X(sub, AD_OP_SUB, x - y, 1.0, -1.0, 0.0, 0.0, 0.0)      /* z = a - b           */         \
-    X(mul, AD_OP_MUL, x * y, y, x, 0.0, 1.0, 0.0)           /* z = a b             */         \
-    X(div, AD_OP_DIV, x / y, 1.0 / y, -z / y, 0.0, -1.0 / (y * y), 2.0 * z / (y * y))         \
+    X(add, AD_OP_ADD, x + y, 1.0, 1.0, 0.0, 0.0, 0.0, g, g) /* z = a + b           */         \
+    X(sub, AD_OP_SUB, x - y, 1.0, -1.0, 0.0, 0.0, 0.0, g, ad_neg(t, g)) /* z = a - b */       \
+    X(mul, AD_OP_MUL, x * y, y, x, 0.0, 1.0, 0.0, ad_mul(t, g, yn), ad_mul(t, g, xn))           \
+    X(div, AD_OP_DIV, x / y, 1.0 / y, -z / y, 0.0, -1.0 / (y * y), 2.0 * z / (y * y),         \
+      ad_div(t, g, yn), ad_neg(t, ad_div(t, ad_mul(t, g, zn), yn)))                              \
     /* div: dz/db = -a/b^2 = -z/b; d2z/db2 = 2a/b^3 = 2z/b^2 */
 
 /* ---- inline scalar kernels: value and adjoint live in the node ---- */
 
-#define AD__SCALAR_UNARY(NAME, CODE, TAKES_C, FWD, DER, D2)                                     \
+#define AD__SCALAR_UNARY(NAME, CODE, TAKES_C, FWD, DER, D2, GOPS)                                     \
     AD__INLINE double ad__s_##NAME##_val(double x, double y, double c)                        \
     {                                                                                         \
         (void)y, (void)c;                                                                     \
@@ -99,7 +112,7 @@
             gta[j] += gto[j] * d + gd2 * ta[j];                                               \
     }
 
-#define AD__SCALAR_BINARY(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB)                                          \
+#define AD__SCALAR_BINARY(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB, GA, GB)                                          \
     AD__INLINE double ad__s_##NAME##_val(double x, double y, double c)                        \
     {                                                                                         \
         (void)c;                                                                              \

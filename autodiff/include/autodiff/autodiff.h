@@ -125,6 +125,9 @@ static inline size_t ad_shape_size(ad_shape s) { return (size_t)s.rows * s.cols;
  * ad_tape_reset() or ad_tape_free(). Using a stale node, or a node of
  * another tape, is detected and reported as AD_EMISUSE. The fields are
  * private to the library. */
+/* A tape: the recording, its values and adjoints (opaque, see Tapes). */
+typedef struct ad_tape ad_tape;
+
 typedef struct ad_node {
     uint32_t id_;
     uint32_t tag_;
@@ -187,6 +190,11 @@ typedef struct ad_call {
  *            vjp is linear in the other operands and independent of its
  *            own, as in a product: the engine runs your vjp at the
  *            tangents).
+ *   vjp_ops: the vjp written in tape ops, for ad_gradient_nodes: given the
+ *            operand nodes in[], the output node out, the constant c and
+ *            the adjoint node g (out's shape), record each operand's
+ *            contribution with ad_ functions on t and store it in dx[i]
+ *            (dx[i] starts as ad_nil(): leave it for no contribution).
  * The descriptor is referenced, not copied: it must outlive every tape
  * and registry that uses it. */
 typedef struct ad_opdef {
@@ -202,6 +210,8 @@ typedef struct ad_opdef {
     void (*jvp)(const ad_call *call, const double *const *tin, double *tout);
     void (*hvp)(const ad_call *call, const double *const *tin, double *const *tg);
     unsigned flags; /* AD_OPDEF_LINEAR or AD_OPDEF_BILINEAR, or 0 */
+    void (*vjp_ops)(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
+                    ad_node *dx);
 } ad_opdef;
 
 #define AD_OPDEF_LINEAR 1u   /* the op is linear: no second-order term   */
@@ -237,8 +247,6 @@ AD_API size_t ad_builtin_count(void);
 /* ------------------------------------------------------------------ */
 /* Tapes                                                               */
 /* ------------------------------------------------------------------ */
-
-typedef struct ad_tape ad_tape;
 
 typedef struct ad_tape_opts {
     ad_alloc_fn alloc;              /* NULL: realloc/free              */
@@ -338,6 +346,12 @@ AD_API ad_node ad_abs(ad_tape *t, ad_node x);
  * at +0, +inf at -0); a non-integer p at x < 0 gives NaN and a NaN
  * derivative. Table: docs/math.md, "Edge cases of pow_const". */
 AD_API ad_node ad_pow_const(ad_tape *t, ad_node x, double p);
+/* Heaviside step, 1 where x > 0 and 0 elsewhere (step(0) = 0), and sign
+ * (-1, 0, 1). Both have derivative 0 everywhere (the jump at 0 has none
+ * the engine propagates); NaN gives NaN. They are the derivatives of relu
+ * and abs, which the gradient-as-ops sweep records with them. */
+AD_API ad_node ad_step(ad_tape *t, ad_node x);
+AD_API ad_node ad_sign(ad_tape *t, ad_node x);
 
 /* Reductions to a scalar. */
 AD_API ad_node ad_sum(ad_tape *t, ad_node x);
@@ -360,6 +374,11 @@ AD_API ad_node ad_transpose(ad_tape *t, ad_node A);          /* (m x n) -> (n x 
  * small layers. Gradients: dW = dy x^T (dY^T X), dx = W^T dy (dY W),
  * db = dy (dY summed over rows). Shape errors name W, x (X) and b. */
 AD_API ad_node ad_affine(ad_tape *t, ad_node W, ad_node x, ad_node b);
+
+/* Log-sum-exp, stable for any logits: a vector (n) gives the scalar
+ * log sum_j exp(z_j); a matrix (B x n) gives the vector of its rows'.
+ * Gradient: softmax of each row times the row's adjoint. */
+AD_API ad_node ad_logsumexp(ad_tape *t, ad_node z);
 
 /* Softmax cross-entropy, fused and numerically stable (log-sum-exp):
  * logits and target of the same shape, a vector (n) or a matrix (B x n),
@@ -494,6 +513,20 @@ AD_API int ad_jacobian(ad_tape *t, ad_node out, int n, const ad_node *in, double
  * (variables), row-major into H, exactly symmetric. Cost: ceil(N / 8)
  * forward-over-reverse passes of 8 directions (one HVP per column). */
 AD_API int ad_hessian(ad_tape *t, ad_node out, int n, const ad_node *in, double *H);
+
+/* The gradient as a tape (reverse over reverse, any order): records on t
+ * the reverse sweep from output as ordinary nodes -- every op's vjp written
+ * in tape ops -- and stores in grads[i] the node holding d output / d
+ * in[i] (in[i] any node; one that output does not depend on gets a
+ * constant 0 of its shape). seed: ad_nil() for a scalar output, else a
+ * node of the output's shape (the result is then seed^T J). The gradient
+ * nodes can be differentiated again (ad_backward, ad_hvp, or this call
+ * on them: third derivatives and beyond), replayed at new inputs, traced
+ * and exported like any node. Cost: records a few nodes per node swept.
+ * This is a recording call: errors are sticky, like an op's. Custom ops
+ * on the way need vjp_ops. Returns AD_OK or the tape's status. */
+AD_API int ad_gradient_nodes(ad_tape *t, ad_node output, ad_node seed, int n,
+                             const ad_node *in, ad_node *grads);
 
 /* ------------------------------------------------------------------ */
 /* Workspaces: one recorded tape, evaluated by several threads         */
