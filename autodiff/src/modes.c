@@ -53,6 +53,7 @@ struct ad__modes {
 
 #define NZ_NOW 1u   /* the tangent may be nonzero                    */
 #define NZ_DIRTY 2u /* the EXT tangent buffer holds nonzero numbers  */
+#define NZ_ADJ 4u   /* reverse sweep: an adjoint reached this EXT node */
 
 /* ---- storage ---- */
 
@@ -413,6 +414,9 @@ static void ext_hvp(ad_tape *t, uint32_t id, ad__ext *x, unsigned op)
         args[k].grad = wants[k] ? adj_of(t, x->in[k]) : NULL;
     c.out.grad = me->g;
     vjp(&c);
+    for (int k = 0; k < nin; k++)
+        if (wants[k])
+            m->nz[x->in[k]] |= NZ_ADJ;
     for (size_t d = 0; d < K; d++) {
         /* the vjp of the adjoint tangent */
         for (int k = 0; k < nin; k++)
@@ -458,6 +462,13 @@ static void reverse_sweep(ad_tape *t, uint32_t out, const double *seed)
     const double *kc = t->consts;
     double *T = m->T, *GT = m->GT;
     const size_t K = m->K;
+    /* An EXT node runs its vjp only once an adjoint reached it, as in the
+     * tape's sweep: a node the output does not depend on has adjoint 0,
+     * and its vjp would turn an infinite local derivative into 0 * inf =
+     * NaN in the inputs' adjoints. (Inline nodes skip a zero adjoint.) */
+    for (uint32_t id = 1; id <= out; id++)
+        m->nz[id] &= (unsigned char)~NZ_ADJ;
+    m->nz[out] |= NZ_ADJ;
     ad__node *o = ad__Nc(ch, out);
     if (o->h & AD__EXT) {
         const size_t s = ad_shape_size(ad__X(t, ad__a(o->h))->call.out.shape);
@@ -474,7 +485,8 @@ static void reverse_sweep(ad_tape *t, uint32_t out, const double *seed)
         if (!(h & AD__GRAD) || op == AD_OP_LEAF)
             continue;
         if (h & AD__EXT) {
-            ext_hvp(t, id, ad__X(t, ad__a(h)), op);
+            if (m->nz[id] & NZ_ADJ)
+                ext_hvp(t, id, ad__X(t, ad__a(h)), op);
             continue;
         }
         if (n->g == 0.0) { /* nothing reached it unless an adjoint tangent did */
