@@ -543,6 +543,165 @@ Test(modes, an_input_named_twice_is_one_variable)
     ad_tape_free(t);
 }
 
+/* ---- the gradient as a tape ---- */
+
+/* f = x^3 e^x: f' = (3x^2 + x^3) e^x, f'' = (6x + 6x^2 + x^3) e^x,
+ * f''' = (6 + 18x + 9x^2 + x^3) e^x -- by nesting ad_gradient_nodes, at
+ * the recording point and after a replay at another. */
+Test(modes, third_derivative_by_nesting)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node x = ad_scalar_var(t, 0.7);
+    ad_node f = ad_mul(t, ad_pow_const(t, x, 3), ad_exp(t, x));
+    ad_node d1, d2, d3;
+    cr_assert_eq(ad_gradient_nodes(t, f, ad_nil(), 1, &x, &d1), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_gradient_nodes(t, d1, ad_nil(), 1, &x, &d2), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_gradient_nodes(t, d2, ad_nil(), 1, &x, &d3), AD_OK, "%s", ad_tape_errmsg(t));
+    for (int pass = 0; pass < 2; pass++) {
+        const double v = pass == 0 ? 0.7 : -1.3, e = exp(v);
+        if (pass == 1) {
+            cr_assert_eq(ad_set_value(t, x, &v), AD_OK);
+            cr_assert_eq(ad_replay(t), AD_OK);
+        }
+        const double w1 = (3 * v * v + v * v * v) * e, w2 = (6 * v + 6 * v * v + v * v * v) * e;
+        const double w3 = (6 + 18 * v + 9 * v * v + v * v * v) * e;
+        cr_assert(test_err(ad_scalar_value(t, d1), w1) <= 1e-14, "f'(%g) = %.17g, want %.17g", v,
+                  ad_scalar_value(t, d1), w1);
+        cr_assert(test_err(ad_scalar_value(t, d2), w2) <= 1e-14, "f''(%g) = %.17g, want %.17g", v,
+                  ad_scalar_value(t, d2), w2);
+        cr_assert(test_err(ad_scalar_value(t, d3), w3) <= 1e-14, "f'''(%g) = %.17g, want %.17g",
+                  v, ad_scalar_value(t, d3), w3);
+        /* and the sweep over the recorded third derivative: f'''' */
+        cr_assert_eq(ad_backward(t, d3), AD_OK);
+        const double w4 = (24 + 36 * v + 12 * v * v + v * v * v) * e;
+        cr_assert(test_err(ad_grad(t, x)[0], w4) <= 1e-13, "f''''(%g) = %.17g, want %.17g", v,
+                  ad_grad(t, x)[0], w4);
+    }
+    ad_tape_free(t);
+}
+
+/* d/dt of sum(W tanh(A x)) over a vector and a matrix, with a seed node
+ * for a vector output, and an input the output does not depend on. */
+Test(modes, gradient_nodes_seeds_and_unused_inputs)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    const double A0[6] = {1, 2, -1, 0.5, 0.3, -0.2}, x0[3] = {0.1, -0.4, 0.9};
+    ad_node A = ad_variable(t, ad_shape_mat(2, 3), A0);
+    ad_node x = ad_variable(t, ad_shape_vec(3), x0);
+    ad_node unused = ad_scalar_var(t, 5);
+    ad_node y = ad_tanh(t, ad_matvec(t, A, x)); /* (2) */
+    const double s0[2] = {0.7, -1.5};
+    ad_node seed = ad_constant(t, ad_shape_vec(2), s0);
+    const ad_node in[3] = {A, x, unused};
+    ad_node G[3];
+    cr_assert_eq(ad_gradient_nodes(t, y, seed, 3, in, G), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_backward_seed(t, y, s0), AD_OK);
+    for (int i = 0; i < 2; i++) {
+        const ad_shape s = ad_node_shape(t, in[i]);
+        const ad_shape gs = ad_node_shape(t, G[i]);
+        cr_assert(gs.ndim == s.ndim && gs.rows == s.rows && gs.cols == s.cols);
+        for (size_t j = 0; j < ad_shape_size(s); j++)
+            cr_assert(test_err(ad_value(t, G[i])[j], ad_grad(t, in[i])[j]) <= 1e-15);
+    }
+    cr_assert(ad_scalar_value(t, G[2]) == 0, "an input y does not depend on: 0");
+    ad_tape_free(t);
+}
+
+static void sq_vjp_ops(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
+                       ad_node *dx)
+{
+    (void)out, (void)c; /* cube: dx = 3 x^2 g */
+    dx[0] = ad_mul(t, g, ad_scale(t, ad_square(t, in[0]), 3.0));
+}
+static const ad_opdef cube_ops = {.name = "cube_ops", .arity = 1, .forward = cube_fwd,
+                                  .vjp = cube_vjp, .size = sizeof(ad_opdef), .jvp = cube_jvp,
+                                  .hvp = cube_hvp, .vjp_ops = sq_vjp_ops};
+
+Test(modes, gradient_nodes_misuse_and_custom_ops)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    const double v3[3] = {1, 2, 3};
+    ad_node a = ad_variable(t, ad_shape_vec(3), v3);
+    ad_node y = ad_square(t, a);
+    ad_node G[1];
+    /* a custom op with vjp_ops: d/da sum(cube(a)) = 3 a^2, and again: 6 a */
+    ad_node c = ad_apply(t, &cube_ops, &a, 1, 0);
+    ad_node sc = ad_sum(t, c);
+    cr_assert_eq(ad_gradient_nodes(t, sc, ad_nil(), 1, &a, G), AD_OK, "%s", ad_tape_errmsg(t));
+    for (int i = 0; i < 3; i++)
+        cr_assert(ad_value(t, G[0])[i] == 3 * v3[i] * v3[i]);
+    ad_node G2[1];
+    cr_assert_eq(ad_gradient_nodes(t, ad_sum(t, G[0]), ad_nil(), 1, &a, G2), AD_OK);
+    for (int i = 0; i < 3; i++)
+        cr_assert(ad_value(t, G2[0])[i] == 6 * v3[i]);
+
+    /* errors are recording errors: sticky */
+    cr_assert_eq(ad_gradient_nodes(t, y, ad_nil(), 1, &a, G), AD_EMISUSE);
+    cr_assert_str_eq(ad_tape_errmsg(t), "gradient_nodes: the output is a vector of length 3, "
+                                        "not a scalar; pass a seed node of its shape");
+    cr_assert(ad_node_is_nil(G[0]));
+    cr_assert_eq(ad_tape_status(t), AD_EMISUSE);
+    ad_tape_reset(t);
+
+    a = ad_variable(t, ad_shape_vec(3), v3);
+    y = ad_square(t, a);
+    cr_assert_eq(ad_gradient_nodes(t, y, ad_scalar(t, 1), 1, &a, G), AD_ESHAPE);
+    cr_assert_str_eq(ad_tape_errmsg(t), "gradient_nodes: the seed is a scalar but the output is "
+                                        "a vector of length 3");
+    ad_tape_reset(t);
+
+    a = ad_variable(t, ad_shape_vec(3), v3);
+    ad_node old = ad_apply(t, &cube_full, &a, 1, 0);
+    cr_assert_eq(ad_gradient_nodes(t, ad_sum(t, old), ad_nil(), 1, &a, G), AD_EMISUSE);
+    cr_assert_str_eq(ad_tape_errmsg(t), "gradient_nodes: custom op 'cube' has no vjp in recorded "
+                                        "ops (set its descriptor's vjp_ops and size = "
+                                        "sizeof(ad_opdef))");
+    ad_tape_reset(t);
+
+    a = ad_variable(t, ad_shape_vec(3), v3);
+    cr_assert_eq(ad_gradient_nodes(t, a, ad_nil(), 0, &a, G), AD_EMISUSE);
+    cr_assert_str_eq(ad_tape_errmsg(t), "gradient_nodes: no inputs (n < 1)");
+    ad_tape_reset(t);
+    a = ad_scalar_var(t, 2);
+    cr_assert_eq(ad_gradient_nodes(t, a, ad_nil(), 1, &a, NULL), AD_EMISUSE);
+    cr_assert_str_eq(ad_tape_errmsg(t), "gradient_nodes: grads is NULL");
+    ad_tape_reset(t);
+    a = ad_scalar_var(t, 2);
+    cr_assert_eq(ad_gradient_nodes(t, ad_nil(), ad_nil(), 1, &a, G), AD_EMISUSE);
+    cr_assert_str_eq(ad_tape_errmsg(t),
+                     "gradient_nodes: operand 1 is the nil node (the result of a failed call)");
+    cr_assert_eq(ad_gradient_nodes(NULL, a, ad_nil(), 1, &a, G), AD_EMISUSE);
+    ad_tape_free(t);
+}
+
+/* Out of memory at every allocation while recording a gradient: the
+ * error is reported, nothing leaks. */
+Test(modes, gradient_nodes_allocation_failure)
+{
+    for (long k = 1;; k++) {
+        test_alloc al = {0};
+        ad_tape_opts o = test_alloc_opts(&al);
+        ad_tape *t = ad_tape_new(&o);
+        cr_assert_not_null(t);
+        g3 g = rec3(t, a0, b0, 0.9);
+        const ad_node in[3] = {g.a, g.b, g.s};
+        ad_node G[3];
+        al.fail_at = al.count + k;
+        int st = ad_gradient_nodes(t, g.f, ad_nil(), 3, in, G);
+        al.fail_at = 0;
+        if (st == AD_OK) {
+            ad_tape_free(t);
+            cr_assert_eq(al.bytes, 0);
+            cr_assert(k > 2);
+            break;
+        }
+        cr_assert_eq(st, AD_ENOMEM, "allocation %ld: %s", k, ad_tape_errmsg(t));
+        cr_assert(ad_node_is_nil(G[0]));
+        ad_tape_free(t);
+        cr_assert_eq(al.bytes, 0, "allocation %ld: leak", k);
+    }
+}
+
 /* A node the output does not depend on takes no part in the modes'
  * reverse sweep, as in the tape's: w = sum(2x) is recorded after log(x)
  * with x = (0, 1), and log's local derivative at 0 is infinite. Its vjp
