@@ -242,11 +242,13 @@ static int missing_fail(ad_tape *t, const char *who, const ad_opdef *def, bool s
 
 #define JVP_U(NAME, CODE, ...)                                                                \
     case CODE:                                                                                \
+        ad__s_##NAME##_fwd(ch, kc, n);                                                        \
         ad__s_##NAME##_jvp(ch, kc, n, T + (size_t)id * K, T + (size_t)a * K, K);             \
         nz[id] = nz[a] & NZ_NOW;                                                              \
         break;
 #define JVP_B(NAME, CODE, ...)                                                                \
     case CODE:                                                                                \
+        ad__s_##NAME##_fwd(ch, kc, n);                                                        \
         ad__s_##NAME##_jvp(ch, n, T + (size_t)id * K, T + (size_t)a * K, T + (size_t)b * K,  \
                            K);                                                                \
         nz[id] = (nz[a] | nz[b]) & NZ_NOW;                                                    \
@@ -309,35 +311,40 @@ static void ext_jvp(ad_tape *t, uint32_t id, ad__ext *x, unsigned op)
     }
 }
 
-/* Values and tangents of every node, in recording order. */
-static void forward_sweep(ad_tape *t)
+/* Values and tangents of every node, in recording order; clears the
+ * adjoints and adjoint tangents of the reverse sweep on the way, so that
+ * sweep needs no pass of its own. K is a constant in the instance for one
+ * direction, so its loops over directions vanish. */
+AD__INLINE void forward_sweep_k(ad_tape *t, const size_t K)
 {
     ad__modes *m = t->modes;
     void *const *ch = t->nodes.chunk;
     const double *kc = t->consts;
-    double *T = m->T;
-    const size_t K = m->K;
+    double *T = m->T, *GT = m->GT;
     unsigned char *nz = m->nz;
-    for (uint32_t id = 1; id < t->len; id++) {
+    const size_t len = t->len;
+    for (uint32_t id = 1; id < len; id++) {
         ad__node *n = ad__Nc(ch, id);
         const uint64_t h = n->h;
         const unsigned op = ad__opc(h);
-        if (op == AD_OP_LEAF) {
-            if (h & AD__EXT)
-                ad__X(t, ad__a(h))->reached = 0;
-            else
-                n->g = 0;
-            continue;
-        }
         if (h & AD__EXT) {
             ad__ext *x = ad__X(t, ad__a(h));
-            x->def->forward(&x->call);
+            const mx *me = &m->x[ad__a(h)];
+            const size_t size = ad_shape_size(x->call.out.shape);
+            memset(me->g, 0, size * sizeof(double));
+            memset(me->gt, 0, K * size * sizeof(double));
             x->reached = 0;
-            ext_jvp(t, id, x, op);
+            if (op != AD_OP_LEAF) {
+                x->def->forward(&x->call);
+                ext_jvp(t, id, x, op);
+            }
             continue;
         }
-        ad__sfwd(ch, kc, n);
         n->g = 0;
+        for (size_t j = 0; j < K; j++)
+            GT[(size_t)id * K + j] = 0.0;
+        if (op == AD_OP_LEAF)
+            continue;
         const uint32_t a = ad__a(h), b = ad__b(h);
         (void)b;
         switch (op) {
@@ -350,7 +357,15 @@ static void forward_sweep(ad_tape *t)
     t->ss.adj_dirty = false;
     m->fwd = true;
     m->rev = false;
-    m->rev_clean = false; /* the inline adjoints are, not GT and EXT ones */
+    m->rev_clean = true;
+}
+
+static void forward_sweep(ad_tape *t)
+{
+    if (t->modes->K == 1)
+        forward_sweep_k(t, 1);
+    else
+        forward_sweep_k(t, t->modes->K);
 }
 
 /* ---- the reverse sweep of forward over reverse ---- */
@@ -373,6 +388,7 @@ static void clear_reverse(ad_tape *t)
         ad__node *n = ad__N(t, id);
         if (!(n->h & AD__EXT))
             n->g = 0;
+        m->nz[id] &= (unsigned char)~NZ_ADJ;
     }
     memset(m->GT, 0, t->len * m->K * sizeof(double));
     for (size_t i = 0; i < t->next_ext; i++) {
@@ -452,7 +468,7 @@ static void ext_hvp(ad_tape *t, uint32_t id, ad__ext *x, unsigned op)
     }
 }
 
-static void reverse_sweep(ad_tape *t, uint32_t out, const double *seed)
+AD__INLINE void reverse_sweep_k(ad_tape *t, uint32_t out, const double *seed, const size_t K)
 {
     ad__modes *m = t->modes;
     if (!m->rev_clean)
@@ -461,13 +477,12 @@ static void reverse_sweep(ad_tape *t, uint32_t out, const double *seed)
     void *const *ch = t->nodes.chunk;
     const double *kc = t->consts;
     double *T = m->T, *GT = m->GT;
-    const size_t K = m->K;
     /* An EXT node runs its vjp only once an adjoint reached it, as in the
      * tape's sweep: a node the output does not depend on has adjoint 0,
      * and its vjp would turn an infinite local derivative into 0 * inf =
-     * NaN in the inputs' adjoints. (Inline nodes skip a zero adjoint.) */
-    for (uint32_t id = 1; id <= out; id++)
-        m->nz[id] &= (unsigned char)~NZ_ADJ;
+     * NaN in the inputs' adjoints. (Inline nodes skip a zero adjoint.)
+     * The forward sweep and clear_reverse leave NZ_ADJ clear on every
+     * node that is not a leaf. */
     m->nz[out] |= NZ_ADJ;
     ad__node *o = ad__Nc(ch, out);
     if (o->h & AD__EXT) {
@@ -506,6 +521,14 @@ static void reverse_sweep(ad_tape *t, uint32_t out, const double *seed)
     }
     t->ss.adj_dirty = true; /* the inline adjoints are this sweep's */
     m->rev = true;
+}
+
+static void reverse_sweep(ad_tape *t, uint32_t out, const double *seed)
+{
+    if (t->modes->K == 1)
+        reverse_sweep_k(t, out, seed, 1);
+    else
+        reverse_sweep_k(t, out, seed, t->modes->K);
 }
 
 /* ---- the public calls ---- */
