@@ -122,7 +122,7 @@ int ad_gradient_nodes(ad_tape *t, ad_node output, ad_node seed, int n, const ad_
             for (int k = 0; k < nin; k++)
                 ops[k] = ad__handle(t, x->in[k]);
             c = x->call.c;
-            rule = op < AD_OP_CUSTOM ? ad__ops[op]->rvjp : x->def->vjp_ops;
+            rule = x->op < AD_OP_CUSTOM ? ad__ops[x->op]->rvjp : x->def->vjp_ops;
         } else {
             const ad__op *bi = ad__ops[op];
             nin = bi->def.arity;

@@ -7,6 +7,10 @@
  *   v : the value, for an inline scalar node; unused for an EXT node
  *   g : the adjoint, for an inline scalar node
  *
+ * The op field is the op of an inline node, AD_OP_LEAF for a leaf, and
+ * AD__OP_EXT for every other EXT node, whose op code is in its record: the
+ * header needs room only for the ops that have an inline scalar form.
+ *
  * An inline node is a scalar whose inputs (a, b) are inline too; its value
  * and adjoint live in the node, so a long chain of scalar ops touches one
  * array. Every other node is EXT: field a indexes an ad__ext record that
@@ -62,6 +66,7 @@ typedef enum ad__opcode {
     AD_OP_NEG, AD_OP_SCALE, AD_OP_ADDC, AD_OP_SQUARE, AD_OP_SQRT,
     AD_OP_EXP, AD_OP_LOG, AD_OP_TANH, AD_OP_SIGMOID, AD_OP_RELU,
     AD_OP_ABS, AD_OP_POWC, AD_OP_STEP, AD_OP_SIGN,
+    AD__INLINE_LAST = AD_OP_SIGN, /* ops with an inline scalar form end here */
     AD_OP_SUM, AD_OP_MEAN, AD_OP_DOT,
     AD_OP_MATVEC, AD_OP_MATVEC_T, AD_OP_MATMUL, AD_OP_MATMUL_NT,
     AD_OP_OUTER, AD_OP_TRANSPOSE,
@@ -72,7 +77,12 @@ typedef enum ad__opcode {
 /* The code of every EXT node whose descriptor is the caller's. */
 #define AD_OP_CUSTOM ((unsigned)AD_OP_COUNT)
 
-_Static_assert(AD_OP_CUSTOM < (1u << AD__OP_BITS), "op codes must fit the node header");
+/* The header's op field holds an inline node's op, or AD_OP_LEAF, or
+ * AD__OP_EXT for every EXT op node, whose code is in its record (ad__ext.op):
+ * only ops with an inline form need a code that fits the header. */
+#define AD__OP_EXT ((unsigned)((1u << AD__OP_BITS) - 1))
+_Static_assert(AD__INLINE_LAST < AD__OP_EXT, "inline op codes must fit the node header");
+_Static_assert(AD_OP_CUSTOM <= 0xFFFFu, "op codes must fit ad__ext.op");
 
 typedef struct ad__node {
     uint64_t h;
@@ -97,6 +107,7 @@ typedef struct ad__ext {
     uint8_t dup;                    /* operand slots naming a node that
                                        another slot names too (dot(y, y)) */
     uint32_t node;                  /* the node this record belongs to     */
+    uint16_t op;                    /* its op code (AD_OP_CUSTOM: def's)   */
     uint8_t reached;                /* set during a sweep when an adjoint arrives */
     uint8_t view;                   /* value is caller memory (ad_param)   */
     uint8_t caller_grad;            /* adjoint is caller memory (ad_param) */

@@ -336,7 +336,7 @@ AD__INLINE void forward_sweep_k(ad_tape *t, const size_t K)
             x->reached = 0;
             if (op != AD_OP_LEAF) {
                 x->def->forward(&x->call);
-                ext_jvp(t, id, x, op);
+                ext_jvp(t, id, x, x->op);
             }
             continue;
         }
@@ -501,7 +501,10 @@ AD__INLINE void reverse_sweep_k(ad_tape *t, uint32_t out, const double *seed, co
             continue;
         if (h & AD__EXT) {
             if (m->nz[id] & NZ_ADJ)
-                ext_hvp(t, id, ad__X(t, ad__a(h)), op);
+                {
+                ad__ext *x = ad__X(t, ad__a(h));
+                ext_hvp(t, id, x, x->op);
+            }
             continue;
         }
         if (n->g == 0.0) { /* nothing reached it unless an adjoint tangent did */

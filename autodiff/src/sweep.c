@@ -62,7 +62,7 @@ static void ext_vjp(void *const *exts, uint64_t h, bool assign_params, size_t *n
         ad__zero_fresh(&x->call, fresh & x->dup);
         fresh &= ~(unsigned)x->dup;
     }
-    const unsigned op = ad__opc(h);
+    const unsigned op = x->op;
     if (op < AD_OP_CUSTOM) {
         ad__ops[op]->vjp_to(&x->call, fresh);
     } else { /* the caller's vjp adds */

@@ -525,7 +525,8 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
     x->node = id;
     t->next_ext++;
     t->ext_grads += x->call.out.grad != NULL;
-    ad__N(t, id)->h = ad__hdr(op, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
+    x->op = (uint16_t)op;
+    ad__N(t, id)->h = ad__hdr(AD__OP_EXT, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
     t->len++;
     def->forward(&x->call);
     return ad__handle(t, id);
