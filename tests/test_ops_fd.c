@@ -113,6 +113,11 @@ static const opcase cases[] = {
     U("powc", "vector of 7, p = -1.5", V(7), VAR, POS, -1.5),
     U("powc", "scalar (inline), p = 0.5", S0, VAR, POS, 0.5),
     U("powc", "3x5, p = 1", M(3, 5), VAR, ANY, 1.0),
+    /* [14.1 cases] */
+    /* [14.2 cases] */
+    /* [14.3 structure cases] */
+    /* [14.3 reduction cases] */
+    /* [14.4 cases] */
     UNARY_SET("step", AWAY, 0.0),
     UNARY_SET("sign", AWAY, 0.0),
     U("logsumexp", "vector of 1", V(1), VAR, ANY, 0.0),
@@ -246,6 +251,11 @@ static ad_node apply_direct(ad_tape *t, const char *op, const ad_node *in, doubl
         {"transpose", ad_transpose, NULL, NULL}, {"softmax_xent", NULL, NULL, ad_softmax_xent},
         {"step", ad_step, NULL, NULL},       {"sign", ad_sign, NULL, NULL},
         {"logsumexp", ad_logsumexp, NULL, NULL},
+        /* [14.1 functions] */
+        /* [14.2 functions] */
+        /* [14.3 structure functions] */
+        /* [14.3 reduction functions] */
+        /* [14.4 functions] */
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         if (strcmp(fns[i].name, op) != 0)
@@ -360,6 +370,7 @@ static double unary(const char *op, double x, double c)
     if (!strcmp(op, "powc")) return pow(x, c);
     if (!strcmp(op, "step")) return x > 0 ? 1 : 0;
     if (!strcmp(op, "sign")) return x > 0 ? 1 : x < 0 ? -1 : 0;
+    /* [14.1 reference] */
     return NAN;
 }
 

@@ -66,11 +66,18 @@ typedef enum ad__opcode {
     AD_OP_NEG, AD_OP_SCALE, AD_OP_ADDC, AD_OP_SQUARE, AD_OP_SQRT,
     AD_OP_EXP, AD_OP_LOG, AD_OP_TANH, AD_OP_SIGMOID, AD_OP_RELU,
     AD_OP_ABS, AD_OP_POWC, AD_OP_STEP, AD_OP_SIGN,
-    AD__INLINE_LAST = AD_OP_SIGN, /* ops with an inline scalar form end here */
-    AD_OP_SUM, AD_OP_MEAN, AD_OP_DOT,
+    /* [14.1 elementwise math: inline ops] */
+    /* [14.2 comparisons: inline ops] */
+    AD__INLINE_END, /* ops with an inline scalar form come before this */
+    AD_OP_SUM = AD__INLINE_END, AD_OP_MEAN, AD_OP_DOT,
     AD_OP_MATVEC, AD_OP_MATVEC_T, AD_OP_MATMUL, AD_OP_MATMUL_NT,
     AD_OP_OUTER, AD_OP_TRANSPOSE,
     AD_OP_SOFTMAX_XENT, AD_OP_AFFINE, AD_OP_LOGSUMEXP,
+    /* [14.1 elementwise math: tensor-only ops] */
+    /* [14.2 select and guards] */
+    /* [14.3 structure] */
+    /* [14.3 reductions] */
+    /* [14.4 linear algebra] */
     AD_OP_COUNT
 } ad__opcode;
 
@@ -81,7 +88,7 @@ typedef enum ad__opcode {
  * AD__OP_EXT for every EXT op node, whose code is in its record (ad__ext.op):
  * only ops with an inline form need a code that fits the header. */
 #define AD__OP_EXT ((unsigned)((1u << AD__OP_BITS) - 1))
-_Static_assert(AD__INLINE_LAST < AD__OP_EXT, "inline op codes must fit the node header");
+_Static_assert(AD__INLINE_END <= AD__OP_EXT, "inline op codes must fit the node header");
 _Static_assert(AD_OP_CUSTOM <= 0xFFFFu, "op codes must fit ad__ext.op");
 
 typedef struct ad__node {
@@ -426,6 +433,11 @@ extern const ad__op ad__op_leaf, ad__op_add, ad__op_sub, ad__op_mul, ad__op_div,
     ad__op_sigmoid, ad__op_relu, ad__op_abs, ad__op_powc, ad__op_step, ad__op_sign, ad__op_sum, ad__op_mean, ad__op_dot,
     ad__op_matvec, ad__op_matvec_t, ad__op_matmul, ad__op_matmul_nt, ad__op_outer,
     ad__op_transpose, ad__op_softmax_xent, ad__op_affine, ad__op_logsumexp;
+/* [14.1 descriptors] */
+/* [14.2 descriptors] */
+/* [14.3 structure descriptors] */
+/* [14.3 reduction descriptors] */
+/* [14.4 descriptors] */
 
 /* Shape-rule helpers shared by the op files: write a reason into msg. */
 int ad__shape_fail(char *msg, size_t cap, const char *fmt, ...)

@@ -34,6 +34,11 @@ const ad__op *const ad__ops[AD_OP_COUNT] = {
     [AD_OP_SOFTMAX_XENT] = &ad__op_softmax_xent,
     [AD_OP_AFFINE] = &ad__op_affine,
     [AD_OP_LOGSUMEXP] = &ad__op_logsumexp,
+    /* [14.1 table] */
+    /* [14.2 table] */
+    /* [14.3 structure table] */
+    /* [14.3 reduction table] */
+    /* [14.4 table] */
 };
 
 _Static_assert(sizeof ad__ops / sizeof ad__ops[0] == AD_OP_COUNT, "one descriptor per op code");

@@ -352,6 +352,11 @@ AD_API ad_node ad_pow_const(ad_tape *t, ad_node x, double p);
  * and abs, which the gradient-as-ops sweep records with them. */
 AD_API ad_node ad_step(ad_tape *t, ad_node x);
 AD_API ad_node ad_sign(ad_tape *t, ad_node x);
+/* [14.1 declarations] */
+/* [14.2 declarations] */
+/* [14.3 structure declarations] */
+/* [14.3 reduction declarations] */
+/* [14.4 declarations] */
 
 /* Reductions to a scalar. */
 AD_API ad_node ad_sum(ad_tape *t, ad_node x);
