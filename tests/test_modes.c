@@ -737,3 +737,31 @@ Test(modes, a_branch_the_output_does_not_use_stays_out_of_reverse_sweeps)
     cr_assert(gt && gt[0] == 0 && gt[1] == 0);
     ad_tape_free(t);
 }
+
+/* Forward mode gives a node that no tangent reached zero tangents, inline
+ * scalars as tensors: y = x^2 + sqrt(c) with c a constant 0, whose local
+ * derivative there is infinite. The inline rule used to run anyway and
+ * make 0 * inf = NaN of the zero tangent, so ad_jacobian (forward), ad_jvp
+ * and ad_forward gave NaN for dy/dx = 2x (found by tests/fuzz/fuzz_api.c). */
+Test(modes, a_node_no_tangent_reached_has_zero_tangents)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node x = ad_scalar_var(t, 2.0), c = ad_scalar(t, 0.0);
+    ad_node y = ad_add(t, ad_square(t, x), ad_sqrt(t, c));
+    ad_node z = ad_mul(t, ad_log(t, c), ad_scalar(t, 0.5)); /* reached by no tangent */
+    double J = 0, jv = 0;
+    const double v = 1;
+    const double *vp[1] = {&v};
+    cr_assert_eq(ad_jacobian(t, y, 1, &x, &J, AD_JAC_FORWARD), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert(J == 4, "forward dy/dx = %g", J);
+    cr_assert_eq(ad_jvp(t, y, 1, &x, vp, &jv), AD_OK);
+    cr_assert(jv == 4, "jvp = %g", jv);
+    cr_assert_eq(ad_tangents(t, 2), AD_OK);
+    const double tx[2] = {1, -3};
+    cr_assert_eq(ad_set_tangent(t, x, tx), AD_OK);
+    cr_assert_eq(ad_forward(t), AD_OK);
+    const double *ty = ad_tangent(t, y), *tz = ad_tangent(t, z);
+    cr_assert(ty && ty[0] == 4 && ty[1] == -12, "tangents of y: %g %g", ty[0], ty[1]);
+    cr_assert(tz && tz[0] == 0 && tz[1] == 0, "tangents of z: %g %g", tz[0], tz[1]);
+    ad_tape_free(t);
+}

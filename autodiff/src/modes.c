@@ -240,17 +240,27 @@ static int missing_fail(ad_tape *t, const char *who, const ad_opdef *def, bool s
 
 /* ---- the forward (tangent) sweep ---- */
 
+/* An inline node that no tangent reached gets zero tangents without its
+ * rule, as an EXT node does (ext_jvp): the rule would multiply the zero
+ * tangents by the local derivative, and an infinite one (sqrt or log at 0
+ * of a constant) gives 0 * inf = NaN. */
 #define JVP_U(NAME, CODE, ...)                                                                \
     case CODE:                                                                                \
         ad__s_##NAME##_fwd(ch, kc, n);                                                        \
-        ad__s_##NAME##_jvp(ch, kc, n, T + (size_t)id * K, T + (size_t)a * K, K);             \
+        if (nz[a] & NZ_NOW)                                                                   \
+            ad__s_##NAME##_jvp(ch, kc, n, T + (size_t)id * K, T + (size_t)a * K, K);         \
+        else                                                                                  \
+            memset(T + (size_t)id * K, 0, K * sizeof *T);                                     \
         nz[id] = nz[a] & NZ_NOW;                                                              \
         break;
 #define JVP_B(NAME, CODE, ...)                                                                \
     case CODE:                                                                                \
         ad__s_##NAME##_fwd(ch, kc, n);                                                        \
-        ad__s_##NAME##_jvp(ch, n, T + (size_t)id * K, T + (size_t)a * K, T + (size_t)b * K,  \
-                           K);                                                                \
+        if ((nz[a] | nz[b]) & NZ_NOW)                                                         \
+            ad__s_##NAME##_jvp(ch, n, T + (size_t)id * K, T + (size_t)a * K,                 \
+                               T + (size_t)b * K, K);                                         \
+        else                                                                                  \
+            memset(T + (size_t)id * K, 0, K * sizeof *T);                                     \
         nz[id] = (nz[a] | nz[b]) & NZ_NOW;                                                    \
         break;
 
