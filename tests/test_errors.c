@@ -72,21 +72,21 @@ Test(errors, elementwise_shapes)
             "add: a is a vector of length 3 but b is a vector of length 4");
     bin_err(ad_add, ad_shape_mat(3, 4), ad_shape_mat(4, 3), "add: a is 3x4 but b is 4x3");
     bin_err(ad_add, ad_shape_mat(3, 4), ad_shape_vec(3),
-            "add: a is 3x4 but b is a vector of length 3 (a vector added to a matrix must "
-            "match its columns)");
-    bin_err(ad_add, ad_shape_vec(4), ad_shape_mat(3, 4),
-            "add: a is a vector of length 4 but b is 3x4");
-    bin_err(ad_add, ad_shape_vec(3), ad_shape_mat(1, 3), "add: a is a vector of length 3 but b is 1x3");
-    bin_err(ad_add, ad_shape_vec(1), ad_shape_mat(3, 4), "add: a is a vector of length 1 but b is 3x4");
-    /* Only add broadcasts a row. */
-    bin_err(ad_sub, ad_shape_mat(3, 5), ad_shape_vec(5),
-            "sub: a is 3x5 but b is a vector of length 5");
+            "add: a is 3x4 but b is a vector of length 3 (a vector broadcasts as a row: its "
+            "length must equal the matrix's columns)");
+    /* One rule for every binary op: a row (n), a column (m x 1) or a
+     * scalar against an m x n matrix, on either side (test_shape_ops.c
+     * has the shapes that fit); these do not. */
+    bin_err(ad_sub, ad_shape_vec(4), ad_shape_mat(3, 5),
+            "sub: a is a vector of length 4 but b is 3x5 (a vector broadcasts as a row: its "
+            "length must equal the matrix's columns)");
     bin_err(ad_mul, ad_shape_vec(2), ad_shape_vec(3),
             "mul: a is a vector of length 2 but b is a vector of length 3");
-    bin_err(ad_mul, ad_shape_mat(3, 5), ad_shape_vec(5),
-            "mul: a is 3x5 but b is a vector of length 5");
+    bin_err(ad_mul, ad_shape_mat(3, 5), ad_shape_mat(4, 1), "mul: a is 3x5 but b is 4x1");
     bin_err(ad_div, ad_shape_mat(2, 2), ad_shape_mat(2, 3), "div: a is 2x2 but b is 2x3");
-    bin_err(ad_div, ad_shape_vec(4), ad_shape_mat(4, 1), "div: a is a vector of length 4 but b is 4x1");
+    bin_err(ad_div, ad_shape_mat(1, 3), ad_shape_mat(2, 4), "div: a is 1x3 but b is 2x4");
+    bin_err(ad_div, ad_shape_mat(3, 1), ad_shape_mat(2, 4), "div: a is 3x1 but b is 2x4");
+    bin_err(ad_add, ad_shape_mat(3, 1), ad_shape_mat(4, 1), "add: a is 3x1 but b is 4x1");
 }
 
 Test(errors, matmul_shapes)

@@ -116,7 +116,97 @@ static const opcase cases[] = {
     /* [14.1 cases] */
     /* [14.2 cases] */
     /* [14.3 structure cases] */
+#define IDXL(n) (200 + (n)) /* [14.3] an index operand: the values idx_lists[n] */
+#define BI(op, lab, s0, k0, s1, d1, c)                                                        \
+    {op, lab, 2, {s0, s1, S0}, {k0, CONST, VAR}, {ANY, d1, ANY}, c}
+#define TI(op, lab, s0, k0, s1, d1, s2, k2)                                                   \
+    {op, lab, 3, {s0, s1, s2}, {k0, CONST, k2}, {ANY, d1, ANY}, 0.0}
+#define BC(lab, s0, k0, s1, k1, c) {"concat", lab, 2, {s0, s1, S0}, {k0, k1, VAR}, {ANY, ANY, ANY}, c}
+/* Every broadcast form of a binary op, beside BINARY_SET's scalars. */
+#define BCAST_SET(op, db)                                                                     \
+    B(op, "3x5 op row vector of 5", M(3, 5), VAR, ANY, V(5), VAR, db),                        \
+        B(op, "row vector of 5 op 3x5", V(5), VAR, ANY, M(3, 5), VAR, db),                    \
+        B(op, "3x5 op column 3x1", M(3, 5), VAR, ANY, M(3, 1), VAR, db),                      \
+        B(op, "column 3x1 op 3x5", M(3, 1), VAR, ANY, M(3, 5), VAR, db),                      \
+        B(op, "3x5 op row 1x5", M(3, 5), VAR, ANY, M(1, 5), VAR, db),                         \
+        B(op, "row 1x5 op 3x5", M(1, 5), VAR, ANY, M(3, 5), VAR, db),                         \
+        B(op, "row vector of 5 op column 4x1 (4x5)", V(5), VAR, ANY, M(4, 1), VAR, db),       \
+        B(op, "column 4x1 op row 1x5 (4x5)", M(4, 1), VAR, ANY, M(1, 5), VAR, db),            \
+        B(op, "vector of 1 op vector of 7", V(1), VAR, ANY, V(7), VAR, db),                   \
+        B(op, "3x5 op 1x1", M(3, 5), VAR, ANY, M(1, 1), VAR, db),                             \
+        B(op, "constant column 3x1 op 3x5", M(3, 1), CONST, ANY, M(3, 5), VAR, db),           \
+        B(op, "3x5 param op column param 3x1", M(3, 5), PARAM, ANY, M(3, 1), PARAM, db),      \
+        B(op, "column 3x1 op constant row vector of 5", M(3, 1), VAR, ANY, V(5), CONST, db)
+    BCAST_SET("add", ANY),
+    BCAST_SET("sub", ANY),
+    BCAST_SET("mul", ANY),
+    BCAST_SET("div", AWAY),
+    U("reshape", "3x4 to 2x6", M(3, 4), VAR, ANY, 6.0),
+    U("reshape", "vector of 6 to 3x2", V(6), VAR, ANY, 2.0),
+    U("reshape", "2x3 to a vector", M(2, 3), VAR, ANY, 0.0),
+    U("reshape", "1x1 to a scalar", M(1, 1), VAR, ANY, -1.0),
+    U("reshape", "scalar (inline) to a vector of 1", S0, VAR, ANY, 0.0),
+    U("reshape", "3x4 param to 4x3", M(3, 4), PARAM, ANY, 3.0),
+    BI("slice", "elements 2..5 of a vector of 7", V(7), VAR, V(1), IDXL(4), 4.0),
+    BI("slice", "all of a vector of 1", V(1), VAR, V(1), IDXL(3), 1.0),
+    BI("slice", "1x1 of 1x1", M(1, 1), VAR, V(2), IDXL(6), 3.0),
+    BI("slice", "rows 1..2 of 4x5", M(4, 5), VAR, V(2), IDXL(7), 17.0),
+    BI("slice", "rows 1..2, columns 1..3 of 4x5", M(4, 5), VAR, V(2), IDXL(5), 15.0),
+    BI("slice", "column 2 of 4x5", M(4, 5), VAR, V(2), IDXL(8), 25.0),
+    BI("slice", "rows 1..2 of a 3x5 param", M(3, 5), PARAM, V(2), IDXL(7), 17.0),
+    TI("slice_add", "vector of 3 into a vector of 7 at 2", V(7), VAR, V(1), IDXL(4), V(3), VAR),
+    TI("slice_add", "2x3 into 4x5 at (1, 2)", M(4, 5), VAR, V(2), IDXL(9), M(2, 3), VAR),
+    TI("slice_add", "1x1 into 1x1", M(1, 1), VAR, V(2), IDXL(6), M(1, 1), VAR),
+    TI("slice_add", "vector of 1 into a vector of 1", V(1), VAR, V(1), IDXL(3), V(1), VAR),
+    TI("slice_add", "3x5 param onto a constant 3x5", M(3, 5), CONST, V(2), IDXL(6), M(3, 5),
+       PARAM),
+    TI("slice_add", "2x3 into a constant 4x5 at (1, 1)", M(4, 5), CONST, V(2), IDXL(5), M(2, 3),
+       VAR),
+    BI("take", "elements 3 0 3 6 of a vector of 7 (3 twice)", V(7), VAR, V(4), IDXL(0), 0.0),
+    BI("take", "element 4 of a vector of 7 (a scalar)", V(7), VAR, S0, IDXL(1), 0.0),
+    BI("take", "a vector of 1 three times", V(1), VAR, V(3), IDXL(10), 0.0),
+    BI("take", "rows 1 0 1 2 1 of 3x4", M(3, 4), VAR, V(5), IDXL(2), 0.0),
+    BI("take", "row 0 of 1x1 (a vector of 1)", M(1, 1), VAR, S0, IDXL(3), 0.0),
+    BI("take", "rows 2 0 of a 3x4 param", M(3, 4), PARAM, V(2), IDXL(11), 0.0),
+    TI("index_add", "vector of 7 at 3 0 3 6", V(7), VAR, V(4), IDXL(0), V(4), VAR),
+    TI("index_add", "vector of 7 at 4, a scalar v", V(7), VAR, S0, IDXL(1), S0, VAR),
+    TI("index_add", "3x4 at rows 1 0 1 2 1", M(3, 4), VAR, V(5), IDXL(2), M(5, 4), VAR),
+    TI("index_add", "1x1 at row 0", M(1, 1), VAR, S0, IDXL(3), V(1), VAR),
+    TI("index_add", "param rows 2 0 onto a constant 3x4", M(3, 4), CONST, V(2), IDXL(11),
+       M(2, 4), PARAM),
+    BC("vectors of 3 and 4", V(3), VAR, V(4), VAR, 0.0),
+    BC("scalar (inline) and a vector of 2", S0, VAR, V(2), VAR, 0.0),
+    BC("scalars (inline)", S0, VAR, S0, VAR, 0.0),
+    BC("2x3 over 1x3 (axis 0)", M(2, 3), VAR, M(1, 3), VAR, 0.0),
+    BC("3x2 beside 3x4 (axis 1)", M(3, 2), VAR, M(3, 4), VAR, 1.0),
+    BC("2x3 over a vector of 3 (one row)", M(2, 3), VAR, V(3), VAR, 0.0),
+    BC("a vector of 3 (one row) over 2x3", V(3), VAR, M(2, 3), VAR, 0.0),
+    BC("1x1 beside 1x1", M(1, 1), VAR, M(1, 1), VAR, 1.0),
+    BC("constant 2x2 beside a 2x3 param", M(2, 2), CONST, M(2, 3), PARAM, 1.0),
+    BA("concat", "a vector of 3 and itself", V(3), ANY),
     /* [14.3 reduction cases] */
+#define AXIS_SET(op)                                                                          \
+    U(op, "vector of 7", V(7), VAR, ANY, 0.0), U(op, "scalar (inline)", S0, VAR, ANY, 0.0),   \
+        U(op, "1x1, axis 0", M(1, 1), VAR, ANY, 0.0), U(op, "3x5, axis 0", M(3, 5), VAR, ANY, 0.0), \
+        U(op, "3x5, axis 1", M(3, 5), VAR, ANY, 1.0), U(op, "5x1, axis 1", M(5, 1), VAR, ANY, 1.0), \
+        U(op, "1x4, axis 0", M(1, 4), VAR, ANY, 0.0),                                         \
+        U(op, "3x5 param, axis 1", M(3, 5), PARAM, ANY, 1.0)
+#define ROWS_SET(op)                                                                          \
+    U(op, "vector of 7", V(7), VAR, ANY, 0.0), U(op, "vector of 1", V(1), VAR, ANY, 0.0),     \
+        U(op, "1x1", M(1, 1), VAR, ANY, 0.0), U(op, "3x5, one sample per row", M(3, 5), VAR, ANY, 0.0), \
+        U(op, "5x1", M(5, 1), VAR, ANY, 0.0), U(op, "3x5 param", M(3, 5), PARAM, ANY, 0.0)
+    AXIS_SET("sum_axis"),
+    AXIS_SET("mean_axis"),
+    AXIS_SET("max_axis"),
+    AXIS_SET("min_axis"),
+    AXIS_SET("max_mask"),
+    ROWS_SET("softmax"),
+    ROWS_SET("log_softmax"),
+    U("norm", "scalar (inline)", S0, VAR, AWAY, 0.0),
+    U("norm", "vector of 7", V(7), VAR, ANY, 0.0),
+    U("norm", "1x1", M(1, 1), VAR, AWAY, 0.0),
+    U("norm", "3x5", M(3, 5), VAR, ANY, 0.0),
+    U("norm", "3x5 param", M(3, 5), PARAM, ANY, 0.0),
     /* [14.4 cases] */
     UNARY_SET("step", AWAY, 0.0),
     UNARY_SET("sign", AWAY, 0.0),
@@ -221,6 +311,205 @@ static const opcase cases[] = {
 #define NCASES (sizeof cases / sizeof cases[0])
 #define MAXN 64 /* elements per operand, and of an output */
 
+/* [14.3] Structure and reductions: the index operands' values (domain
+ * IDXL(n): list n, copied into the operand), the public function of each
+ * op (its integer arguments read back from the index operand and c), and
+ * the reference forward. */
+static const double idx_lists[][8] = {
+    {3, 0, 3, 6},    /* 0: take from a vector of 7, 3 twice          */
+    {4},             /* 1: one element / one row                     */
+    {1, 0, 1, 2, 1}, /* 2: rows of a 3-row matrix, 1 three times     */
+    {0},             /* 3: the first element, row, start             */
+    {2},             /* 4: a vector slice from element 2             */
+    {1, 1},          /* 5: a block from row 1, column 1              */
+    {0, 0},          /* 6: a block from the corner                   */
+    {1, 0},          /* 7: rows from row 1                           */
+    {0, 2},          /* 8: columns from column 2                     */
+    {1, 2},          /* 9: a block from row 1, column 2              */
+    {0, 0, 0},       /* 10: one element three times                  */
+    {2, 0},          /* 11: rows 2 and 0 of a 3-row matrix           */
+};
+#define IDX_LIST_COUNT (sizeof idx_lists / sizeof idx_lists[0])
+
+static void shape_dims(ad_shape s, size_t *R, size_t *C)
+{
+    *R = s.ndim == 0 ? 1 : s.rows;
+    *C = s.ndim == 2 ? s.cols : 1;
+}
+
+/* 1 when op is one of 14.3's, with its node in *out. */
+static int apply_143(ad_tape *t, const char *op, const ad_node *in, double c, ad_node *out)
+{
+    const ad_shape xs = ad_node_shape(t, in[0]);
+    size_t R, C;
+    shape_dims(xs, &R, &C);
+    const double *iv = NULL;
+    uint32_t idx[64];
+    size_t n = 0;
+    if (!strcmp(op, "slice") || !strcmp(op, "slice_add") || !strcmp(op, "take")
+        || !strcmp(op, "index_add")) {
+        iv = ad_value(t, in[1]);
+        n = ad_shape_size(ad_node_shape(t, in[1]));
+        for (size_t k = 0; k < n && k < 64; k++)
+            idx[k] = (uint32_t)iv[k];
+    }
+    if (!strcmp(op, "reshape")) {
+        const size_t N = ad_shape_size(xs);
+        *out = ad_reshape(t, in[0], c == -1.0  ? ad_shape_scalar()
+                                    : c == 0.0 ? ad_shape_vec((uint32_t)N)
+                                               : ad_shape_mat((uint32_t)(N / (size_t)c),
+                                                              (uint32_t)c));
+    } else if (!strcmp(op, "slice")) {
+        const size_t v = (size_t)c;
+        *out = xs.ndim == 1 ? ad_slice(t, in[0], idx[0], (uint32_t)v)
+                            : ad_slice_block(t, in[0], idx[0], (uint32_t)(v / (C + 1)), idx[1],
+                                             (uint32_t)(v % (C + 1)));
+    } else if (!strcmp(op, "slice_add")) {
+        *out = ad_slice_add(t, in[0], idx[0], xs.ndim == 2 ? idx[1] : 0, in[2]);
+    } else if (!strcmp(op, "take")) {
+        *out = ad_node_shape(t, in[1]).ndim == 0 ? ad_at(t, in[0], idx[0])
+                                                 : ad_take(t, in[0], n, idx);
+    } else if (!strcmp(op, "index_add")) {
+        *out = ad_index_add(t, in[0], n, idx, in[2]);
+    } else if (!strcmp(op, "concat")) {
+        *out = ad_concat(t, (int)c, 2, in);
+    } else if (!strcmp(op, "sum_axis")) {
+        *out = ad_sum_axis(t, in[0], (int)c);
+    } else if (!strcmp(op, "mean_axis")) {
+        *out = ad_mean_axis(t, in[0], (int)c);
+    } else if (!strcmp(op, "max_axis")) {
+        *out = ad_max_axis(t, in[0], (int)c);
+    } else if (!strcmp(op, "min_axis")) {
+        *out = ad_min_axis(t, in[0], (int)c);
+    } else if (!strcmp(op, "max_mask")) {
+        *out = ad_max_mask(t, in[0], (int)c);
+    } else if (!strcmp(op, "softmax")) {
+        *out = ad_softmax(t, in[0]);
+    } else if (!strcmp(op, "log_softmax")) {
+        *out = ad_log_softmax(t, in[0]);
+    } else if (!strcmp(op, "norm")) {
+        *out = ad_norm(t, in[0]);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* Plain-C forwards of 14.3's ops: 1 with the output in out and its shape
+ * in *so, 0 for another op. */
+static int ref_143(const opcase *k, const double *const v[3], double *out, ad_shape *so)
+{
+    const char *op = k->op;
+    const ad_shape xs = k->shape[0];
+    const double *x = v[0], c = k->c;
+    size_t R, C;
+    shape_dims(xs, &R, &C);
+    const size_t N = R * C;
+    if (!strcmp(op, "reshape")) {
+        *so = c == -1.0  ? (ad_shape){1, 1, 0}
+              : c == 0.0 ? (ad_shape){(uint32_t)N, 1, 1}
+                         : (ad_shape){(uint32_t)(N / (size_t)c), (uint32_t)c, 2};
+        memcpy(out, x, N * sizeof *out);
+    } else if (!strcmp(op, "slice")) {
+        const size_t q = (size_t)c, nr = xs.ndim == 2 ? q / (C + 1) : q;
+        const size_t nc = xs.ndim == 2 ? q % (C + 1) : 1;
+        const size_t r0 = (size_t)v[1][0], c0 = xs.ndim == 2 ? (size_t)v[1][1] : 0;
+        *so = xs.ndim == 2 ? (ad_shape){(uint32_t)nr, (uint32_t)nc, 2}
+                           : (ad_shape){(uint32_t)nr, 1, 1};
+        for (size_t i = 0; i < nr; i++)
+            for (size_t j = 0; j < nc; j++)
+                out[i * nc + j] = x[(r0 + i) * C + c0 + j];
+    } else if (!strcmp(op, "slice_add")) {
+        size_t nr, nc;
+        shape_dims(k->shape[2], &nr, &nc);
+        const size_t r0 = (size_t)v[1][0], c0 = xs.ndim == 2 ? (size_t)v[1][1] : 0;
+        *so = xs;
+        memcpy(out, x, N * sizeof *out);
+        for (size_t i = 0; i < nr; i++)
+            for (size_t j = 0; j < nc; j++)
+                out[(r0 + i) * C + c0 + j] += v[2][i * nc + j];
+    } else if (!strcmp(op, "take") || !strcmp(op, "index_add")) {
+        const ad_shape is = k->shape[1];
+        const size_t n = ad_shape_size(is);
+        if (op[0] == 't') {
+            *so = xs.ndim == 1 ? is
+                  : is.ndim == 0 ? (ad_shape){(uint32_t)C, 1, 1}
+                                 : (ad_shape){(uint32_t)n, (uint32_t)C, 2};
+            for (size_t q = 0; q < n; q++)
+                memcpy(out + q * C, x + (size_t)v[1][q] * C, C * sizeof *out);
+        } else {
+            *so = xs;
+            memcpy(out, x, N * sizeof *out);
+            for (size_t q = 0; q < n; q++)
+                for (size_t j = 0; j < C; j++)
+                    out[(size_t)v[1][q] * C + j] += v[2][q * C + j];
+        }
+    } else if (!strcmp(op, "concat")) {
+        const ad_shape bs = k->nin > 1 ? k->shape[1] : xs;
+        const double *b = v[1];
+        size_t Rb, Cb;
+        shape_dims(bs, &Rb, &Cb);
+        if (c == 1.0) {
+            *so = (ad_shape){(uint32_t)R, (uint32_t)(C + Cb), 2};
+            for (size_t i = 0; i < R; i++) {
+                memcpy(out + i * (C + Cb), x + i * C, C * sizeof *out);
+                memcpy(out + i * (C + Cb) + C, b + i * Cb, Cb * sizeof *out);
+            }
+        } else {
+            const size_t na = ad_shape_size(xs), nb = ad_shape_size(bs);
+            const int mat = xs.ndim == 2 || bs.ndim == 2;
+            const size_t cols = xs.ndim == 2 ? xs.cols : bs.cols;
+            *so = mat ? (ad_shape){(uint32_t)((na + nb) / cols), (uint32_t)cols, 2}
+                      : (ad_shape){(uint32_t)(na + nb), 1, 1};
+            memcpy(out, x, na * sizeof *out);
+            memcpy(out + na, b, nb * sizeof *out);
+        }
+    } else if (!strcmp(op, "sum_axis") || !strcmp(op, "mean_axis") || !strcmp(op, "max_axis")
+               || !strcmp(op, "min_axis") || !strcmp(op, "max_mask")) {
+        /* groups G of L elements: axis 0 of a matrix is a column */
+        const int mat = xs.ndim == 2, ax1 = c == 1.0;
+        const size_t G = !mat ? 1 : ax1 ? R : C, L = !mat ? N : ax1 ? C : R;
+        *so = !strcmp(op, "max_mask") ? xs : !mat ? (ad_shape){1, 1, 0}
+                                               : (ad_shape){(uint32_t)G, 1, 1};
+        if (!strcmp(op, "max_mask"))
+            memset(out, 0, N * sizeof *out);
+        for (size_t g = 0; g < G; g++) {
+            double s = 0, m = 0;
+            size_t am = 0;
+            for (size_t l = 0; l < L; l++) {
+                const size_t e = !mat ? l : ax1 ? g * C + l : l * C + g;
+                s += x[e];
+                if (l == 0 || (op[1] == 'i' ? x[e] < m : x[e] > m))
+                    m = x[e], am = e;
+            }
+            if (!strcmp(op, "max_mask"))
+                out[am] = 1.0;
+            else
+                out[g] = op[0] == 's' ? s : op[1] == 'e' ? s / (double)L : m;
+        }
+    } else if (!strcmp(op, "softmax") || !strcmp(op, "log_softmax")) {
+        const size_t rows = xs.ndim == 2 ? R : 1, cols = N / rows;
+        *so = xs;
+        for (size_t r = 0; r < rows; r++) {
+            double s = 0;
+            for (size_t j = 0; j < cols; j++)
+                s += exp(x[r * cols + j]);
+            for (size_t j = 0; j < cols; j++)
+                out[r * cols + j] = op[0] == 's' ? exp(x[r * cols + j]) / s
+                                                 : x[r * cols + j] - log(s);
+        }
+    } else if (!strcmp(op, "norm")) {
+        double s = 0;
+        for (size_t i = 0; i < N; i++)
+            s += x[i] * x[i];
+        out[0] = sqrt(s);
+        *so = (ad_shape){1, 1, 0};
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- recording ---- */
 
 /* The public function of each op (not ad_apply): that is what programs
@@ -229,6 +518,9 @@ static ad_node apply_direct(ad_tape *t, const char *op, const ad_node *in, doubl
 {
     if (!strcmp(op, "affine"))
         return ad_affine(t, in[0], in[1], in[2]);
+    ad_node o143; /* [14.3] */
+    if (apply_143(t, op, in, c, &o143))
+        return o143;
     const ad_node a = in[0]; /* in[1] is read only for a binary op */
     static const struct {
         const char *name;
@@ -347,11 +639,20 @@ static double loss_at(void *vctx, const double *x)
 
 static size_t bidx(ad_shape s, ad_shape o, size_t i)
 {
-    if (s.ndim == 0)
-        return 0; /* a scalar broadcast */
-    if (s.ndim == 1 && o.ndim == 2 && ad_shape_size(s) != ad_shape_size(o))
-        return i % o.cols; /* a row vector added to every row */
-    return i;
+    const size_t sr = s.ndim == 2 ? s.rows : 1, sc = s.ndim == 2 ? s.cols : s.rows;
+    const size_t oc = o.ndim == 2 ? o.cols : o.rows;
+    const size_t r = i / oc, j = i % oc;
+    return (sr == 1 ? 0 : r) * sc + (sc == 1 ? 0 : j);
+}
+
+/* The broadcast output shape of a and b (the operands fit). */
+static ad_shape bshape(ad_shape a, ad_shape b)
+{
+    const uint32_t ar = a.ndim == 2 ? a.rows : 1, ac = a.ndim == 2 ? a.cols : a.rows;
+    const uint32_t br = b.ndim == 2 ? b.rows : 1, bc = b.ndim == 2 ? b.cols : b.rows;
+    const uint32_t r = ar > br ? ar : br, c = ac > bc ? ac : bc;
+    const int nd = a.ndim > b.ndim ? a.ndim : b.ndim;
+    return nd == 2 ? (ad_shape){r, c, 2} : nd == 1 ? (ad_shape){c, 1, 1} : (ad_shape){1, 1, 0};
 }
 
 static double unary(const char *op, double x, double c)
@@ -383,8 +684,10 @@ static ad_shape reference(const opcase *k, const double *const v[3], double *out
     const ad_shape sa = k->shape[0], sb = k->nin > 1 ? k->shape[1] : k->shape[0];
     ad_shape so = sa;
     size_t na = ad_shape_size(sa);
+    if (ref_143(k, v, out, &so)) /* [14.3] */
+        return so;
     if (!strcmp(op, "add") || !strcmp(op, "sub") || !strcmp(op, "mul") || !strcmp(op, "div")) {
-        so = sa.ndim == 0 ? sb : sa;
+        so = bshape(sa, sb);
         for (size_t i = 0; i < ad_shape_size(so); i++) {
             double x = a[bidx(sa, so, i)], y = b[bidx(sb, so, i)];
             out[i] = op[0] == 'a' ? x + y : op[0] == 's' ? x - y : op[0] == 'm' ? x * y : x / y;
@@ -493,6 +796,11 @@ static void fill(test_rng *g, const opcase *k, double *x)
     for (int i = 0; i < nown(k); i++) {
         ad_shape s = k->shape[i];
         size_t n = ad_shape_size(s);
+        if (k->dom[i] >= IDXL(0) && k->dom[i] < IDXL((int)IDX_LIST_COUNT)) { /* [14.3] */
+            memcpy(p, idx_lists[k->dom[i] - IDXL(0)], n * sizeof *p);
+            p += n;
+            continue;
+        }
         for (size_t j = 0; j < n; j++)
             p[j] = draw(g, k->dom[i]);
         if (k->dom[i] == PROB) { /* each row a probability vector */

@@ -30,8 +30,9 @@ static bool same_shape(ad_shape a, ad_shape b)
 }
 
 /* A contribution d recorded in the output's shape for an operand of shape
- * s that was broadcast (a scalar, or a row vector added to a matrix):
- * summed back to s. */
+ * s that was broadcast (a scalar, a row or a column against a matrix, by
+ * the elementwise ops' one rule): summed over the repeated dimensions back
+ * to s -- a row over the rows, a column (m x 1) over the columns. */
 static ad_node unbroadcast(ad_tape *t, ad_node d, ad_shape s)
 {
     const ad_shape ds = ad_node_shape(t, d);
@@ -39,10 +40,13 @@ static ad_node unbroadcast(ad_tape *t, ad_node d, ad_shape s)
         return d;
     if (ad_shape_size(s) == 1) {
         ad_node sum = ad_sum(t, d);
-        return s.ndim == 0 ? sum : ad_mul(t, sum, ad__fill(t, s, 1.0));
+        return s.ndim == 0 ? sum : ad_reshape(t, sum, s);
     }
-    /* a row vector of n over an m x n matrix: the column sums */
-    return ad_matvec_t(t, d, ad__fill(t, ad_shape_vec(ds.rows), 1.0));
+    if (ad_shape_size(s) == ad_shape_size(ds)) /* a vector of n as 1 x n */
+        return ad_reshape(t, d, s);
+    const bool column = s.ndim == 2 && s.cols == 1;
+    const ad_node r = ad_sum_axis(t, d, column ? 1 : 0);
+    return s.ndim == 2 ? ad_reshape(t, r, s) : r;
 }
 
 typedef void (*rvjp_fn)(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,

@@ -76,7 +76,10 @@ typedef enum ad__opcode {
     /* [14.1 elementwise math: tensor-only ops] */
     /* [14.2 select and guards] */
     /* [14.3 structure] */
+    AD_OP_RESHAPE, AD_OP_SLICE, AD_OP_SLICE_ADD, AD_OP_TAKE, AD_OP_INDEX_ADD, AD_OP_CONCAT,
     /* [14.3 reductions] */
+    AD_OP_SUM_AXIS, AD_OP_MEAN_AXIS, AD_OP_MAX_AXIS, AD_OP_MIN_AXIS, AD_OP_MAX_MASK,
+    AD_OP_SOFTMAX, AD_OP_LOG_SOFTMAX, AD_OP_NORM,
     /* [14.4 linear algebra] */
     AD_OP_COUNT
 } ad__opcode;
@@ -436,7 +439,11 @@ extern const ad__op ad__op_leaf, ad__op_add, ad__op_sub, ad__op_mul, ad__op_div,
 /* [14.1 descriptors] */
 /* [14.2 descriptors] */
 /* [14.3 structure descriptors] */
+extern const ad__op ad__op_reshape, ad__op_slice, ad__op_slice_add, ad__op_take,
+    ad__op_index_add, ad__op_concat;
 /* [14.3 reduction descriptors] */
+extern const ad__op ad__op_sum_axis, ad__op_mean_axis, ad__op_max_axis, ad__op_min_axis,
+    ad__op_max_mask, ad__op_softmax, ad__op_log_softmax, ad__op_norm;
 /* [14.4 descriptors] */
 
 /* Shape-rule helpers shared by the op files: write a reason into msg. */

@@ -37,7 +37,21 @@ const ad__op *const ad__ops[AD_OP_COUNT] = {
     /* [14.1 table] */
     /* [14.2 table] */
     /* [14.3 structure table] */
+    [AD_OP_RESHAPE] = &ad__op_reshape,
+    [AD_OP_SLICE] = &ad__op_slice,
+    [AD_OP_SLICE_ADD] = &ad__op_slice_add,
+    [AD_OP_TAKE] = &ad__op_take,
+    [AD_OP_INDEX_ADD] = &ad__op_index_add,
+    [AD_OP_CONCAT] = &ad__op_concat,
     /* [14.3 reduction table] */
+    [AD_OP_SUM_AXIS] = &ad__op_sum_axis,
+    [AD_OP_MEAN_AXIS] = &ad__op_mean_axis,
+    [AD_OP_MAX_AXIS] = &ad__op_max_axis,
+    [AD_OP_MIN_AXIS] = &ad__op_min_axis,
+    [AD_OP_MAX_MASK] = &ad__op_max_mask,
+    [AD_OP_SOFTMAX] = &ad__op_softmax,
+    [AD_OP_LOG_SOFTMAX] = &ad__op_log_softmax,
+    [AD_OP_NORM] = &ad__op_norm,
     /* [14.4 table] */
 };
 

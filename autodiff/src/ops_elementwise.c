@@ -3,8 +3,9 @@
  * scalar_ops.h so the scalar and tensor forms cannot disagree.
  *
  * Tensor kernels are one tight loop over the elements (no call per
- * element). Binary ops broadcast a scalar operand, and add also a vector
- * over the rows of a matrix (a bias). */
+ * element). Binary ops broadcast by one rule: a scalar, a row (a vector)
+ * or a column (an m x 1 matrix) against a matrix, on either side
+ * (broadcast_shape). */
 #include "internal.h"
 #include "scalar_ops.h"
 
@@ -118,28 +119,52 @@ AD__UNARY_OPS(UNARY_LOOPS)
 AD__UNARY_OPS(TENSOR_UNARY)
 
 /* ---- binary tensor kernels ----
- * Operands are read by strides over an R x C view of the output:
- * same shape: 1 x N, both (0,1); a scalar: a (0,0); b scalar: b (0,0);
- * matrix (m x n) + vector (n): m x n, a (n,1), b (0,1). */
+ * Every binary op broadcasts by one rule (broadcast_shape, below): each
+ * operand is seen as rows x cols -- a scalar 1 x 1, a vector of n a row
+ * 1 x n, a matrix as it is -- and each dimension must be equal in both or
+ * 1 in one, which is then repeated. The kernels read the operands by
+ * strides (rs, cs) over an R x C view of the output:
+ *   all of the output's elements:  1 x N, (0, 1), or (C, 1) in R x C
+ *   one element (a scalar):        (0, 0)
+ *   a row (a vector, or 1 x C):    R x C, (0, 1)
+ *   a column (R x 1):              R x C, (1, 0)
+ * Same sizes take the first form, one unit-stride loop (the fast path). */
 typedef struct bcast {
     size_t R, C;
     size_t ars, acs, brs, bcs;
 } bcast;
 
+/* An operand's strides in the R x C view of an output of n elements. */
+static void bcast_strides(ad_shape s, size_t n, size_t C, size_t *rs, size_t *cs)
+{
+    const size_t m = ad_shape_size(s);
+    if (m == n)
+        *rs = C, *cs = 1;
+    else if (m == 1)
+        *rs = 0, *cs = 0;
+    else if (s.ndim == 2 && s.cols == 1) /* a column */
+        *rs = 1, *cs = 0;
+    else /* a row */
+        *rs = 0, *cs = 1;
+}
+
 static bcast bcast_of(const ad_call *k)
 {
-    ad_shape a = k->in[0].shape, b = k->in[1].shape;
-    size_t n = ad_shape_size(k->out.shape);
+    const ad_shape a = k->in[0].shape, b = k->in[1].shape, o = k->out.shape;
+    const size_t n = ad_shape_size(o), na = ad_shape_size(a), nb = ad_shape_size(b);
     bcast s = {1, n, 0, 1, 0, 1};
-    if (ad_shape_size(a) == 1 && n != 1)
-        s.acs = 0;
-    else if (ad_shape_size(b) == 1 && n != 1)
-        s.bcs = 0;
-    else if (a.ndim == 2 && b.ndim == 1 && n != ad_shape_size(b)) {
-        s.R = a.rows;
-        s.C = a.cols;
-        s.ars = a.cols;
+    if (na == n && nb == n)
+        return s;
+    if ((na == n || na == 1) && (nb == n || nb == 1)) { /* a scalar against the other */
+        s.acs = na == n;
+        s.bcs = nb == n;
+        return s;
     }
+    /* a row or a column against a matrix (the output is one) */
+    s.R = o.rows;
+    s.C = o.cols;
+    bcast_strides(a, n, s.C, &s.ars, &s.acs);
+    bcast_strides(b, n, s.C, &s.brs, &s.bcs);
     return s;
 }
 
@@ -171,7 +196,19 @@ static int assign_ok(const ad_call *k, unsigned fresh, int i)
                 const double x = as[j], y = bs[j];                                            \
                 zs[j] = (FWD);                                                                \
             }                                                                                 \
-        else                                                                                  \
+        else if (sa == 1 && sb == 0) { /* b one number along the row */                      \
+            const double y = bs[0];                                                           \
+            for (size_t j = 0; j < n; j++) {                                                  \
+                const double x = as[j];                                                       \
+                zs[j] = (FWD);                                                                \
+            }                                                                                 \
+        } else if (sa == 0 && sb == 1) {                                                      \
+            const double x = as[0];                                                           \
+            for (size_t j = 0; j < n; j++) {                                                  \
+                const double y = bs[j];                                                       \
+                zs[j] = (FWD);                                                                \
+            }                                                                                 \
+        } else                                                                                \
             for (size_t j = 0; j < n; j++) {                                                  \
                 const double x = as[j * sa], y = bs[j * sb];                                  \
                 zs[j] = (FWD);                                                                \
@@ -298,46 +335,48 @@ AD__BINARY_OPS(BINARY_LOOPS)
     const ad__op ad__op_##NAME = {{#NAME, 2, NAME##_shape, NAME##_fwd, NAME##_vjp, NULL, AD__NO_MODE_RULES}, true, \
                                   false, NAME##_vjp_to, NAME##_jvp, AD__SO_FN, NAME##_so, NAME##_rvjp};
 
-/* Same shapes, or a scalar against anything; with_row: also a matrix
- * (m x n) and a vector (n). */
-static int bcast_shape(const ad_shape *in, ad_shape *out, char *msg, size_t cap, bool with_row)
+/* An operand as rows x cols: a scalar is 1 x 1, a vector of n a row 1 x n. */
+static void as_rows_cols(ad_shape s, uint32_t *r, uint32_t *c)
 {
-    ad_shape a = in[0], b = in[1];
+    *r = s.ndim == 2 ? s.rows : 1;
+    *c = s.ndim == 2 ? s.cols : s.rows;
+}
+
+/* The one broadcasting rule of every binary elementwise op (numpy's, in
+ * two dimensions): seen as rows x cols, each dimension must be equal in
+ * both operands or 1 in one of them; the output has the larger of each,
+ * and is a matrix if an operand is one, else a vector if one is, else a
+ * scalar. So a scalar goes with anything, a vector (a row) with a matrix
+ * of as many columns, an m x 1 column with a matrix of m rows, on either
+ * side -- and a row (n) with a column (m x 1) gives m x n. */
+static int broadcast_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg,
+                           size_t cap)
+{
+    (void)nin, (void)c;
+    const ad_shape a = in[0], b = in[1];
     char sa[48], sb[48];
     if (a.ndim == b.ndim && a.rows == b.rows && a.cols == b.cols) {
         *out = a;
         return AD_OK;
     }
-    if (a.ndim == 0) {
-        *out = b;
+    uint32_t ar, ac, br, bc;
+    as_rows_cols(a, &ar, &ac);
+    as_rows_cols(b, &br, &bc);
+    if ((ar == br || ar == 1 || br == 1) && (ac == bc || ac == 1 || bc == 1)) {
+        const uint32_t r = ar > br ? ar : br, cols = ac > bc ? ac : bc;
+        const int nd = a.ndim > b.ndim ? a.ndim : b.ndim;
+        *out = nd == 2 ? ad_shape_mat(r, cols) : nd == 1 ? ad_shape_vec(cols) : ad_shape_scalar();
         return AD_OK;
     }
-    if (b.ndim == 0) {
-        *out = a;
-        return AD_OK;
-    }
-    if (with_row && a.ndim == 2 && b.ndim == 1 && b.rows == a.cols) {
-        *out = a;
-        return AD_OK;
-    }
+    const char *why = a.ndim + b.ndim == 3 /* a vector and a matrix */
+                          ? " (a vector broadcasts as a row: its length must equal the "
+                            "matrix's columns)"
+                          : "";
     return ad__shape_fail(msg, cap, "a is %s but b is %s%s", ad__shape_str(a, sa, sizeof sa),
-                          ad__shape_str(b, sb, sizeof sb),
-                          with_row && a.ndim == 2 && b.ndim == 1
-                              ? " (a vector added to a matrix must match its columns)"
-                              : "");
+                          ad__shape_str(b, sb, sizeof sb), why);
 }
-
-static int add_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
-{
-    (void)nin, (void)c;
-    return bcast_shape(in, out, msg, cap, true);
-}
-static int same_or_scalar_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg,
-                                size_t cap)
-{
-    (void)nin, (void)c;
-    return bcast_shape(in, out, msg, cap, false);
-}
+#define same_or_scalar_shape broadcast_shape
+#define add_shape broadcast_shape
 #define sub_shape same_or_scalar_shape
 #define mul_shape same_or_scalar_shape
 #define div_shape same_or_scalar_shape

@@ -315,7 +315,10 @@ static void contribution(tracer *tr, const ctx *x, const rule *r, const ad_opdef
          * number or the node is a scalar */
         const char *sep = x->shape.ndim != 0 && r && r->elementwise && tensor_factor ? "⊙" : "·";
         if (r && r->elementwise && isz < nsz) { /* broadcast: summed back */
-            ad__sb_printf(b, "%s(%s", isz == 1 ? "sum" : "sum_rows", x->gname);
+            ad__sb_printf(b, "%s(%s", isz == 1 ? "sum"
+                                      : is.ndim == 2 && is.cols == 1 ? "sum_cols" /* a column */
+                                                                     : "sum_rows",
+                          x->gname);
             if (!one)
                 ad__sb_printf(b, " %s %s", sep, ftxt);
             ad__sb_puts(b, ")");

@@ -316,10 +316,15 @@ AD_API int ad_set_value(ad_tape *t, ad_node leaf, const double *data);
 /* Built-in ops                                                        */
 /* ------------------------------------------------------------------ */
 
-/* Elementwise, operands of the same shape. For add, sub, mul and div,
- * either operand may also be a scalar, broadcast against the other; add
- * also accepts a matrix (m x n) plus a vector (n), added to every row
- * (a bias). */
+/* Elementwise, two operands. Every binary elementwise op broadcasts by
+ * one rule (numpy's, in two dimensions): seen as rows x cols -- a scalar
+ * 1 x 1, a vector (n) a row 1 x n, a matrix as it is -- each dimension
+ * must be equal in both operands or 1 in one of them, which is repeated.
+ * So on either side: a scalar against anything, a vector (n) against an
+ * m x n matrix (every row: a bias), an m x 1 column against an m x n
+ * matrix (every column), a row (n) against a column (m x 1) giving m x n.
+ * The result is a matrix if an operand is one, else a vector if one is.
+ * A broadcast operand's gradient is summed over the repeats. */
 AD_API ad_node ad_add(ad_tape *t, ad_node a, ad_node b);     /* a + b */
 AD_API ad_node ad_sub(ad_tape *t, ad_node a, ad_node b);     /* a - b */
 AD_API ad_node ad_mul(ad_tape *t, ad_node a, ad_node b);     /* a * b */
@@ -355,7 +360,76 @@ AD_API ad_node ad_sign(ad_tape *t, ad_node x);
 /* [14.1 declarations] */
 /* [14.2 declarations] */
 /* [14.3 structure declarations] */
+/* Structure (docs/math.md, "Structure and reductions"). The integer
+ * arguments are checked at recording (an error names the op and the
+ * shapes: "slice: rows 3..7 of a 5x2 matrix") and copied into the tape:
+ * slice starts and take indices become a small constant node, an operand
+ * of the op, that the op reads at every evaluation (clamped into range, so
+ * an index node changed later with ad_set_value never reads outside x).
+ *
+ * reshape: the same elements, row-major, in another shape of the same
+ * size: ad_shape_scalar(), ad_shape_vec(n) or ad_shape_mat(r, c). (Through
+ * ad_apply, c is -1 for a scalar, 0 for a vector, k >= 1 for k columns.) */
+AD_API ad_node ad_reshape(ad_tape *t, ad_node x, ad_shape shape);
+/* Along the first axis: elements start .. start+len-1 of a vector (a
+ * vector of len), or those rows of a matrix (len x cols). */
+AD_API ad_node ad_slice(ad_tape *t, ad_node x, uint32_t start, uint32_t len);
+/* The block of a matrix at rows r0 .. r0+nr-1 and columns c0 .. c0+nc-1
+ * (nr x nc, a matrix even when nr or nc is 1). Its gradient is the
+ * adjoint padded with zeros (slice_add into zeros). */
+AD_API ad_node ad_slice_block(ad_tape *t, ad_node x, uint32_t r0, uint32_t nr, uint32_t c0,
+                              uint32_t nc);
+/* x with v added into the block of v's shape at (r0, c0): v a vector
+ * within a vector x (c0 = 0), or a matrix within a matrix x. */
+AD_API ad_node ad_slice_add(ad_tape *t, ad_node x, uint32_t r0, uint32_t c0, ad_node v);
+/* Gather along the first axis: out[k] = x[idx[k]], elements of a vector
+ * (a vector of n) or rows of a matrix (n x cols); indices may repeat.
+ * The gradient is a scatter-add: repeated indices add their adjoints. */
+AD_API ad_node ad_take(ad_tape *t, ad_node x, size_t n, const uint32_t *idx);
+/* One element of a vector (a scalar) or one row of a matrix (a vector):
+ * take with a single index. */
+AD_API ad_node ad_at(ad_tape *t, ad_node x, uint32_t i);
+/* Scatter-add: x with v[k] added at x[idx[k]] (elements of a vector, rows
+ * of a matrix; v has the shape ad_take(x, idx) would have, or for n = 1
+ * that of ad_at(x, idx[0])); repeated indices add. Linear in x and v. */
+AD_API ad_node ad_index_add(ad_tape *t, ad_node x, size_t n, const uint32_t *idx, ad_node v);
+/* Joins n >= 1 parts. axis 0: one after the other -- scalars and vectors
+ * give a vector; matrices with one column count give a matrix, where a
+ * vector of that length is one row; axis 1: matrices with one row count
+ * side by side. Recorded as a balanced tree of n - 1 binary concat nodes
+ * (an op has at most AD_MAX_ARITY operands); one part is returned as it
+ * is (axis 0 with matrices: a vector part is reshaped to one row). */
+AD_API ad_node ad_concat(ad_tape *t, int axis, int n, const ad_node *parts);
+/* n >= 1 parts of one shape, scalars (a vector of n) or vectors of m (an
+ * n x m matrix, part k as row k): concat along axis 0 of the parts as
+ * rows. */
+AD_API ad_node ad_stack(ad_tape *t, int n, const ad_node *parts);
 /* [14.3 reduction declarations] */
+/* Reductions along an axis: a matrix (m x n) reduced along axis 0 (down
+ * each column, over the rows) gives a vector of n, along axis 1 (along
+ * each row) a vector of m; a vector (or scalar) along axis 0 gives a
+ * scalar. Other axes are shape errors. To broadcast an axis-1 result over
+ * the matrix again, reshape it to m x 1 (a column). */
+AD_API ad_node ad_sum_axis(ad_tape *t, ad_node x, int axis);
+AD_API ad_node ad_mean_axis(ad_tape *t, ad_node x, int axis);
+/* The largest (smallest) element of each column/row. Ties: the FIRST
+ * extreme element gets the whole adjoint (as PyTorch's torch.max(x, dim)
+ * and torch.min(x, dim)); a NaN is the extreme, so NaN propagates. */
+AD_API ad_node ad_max_axis(ad_tape *t, ad_node x, int axis);
+AD_API ad_node ad_min_axis(ad_tape *t, ad_node x, int axis);
+/* x's shape, 1 at the element ad_max_axis takes from each column/row and
+ * 0 elsewhere; derivative 0 (the gradient of max_axis as a tape op). The
+ * mask of the minimum is ad_max_mask of ad_neg(x). */
+AD_API ad_node ad_max_mask(ad_tape *t, ad_node x, int axis);
+/* Softmax and log-softmax of a vector, or of each row of a matrix (one
+ * sample per row, as ad_softmax_xent), stable for any finite input (the
+ * row's maximum is subtracted first). */
+AD_API ad_node ad_softmax(ad_tape *t, ad_node x);
+AD_API ad_node ad_log_softmax(ad_tape *t, ad_node x);
+/* The L2 (Frobenius) norm sqrt(sum x^2) of all elements, a scalar, free of
+ * overflow and underflow. Gradient x / norm; at x = 0 it is 0 (PyTorch's
+ * choice), and so are the tangent and the second-order term there. */
+AD_API ad_node ad_norm(ad_tape *t, ad_node x);
 /* [14.4 declarations] */
 
 /* Reductions to a scalar. */
