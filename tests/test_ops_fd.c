@@ -27,7 +27,9 @@ enum dom {
     ANY,  /* [-2, 2]                                  */
     POS,  /* [0.5, 2]                                 */
     AWAY, /* +-[0.3, 2]: off 0 (relu, abs, divisors)  */
-    PROB  /* positive rows summing to 1 (xent target) */
+    PROB, /* positive rows summing to 1 (xent target) */
+    UNIT, /* [-0.9, 0.9]: inside asin, acos, atanh, log1p, tan's domains [14.1] */
+    GT1   /* [1.1, 3]: inside acosh's domain [14.1]  */
 };
 
 typedef struct opcase {
@@ -114,6 +116,58 @@ static const opcase cases[] = {
     U("powc", "scalar (inline), p = 0.5", S0, VAR, POS, 0.5),
     U("powc", "3x5, p = 1", M(3, 5), VAR, ANY, 1.0),
     /* [14.1 cases] */
+/* a binary math op: a from da, b from db; "a op a" from da */
+#define MATH_BINARY_SET(op, da, db)                                                           \
+    B(op, "scalar (inline)", S0, VAR, da, S0, VAR, db),                                       \
+        B(op, "scalar (inline), b constant", S0, VAR, da, S0, CONST, db),                     \
+        B(op, "scalar (inline), a constant", S0, CONST, da, S0, VAR, db),                     \
+        BA(op, "scalar (inline), a op a", S0, da),                                            \
+        B(op, "scalar param op inline scalar (tensor path)", S0, PARAM, da, S0, VAR, db),     \
+        B(op, "1x1 matrix", M(1, 1), VAR, da, M(1, 1), VAR, db),                              \
+        B(op, "vector of 7", V(7), VAR, da, V(7), VAR, db),                                   \
+        B(op, "3x5", M(3, 5), VAR, da, M(3, 5), VAR, db),                                     \
+        B(op, "3x5, b constant", M(3, 5), VAR, da, M(3, 5), CONST, db),                       \
+        B(op, "3x5, a constant", M(3, 5), CONST, da, M(3, 5), VAR, db),                       \
+        B(op, "3x5 params", M(3, 5), PARAM, da, M(3, 5), PARAM, db),                          \
+        BA(op, "3x5, a op a", M(3, 5), da),                                                   \
+        B(op, "scalar op 3x5", S0, VAR, da, M(3, 5), VAR, db),                                \
+        B(op, "3x5 op scalar", M(3, 5), VAR, da, S0, VAR, db),                                \
+        B(op, "vector of 7 op constant scalar", V(7), VAR, da, S0, CONST, db),                \
+        B(op, "scalar param op vector of 7", S0, PARAM, da, V(7), VAR, db)
+    UNARY_SET("sin", ANY, 0.0),
+    UNARY_SET("cos", ANY, 0.0),
+    UNARY_SET("tan", UNIT, 0.0),
+    UNARY_SET("asin", UNIT, 0.0),
+    UNARY_SET("acos", UNIT, 0.0),
+    UNARY_SET("atan", ANY, 0.0),
+    UNARY_SET("sinh", ANY, 0.0),
+    UNARY_SET("cosh", ANY, 0.0),
+    UNARY_SET("asinh", ANY, 0.0),
+    UNARY_SET("acosh", GT1, 0.0),
+    UNARY_SET("atanh", UNIT, 0.0),
+    UNARY_SET("log1p", UNIT, 0.0),
+    UNARY_SET("expm1", ANY, 0.0),
+    UNARY_SET("log2", POS, 0.0),
+    UNARY_SET("log10", POS, 0.0),
+    UNARY_SET("erf", ANY, 0.0),
+    UNARY_SET("erfc", ANY, 0.0),
+    UNARY_SET("softplus", ANY, 0.0),
+    UNARY_SET("gelu", ANY, 0.0),
+    UNARY_SET("elu", AWAY, 1.0),
+    U("elu", "vector of 7, alpha = 0.7", V(7), VAR, AWAY, 0.7),
+    U("elu", "scalar (inline), alpha = 0.7", S0, VAR, AWAY, 0.7),
+    UNARY_SET("leaky_relu", AWAY, 0.1),
+    U("leaky_relu", "3x5, slope = -0.5", M(3, 5), VAR, AWAY, -0.5),
+    UNARY_SET("floor", ANY, 0.0),
+    UNARY_SET("ceil", ANY, 0.0),
+    UNARY_SET("round", ANY, 0.0),
+    UNARY_SET("clamp_min", ANY, 0.3),
+    UNARY_SET("clamp_max", ANY, -0.4),
+    MATH_BINARY_SET("pow", POS, ANY),
+    MATH_BINARY_SET("atan2", AWAY, ANY),
+    MATH_BINARY_SET("hypot", ANY, ANY),
+    MATH_BINARY_SET("min", ANY, ANY),
+    MATH_BINARY_SET("max", ANY, ANY),
     /* [14.2 cases] */
     /* [14.3 structure cases] */
 #define IDXL(n) (200 + (n)) /* [14.3] an index operand: the values idx_lists[n] */
@@ -544,6 +598,22 @@ static ad_node apply_direct(ad_tape *t, const char *op, const ad_node *in, doubl
         {"step", ad_step, NULL, NULL},       {"sign", ad_sign, NULL, NULL},
         {"logsumexp", ad_logsumexp, NULL, NULL},
         /* [14.1 functions] */
+        {"sin", ad_sin, NULL, NULL},         {"cos", ad_cos, NULL, NULL},
+        {"tan", ad_tan, NULL, NULL},         {"asin", ad_asin, NULL, NULL},
+        {"acos", ad_acos, NULL, NULL},       {"atan", ad_atan, NULL, NULL},
+        {"sinh", ad_sinh, NULL, NULL},       {"cosh", ad_cosh, NULL, NULL},
+        {"asinh", ad_asinh, NULL, NULL},     {"acosh", ad_acosh, NULL, NULL},
+        {"atanh", ad_atanh, NULL, NULL},     {"log1p", ad_log1p, NULL, NULL},
+        {"expm1", ad_expm1, NULL, NULL},     {"log2", ad_log2, NULL, NULL},
+        {"log10", ad_log10, NULL, NULL},     {"erf", ad_erf, NULL, NULL},
+        {"erfc", ad_erfc, NULL, NULL},       {"softplus", ad_softplus, NULL, NULL},
+        {"gelu", ad_gelu, NULL, NULL},       {"elu", NULL, ad_elu, NULL},
+        {"leaky_relu", NULL, ad_leaky_relu, NULL}, {"floor", ad_floor, NULL, NULL},
+        {"ceil", ad_ceil, NULL, NULL},       {"round", ad_round, NULL, NULL},
+        {"clamp_min", NULL, ad_clamp_min, NULL}, {"clamp_max", NULL, ad_clamp_max, NULL},
+        {"pow", NULL, NULL, ad_pow},         {"atan2", NULL, NULL, ad_atan2},
+        {"hypot", NULL, NULL, ad_hypot},     {"min", NULL, NULL, ad_min},
+        {"max", NULL, NULL, ad_max},
         /* [14.2 functions] */
         /* [14.3 structure functions] */
         /* [14.3 reduction functions] */
@@ -675,6 +745,52 @@ static double unary(const char *op, double x, double c)
     return NAN;
 }
 
+/* [14.1] The elementwise math ops in plain C (independent forms where
+ * there is one: nearbyint for round, erf for gelu, sqrt for hypot). 1 when
+ * op is one of them. */
+static int math_unary_ref(const char *op, double x, double c, double *y)
+{
+    static const struct {
+        const char *name;
+        double (*f)(double);
+    } fs[] = {{"sin", sin},     {"cos", cos},     {"tan", tan},     {"asin", asin},
+              {"acos", acos},   {"atan", atan},   {"sinh", sinh},   {"cosh", cosh},
+              {"asinh", asinh}, {"acosh", acosh}, {"atanh", atanh}, {"log1p", log1p},
+              {"expm1", expm1}, {"log2", log2},   {"log10", log10}, {"erf", erf},
+              {"erfc", erfc},   {"floor", floor}, {"ceil", ceil},   {"round", nearbyint}};
+    for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
+        if (!strcmp(op, fs[i].name))
+            return *y = fs[i].f(x), 1;
+    if (!strcmp(op, "softplus"))
+        return *y = log(1.0 + exp(x)), 1;
+    if (!strcmp(op, "gelu"))
+        return *y = 0.5 * x * (1.0 + erf(x / sqrt(2.0))), 1;
+    if (!strcmp(op, "elu"))
+        return *y = x > 0 ? x : c * (exp(x) - 1.0), 1;
+    if (!strcmp(op, "leaky_relu"))
+        return *y = x > 0 ? x : c * x, 1;
+    if (!strcmp(op, "clamp_min"))
+        return *y = fmax(x, c), 1;
+    if (!strcmp(op, "clamp_max"))
+        return *y = fmin(x, c), 1;
+    return 0;
+}
+
+static int math_binary_ref(const char *op, double x, double y, double *z)
+{
+    if (!strcmp(op, "pow"))
+        return *z = pow(x, y), 1;
+    if (!strcmp(op, "atan2"))
+        return *z = atan2(x, y), 1;
+    if (!strcmp(op, "hypot"))
+        return *z = sqrt(x * x + y * y), 1;
+    if (!strcmp(op, "min"))
+        return *z = fmin(x, y), 1;
+    if (!strcmp(op, "max"))
+        return *z = fmax(x, y), 1;
+    return 0;
+}
+
 /* Writes the op's output for the operands' elements v into out and returns
  * its shape; ndim -1 for an op it does not know. */
 static ad_shape reference(const opcase *k, const double *const v[3], double *out)
@@ -684,6 +800,18 @@ static ad_shape reference(const opcase *k, const double *const v[3], double *out
     const ad_shape sa = k->shape[0], sb = k->nin > 1 ? k->shape[1] : k->shape[0];
     ad_shape so = sa;
     size_t na = ad_shape_size(sa);
+    double probe; /* [14.1 elementwise math reference] */
+    if (math_binary_ref(op, 1.0, 1.0, &probe)) {
+        so = sa.ndim == 0 ? sb : sa;
+        for (size_t i = 0; i < ad_shape_size(so); i++)
+            math_binary_ref(op, a[bidx(sa, so, i)], b[bidx(sb, so, i)], &out[i]);
+        return so;
+    }
+    if (math_unary_ref(op, 1.0, k->c, &probe)) {
+        for (size_t i = 0; i < na; i++)
+            math_unary_ref(op, a[i], k->c, &out[i]);
+        return so;
+    }
     if (ref_143(k, v, out, &so)) /* [14.3] */
         return so;
     if (!strcmp(op, "add") || !strcmp(op, "sub") || !strcmp(op, "mul") || !strcmp(op, "div")) {
@@ -785,6 +913,10 @@ static double draw(test_rng *g, int dom)
         return test_signed(g, 0.3, 2.0);
     case PROB:
         return test_uniform(g, 0.1, 1.0);
+    case UNIT:
+        return test_uniform(g, -0.9, 0.9);
+    case GT1:
+        return test_uniform(g, 1.1, 3.0);
     default:
         return test_uniform(g, -2.0, 2.0);
     }

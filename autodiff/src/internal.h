@@ -67,6 +67,12 @@ typedef enum ad__opcode {
     AD_OP_EXP, AD_OP_LOG, AD_OP_TANH, AD_OP_SIGMOID, AD_OP_RELU,
     AD_OP_ABS, AD_OP_POWC, AD_OP_STEP, AD_OP_SIGN,
     /* [14.1 elementwise math: inline ops] */
+    AD_OP_SIN, AD_OP_COS, AD_OP_TAN, AD_OP_ASIN, AD_OP_ACOS, AD_OP_ATAN,
+    AD_OP_SINH, AD_OP_COSH, AD_OP_ASINH, AD_OP_ACOSH, AD_OP_ATANH,
+    AD_OP_LOG1P, AD_OP_EXPM1, AD_OP_LOG2, AD_OP_LOG10, AD_OP_ERF, AD_OP_ERFC,
+    AD_OP_SOFTPLUS, AD_OP_GELU, AD_OP_ELU, AD_OP_LEAKY_RELU,
+    AD_OP_FLOOR, AD_OP_CEIL, AD_OP_ROUND, AD_OP_CLAMP_MIN, AD_OP_CLAMP_MAX,
+    AD_OP_POW, AD_OP_ATAN2, AD_OP_HYPOT, AD_OP_MIN, AD_OP_MAX, /* 31 codes: 19..49 */
     /* [14.2 comparisons: inline ops] */
     AD__INLINE_END, /* ops with an inline scalar form come before this */
     AD_OP_SUM = AD__INLINE_END, AD_OP_MEAN, AD_OP_DOT,
@@ -437,6 +443,12 @@ extern const ad__op ad__op_leaf, ad__op_add, ad__op_sub, ad__op_mul, ad__op_div,
     ad__op_matvec, ad__op_matvec_t, ad__op_matmul, ad__op_matmul_nt, ad__op_outer,
     ad__op_transpose, ad__op_softmax_xent, ad__op_affine, ad__op_logsumexp;
 /* [14.1 descriptors] */
+extern const ad__op ad__op_sin, ad__op_cos, ad__op_tan, ad__op_asin, ad__op_acos, ad__op_atan,
+    ad__op_sinh, ad__op_cosh, ad__op_asinh, ad__op_acosh, ad__op_atanh, ad__op_log1p,
+    ad__op_expm1, ad__op_log2, ad__op_log10, ad__op_erf, ad__op_erfc, ad__op_softplus,
+    ad__op_gelu, ad__op_elu, ad__op_leaky_relu, ad__op_floor, ad__op_ceil, ad__op_round,
+    ad__op_clamp_min, ad__op_clamp_max, ad__op_pow, ad__op_atan2, ad__op_hypot, ad__op_min,
+    ad__op_max;
 /* [14.2 descriptors] */
 /* [14.3 structure descriptors] */
 extern const ad__op ad__op_reshape, ad__op_slice, ad__op_slice_add, ad__op_take,

@@ -380,6 +380,12 @@ static int broadcast_shape(const ad_shape *in, int nin, double c, ad_shape *out,
 #define sub_shape same_or_scalar_shape
 #define mul_shape same_or_scalar_shape
 #define div_shape same_or_scalar_shape
+/* [14.1 elementwise math] */
+#define pow_shape same_or_scalar_shape
+#define atan2_shape same_or_scalar_shape
+#define hypot_shape same_or_scalar_shape
+#define min_shape same_or_scalar_shape
+#define max_shape same_or_scalar_shape
 
 AD__BINARY_OPS(TENSOR_BINARY)
 
@@ -465,3 +471,43 @@ ad_node ad_abs(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ABS, false, x,
 ad_node ad_pow_const(ad_tape *t, ad_node x, double p) { return rec_unary(t, AD_OP_POWC, true, x, p); }
 ad_node ad_step(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_STEP, false, x, 0.0); }
 ad_node ad_sign(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_SIGN, false, x, 0.0); }
+/* [14.1 elementwise math] */
+ad_node ad_sin(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_SIN, false, x, 0.0); }
+ad_node ad_cos(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_COS, false, x, 0.0); }
+ad_node ad_tan(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_TAN, false, x, 0.0); }
+ad_node ad_asin(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ASIN, false, x, 0.0); }
+ad_node ad_acos(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ACOS, false, x, 0.0); }
+ad_node ad_atan(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ATAN, false, x, 0.0); }
+ad_node ad_sinh(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_SINH, false, x, 0.0); }
+ad_node ad_cosh(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_COSH, false, x, 0.0); }
+ad_node ad_asinh(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ASINH, false, x, 0.0); }
+ad_node ad_acosh(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ACOSH, false, x, 0.0); }
+ad_node ad_atanh(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ATANH, false, x, 0.0); }
+ad_node ad_log1p(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_LOG1P, false, x, 0.0); }
+ad_node ad_expm1(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_EXPM1, false, x, 0.0); }
+ad_node ad_log2(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_LOG2, false, x, 0.0); }
+ad_node ad_log10(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_LOG10, false, x, 0.0); }
+ad_node ad_erf(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ERF, false, x, 0.0); }
+ad_node ad_erfc(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ERFC, false, x, 0.0); }
+ad_node ad_softplus(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_SOFTPLUS, false, x, 0.0); }
+ad_node ad_gelu(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_GELU, false, x, 0.0); }
+ad_node ad_floor(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_FLOOR, false, x, 0.0); }
+ad_node ad_ceil(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_CEIL, false, x, 0.0); }
+ad_node ad_round(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ROUND, false, x, 0.0); }
+ad_node ad_elu(ad_tape *t, ad_node x, double alpha) { return rec_unary(t, AD_OP_ELU, true, x, alpha); }
+ad_node ad_leaky_relu(ad_tape *t, ad_node x, double slope)
+{
+    return rec_unary(t, AD_OP_LEAKY_RELU, true, x, slope);
+}
+ad_node ad_clamp_min(ad_tape *t, ad_node x, double lo) { return rec_unary(t, AD_OP_CLAMP_MIN, true, x, lo); }
+ad_node ad_clamp_max(ad_tape *t, ad_node x, double hi) { return rec_unary(t, AD_OP_CLAMP_MAX, true, x, hi); }
+/* Two nodes; a failed first one makes the second fail too (sticky). */
+ad_node ad_clamp(ad_tape *t, ad_node x, double lo, double hi)
+{
+    return ad_clamp_max(t, ad_clamp_min(t, x, lo), hi);
+}
+ad_node ad_pow(ad_tape *t, ad_node x, ad_node y) { return rec_binary(t, AD_OP_POW, x, y); }
+ad_node ad_atan2(ad_tape *t, ad_node y, ad_node x) { return rec_binary(t, AD_OP_ATAN2, y, x); }
+ad_node ad_hypot(ad_tape *t, ad_node x, ad_node y) { return rec_binary(t, AD_OP_HYPOT, x, y); }
+ad_node ad_min(ad_tape *t, ad_node a, ad_node b) { return rec_binary(t, AD_OP_MIN, a, b); }
+ad_node ad_max(ad_tape *t, ad_node a, ad_node b) { return rec_binary(t, AD_OP_MAX, a, b); }

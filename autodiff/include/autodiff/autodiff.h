@@ -358,6 +358,71 @@ AD_API ad_node ad_pow_const(ad_tape *t, ad_node x, double p);
 AD_API ad_node ad_step(ad_tape *t, ad_node x);
 AD_API ad_node ad_sign(ad_tape *t, ad_node x);
 /* [14.1 declarations] */
+/* Elementwise math (docs/math.md, "Elementwise math: kinks and domains",
+ * has every kink's convention and every domain edge). Outside an op's
+ * domain the value is NaN (asin(2), acosh(0.5), log1p(-2), log2(-1)) and
+ * so is its derivative -- never the formula's finite number there, where
+ * PyTorch gives one; at a domain edge value and derivative are what IEEE
+ * gives (log1p(-1) = -inf with derivative +inf, asin'(1) = +inf). */
+AD_API ad_node ad_sin(ad_tape *t, ad_node x);
+AD_API ad_node ad_cos(ad_tape *t, ad_node x);
+AD_API ad_node ad_tan(ad_tape *t, ad_node x);
+AD_API ad_node ad_asin(ad_tape *t, ad_node x);     /* domain [-1, 1] */
+AD_API ad_node ad_acos(ad_tape *t, ad_node x);     /* domain [-1, 1] */
+AD_API ad_node ad_atan(ad_tape *t, ad_node x);
+AD_API ad_node ad_sinh(ad_tape *t, ad_node x);
+AD_API ad_node ad_cosh(ad_tape *t, ad_node x);
+AD_API ad_node ad_asinh(ad_tape *t, ad_node x);
+AD_API ad_node ad_acosh(ad_tape *t, ad_node x);    /* domain [1, inf) */
+AD_API ad_node ad_atanh(ad_tape *t, ad_node x);    /* domain [-1, 1] */
+AD_API ad_node ad_log1p(ad_tape *t, ad_node x);    /* log(1 + x), exact near 0 */
+AD_API ad_node ad_expm1(ad_tape *t, ad_node x);    /* e^x - 1, exact near 0 */
+AD_API ad_node ad_log2(ad_tape *t, ad_node x);
+AD_API ad_node ad_log10(ad_tape *t, ad_node x);
+AD_API ad_node ad_erf(ad_tape *t, ad_node x);
+AD_API ad_node ad_erfc(ad_tape *t, ad_node x);     /* 1 - erf(x), exact in the tail */
+/* log(1 + e^x), computed without overflow; derivative sigmoid(x). */
+AD_API ad_node ad_softplus(ad_tape *t, ad_node x);
+/* x Phi(x), Phi the standard normal CDF: the exact (erf) GELU, PyTorch's
+ * default (not the tanh approximation). */
+AD_API ad_node ad_gelu(ad_tape *t, ad_node x);
+/* x for x > 0, alpha (e^x - 1) otherwise (alpha = 1 is the usual ELU);
+ * the derivative at 0 is alpha (PyTorch's), so it is continuous only for
+ * alpha = 1. */
+AD_API ad_node ad_elu(ad_tape *t, ad_node x, double alpha);
+/* x for x > 0, slope x otherwise; the derivative at 0 is slope
+ * (PyTorch's). */
+AD_API ad_node ad_leaky_relu(ad_tape *t, ad_node x, double slope);
+/* Derivative 0 everywhere (the jumps have none the engine propagates).
+ * round rounds half to even (0.5 -> 0, 1.5 -> 2, -2.5 -> -2), as
+ * torch.round and IEEE's default, whatever the rounding mode. */
+AD_API ad_node ad_floor(ad_tape *t, ad_node x);
+AD_API ad_node ad_ceil(ad_tape *t, ad_node x);
+AD_API ad_node ad_round(ad_tape *t, ad_node x);
+/* Elementwise, two operands of the same shape or a scalar and anything
+ * (broadcast), as ad_mul. */
+/* x^y, both operands active. d/dx = y x^(y-1), taken as 0 where y = 0;
+ * d/dy = x^y log x, taken as 0 where x = 0 and y >= 0 (PyTorch's rules);
+ * x < 0 gives d/dy = NaN (and NaN value and d/dx unless y is an integer). */
+AD_API ad_node ad_pow(ad_tape *t, ad_node x, ad_node y);
+/* The angle of the point (x, y): atan2(y, x), in (-pi, pi]; NOTE the
+ * order, y first, as C's atan2. Both derivatives are NaN at the origin. */
+AD_API ad_node ad_atan2(ad_tape *t, ad_node y, ad_node x);
+/* sqrt(x^2 + y^2) without overflow; both derivatives are NaN at the
+ * origin (0/0, as PyTorch). */
+AD_API ad_node ad_hypot(ad_tape *t, ad_node x, ad_node y);
+/* The smaller and the larger of a and b. At a tie each operand gets half
+ * the adjoint (as torch.minimum and torch.maximum); a NaN operand gives
+ * NaN. */
+AD_API ad_node ad_min(ad_tape *t, ad_node a, ad_node b);
+AD_API ad_node ad_max(ad_tape *t, ad_node a, ad_node b);
+/* max(x, lo), min(x, hi), and both: clamp(x, lo, hi) =
+ * clamp_max(clamp_min(x, lo), hi) (two nodes), hi where lo > hi. The
+ * derivative is 1 on the closed interval, bounds included, and 0 outside
+ * (torch.clamp's); a NaN x or bound gives NaN with derivative 0. */
+AD_API ad_node ad_clamp_min(ad_tape *t, ad_node x, double lo);
+AD_API ad_node ad_clamp_max(ad_tape *t, ad_node x, double hi);
+AD_API ad_node ad_clamp(ad_tape *t, ad_node x, double lo, double hi);
 /* [14.2 declarations] */
 /* [14.3 structure declarations] */
 /* Structure (docs/math.md, "Structure and reductions"). The integer
