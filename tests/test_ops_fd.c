@@ -28,6 +28,9 @@ enum dom {
     POS,  /* [0.5, 2]                                 */
     AWAY, /* +-[0.3, 2]: off 0 (relu, abs, divisors)  */
     PROB, /* positive rows summing to 1 (xent target) */
+    SQUARE, /* [14.4] a well-conditioned square matrix whose LU needs row
+               exchanges: a diagonally dominant one, rows reversed      */
+    SPD,    /* [14.4] symmetric positive definite: M M^T / n + I        */
     UNIT, /* [-0.9, 0.9]: inside asin, acos, atanh, log1p, tan's domains [14.1] */
     GT1   /* [1.1, 3]: inside acosh's domain [14.1]  */
 };
@@ -262,6 +265,29 @@ static const opcase cases[] = {
     U("norm", "3x5", M(3, 5), VAR, ANY, 0.0),
     U("norm", "3x5 param", M(3, 5), PARAM, ANY, 0.0),
     /* [14.4 cases] */
+    B("solve", "1x1 and vector of 1", M(1, 1), VAR, SQUARE, V(1), VAR, ANY),
+    B("solve", "4x4 and vector of 4", M(4, 4), VAR, SQUARE, V(4), VAR, ANY),
+    B("solve", "4x4 and 4x3", M(4, 4), VAR, SQUARE, M(4, 3), VAR, ANY),
+    B("solve", "1x1 and 1x3", M(1, 1), VAR, SQUARE, M(1, 3), VAR, ANY),
+    B("solve", "constant 4x4, vector of 4", M(4, 4), CONST, SQUARE, V(4), VAR, ANY),
+    B("solve", "4x4, constant 4x2", M(4, 4), VAR, SQUARE, M(4, 2), CONST, ANY),
+    B("solve", "3x3 param, 3x2 param", M(3, 3), PARAM, SQUARE, M(3, 2), PARAM, ANY),
+    BA("solve", "4x4 against itself", M(4, 4), SQUARE),
+    B("solve_spd", "1x1 and vector of 1", M(1, 1), VAR, SPD, V(1), VAR, ANY),
+    B("solve_spd", "4x4 and vector of 4", M(4, 4), VAR, SPD, V(4), VAR, ANY),
+    B("solve_spd", "4x4 and 4x3", M(4, 4), VAR, SPD, M(4, 3), VAR, ANY),
+    B("solve_spd", "constant 4x4, vector of 4", M(4, 4), CONST, SPD, V(4), VAR, ANY),
+    B("solve_spd", "4x4, constant 4x2", M(4, 4), VAR, SPD, M(4, 2), CONST, ANY),
+    B("solve_spd", "3x3 param, 3x2 param", M(3, 3), PARAM, SPD, M(3, 2), PARAM, ANY),
+    BA("solve_spd", "4x4 against itself", M(4, 4), SPD),
+    U("logdet", "1x1", M(1, 1), VAR, SQUARE, 0.0),
+    U("logdet", "4x4 (row exchanges)", M(4, 4), VAR, SQUARE, 0.0),
+    U("logdet", "5x5 SPD", M(5, 5), VAR, SPD, 0.0),
+    U("logdet", "3x3 param", M(3, 3), PARAM, SQUARE, 0.0),
+    U("trace", "1x1", M(1, 1), VAR, ANY, 0.0),
+    U("trace", "4x4", M(4, 4), VAR, ANY, 0.0),
+    U("trace", "5x5", M(5, 5), VAR, SQUARE, 0.0),
+    U("trace", "3x3 param", M(3, 3), PARAM, ANY, 0.0),
     UNARY_SET("step", AWAY, 0.0),
     UNARY_SET("sign", AWAY, 0.0),
     U("logsumexp", "vector of 1", V(1), VAR, ANY, 0.0),
@@ -364,6 +390,100 @@ static const opcase cases[] = {
 
 #define NCASES (sizeof cases / sizeof cases[0])
 #define MAXN 64 /* elements per operand, and of an output */
+
+/* [14.4] A square matrix of the SQUARE or SPD domain into a (n x n). */
+static void square_matrix(test_rng *g, size_t n, int dom, double *a)
+{
+    double m[MAXN];
+    for (size_t i = 0; i < n * n; i++)
+        m[i] = test_uniform(g, -1.0, 1.0);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++) {
+            if (dom == SPD) { /* M M^T / n + I: eigenvalues in [1, 1 + n] */
+                double s = i == j ? 1.0 : 0.0;
+                for (size_t q = 0; q < n; q++)
+                    s += m[i * n + q] * m[j * n + q] / (double)n;
+                a[i * n + j] = s;
+            } else if (i == j) { /* dominant diagonal of either sign, then rows reversed */
+                double s = 1.0;
+                for (size_t q = 0; q < n; q++)
+                    s += q == i ? 0.0 : fabs(m[i * n + q]);
+                a[(n - 1 - i) * n + j] = m[i * n + i] < 0 ? -s : s;
+            } else {
+                a[(n - 1 - i) * n + j] = m[i * n + j];
+            }
+        }
+}
+
+/* [14.4] X = A^{-1} B by Gaussian elimination with partial pivoting on
+ * copies (B n x m); returns log|det A|. */
+static double gauss_solve(const double *A0, const double *B0, size_t n, size_t m, double *X)
+{
+    double A[MAXN], B[MAXN], ld = 0;
+    memcpy(A, A0, n * n * sizeof *A);
+    memcpy(B, B0, n * m * sizeof *B);
+    for (size_t k = 0; k < n; k++) {
+        size_t p = k;
+        for (size_t i = k + 1; i < n; i++)
+            if (fabs(A[i * n + k]) > fabs(A[p * n + k]))
+                p = i;
+        for (size_t j = 0; j < n; j++) {
+            double s = A[k * n + j];
+            A[k * n + j] = A[p * n + j], A[p * n + j] = s;
+        }
+        for (size_t j = 0; j < m; j++) {
+            double s = B[k * m + j];
+            B[k * m + j] = B[p * m + j], B[p * m + j] = s;
+        }
+        ld += log(fabs(A[k * n + k]));
+        for (size_t i = k + 1; i < n; i++) {
+            double l = A[i * n + k] / A[k * n + k];
+            for (size_t j = k; j < n; j++)
+                A[i * n + j] -= l * A[k * n + j];
+            for (size_t j = 0; j < m; j++)
+                B[i * m + j] -= l * B[k * m + j];
+        }
+    }
+    for (size_t i = n; i-- > 0;)
+        for (size_t j = 0; j < m; j++) {
+            double s = B[i * m + j];
+            for (size_t q = i + 1; q < n; q++)
+                s -= A[i * n + q] * X[q * m + j];
+            X[i * m + j] = s / A[i * n + i];
+        }
+    return ld;
+}
+
+/* [14.4] The reference forward of solve, solve_spd (on (A + A^T) / 2),
+ * logdet and trace; 0 for another op. */
+static int linalg_ref(const char *op, const double *a, const double *b, ad_shape sa,
+                      ad_shape sb, double *out, ad_shape *so)
+{
+    const size_t n = sa.rows, m = sb.ndim == 2 ? sb.cols : 1;
+    if (!strcmp(op, "solve") || !strcmp(op, "solve_spd")) {
+        double S[MAXN];
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < n; j++)
+                S[i * n + j] = op[5] ? 0.5 * (a[i * n + j] + a[j * n + i]) : a[i * n + j];
+        gauss_solve(S, b, n, m, out);
+        *so = sb;
+        return 1;
+    }
+    if (!strcmp(op, "logdet")) {
+        double x[MAXN], z[MAXN] = {0};
+        out[0] = gauss_solve(a, z, n, 1, x);
+        *so = (ad_shape){1, 1, 0};
+        return 1;
+    }
+    if (!strcmp(op, "trace")) {
+        out[0] = 0;
+        for (size_t i = 0; i < n; i++)
+            out[0] += a[i * n + i];
+        *so = (ad_shape){1, 1, 0};
+        return 1;
+    }
+    return 0;
+}
 
 /* [14.3] Structure and reductions: the index operands' values (domain
  * IDXL(n): list n, copied into the operand), the public function of each
@@ -618,6 +738,8 @@ static ad_node apply_direct(ad_tape *t, const char *op, const ad_node *in, doubl
         /* [14.3 structure functions] */
         /* [14.3 reduction functions] */
         /* [14.4 functions] */
+        {"solve", NULL, NULL, ad_solve},     {"solve_spd", NULL, NULL, ad_solve_spd},
+        {"logdet", ad_logdet, NULL, NULL},   {"trace", ad_matrix_trace, NULL, NULL},
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         if (strcmp(fns[i].name, op) != 0)
@@ -892,6 +1014,7 @@ static ad_shape reference(const opcase *k, const double *const v[3], double *out
             out[r] = log(s);
         }
         so = sa.ndim == 2 ? (ad_shape){sa.rows, 1, 1} : (ad_shape){1, 1, 0};
+    } else if (linalg_ref(op, a, b, sa, sb, out, &so)) { /* [14.4] */
     } else {
         double v = unary(op, 0.5, k->c);
         if (isnan(v))
@@ -930,6 +1053,11 @@ static void fill(test_rng *g, const opcase *k, double *x)
         size_t n = ad_shape_size(s);
         if (k->dom[i] >= IDXL(0) && k->dom[i] < IDXL((int)IDX_LIST_COUNT)) { /* [14.3] */
             memcpy(p, idx_lists[k->dom[i] - IDXL(0)], n * sizeof *p);
+            p += n;
+            continue;
+        }
+        if (k->dom[i] == SQUARE || k->dom[i] == SPD) { /* [14.4] */
+            square_matrix(g, s.rows, k->dom[i], p);
             p += n;
             continue;
         }

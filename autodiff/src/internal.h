@@ -87,6 +87,7 @@ typedef enum ad__opcode {
     AD_OP_SUM_AXIS, AD_OP_MEAN_AXIS, AD_OP_MAX_AXIS, AD_OP_MIN_AXIS, AD_OP_MAX_MASK,
     AD_OP_SOFTMAX, AD_OP_LOG_SOFTMAX, AD_OP_NORM,
     /* [14.4 linear algebra] */
+    AD_OP_SOLVE, AD_OP_SOLVE_SPD, AD_OP_LOGDET, AD_OP_TRACE,
     AD_OP_COUNT
 } ad__opcode;
 
@@ -127,6 +128,8 @@ typedef struct ad__ext {
     uint8_t reached;                /* set during a sweep when an adjoint arrives */
     uint8_t view;                   /* value is caller memory (ad_param)   */
     uint8_t caller_grad;            /* adjoint is caller memory (ad_param) */
+    uint8_t checks;                 /* its op reports failures after forward
+                                       (ad__opstate.check): replay asks */
 } ad__ext;
 
 /* ---- memory ---- */
@@ -204,8 +207,11 @@ typedef struct ad__eval {
 /* Frees the tape's tangent storage (modes.c). */
 void ad__modes_free(ad_tape *t);
 
-/* Replays every node (cannot fail). */
-void ad__replay_eval(const ad__eval *e);
+/* Replays every node. Returns NULL, or the first EXT record whose op's
+ * check reported a failure (ad__opstate.check; the replay still ran to the end,
+ * the failed node's value is NaN): the caller reports it with
+ * ad__eval_failure. */
+const ad__ext *ad__replay_eval(const ad__eval *e);
 /* Sweeps from node out (checked by the caller) with seed (NULL: 1 for a
  * scalar). AD_OK, or AD_ENOMEM when the overlap check found no scratch
  * (nothing was changed then). */
@@ -383,6 +389,47 @@ typedef struct ad__op {
     void (*rvjp)(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g, ad_node *dx);
 } ad__op;
 
+/* The rules of a built-in that keeps state in its node between calls
+ * (solve and logdet keep their factorization), kept apart from ad__op so
+ * that the many ops that need none say nothing:
+ *   aux:   doubles of per-node storage that persists between the op's
+ *          calls on one node (a factorization made by forward and reused
+ *          by vjp, jvp and so, and their scratch), for these operand and
+ *          output shapes; NULL for none. It is allocated with the node's
+ *          value, right after it, so every call finds it as ad__aux(call)
+ *          (every caller passes the node's own out.val, and out.val is the
+ *          only pointer the rule relies on); ad_workspace_new copies it
+ *          with the value, so each workspace has its own. An op with aux
+ *          must have its own jvp (the linear/bilinear default runs forward
+ *          into scratch, where there is no aux).
+ *   check: called after every forward of the node (recording, ad_replay,
+ *          a workspace's replay, the forward sweep of the modes): AD_OK,
+ *          or the status of a failure forward found and left in the node
+ *          (a singular matrix: the value is then NaN, all of it), with the
+ *          reason written into msg (cap bytes; msg NULL: only the status).
+ *          At recording the node is dropped and the error is sticky; at
+ *          an evaluation the call reports it (not sticky). NULL: cannot
+ *          fail. */
+typedef struct ad__opstate {
+    size_t (*aux)(const ad_shape *in, int nin, ad_shape out);
+    int (*check)(const ad_call *call, char *msg, size_t cap);
+} ad__opstate;
+
+/* Indexed by op code (op_table.c): NULL for an op that needs neither. */
+extern const ad__opstate *const ad__opstates[AD_OP_COUNT];
+
+/* The node's per-node storage (ad__opstate.aux). */
+static inline double *ad__aux(const ad_call *k)
+{
+    return k->out.val + ad_shape_size(k->out.shape);
+}
+/* Its size in doubles for an EXT record (0 for leaves and custom ops). */
+size_t ad__aux_size(const ad__ext *x);
+/* The message and status of a node whose check failed at an evaluation
+ * (not at recording): "solve: A is singular (...) at node 7; its value is
+ * NaN". */
+int ad__eval_failure(const ad__ext *x, char *msg, size_t cap);
+
 /* A constant of shape s filled with v, recorded on t (grad_graph.c). */
 ad_node ad__fill(ad_tape *t, ad_shape s, double v);
 
@@ -457,6 +504,8 @@ extern const ad__op ad__op_reshape, ad__op_slice, ad__op_slice_add, ad__op_take,
 extern const ad__op ad__op_sum_axis, ad__op_mean_axis, ad__op_max_axis, ad__op_min_axis,
     ad__op_max_mask, ad__op_softmax, ad__op_log_softmax, ad__op_norm;
 /* [14.4 descriptors] */
+extern const ad__op ad__op_solve, ad__op_solve_spd, ad__op_logdet, ad__op_trace;
+extern const ad__opstate ad__opstate_solve, ad__opstate_solve_spd, ad__opstate_logdet;
 
 /* Shape-rule helpers shared by the op files: write a reason into msg. */
 int ad__shape_fail(char *msg, size_t cap, const char *fmt, ...)

@@ -325,8 +325,9 @@ static void ext_jvp(ad_tape *t, uint32_t id, ad__ext *x, unsigned op)
  * adjoints and adjoint tangents of the reverse sweep on the way, so that
  * sweep needs no pass of its own. K is a constant in the instance for one
  * direction, so its loops over directions vanish. */
-AD__INLINE void forward_sweep_k(ad_tape *t, const size_t K)
+AD__INLINE const ad__ext *forward_sweep_k(ad_tape *t, const size_t K)
 {
+    const ad__ext *failed = NULL; /* the first node whose op's check failed */
     ad__modes *m = t->modes;
     void *const *ch = t->nodes.chunk;
     const double *kc = t->consts;
@@ -346,6 +347,8 @@ AD__INLINE void forward_sweep_k(ad_tape *t, const size_t K)
             x->reached = 0;
             if (op != AD_OP_LEAF) {
                 x->def->forward(&x->call);
+                if (x->checks && !failed && ad__opstates[x->op]->check(&x->call, NULL, 0) != AD_OK)
+                    failed = x;
                 ext_jvp(t, id, x, x->op);
             }
             continue;
@@ -368,14 +371,21 @@ AD__INLINE void forward_sweep_k(ad_tape *t, const size_t K)
     m->fwd = true;
     m->rev = false;
     m->rev_clean = true;
+    return failed;
 }
 
-static void forward_sweep(ad_tape *t)
+/* AD_OK, or the status of the first node whose op's check failed (a
+ * singular matrix), reported as ad_replay does: the sweep ran to the end,
+ * with NaN from that node on. */
+static int forward_sweep(ad_tape *t)
 {
-    if (t->modes->K == 1)
-        forward_sweep_k(t, 1);
-    else
-        forward_sweep_k(t, t->modes->K);
+    const ad__ext *failed =
+        t->modes->K == 1 ? forward_sweep_k(t, 1) : forward_sweep_k(t, t->modes->K);
+    if (!failed)
+        return AD_OK;
+    char msg[AD__MSG_CAP];
+    const int st = ad__eval_failure(failed, msg, sizeof msg);
+    return ad__fail_call(t, st, "%s", msg);
 }
 
 /* ---- the reverse sweep of forward over reverse ---- */
@@ -606,8 +616,7 @@ int ad_forward(ad_tape *t)
     const ad_opdef *bad = missing_rule(t, t->len, false);
     if (bad)
         return missing_fail(t, "forward", bad, false);
-    forward_sweep(t);
-    return AD_OK;
+    return forward_sweep(t);
 }
 
 const double *ad_tangent(const ad_tape *t, ad_node n)
@@ -789,9 +798,9 @@ int ad_jvp(ad_tape *t, ad_node out, int n, const ad_node *in, const double *cons
     if (layout_for(t, 1, "jvp") != AD_OK)
         return AD_ENOMEM;
     seed_directions(t, n, in, v);
-    forward_sweep(t);
+    const int st = forward_sweep(t); /* on failure, NaN from the failed node on */
     memcpy(jv, tan_of(t, out.id_, 0), size_of(t, out) * sizeof *jv);
-    return AD_OK;
+    return st;
 }
 
 int ad_hvp(ad_tape *t, ad_node out, int n, const ad_node *in, const double *const *v,
@@ -822,7 +831,7 @@ int ad_hvp(ad_tape *t, ad_node out, int n, const ad_node *in, const double *cons
     if (layout_for(t, 1, "hvp") != AD_OK)
         return AD_ENOMEM;
     seed_directions(t, n, in, v);
-    forward_sweep(t);
+    const int st = forward_sweep(t); /* on failure, NaN from the failed node on */
     reverse_sweep(t, out.id_, NULL);
     for (int i = 0; i < n; i++) {
         const size_t s = size_of(t, in[i]);
@@ -838,7 +847,7 @@ int ad_hvp(ad_tape *t, ad_node out, int n, const ad_node *in, const double *cons
                 memset(grad[i], 0, s * sizeof(double));
         }
     }
-    return AD_OK;
+    return st;
 }
 
 #define JAC_BLOCK 32 /* directions per forward pass of a Jacobian */
@@ -865,26 +874,27 @@ int ad_jacobian(ad_tape *t, ad_node out, int n, const ad_node *in, double *J, un
     const ad_opdef *bad = missing_rule(t, t->len, false);
     if (fwd && bad)
         return missing_fail(t, "jacobian (forward mode)", bad, false);
+    int st = AD_OK; /* a failed check (a singular matrix): NaN there, reported */
     if (fwd) {
         const size_t K = N < JAC_BLOCK ? N : JAC_BLOCK;
         if (layout_for(t, K, "jacobian") != AD_OK)
             return AD_ENOMEM;
         for (size_t c0 = 0; c0 < N; c0 += K) {
             seed_units(t, n, in, c0, K);
-            forward_sweep(t);
+            st = forward_sweep(t);
             const double *to = tan_of(t, out.id_, 0);
             const bool nzo = (t->modes->nz[out.id_] & NZ_NOW) != 0;
             for (size_t d = 0; d < K && c0 + d < N; d++)
                 for (size_t r = 0; r < M; r++)
                     J[r * N + c0 + d] = nzo ? to[d * M + r] : 0.0;
         }
-        return AD_OK;
+        return st;
     }
     /* reverse: one sweep per output element, on the modes' own adjoints
      * (K = 1 with no tangent seeded: the second-order parts are skipped) */
     if (layout_for(t, 1, "jacobian") != AD_OK)
         return AD_ENOMEM;
-    forward_sweep(t);
+    st = forward_sweep(t);
     double *seed = t->modes->scratch; /* M <= the scratch's length */
     for (size_t r = 0; r < M; r++) {
         for (size_t i = 0; i < M; i++)
@@ -900,7 +910,7 @@ int ad_jacobian(ad_tape *t, ad_node out, int n, const ad_node *in, double *J, un
             off += s;
         }
     }
-    return AD_OK;
+    return st;
 }
 
 int ad_hessian(ad_tape *t, ad_node out, int n, const ad_node *in, double *H)
@@ -929,9 +939,10 @@ int ad_hessian(ad_tape *t, ad_node out, int n, const ad_node *in, double *H)
     const size_t K = N < HESS_BLOCK ? N : HESS_BLOCK;
     if (layout_for(t, K, "hessian") != AD_OK)
         return AD_ENOMEM;
+    int st = AD_OK; /* a failed check (a singular matrix): NaN there, reported */
     for (size_t c0 = 0; c0 < N; c0 += K) {
         seed_units(t, n, in, c0, K);
-        forward_sweep(t);
+        st = forward_sweep(t);
         reverse_sweep(t, out.id_, NULL);
         size_t off = 0;
         for (int i = 0; i < n; i++) {
@@ -951,5 +962,5 @@ int ad_hessian(ad_tape *t, ad_node out, int n, const ad_node *in, double *H)
             const double a = 0.5 * (H[i * N + j] + H[j * N + i]);
             H[i * N + j] = H[j * N + i] = a;
         }
-    return AD_OK;
+    return st;
 }

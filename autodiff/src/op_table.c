@@ -84,9 +84,21 @@ const ad__op *const ad__ops[AD_OP_COUNT] = {
     [AD_OP_LOG_SOFTMAX] = &ad__op_log_softmax,
     [AD_OP_NORM] = &ad__op_norm,
     /* [14.4 table] */
+    [AD_OP_SOLVE] = &ad__op_solve,
+    [AD_OP_SOLVE_SPD] = &ad__op_solve_spd,
+    [AD_OP_LOGDET] = &ad__op_logdet,
+    [AD_OP_TRACE] = &ad__op_trace,
 };
 
 _Static_assert(sizeof ad__ops / sizeof ad__ops[0] == AD_OP_COUNT, "one descriptor per op code");
+
+/* The few ops that keep state in their node (a factorization) or report a
+ * failure after forward (a singular matrix): see ad__opstate. */
+const ad__opstate *const ad__opstates[AD_OP_COUNT] = {
+    [AD_OP_SOLVE] = &ad__opstate_solve,
+    [AD_OP_SOLVE_SPD] = &ad__opstate_solve_spd,
+    [AD_OP_LOGDET] = &ad__opstate_logdet,
+};
 
 unsigned ad__opcode_of(const ad_opdef *def)
 {

@@ -269,16 +269,22 @@ int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags)
     return sweep(t, output, seed, flags, "sweep");
 }
 
-static void ext_forward(void *const *exts, uint64_t h)
+/* Recomputes one EXT node; returns it when its op's check reports a
+ * failure (ad__opstate.check: a singular matrix, the value NaN), else NULL. */
+static const ad__ext *ext_forward(void *const *exts, uint64_t h)
 {
     ad__ext *x = ad__Xc(exts, ad__a(h));
     if (ad__opc(h) != AD_OP_LEAF)
         x->def->forward(&x->call);
     x->reached = 0; /* the adjoint is fresh: no zeroing pass */
+    if (x->checks && ad__opstates[x->op]->check(&x->call, NULL, 0) != AD_OK)
+        return x;
+    return NULL;
 }
 
-void ad__replay_eval(const ad__eval *e)
+const ad__ext *ad__replay_eval(const ad__eval *e)
 {
+    const ad__ext *failed = NULL;
     void *const *ch = e->nodes;
     void *const *exts = e->exts;
     const double *k = e->consts;
@@ -290,7 +296,9 @@ void ad__replay_eval(const ad__eval *e)
         for (; o < end; o++) {
             const uint64_t h = o->h;
             if (h & AD__EXT) {
-                ext_forward(exts, h);
+                const ad__ext *f = ext_forward(exts, h);
+                if (f && !failed)
+                    failed = f;
             } else {
                 ad__sfwd(ch, k, o);
                 o->g = 0;
@@ -298,6 +306,7 @@ void ad__replay_eval(const ad__eval *e)
         }
     }
     e->ss->adj_dirty = false;
+    return failed;
 }
 
 int ad_replay(ad_tape *t)
@@ -307,6 +316,11 @@ int ad_replay(ad_tape *t)
     if (ad__begin_call(t) != AD_OK)
         return t->status;
     const ad__eval e = ad__tape_eval(t);
-    ad__replay_eval(&e);
+    const ad__ext *failed = ad__replay_eval(&e);
+    if (failed) { /* the replay ran to the end; the reason is kept, not sticky */
+        char msg[AD__MSG_CAP];
+        const int st = ad__eval_failure(failed, msg, sizeof msg);
+        return ad__fail_call(t, st, "%s", msg);
+    }
     return AD_OK;
 }

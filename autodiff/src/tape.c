@@ -21,6 +21,7 @@ const char *ad_strstatus(int status)
         [AD_ENOTFOUND] = "no such op",
         [AD_ELIMIT] = "size limit exceeded",
         [AD_EEXIST] = "name already registered",
+        [AD_ESINGULAR] = "singular or not positive definite matrix",
     };
     if (status < 0 || status >= AD_STATUS_COUNT)
         return "unknown status";
@@ -263,7 +264,9 @@ static uint32_t new_node(ad_tape *t, const char *op)
     return (uint32_t)t->len;
 }
 
-static ad__ext *new_ext(ad_tape *t, const char *op, ad_shape s, bool grad, uint32_t *xi)
+/* naux: doubles of per-node storage after the value (ad__opstate.aux). */
+static ad__ext *new_ext(ad_tape *t, const char *op, ad_shape s, size_t naux, bool grad,
+                        uint32_t *xi)
 {
     if (t->next_ext >= AD__MAX_NODES) {
         ad__fail(t, AD_ELIMIT, "%s: the tape is full", op);
@@ -278,12 +281,14 @@ static ad__ext *new_ext(ad_tape *t, const char *op, ad_shape s, bool grad, uint3
     x->call.out.shape = s;
     size_t size = ad_shape_size(s);
     char buf[48];
-    x->call.out.val = ad__arena_alloc(&t->arena, &t->mem, size);
-    if (!x->call.out.val) {
+    x->call.out.val = ad__arena_alloc(&t->arena, &t->mem, size + naux);
+    if (!x->call.out.val || size + naux < size) {
         ad__fail(t, AD_ENOMEM, "%s: out of memory for a value of %s", op,
                  ad__shape_str(s, buf, sizeof buf));
         return NULL;
     }
+    if (naux)
+        memset(x->call.out.val + size, 0, naux * sizeof(double));
     if (grad) {
         x->call.out.grad = ad__arena_alloc(&t->arena, &t->mem, size);
         if (!x->call.out.grad) {
@@ -335,7 +340,7 @@ static ad_node leaf(ad_tape *t, ad_shape s, const double *data, bool grad)
         n->g = 0;
     } else {
         uint32_t xi;
-        ad__ext *x = new_ext(t, op, s, grad, &xi);
+        ad__ext *x = new_ext(t, op, s, 0, grad, &xi);
         if (!x)
             return ad_nil();
         size_t size = ad_shape_size(s);
@@ -505,10 +510,12 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
     if (!id)
         return ad_nil();
     uint32_t xi;
-    ad__ext *x = new_ext(t, name, out, grad, &xi);
+    const ad__opstate *st = op < AD_OP_CUSTOM ? ad__opstates[op] : NULL;
+    ad__ext *x = new_ext(t, name, out, st && st->aux ? st->aux(shp, n, out) : 0, grad, &xi);
     if (!x)
         return ad_nil();
     x->def = def;
+    x->checks = st && st->check;
     for (int k = 0; k < n; k++) {
         x->in[k] = in[k].id_;
         ad__view(t, in[k].id_, &x->args[k]);
@@ -529,7 +536,40 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
     ad__N(t, id)->h = ad__hdr(AD__OP_EXT, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
     t->len++;
     def->forward(&x->call);
+    if (x->checks) {
+        char why[160];
+        why[0] = '\0';
+        const int bad = st->check(&x->call, why, sizeof why);
+        if (bad != AD_OK) { /* a singular matrix: the node is dropped, as if never recorded */
+            t->len--;
+            t->next_ext--;
+            t->ext_grads -= x->call.out.grad != NULL;
+            ad__fail(t, bad, "%s: %s", name, why);
+            return ad_nil();
+        }
+    }
     return ad__handle(t, id);
+}
+
+size_t ad__aux_size(const ad__ext *x)
+{
+    const ad__opstate *st = x->op < AD_OP_CUSTOM ? ad__opstates[x->op] : NULL;
+    if (!st || !st->aux)
+        return 0;
+    ad_shape in[AD_MAX_ARITY];
+    for (int k = 0; k < x->call.nin; k++)
+        in[k] = x->args[k].shape;
+    return st->aux(in, x->call.nin, x->call.out.shape);
+}
+
+int ad__eval_failure(const ad__ext *x, char *msg, size_t cap)
+{
+    char why[160];
+    why[0] = '\0';
+    const int st = ad__opstates[x->op]->check(&x->call, why, sizeof why);
+    snprintf(msg, cap, "%s: %s at node %u; its value is NaN", x->def->name, why,
+             (unsigned)x->node);
+    return st;
 }
 
 ad_node ad_apply(ad_tape *t, const ad_opdef *def, const ad_node *in, int n, double c)

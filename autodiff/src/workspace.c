@@ -164,8 +164,9 @@ ad_workspace *ad_workspace_new(const ad_tape *t, const ad_tape_opts *opts, int *
     size_t ndata = 0;
     for (size_t i = 0; i < t->next_ext; i++) {
         const ad__ext *x = ad__X(t, (uint32_t)i);
-        const size_t size = lines(ad_shape_size(x->call.out.shape));
-        ndata += (x->view ? 0 : size) + (x->call.out.grad ? size : 0);
+        const size_t size = ad_shape_size(x->call.out.shape);
+        ndata += (x->view ? 0 : lines(size + ad__aux_size(x)))
+                 + (x->call.out.grad ? lines(size) : 0);
     }
     if (copy_chunks(&w->mem, &w->nodes, w->nnode_chunks, t->nodes.chunk, sizeof(ad__node),
                     node_chunk_len, w) != AD_OK
@@ -197,9 +198,12 @@ ad_workspace *ad_workspace_new(const ad_tape *t, const ad_tape_opts *opts, int *
         ad__ext *x = wext(w, (uint32_t)i);
         const size_t size = ad_shape_size(x->call.out.shape);
         if (!x->view) {
-            memcpy(p, x->call.out.val, size * sizeof *p);
+            /* the value and the op's per-node storage after it (a
+             * factorization: each workspace keeps its own) */
+            const size_t naux = ad__aux_size(x);
+            memcpy(p, x->call.out.val, (size + naux) * sizeof *p);
             x->call.out.val = p;
-            p += lines(size);
+            p += lines(size + naux);
         }
         if (x->call.out.grad) {
             /* ad_param gradients too: the caller's buffer is the tape's;
@@ -267,7 +271,12 @@ int ad_workspace_replay(ad_workspace *w)
         return AD_EMISUSE;
     w->status = AD_OK;
     const ad__eval e = eval_of(w);
-    ad__replay_eval(&e);
+    const ad__ext *failed = ad__replay_eval(&e);
+    if (failed) {
+        char msg[AD__MSG_CAP];
+        const int st = ad__eval_failure(failed, msg, sizeof msg);
+        return fail(w, st, "%s", msg);
+    }
     return AD_OK;
 }
 

@@ -76,6 +76,9 @@ typedef enum ad_status {
     AD_ENOTFOUND, /* no op of that name in the registry                   */
     AD_ELIMIT,    /* a size limit was hit (nodes per tape, tensor size)   */
     AD_EEXIST,    /* a registry already holds an op of that name          */
+    AD_ESINGULAR, /* a matrix is singular, or not positive definite, where
+                     an op needs it invertible (solve, logdet): the message
+                     names the op and the pivot                          */
     AD_STATUS_COUNT
 } ad_status;
 
@@ -496,6 +499,29 @@ AD_API ad_node ad_log_softmax(ad_tape *t, ad_node x);
  * choice), and so are the tangent and the second-order term there. */
 AD_API ad_node ad_norm(ad_tape *t, ad_node x);
 /* [14.4 declarations] */
+/* Linear solves, log-determinant and trace of a square matrix A (n x n).
+ * B is a vector (n) or a matrix of right-hand sides (n x k); X has B's
+ * shape. A matrix that is singular -- a pivot that is 0, or at most
+ * n * DBL_EPSILON * max|A_ij| in magnitude (rounding noise) -- or, for
+ * the SPD forms, not positive definite, is AD_ESINGULAR with a message
+ * naming the op and the pivot ("solve: A is singular (pivot 3 of 4 is
+ * 0)"): sticky at recording (nil is returned); at ad_replay, a workspace's
+ * replay or a forward sweep the call returns it and the node's value is
+ * NaN (see docs/math.md, "Linear algebra"). A with a NaN or infinite entry
+ * is not checked: the values are NaN, as any op's would be.
+ *   solve:     X = A^{-1} B by LU with partial pivoting; the gradient
+ *              reuses the factorization: dB = A^{-T} dX, dA = -dB X^T.
+ *   solve_spd: X = S^{-1} B by Cholesky, S = (A + A^T) / 2 (A itself when
+ *              symmetric): A must be symmetric positive definite. The
+ *              gradient is symmetric: dA = -(dB X^T + X dB^T) / 2.
+ *   logdet:    log|det A| (a scalar; PyTorch's slogdet logabsdet) by LU;
+ *              gradient A^{-T}, for either sign of det A.
+ *   matrix_trace (op "trace"): sum_i A_ii; gradient the identity (ad_trace
+ *              is the chain-rule trace of check.h). */
+AD_API ad_node ad_solve(ad_tape *t, ad_node A, ad_node B);
+AD_API ad_node ad_solve_spd(ad_tape *t, ad_node A, ad_node B);
+AD_API ad_node ad_logdet(ad_tape *t, ad_node A);
+AD_API ad_node ad_matrix_trace(ad_tape *t, ad_node A); /* op "trace" */
 
 /* Reductions to a scalar. */
 AD_API ad_node ad_sum(ad_tape *t, ad_node x);
