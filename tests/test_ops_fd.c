@@ -172,6 +172,32 @@ static const opcase cases[] = {
     MATH_BINARY_SET("min", ANY, ANY),
     MATH_BINARY_SET("max", ANY, ANY),
     /* [14.2 cases] */
+#define COND01 100 /* [14.2] a domain: 0 or 1, half each (select's cond; ties) */
+#define SEL(lab, s0, s1, k1, s2, k2)                                                          \
+    {"select", lab, 3, {s0, s1, s2}, {CONST, k1, k2}, {COND01, ANY, ANY}, 0.0}
+#define COMPARE_SET(op)                                                                       \
+    BINARY_SET(op, ANY), B(op, "3x5 of 0 and 1: ties, constants", M(3, 5), CONST, COND01,     \
+                           M(3, 5), CONST, COND01),                                           \
+        B(op, "scalar (inline) 0 or 1: a tie or not, constants", S0, CONST, COND01, S0,       \
+          CONST, COND01)
+    COMPARE_SET("lt"),
+    COMPARE_SET("le"),
+    COMPARE_SET("gt"),
+    COMPARE_SET("ge"),
+    COMPARE_SET("eq"),
+    COMPARE_SET("ne"),
+    SEL("scalars", S0, S0, VAR, S0, VAR),
+    SEL("1x1 matrices", M(1, 1), M(1, 1), VAR, M(1, 1), VAR),
+    SEL("vectors of 7", V(7), V(7), VAR, V(7), VAR),
+    SEL("3x5", M(3, 5), M(3, 5), VAR, M(3, 5), VAR),
+    SEL("scalar cond, 3x5 branches", S0, M(3, 5), VAR, M(3, 5), VAR),
+    SEL("3x5 cond and b, scalar a", M(3, 5), S0, VAR, M(3, 5), VAR),
+    SEL("3x5 cond and a, scalar b", M(3, 5), M(3, 5), VAR, S0, VAR),
+    SEL("vector cond, scalar a and b", V(7), S0, VAR, S0, VAR),
+    SEL("a and b one node", V(7), V(7), VAR, V(7), ALIAS),
+    SEL("3x5 params", M(3, 5), M(3, 5), PARAM, M(3, 5), PARAM),
+    SEL("constant a", V(7), V(7), CONST, V(7), VAR),
+    SEL("scalar param a, vector b", V(7), S0, PARAM, V(7), VAR),
     /* [14.3 structure cases] */
 #define IDXL(n) (200 + (n)) /* [14.3] an index operand: the values idx_lists[n] */
 #define BI(op, lab, s0, k0, s1, d1, c)                                                        \
@@ -692,6 +718,8 @@ static ad_node apply_direct(ad_tape *t, const char *op, const ad_node *in, doubl
 {
     if (!strcmp(op, "affine"))
         return ad_affine(t, in[0], in[1], in[2]);
+    if (!strcmp(op, "select")) /* [14.2] */
+        return ad_select(t, in[0], in[1], in[2]);
     ad_node o143; /* [14.3] */
     if (apply_143(t, op, in, c, &o143))
         return o143;
@@ -735,6 +763,8 @@ static ad_node apply_direct(ad_tape *t, const char *op, const ad_node *in, doubl
         {"hypot", NULL, NULL, ad_hypot},     {"min", NULL, NULL, ad_min},
         {"max", NULL, NULL, ad_max},
         /* [14.2 functions] */
+        {"lt", NULL, NULL, ad_lt}, {"le", NULL, NULL, ad_le}, {"gt", NULL, NULL, ad_gt},
+        {"ge", NULL, NULL, ad_ge}, {"eq", NULL, NULL, ad_eq}, {"ne", NULL, NULL, ad_ne},
         /* [14.3 structure functions] */
         /* [14.3 reduction functions] */
         /* [14.4 functions] */
@@ -913,6 +943,32 @@ static int math_binary_ref(const char *op, double x, double y, double *z)
     return 0;
 }
 
+/* [14.2] The comparisons and select: 1 with the output in out and its
+ * shape in *so, 0 for another op. */
+static int ref_conditionals(const opcase *k, const double *const v[3], double *out, ad_shape *so)
+{
+    static const char *const cmp[] = {"lt", "le", "gt", "ge", "eq", "ne"};
+    const ad_shape s0 = k->shape[0], s1 = k->shape[1], s2 = k->shape[2];
+    for (int c = 0; c < 6; c++) {
+        if (strcmp(k->op, cmp[c]) != 0)
+            continue;
+        *so = s0.ndim == 0 ? s1 : s0;
+        for (size_t i = 0; i < ad_shape_size(*so); i++) {
+            const double x = v[0][bidx(s0, *so, i)], y = v[1][bidx(s1, *so, i)];
+            const int r = c == 0 ? x < y : c == 1 ? x <= y : c == 2 ? x > y
+                        : c == 3 ? x >= y : c == 4 ? x == y : x != y;
+            out[i] = r ? 1.0 : 0.0;
+        }
+        return 1;
+    }
+    if (strcmp(k->op, "select") != 0)
+        return 0;
+    *so = s0.ndim != 0 ? s0 : s1.ndim != 0 ? s1 : s2;
+    for (size_t i = 0; i < ad_shape_size(*so); i++)
+        out[i] = v[0][bidx(s0, *so, i)] != 0.0 ? v[1][bidx(s1, *so, i)] : v[2][bidx(s2, *so, i)];
+    return 1;
+}
+
 /* Writes the op's output for the operands' elements v into out and returns
  * its shape; ndim -1 for an op it does not know. */
 static ad_shape reference(const opcase *k, const double *const v[3], double *out)
@@ -922,6 +978,8 @@ static ad_shape reference(const opcase *k, const double *const v[3], double *out
     const ad_shape sa = k->shape[0], sb = k->nin > 1 ? k->shape[1] : k->shape[0];
     ad_shape so = sa;
     size_t na = ad_shape_size(sa);
+    if (ref_conditionals(k, v, out, &so)) /* [14.2] */
+        return so;
     double probe; /* [14.1 elementwise math reference] */
     if (math_binary_ref(op, 1.0, 1.0, &probe)) {
         so = sa.ndim == 0 ? sb : sa;
@@ -1036,6 +1094,8 @@ static double draw(test_rng *g, int dom)
         return test_signed(g, 0.3, 2.0);
     case PROB:
         return test_uniform(g, 0.1, 1.0);
+    case COND01: /* [14.2] */
+        return test_uniform(g, 0.0, 1.0) < 0.5 ? 0.0 : 1.0;
     case UNIT:
         return test_uniform(g, -0.9, 0.9);
     case GT1:

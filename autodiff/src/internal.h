@@ -74,6 +74,7 @@ typedef enum ad__opcode {
     AD_OP_FLOOR, AD_OP_CEIL, AD_OP_ROUND, AD_OP_CLAMP_MIN, AD_OP_CLAMP_MAX,
     AD_OP_POW, AD_OP_ATAN2, AD_OP_HYPOT, AD_OP_MIN, AD_OP_MAX, /* 31 codes: 19..49 */
     /* [14.2 comparisons: inline ops] */
+    AD_OP_LT, AD_OP_LE, AD_OP_GT, AD_OP_GE, AD_OP_EQ, AD_OP_NE, /* contiguous: ad__is_compare */
     AD__INLINE_END, /* ops with an inline scalar form come before this */
     AD_OP_SUM = AD__INLINE_END, AD_OP_MEAN, AD_OP_DOT,
     AD_OP_MATVEC, AD_OP_MATVEC_T, AD_OP_MATMUL, AD_OP_MATMUL_NT,
@@ -81,6 +82,7 @@ typedef enum ad__opcode {
     AD_OP_SOFTMAX_XENT, AD_OP_AFFINE, AD_OP_LOGSUMEXP,
     /* [14.1 elementwise math: tensor-only ops] */
     /* [14.2 select and guards] */
+    AD_OP_SELECT,
     /* [14.3 structure] */
     AD_OP_RESHAPE, AD_OP_SLICE, AD_OP_SLICE_ADD, AD_OP_TAKE, AD_OP_INDEX_ADD, AD_OP_CONCAT,
     /* [14.3 reductions] */
@@ -251,6 +253,9 @@ struct ad_tape {
     ad__sweepstate ss;
     ad__modes *modes;           /* forward mode and second order, made
                                    on first use (modes.c)           */
+    struct ad__guards *guards;  /* [14.2] the recorded comparisons and
+                                   their outcomes, made on the first
+                                   comparison (guards.c)            */
     int status;                 /* the recording's first error (sticky) */
     int call_status;            /* the last non-recording call's result */
     char msg[AD__MSG_CAP];      /* the reason for status, or else for
@@ -497,6 +502,33 @@ extern const ad__op ad__op_sin, ad__op_cos, ad__op_tan, ad__op_asin, ad__op_acos
     ad__op_clamp_min, ad__op_clamp_max, ad__op_pow, ad__op_atan2, ad__op_hypot, ad__op_min,
     ad__op_max;
 /* [14.2 descriptors] */
+extern const ad__op ad__op_lt, ad__op_le, ad__op_gt, ad__op_ge, ad__op_eq, ad__op_ne,
+    ad__op_select;
+/* The comparison ops (lt le gt ge eq ne): recorded without GRAD (derivative
+ * 0, no adjoint flows through them), each one a replay guard. */
+static inline bool ad__is_compare(unsigned op) { return op >= AD_OP_LT && op <= AD_OP_NE; }
+/* Replay guards (guards.c). At recording (ad__record): room for one more
+ * comparison of n elements (AD_OK, or AD_ENOMEM reported as a recording
+ * error naming op), then, once the node is made, its recorded outcomes
+ * (v: its value, n elements). */
+int ad__guard_reserve(ad_tape *t, const char *op, size_t n);
+void ad__guard_push(ad_tape *t, uint32_t id, const double *v, size_t n);
+/* At reset (keeps the memory) and free. */
+void ad__guards_reset(ad_tape *t);
+void ad__guards_free(ad_tape *t);
+/* After an evaluation of the tape's values (replay, the modes' forward
+ * sweep): AD_OK when every recorded comparison has its recorded outcome,
+ * else AD_EBRANCH with the first changed one in tape order named in the
+ * call's message (ad__fail_call: not sticky), who naming the call. */
+int ad__guards_check(ad_tape *t, const char *who);
+/* A workspace's private copy (names included): *out NULL when the tape has
+ * no comparison. AD_OK or AD_ENOMEM. */
+int ad__guards_copy(const ad_tape *t, ad__mem *m, struct ad__guards **out);
+void ad__guards_free_copy(struct ad__guards *g, ad__mem *m);
+/* The check on a workspace's nodes: AD_OK, or AD_EBRANCH with the message
+ * in msg. */
+int ad__guards_check_nodes(const struct ad__guards *g, void *const *nodes, void *const *exts,
+                           const char *who, char *msg, size_t cap);
 /* [14.3 structure descriptors] */
 extern const ad__op ad__op_reshape, ad__op_slice, ad__op_slice_add, ad__op_take,
     ad__op_index_add, ad__op_concat;

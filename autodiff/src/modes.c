@@ -376,11 +376,16 @@ AD__INLINE const ad__ext *forward_sweep_k(ad_tape *t, const size_t K)
 
 /* AD_OK, or the status of the first node whose op's check failed (a
  * singular matrix), reported as ad_replay does: the sweep ran to the end,
- * with NaN from that node on. */
-static int forward_sweep(ad_tape *t)
+ * with NaN from that node on. [14.2] Before that, the replay guards: a
+ * recorded comparison that changed gives AD_EBRANCH (everything computed)
+ * naming who and the comparison, as ad_replay. */
+static int forward_sweep(ad_tape *t, const char *who)
 {
     const ad__ext *failed =
         t->modes->K == 1 ? forward_sweep_k(t, 1) : forward_sweep_k(t, t->modes->K);
+    const int guards = ad__guards_check(t, who);
+    if (guards != AD_OK)
+        return guards;
     if (!failed)
         return AD_OK;
     char msg[AD__MSG_CAP];
@@ -616,7 +621,7 @@ int ad_forward(ad_tape *t)
     const ad_opdef *bad = missing_rule(t, t->len, false);
     if (bad)
         return missing_fail(t, "forward", bad, false);
-    return forward_sweep(t);
+    return forward_sweep(t, "forward");
 }
 
 const double *ad_tangent(const ad_tape *t, ad_node n)
@@ -798,7 +803,7 @@ int ad_jvp(ad_tape *t, ad_node out, int n, const ad_node *in, const double *cons
     if (layout_for(t, 1, "jvp") != AD_OK)
         return AD_ENOMEM;
     seed_directions(t, n, in, v);
-    const int st = forward_sweep(t); /* on failure, NaN from the failed node on */
+    const int st = forward_sweep(t, "jvp"); /* on failure, NaN from the failed node on */
     memcpy(jv, tan_of(t, out.id_, 0), size_of(t, out) * sizeof *jv);
     return st;
 }
@@ -831,7 +836,7 @@ int ad_hvp(ad_tape *t, ad_node out, int n, const ad_node *in, const double *cons
     if (layout_for(t, 1, "hvp") != AD_OK)
         return AD_ENOMEM;
     seed_directions(t, n, in, v);
-    const int st = forward_sweep(t); /* on failure, NaN from the failed node on */
+    const int st = forward_sweep(t, "hvp"); /* on failure, NaN from the failed node on */
     reverse_sweep(t, out.id_, NULL);
     for (int i = 0; i < n; i++) {
         const size_t s = size_of(t, in[i]);
@@ -881,7 +886,7 @@ int ad_jacobian(ad_tape *t, ad_node out, int n, const ad_node *in, double *J, un
             return AD_ENOMEM;
         for (size_t c0 = 0; c0 < N; c0 += K) {
             seed_units(t, n, in, c0, K);
-            st = forward_sweep(t);
+            st = forward_sweep(t, "jacobian");
             const double *to = tan_of(t, out.id_, 0);
             const bool nzo = (t->modes->nz[out.id_] & NZ_NOW) != 0;
             for (size_t d = 0; d < K && c0 + d < N; d++)
@@ -894,7 +899,7 @@ int ad_jacobian(ad_tape *t, ad_node out, int n, const ad_node *in, double *J, un
      * (K = 1 with no tangent seeded: the second-order parts are skipped) */
     if (layout_for(t, 1, "jacobian") != AD_OK)
         return AD_ENOMEM;
-    st = forward_sweep(t);
+    st = forward_sweep(t, "jacobian");
     double *seed = t->modes->scratch; /* M <= the scratch's length */
     for (size_t r = 0; r < M; r++) {
         for (size_t i = 0; i < M; i++)
@@ -942,7 +947,7 @@ int ad_hessian(ad_tape *t, ad_node out, int n, const ad_node *in, double *H)
     int st = AD_OK; /* a failed check (a singular matrix): NaN there, reported */
     for (size_t c0 = 0; c0 < N; c0 += K) {
         seed_units(t, n, in, c0, K);
-        st = forward_sweep(t);
+        st = forward_sweep(t, "hessian");
         reverse_sweep(t, out.id_, NULL);
         size_t off = 0;
         for (int i = 0; i < n; i++) {

@@ -67,6 +67,13 @@ const ad__op *const ad__ops[AD_OP_COUNT] = {
     [AD_OP_MIN] = &ad__op_min,
     [AD_OP_MAX] = &ad__op_max,
     /* [14.2 table] */
+    [AD_OP_LT] = &ad__op_lt,
+    [AD_OP_LE] = &ad__op_le,
+    [AD_OP_GT] = &ad__op_gt,
+    [AD_OP_GE] = &ad__op_ge,
+    [AD_OP_EQ] = &ad__op_eq,
+    [AD_OP_NE] = &ad__op_ne,
+    [AD_OP_SELECT] = &ad__op_select,
     /* [14.3 structure table] */
     [AD_OP_RESHAPE] = &ad__op_reshape,
     [AD_OP_SLICE] = &ad__op_slice,

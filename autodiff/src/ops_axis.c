@@ -587,14 +587,17 @@ static void norm_so(const ad_call *k, const double *const *tin, double *const *t
     for (size_t i = 0; i < n; i++)
         tg[0][i] += g * (tx[i] - x[i] * u) / y;
 }
-/* dx = g x / d with d = y + (1 - step(y)): y where y > 0, 1 at y = 0
- * (where x = 0, so dx = 0, and so are its derivatives) */
+/* dx = g step(y) x / d with d = y + (1 - step(y)): g x / y where y > 0;
+ * at y = 0 (x = 0) it is 0 with no division by 0, and so are its
+ * derivatives (step(y) = 0 there, and x = 0 multiplies the rest), as the
+ * so rule has it */
 static void norm_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
                       ad_node *dx)
 {
     (void)c;
-    const ad_node d = ad_add(t, out, ad_add_const(t, ad_neg(t, ad_step(t, out)), 1.0));
-    dx[0] = ad_mul(t, g, ad_div(t, in[0], d));
+    const ad_node s = ad_step(t, out);
+    const ad_node d = ad_add(t, out, ad_add_const(t, ad_neg(t, s), 1.0));
+    dx[0] = ad_mul(t, g, ad_div(t, ad_mul(t, in[0], s), d));
 }
 const ad__op ad__op_norm = {{"norm", 1, norm_shape, norm_fwd, norm_vjp, NULL, AD__NO_MODE_RULES},
                             false, false, norm_vjp_to, norm_jvp, AD__SO_FN, norm_so, norm_rvjp};

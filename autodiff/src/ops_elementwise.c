@@ -82,6 +82,15 @@ const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL, AD__NO_M
     const ad__op ad__op_##NAME = {{#NAME, 1, NULL, NAME##_fwd, NAME##_vjp, NULL, AD__NO_MODE_RULES}, true, (TAKES_C), \
                                   NAME##_vjp_to, NAME##_jvp, AD__SO_FN, NAME##_so, NAME##_rvjp};
 
+/* [14.2] A zero adjoint contributes exactly zero ("strong zero"): g * d
+ * is 0, not NaN, where the local derivative d is infinite or NaN -- as on
+ * the inline path, whose sweep skips a zero adjoint. This is what keeps a
+ * select's untaken branch harmless: it sends that branch an adjoint of 0,
+ * and log(x) at x = 0 (d = inf) or sqrt(x) at x < 0 (d = NaN) there must
+ * pass 0 on, not 0 * inf = NaN (docs/math.md, "Conditionals and replay
+ * guards"). A compare and a blend per element; the loops still vectorize. */
+#define AD__SZMUL(g, d) ((g) == 0.0 ? 0.0 : (g) * (d))
+
 /* The loops, with restrict parameters so that compilers vectorize them;
  * the writing form (a fresh gradient) is a loop of its own. */
 #define UNARY_LOOPS(NAME, CODE, TAKES_C, FWD, DER, D2, GOPS)                                          \
@@ -104,14 +113,14 @@ const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL, AD__NO_M
                 const double x = xs[i], y = ys[i];                                            \
                 (void)x, (void)y;                                                             \
                 const double d = (DER); /* apart: a select of constants */                    \
-                gx[i] = gy[i] * d;                                                            \
+                gx[i] = AD__SZMUL(gy[i], d);                                                  \
             }                                                                                 \
         else                                                                                  \
             for (size_t i = 0; i < n; i++) {                                                  \
                 const double x = xs[i], y = ys[i];                                            \
                 (void)x, (void)y;                                                             \
                 const double d = (DER);                                                       \
-                gx[i] += gy[i] * d;                                                           \
+                gx[i] += AD__SZMUL(gy[i], d);                                                 \
             }                                                                                 \
     }
 
@@ -228,25 +237,25 @@ static int assign_ok(const ad_call *k, unsigned fresh, int i)
             for (size_t j = 0; j < n; j++) {                                                  \
                 const double x = as[j], y = bs[j], z = zs[j];                                 \
                 (void)x, (void)y, (void)z;                                                    \
-                g[j] = gz[j] * (DER);                                                         \
+                g[j] = AD__SZMUL(gz[j], (DER));                                               \
             }                                                                                 \
         else if (sa == 1 && sb == 1)                                                          \
             for (size_t j = 0; j < n; j++) {                                                  \
                 const double x = as[j], y = bs[j], z = zs[j];                                 \
                 (void)x, (void)y, (void)z;                                                    \
-                g[j] += gz[j] * (DER);                                                        \
+                g[j] += AD__SZMUL(gz[j], (DER));                                              \
             }                                                                                 \
         else if (assign) /* the other operand is broadcast; this one, not (gs 1) */          \
             for (size_t j = 0; j < n; j++) {                                                  \
                 const double x = as[j * sa], y = bs[j * sb], z = zs[j];                       \
                 (void)x, (void)y, (void)z;                                                    \
-                g[j] = gz[j] * (DER);                                                         \
+                g[j] = AD__SZMUL(gz[j], (DER));                                               \
             }                                                                                 \
         else /* a broadcast operand (gs 0) is only ever added to */                           \
             for (size_t j = 0; j < n; j++) {                                                  \
                 const double x = as[j * sa], y = bs[j * sb], z = zs[j];                       \
                 (void)x, (void)y, (void)z;                                                    \
-                g[j * gs] += gz[j] * (DER);                                                   \
+                g[j * gs] += AD__SZMUL(gz[j], (DER));                                         \
             }                                                                                 \
     }
 
@@ -380,6 +389,13 @@ static int broadcast_shape(const ad_shape *in, int nin, double c, ad_shape *out,
 #define sub_shape same_or_scalar_shape
 #define mul_shape same_or_scalar_shape
 #define div_shape same_or_scalar_shape
+/* [14.2 comparisons] */
+#define lt_shape same_or_scalar_shape
+#define le_shape same_or_scalar_shape
+#define gt_shape same_or_scalar_shape
+#define ge_shape same_or_scalar_shape
+#define eq_shape same_or_scalar_shape
+#define ne_shape same_or_scalar_shape
 /* [14.1 elementwise math] */
 #define pow_shape same_or_scalar_shape
 #define atan2_shape same_or_scalar_shape

@@ -61,6 +61,27 @@ static void zero_index_grad(const ad_call *k, unsigned fresh, int i)
     ad__zero_fresh(k, fresh & (1u << i));
 }
 
+/* A public function that records several nodes (an index constant and
+ * the op; a tree of concats) records all or nothing: on failure (out of
+ * memory, a full tape) the nodes it made are dropped again. */
+typedef struct mark {
+    size_t len, next_ext, ext_grads;
+} mark;
+static mark mark_of(const ad_tape *t)
+{
+    const mark m = {t->len, t->next_ext, t->ext_grads};
+    return m;
+}
+static ad_node or_undo(ad_tape *t, mark m, ad_node n)
+{
+    if (ad_node_is_nil(n) && t->len > m.len) {
+        t->len = m.len;
+        t->next_ext = m.next_ext;
+        t->ext_grads = m.ext_grads;
+    }
+    return n;
+}
+
 /* An index value as a position in [0, n - 1]: rounded down and clamped
  * (NaN reads position 0). */
 static size_t clamp_index(double v, size_t n)
@@ -425,8 +446,10 @@ ad_node ad_slice_block(ad_tape *t, ad_node x, uint32_t r0, uint32_t nr, uint32_t
     if (!range_ok(t, who, "rows", r0, nr, xs.rows, xs)
         || !range_ok(t, who, "columns", c0, nc, xs.cols, xs))
         return ad_nil();
+    const mark m = mark_of(t);
     const ad_node in[2] = {x, starts_node(t, xs, r0, c0)};
-    return ad__record(t, AD_OP_SLICE, &ad__op_slice.def, in, 2, slice_code(xs, nr, nc));
+    return or_undo(t, m, ad__record(t, AD_OP_SLICE, &ad__op_slice.def, in, 2,
+                                    slice_code(xs, nr, nc)));
 }
 
 ad_node ad_slice(ad_tape *t, ad_node x, uint32_t start, uint32_t len)
@@ -443,8 +466,10 @@ ad_node ad_slice(ad_tape *t, ad_node x, uint32_t start, uint32_t len)
         return ad_slice_block(t, x, start, len, 0, xs.cols);
     if (!range_ok(t, who, "elements", start, len, xs.rows, xs))
         return ad_nil();
+    const mark m = mark_of(t);
     const ad_node in[2] = {x, starts_node(t, xs, start, 0)};
-    return ad__record(t, AD_OP_SLICE, &ad__op_slice.def, in, 2, slice_code(xs, len, 1));
+    return or_undo(t, m, ad__record(t, AD_OP_SLICE, &ad__op_slice.def, in, 2,
+                                    slice_code(xs, len, 1)));
 }
 
 ad_node ad_slice_add(ad_tape *t, ad_node x, uint32_t r0, uint32_t c0, ad_node v)
@@ -467,7 +492,8 @@ ad_node ad_slice_add(ad_tape *t, ad_node x, uint32_t r0, uint32_t c0, ad_node v)
     if (!range_ok(t, who, xs.ndim == 2 ? "rows" : "elements", r0, vs.rows, xs.rows, xs)
         || (xs.ndim == 2 && !range_ok(t, who, "columns", c0, vs.cols, xs.cols, xs)))
         return ad_nil();
-    return rec_slice_add(t, x, starts_node(t, xs, r0, c0), v);
+    const mark m = mark_of(t);
+    return or_undo(t, m, rec_slice_add(t, x, starts_node(t, xs, r0, c0), v));
 }
 
 /* ================================================================= */
@@ -648,10 +674,11 @@ ad_node ad_take(ad_tape *t, ad_node x, size_t n, const uint32_t *idx)
     ad_shape xs;
     if (!operand(t, x, "take", 1, &xs))
         return ad_nil();
+    const mark m = mark_of(t);
     const ad_node in[2] = {x, index_node(t, "take", xs, n, idx, false)};
     if (ad_node_is_nil(in[1]))
         return ad_nil();
-    return ad__record(t, AD_OP_TAKE, &ad__op_take.def, in, 2, 0.0);
+    return or_undo(t, m, ad__record(t, AD_OP_TAKE, &ad__op_take.def, in, 2, 0.0));
 }
 
 ad_node ad_at(ad_tape *t, ad_node x, uint32_t i)
@@ -659,10 +686,11 @@ ad_node ad_at(ad_tape *t, ad_node x, uint32_t i)
     ad_shape xs;
     if (!operand(t, x, "take", 1, &xs))
         return ad_nil();
+    const mark m = mark_of(t);
     const ad_node in[2] = {x, index_node(t, "take", xs, 1, &i, true)};
     if (ad_node_is_nil(in[1]))
         return ad_nil();
-    return ad__record(t, AD_OP_TAKE, &ad__op_take.def, in, 2, 0.0);
+    return or_undo(t, m, ad__record(t, AD_OP_TAKE, &ad__op_take.def, in, 2, 0.0));
 }
 
 ad_node ad_index_add(ad_tape *t, ad_node x, size_t n, const uint32_t *idx, ad_node v)
@@ -673,10 +701,11 @@ ad_node ad_index_add(ad_tape *t, ad_node x, size_t n, const uint32_t *idx, ad_no
     /* one index and v shaped as ad_at(x, i) is: a scalar index */
     const bool one = n == 1 && xs.ndim != 0
                      && same_shape(vs, xs.ndim == 1 ? ad_shape_scalar() : ad_shape_vec(xs.cols));
+    const mark m = mark_of(t);
     const ad_node i = index_node(t, "index_add", xs, n, idx, one);
     if (ad_node_is_nil(i))
         return ad_nil();
-    return rec_index_add(t, x, i, v);
+    return or_undo(t, m, rec_index_add(t, x, i, v));
 }
 
 /* ================================================================= */
@@ -841,9 +870,14 @@ static bool parts_ok(ad_tape *t, const char *who, int axis, int n, const ad_node
         const ad_shape s = ad_node_shape(t, parts[i]);
         const char *why = NULL;
         if (stack) {
-            if (s.ndim == 2)
-                why = "stack takes scalars or vectors (ad_concat joins matrices)";
-            else if (!same_shape(s, s0))
+            if (s.ndim == 2) {
+                ad__fail(t, AD_ESHAPE,
+                         "%s: part %d is %s; stack takes scalars or vectors (ad_concat joins "
+                         "matrices)",
+                         who, i + 1, S(s, a));
+                return false;
+            }
+            if (!same_shape(s, s0))
                 why = "stacked parts must have one shape";
         } else if (axis == 1) {
             if (s.ndim != 2 || s.rows != s0.rows)
@@ -878,7 +912,8 @@ ad_node ad_concat(ad_tape *t, int axis, int n, const ad_node *parts)
     bool mat;
     if (!parts_ok(t, "concat", axis, n, parts, false, &mat))
         return ad_nil();
-    return join(t, (double)axis, parts, n, axis == 0 && mat);
+    const mark m = mark_of(t);
+    return or_undo(t, m, join(t, (double)axis, parts, n, axis == 0 && mat));
 }
 
 ad_node ad_stack(ad_tape *t, int n, const ad_node *parts)
@@ -889,5 +924,6 @@ ad_node ad_stack(ad_tape *t, int n, const ad_node *parts)
     const ad_shape s = ad_node_shape(t, parts[0]);
     if (n == 1)
         return ad_reshape(t, parts[0], s.ndim == 0 ? ad_shape_vec(1) : ad_shape_mat(1, s.rows));
-    return join(t, 0.0, parts, n, s.ndim == 1);
+    const mark m = mark_of(t);
+    return or_undo(t, m, join(t, 0.0, parts, n, s.ndim == 1));
 }

@@ -229,6 +229,20 @@ static inline ad_node ad__minmax_ops(ad_tape *t, ad_node g, ad_node a, ad_node b
 
 #define AD__BINARY_OPS(X)                                                                     \
     X(add, AD_OP_ADD, x + y, 1.0, 1.0, 0.0, 0.0, 0.0, g, g) /* z = a + b           */         \
+    /* [14.2 comparisons] 1 or 0 (NaN: false, but ne true); derivative 0; never               \
+     * recorded with GRAD, each one a replay guard (ad__is_compare, guards.c) */              \
+    X(lt, AD_OP_LT, x < y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),          \
+      ad_nil())                                                                               \
+    X(le, AD_OP_LE, x <= y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
+      ad_nil())                                                                               \
+    X(gt, AD_OP_GT, x > y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),          \
+      ad_nil())                                                                               \
+    X(ge, AD_OP_GE, x >= y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
+      ad_nil())                                                                               \
+    X(eq, AD_OP_EQ, x == y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
+      ad_nil())                                                                               \
+    X(ne, AD_OP_NE, x != y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
+      ad_nil())                                                                               \
     X(sub, AD_OP_SUB, x - y, 1.0, -1.0, 0.0, 0.0, 0.0, g, ad_neg(t, g)) /* z = a - b */       \
     X(mul, AD_OP_MUL, x * y, y, x, 0.0, 1.0, 0.0, ad_mul(t, g, yn), ad_mul(t, g, xn))           \
     X(div, AD_OP_DIV, x / y, 1.0 / y, -z / y, 0.0, -1.0 / (y * y), 2.0 * z / (y * y),         \

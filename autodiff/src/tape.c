@@ -22,6 +22,7 @@ const char *ad_strstatus(int status)
         [AD_ELIMIT] = "size limit exceeded",
         [AD_EEXIST] = "name already registered",
         [AD_ESINGULAR] = "singular or not positive definite matrix",
+        [AD_EBRANCH] = "a recorded comparison changed: the tape follows another branch",
     };
     if (status < 0 || status >= AD_STATUS_COUNT)
         return "unknown status";
@@ -153,6 +154,7 @@ void ad_tape_free(ad_tape *t)
         return;
     ad__names_clear(t);
     ad__modes_free(t);
+    ad__guards_free(t);
     ad__pool_free(&t->nodes, &t->mem);
     ad__pool_free(&t->exts, &t->mem);
     ad__free(&t->mem, t->consts, t->cap_consts * sizeof *t->consts);
@@ -166,6 +168,7 @@ void ad_tape_reset(ad_tape *t)
     if (!t)
         return;
     ad__names_clear(t);
+    ad__guards_reset(t);
     ad__arena_reset(&t->arena, &t->mem);
     t->len = 1;
     t->next_ext = 0;
@@ -475,10 +478,15 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
         grad |= (inp[k]->h & AD__GRAD) != 0;
         all_inline &= !(inp[k]->h & AD__EXT);
     }
+    /* [14.2] a comparison: derivative 0, so never GRAD; a replay guard */
+    const bool guard = ad__is_compare(op);
+    grad &= !guard;
 
     const ad__op *bi = op < AD_OP_CUSTOM ? ad__ops[op] : NULL;
     if (bi && bi->scalar_form && all_inline) {
         /* Inline scalar: value and adjoint live in the node. */
+        if (guard && ad__guard_reserve(t, name, 1) != AD_OK)
+            return ad_nil();
         uint32_t id = new_node(t, name);
         if (!id)
             return ad_nil();
@@ -490,6 +498,8 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
         o->g = 0;
         ad__sfwd(t->nodes.chunk, t->consts, o);
         t->len++;
+        if (guard)
+            ad__guard_push(t, id, &o->v, 1);
         return ad__handle(t, id);
     }
 
@@ -505,6 +515,8 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
         out = shp[0];
     }
     if (check_shape(t, name, out) != AD_OK)
+        return ad_nil();
+    if (guard && ad__guard_reserve(t, name, ad_shape_size(out)) != AD_OK)
         return ad_nil();
     uint32_t id = new_node(t, name);
     if (!id)
@@ -536,6 +548,8 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
     ad__N(t, id)->h = ad__hdr(AD__OP_EXT, AD__EXT | (grad ? AD__GRAD : 0), xi, 0);
     t->len++;
     def->forward(&x->call);
+    if (guard)
+        ad__guard_push(t, id, x->call.out.val, ad_shape_size(out));
     if (x->checks) {
         char why[160];
         why[0] = '\0';

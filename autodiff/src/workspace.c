@@ -33,6 +33,8 @@ struct ad_workspace {
     uint64_t hbase;             /* the tape's, at creation: handles  */
     ad__sweepstate ss;
     ad__arena scratch;          /* the overlap check's               */
+    struct ad__guards *guards;  /* [14.2] the tape's recorded comparisons,
+                                   copied (NULL: none)              */
     int status;                 /* the last call's                   */
     char msg[AD__MSG_CAP];
 };
@@ -104,6 +106,7 @@ void ad_workspace_free(ad_workspace *w)
     }
     ad__free(&m, w->consts, w->nconsts * sizeof *w->consts);
     ad__free(&m, w->data, w->ndata * sizeof *w->data);
+    ad__guards_free_copy(w->guards, &m);
     ad__arena_free(&w->scratch, &m);
     ad__free(&m, w, sizeof *w);
 }
@@ -233,6 +236,8 @@ ad_workspace *ad_workspace_new(const ad_tape *t, const ad_tape_opts *opts, int *
         if (!(n->h & AD__EXT))
             n->g = 0;
     }
+    if (ad__guards_copy(t, &w->mem, &w->guards) != AD_OK)
+        goto oom;
     w->ss.grads_checked = true; /* no caller gradient buffers yet */
     *status = AD_OK;
     return w;
@@ -272,6 +277,12 @@ int ad_workspace_replay(ad_workspace *w)
     w->status = AD_OK;
     const ad__eval e = eval_of(w);
     const ad__ext *failed = ad__replay_eval(&e);
+    if (w->guards) { /* [14.2] a changed comparison first, as ad_replay */
+        char msg[AD__MSG_CAP];
+        if (ad__guards_check_nodes(w->guards, w->nodes, w->exts, "workspace_replay", msg,
+                                   sizeof msg) != AD_OK)
+            return fail(w, AD_EBRANCH, "%s", msg);
+    }
     if (failed) {
         char msg[AD__MSG_CAP];
         const int st = ad__eval_failure(failed, msg, sizeof msg);

@@ -79,6 +79,9 @@ typedef enum ad_status {
     AD_ESINGULAR, /* a matrix is singular, or not positive definite, where
                      an op needs it invertible (solve, logdet): the message
                      names the op and the pivot                          */
+    AD_EBRANCH,   /* a recorded comparison came out otherwise at this
+                     evaluation (replay guards, see ad_replay): every value
+                     was computed on the recorded branch; record again  */
     AD_STATUS_COUNT
 } ad_status;
 
@@ -427,6 +430,45 @@ AD_API ad_node ad_clamp_min(ad_tape *t, ad_node x, double lo);
 AD_API ad_node ad_clamp_max(ad_tape *t, ad_node x, double hi);
 AD_API ad_node ad_clamp(ad_tape *t, ad_node x, double lo, double hi);
 /* [14.2 declarations] */
+/* Comparisons, elementwise with scalar broadcast (as ad_mul): 1.0 where
+ * a < b (<=, >, >=, ==, !=) holds and 0.0 elsewhere, as C compares (a NaN
+ * operand: false, except ne: true; 0.0 == -0.0). The derivative is 0 and
+ * no adjoint flows through a comparison: it never needs a gradient
+ * (ad_grad is NULL) even when its operands do.
+ *
+ * Every comparison node is a replay guard: its outcomes at recording are
+ * kept, and each later evaluation of the tape (ad_replay, ad_forward and
+ * the drivers, ad_workspace_replay) checks them again; when one differs it
+ * still computes everything, on the recorded structure, and returns
+ * AD_EBRANCH naming the first changed comparison in tape order (node,
+ * ad_set_name name, element, operands now). To branch in C on a value
+ * the tape depends on, branch on a comparison node, never on a raw value:
+ *     ad_node pos = ad_gt(t, x, zero);
+ *     ad_node y = ad_scalar_value(t, pos) != 0.0 ? ad_square(t, x) : ad_neg(t, x);
+ * Then a replay where x <= 0 returns AD_EBRANCH (y is still x^2 there: the
+ * recorded branch), and the program records again. Outcomes are kept
+ * until ad_tape_reset, never updated: every evaluation on the other side
+ * reports, one back on the recorded side is silent. */
+AD_API ad_node ad_lt(ad_tape *t, ad_node a, ad_node b);
+AD_API ad_node ad_le(ad_tape *t, ad_node a, ad_node b);
+AD_API ad_node ad_gt(ad_tape *t, ad_node a, ad_node b);
+AD_API ad_node ad_ge(ad_tape *t, ad_node a, ad_node b);
+AD_API ad_node ad_eq(ad_tape *t, ad_node a, ad_node b);
+AD_API ad_node ad_ne(ad_tape *t, ad_node a, ad_node b);
+/* cond != 0 ? a : b, elementwise (a.k.a. where): cond, a and b each the
+ * output's shape or a scalar (broadcast); cond a comparison, or any node
+ * used as a mask (a NaN in cond counts as true). Both branches are
+ * recorded and evaluated; replay re-decides each element from cond's value
+ * now (a select needs no re-recording; its comparison still reports
+ * AD_EBRANCH, since the program may also have branched on it). Gradient:
+ * a gets the adjoint where cond != 0 and b where cond == 0; the untaken
+ * branch gets exactly 0, also where its value or its own derivative is
+ * infinite or NaN (log(x) at 0, 1/x at 0, sqrt(x) at x < 0), and passes 0
+ * on (a zero adjoint contributes 0 through every elementwise op, never
+ * 0 * inf). cond gets none (0 if it is a variable). A shape mismatch names
+ * all three: "select: cond is a vector of length 3, a is 2x2 and b is a
+ * scalar (...)". */
+AD_API ad_node ad_select(ad_tape *t, ad_node cond, ad_node a, ad_node b);
 /* [14.3 structure declarations] */
 /* Structure (docs/math.md, "Structure and reductions"). The integer
  * arguments are checked at recording (an error names the op and the
@@ -607,7 +649,14 @@ AD_API int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned fla
  * (ad_set_value, and the caller buffers behind ad_param) without
  * recording again and without allocating. Structure is fixed at recording:
  * a branch the program took on a value is not re-decided. Returns AD_OK or
- * the recording's status if it failed (replay itself cannot fail). */
+ * the recording's status if it failed (replay itself cannot fail).
+ * Replay guards: when a recorded comparison (ad_lt ... ad_ne) has another
+ * outcome now, the replay still runs to the end on the recorded structure
+ * and returns AD_EBRANCH, the message naming the first changed one in tape
+ * order: "replay: comparison gt (node 7, 'x > 0') was true when recorded,
+ * false now (operands -0.5 and 0)" (with the element of a tensor one, and
+ * how many changed). Not sticky: the recording stays usable. Record again
+ * to follow the new branch. A tape without comparisons pays nothing. */
 AD_API int ad_replay(ad_tape *t);
 
 /* ------------------------------------------------------------------ */
@@ -631,7 +680,8 @@ AD_API int ad_tangents(ad_tape *t, int k);
  * at tangent[d * size ...]. Leaves not seeded keep tangent 0. AD_EMISUSE:
  * not a leaf, NULL, no ad_tangents for this recording. */
 AD_API int ad_set_tangent(ad_tape *t, ad_node leaf, const double *tangent);
-/* The forward sweep: values and tangents of every node. AD_EMISUSE when
+/* The forward sweep: values and tangents of every node; AD_EBRANCH (all
+ * computed) when a recorded comparison changed, as ad_replay. AD_EMISUSE when
  * ad_tangents was not called for this recording, or a custom op on the
  * tape has no jvp rule (the message names it). */
 AD_API int ad_forward(ad_tape *t);
@@ -655,7 +705,8 @@ AD_API int ad_backward_tangent(ad_tape *t, ad_node output, const double *seed);
 AD_API const double *ad_grad_tangent(const ad_tape *t, ad_node n);
 
 /* Drivers. Each evaluates at the leaves' current values (it runs the
- * forward sweep itself), takes its inputs as n leaves in[] -- their
+ * forward sweep itself, so it returns AD_EBRANCH, its results computed,
+ * when a recorded comparison changed), takes its inputs as n leaves in[] -- their
  * elements flattened in order form the input vector of length N -- and
  * uses the tape's tangent storage (it replaces what ad_tangents set up).
  * After the first call on a recording, repeated calls allocate nothing. */
@@ -742,7 +793,10 @@ AD_API ad_workspace *ad_workspace_new(const ad_tape *t, const ad_tape_opts *opts
 AD_API void ad_workspace_free(ad_workspace *ws);
 
 /* ad_replay in the workspace: every node recomputed from the workspace's
- * leaf values and bound ad_param buffers. AD_OK, or AD_EMISUSE (ws NULL). */
+ * leaf values and bound ad_param buffers. AD_OK, AD_EMISUSE (ws NULL), or
+ * AD_EBRANCH when a recorded comparison changed (all computed; the
+ * message names it as ad_replay's does, with the node's name as it was
+ * when the workspace was made). */
 AD_API int ad_workspace_replay(ad_workspace *ws);
 /* ad_sweep in the workspace, with the same seed and flags rules. Returns
  * AD_OK, AD_EMISUSE (nil, foreign or later node; non-scalar output
