@@ -649,7 +649,12 @@ AD_API int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned fla
  * (ad_set_value, and the caller buffers behind ad_param) without
  * recording again and without allocating. Structure is fixed at recording:
  * a branch the program took on a value is not re-decided. Returns AD_OK or
- * the recording's status if it failed (replay itself cannot fail).
+ * the recording's status if it failed. A matrix that became singular (or
+ * not positive definite) for ad_solve, ad_solve_spd or ad_logdet: the
+ * replay still runs to the end, that node's value is NaN (and whatever
+ * uses it), and it returns AD_ESINGULAR naming the first such node: "solve:
+ * A is singular (pivot 2 of 2 is 0) at node 3; its value is NaN". Not
+ * sticky; a replay at a regular matrix is exact again.
  * Replay guards: when a recorded comparison (ad_lt ... ad_ne) has another
  * outcome now, the replay still runs to the end on the recorded structure
  * and returns AD_EBRANCH, the message naming the first changed one in tape
@@ -681,7 +686,8 @@ AD_API int ad_tangents(ad_tape *t, int k);
  * not a leaf, NULL, no ad_tangents for this recording. */
 AD_API int ad_set_tangent(ad_tape *t, ad_node leaf, const double *tangent);
 /* The forward sweep: values and tangents of every node; AD_EBRANCH (all
- * computed) when a recorded comparison changed, as ad_replay. AD_EMISUSE when
+ * computed) when a recorded comparison changed, AD_ESINGULAR (all computed,
+ * NaN from that node on) for a singular matrix, as ad_replay. AD_EMISUSE when
  * ad_tangents was not called for this recording, or a custom op on the
  * tape has no jvp rule (the message names it). */
 AD_API int ad_forward(ad_tape *t);
@@ -706,8 +712,9 @@ AD_API const double *ad_grad_tangent(const ad_tape *t, ad_node n);
 
 /* Drivers. Each evaluates at the leaves' current values (it runs the
  * forward sweep itself, so it returns AD_EBRANCH, its results computed,
- * when a recorded comparison changed), takes its inputs as n leaves in[] -- their
- * elements flattened in order form the input vector of length N -- and
+ * when a recorded comparison changed, and AD_ESINGULAR, with NaN results,
+ * for a singular matrix, as ad_forward), takes its inputs as n leaves
+ * in[] -- their elements flattened in order form the input vector of length N -- and
  * uses the tape's tangent storage (it replaces what ad_tangents set up).
  * After the first call on a recording, repeated calls allocate nothing. */
 
@@ -796,7 +803,8 @@ AD_API void ad_workspace_free(ad_workspace *ws);
  * leaf values and bound ad_param buffers. AD_OK, AD_EMISUSE (ws NULL), or
  * AD_EBRANCH when a recorded comparison changed (all computed; the
  * message names it as ad_replay's does, with the node's name as it was
- * when the workspace was made). */
+ * when the workspace was made), or AD_ESINGULAR for a singular matrix (the
+ * node's value NaN, as ad_replay). */
 AD_API int ad_workspace_replay(ad_workspace *ws);
 /* ad_sweep in the workspace, with the same seed and flags rules. Returns
  * AD_OK, AD_EMISUSE (nil, foreign or later node; non-scalar output
