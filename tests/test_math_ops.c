@@ -393,6 +393,7 @@ static const dom doms[] = {
     {"atanh", 1.0, INFINITY, INFINITY}, {"atanh", -1.0, -INFINITY, INFINITY},
     {"log1p", -1.0, -INFINITY, INFINITY}, {"log2", 0.0, -INFINITY, INFINITY},
     {"log2", -0.0, -INFINITY, -INFINITY}, {"log10", 0.0, -INFINITY, INFINITY},
+    {"log10", -0.0, -INFINITY, -INFINITY}, {"acos", -1.0, 3.141592653589793, -INFINITY},
     /* NaN in, NaN out, with a NaN derivative */
     {"sin", NAN, NAN, NAN},           {"gelu", NAN, NAN, NAN},
     {"softplus", NAN, NAN, NAN},      {"elu", NAN, NAN, NAN},
@@ -579,4 +580,54 @@ Test(math_ops, replay_at_a_new_point_matches_a_fresh_recording)
                   "%s replayed at (%g, %g)", a->op, b->x, b->y);
         ad_tape_free(t);
     }
+}
+
+/* ---- misuse: each message names the op and the shapes ---- */
+
+static void expect_msg(ad_tape *t, ad_node got, const char *want)
+{
+    cr_expect(ad_node_is_nil(got), "a failed call returns the nil node");
+    cr_expect_neq(ad_tape_status(t), AD_OK);
+    cr_expect_str_eq(ad_tape_errmsg(t), want);
+}
+
+Test(math_ops, misuse_messages_name_the_op_and_the_shapes)
+{
+    const double v[6] = {1, 2, 3, 4, 5, 6};
+    static const struct {
+        const char *op;
+        ad_shape a, b;
+        const char *msg;
+    } bad[] = {
+        {"pow", {3, 1, 1}, {4, 1, 1}, "pow: a is a vector of length 3 but b is a vector of length 4"},
+        {"atan2", {2, 3, 2}, {3, 2, 2}, "atan2: a is 2x3 but b is 3x2"},
+        {"hypot", {2, 3, 2}, {2, 1, 1},
+         "hypot: a is 2x3 but b is a vector of length 2 (a vector broadcasts as a row: its "
+         "length must equal the matrix's columns)"},
+        {"min", {3, 1, 1}, {2, 1, 1}, "min: a is a vector of length 3 but b is a vector of length 2"},
+        {"max", {3, 4, 2}, {2, 1, 2}, "max: a is 3x4 but b is 2x1"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ad_tape *t = ad_tape_new(NULL);
+        ad_node a = ad_variable(t, bad[i].a, v), b = ad_variable(t, bad[i].b, v);
+        expect_msg(t, bin(t, bad[i].op, a, b), bad[i].msg);
+        ad_tape_free(t);
+    }
+    ad_tape *t = ad_tape_new(NULL), *t2 = ad_tape_new(NULL);
+    expect_msg(t, ad_sin(t, ad_nil()), "sin: operand 1 is the nil node (the result of a failed call)");
+    ad_tape_free(t);
+    t = ad_tape_new(NULL);
+    expect_msg(t, ad_clamp(t, ad_nil(), 0.0, 1.0),
+               "clamp_min: operand 1 is the nil node (the result of a failed call)");
+    ad_tape_free(t);
+    t = ad_tape_new(NULL);
+    ad_node x = ad_scalar_var(t2, 1.0);
+    expect_msg(t, ad_elu(t, x, 1.0),
+               "elu: operand 1 is not a node of this tape (it belongs to another tape, or was "
+               "recorded before ad_tape_reset)");
+    /* NULL tape: the nil node, nothing else */
+    cr_expect(ad_node_is_nil(ad_pow(NULL, x, x)));
+    cr_expect(ad_node_is_nil(ad_gelu(NULL, x)));
+    ad_tape_free(t);
+    ad_tape_free(t2);
 }

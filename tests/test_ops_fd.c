@@ -136,7 +136,11 @@ static const opcase cases[] = {
         B(op, "scalar op 3x5", S0, VAR, da, M(3, 5), VAR, db),                                \
         B(op, "3x5 op scalar", M(3, 5), VAR, da, S0, VAR, db),                                \
         B(op, "vector of 7 op constant scalar", V(7), VAR, da, S0, CONST, db),                \
-        B(op, "scalar param op vector of 7", S0, PARAM, da, V(7), VAR, db)
+        B(op, "scalar param op vector of 7", S0, PARAM, da, V(7), VAR, db),                  \
+        B(op, "3x5 op row vector of 5", M(3, 5), VAR, da, V(5), VAR, db),                     \
+        B(op, "row vector of 5 op 3x5", V(5), VAR, da, M(3, 5), VAR, db),                     \
+        B(op, "3x5 op column 3x1", M(3, 5), VAR, da, M(3, 1), VAR, db),                       \
+        B(op, "column 4x1 op row 1x5 (4x5)", M(4, 1), VAR, da, M(1, 5), VAR, db)
     UNARY_SET("sin", ANY, 0.0),
     UNARY_SET("cos", ANY, 0.0),
     UNARY_SET("tan", UNIT, 0.0),
@@ -982,7 +986,7 @@ static ad_shape reference(const opcase *k, const double *const v[3], double *out
         return so;
     double probe; /* [14.1 elementwise math reference] */
     if (math_binary_ref(op, 1.0, 1.0, &probe)) {
-        so = sa.ndim == 0 ? sb : sa;
+        so = bshape(sa, sb);
         for (size_t i = 0; i < ad_shape_size(so); i++)
             math_binary_ref(op, a[bidx(sa, so, i)], b[bidx(sb, so, i)], &out[i]);
         return so;
