@@ -82,7 +82,12 @@ int ad__check_opts(ad_check_report *r, const char *who, const ad_check_opts *o, 
 
 /* ---- reports ---- */
 
+/* Initialises the fields of the first release only (ad_gradcheck,
+ * ad_handcheck, ad_check_grad): a caller built against that check.h has
+ * no room for the later ones. */
 void ad__report_init(ad_check_report *r, ad__cmem mem);
+/* The same plus the fields of the derivative-mode checks (index). */
+void ad__report_init_ix(ad_check_report *r, ad__cmem mem);
 /* Records the error (status and message) and returns status. */
 int ad__report_fail(ad_check_report *r, int status, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -94,6 +99,11 @@ int ad__report_fail(ad_check_report *r, int status, const char *fmt, ...)
  * Returns AD_OK or AD_ENOMEM (the message starts with who). */
 int ad__report_add(ad_check_report *r, const char *who, ad_check_entry e, double atol,
                    double rtol, int kink);
+/* The same for a report made by ad__report_init_ix: ix says where the
+ * entry was taken. The index lives in the entries' block (after room for
+ * index_cap_ entries), so ad_check_report_free frees both. */
+int ad__report_add_ix(ad_check_report *r, const char *who, ad_check_entry e, ad_check_index ix,
+                      double atol, double rtol, int kink);
 /* Takes ownership of the text in b (or records AD_ENOMEM if b ran out). */
 int ad__report_set_text(ad_check_report *r, const char *who, ad__sb *b);
 
@@ -116,16 +126,21 @@ typedef struct ad__session {
     double *cur;              /* off[n]: the values now in the leaves     */
     double *g;                /* off[n]: gradient from the last sweep     */
     ad_node out;
+    size_t m;                 /* the output's size                        */
 } ad__session;
 
+#define AD__SESSION_ANY_SHAPE 1u /* the output may be a tensor (ad_jvpcheck) */
+
 /* Checks the arguments, copies the inputs, records fn once and checks its
- * output is a scalar. On error fills r and returns its status; the
- * session is then closed already. */
+ * output is a scalar (any shape with AD__SESSION_ANY_SHAPE). On error
+ * fills r and returns its status; the session is then closed already. */
 int ad__session_open(ad__session *s, const char *who, ad_check_fn fn, void *ud,
                      const ad_check_input *in, int n, const ad_check_opts *o,
-                     ad_check_report *r);
-/* Copies cur into the leaf of input i (all moved inputs when i < 0),
- * replays and returns the output in *f. */
+                     ad_check_report *r, unsigned flags);
+/* Copies cur into the leaf of input i (all moved inputs when i < 0) and
+ * replays; the output's value is then ad_value(s->t, s->out). */
+int ad__session_replay(ad__session *s, int i, ad_check_report *r);
+/* ad__session_replay, and the (scalar) output in *f. */
 int ad__session_eval(ad__session *s, int i, ad_check_report *r, double *f);
 /* Reverse sweep at the current values; gradients into g (0 for inputs
  * the output does not depend on). */
@@ -133,6 +148,33 @@ int ad__session_sweep(ad__session *s, ad_check_report *r);
 void ad__session_close(ad__session *s);
 /* The input's display name: its name, or "in<i>". */
 const char *ad__input_name(const ad_check_input *in, int i, char *buf, size_t cap);
+/* Moves every input that is not constant to a random point around its
+ * given value: x + spread * u * max(1, |x|), u uniform in [-1, 1]
+ * (o->spread; 0 or o NULL: 1). Writes s->cur only. */
+void ad__session_random_point(ad__session *s, const ad_check_opts *o, uint64_t *rng);
+/* "the given point (W = ..., x = ...)" or "random point 2 (...)", the
+ * values only when the inputs have at most 24 elements in all; x holds
+ * the point's values (s->off layout). */
+void ad__describe_point(ad__sb *b, const ad__session *s, const double *x, int p);
+
+/* ---- kinks: relu/abs (and opts->kink_ops) inputs near 0 ---- */
+
+typedef struct ad__kinks {
+    size_t n;             /* kink nodes        */
+    ad_node *node;        /* their input nodes */
+    size_t *off;          /* n + 1 offsets into side */
+    signed char *side;
+} ad__kinks;
+
+/* Finds the kink nodes on the session's tape and notes the side of 0 each
+ * of their input elements lies on now. AD_OK or AD_ENOMEM (k is then
+ * empty). */
+int ad__kinks_find(ad__kinks *k, const ad__session *s, const ad_check_opts *o);
+/* Notes the sides again, at the tape's current values. */
+void ad__kinks_note(ad__kinks *k, const ad_tape *t);
+/* 1 if some kink input is on another side of 0 than when noted. */
+int ad__kinks_crossed(const ad__kinks *k, const ad_tape *t);
+void ad__kinks_free(ad__kinks *k, const ad__cmem *m);
 
 /* ---- shared by the trace and the DOT export (trace.c) ---- */
 

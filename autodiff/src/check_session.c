@@ -2,6 +2,7 @@
  * tape and re-evaluated with ad_set_value + ad_replay (no re-recording). */
 #include "check_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -58,7 +59,7 @@ static int tape_error(ad__session *s, ad_check_report *r, const char *what)
 
 int ad__session_open(ad__session *s, const char *who, ad_check_fn fn, void *ud,
                      const ad_check_input *in, int n, const ad_check_opts *o,
-                     ad_check_report *r)
+                     ad_check_report *r, unsigned flags)
 {
     memset(s, 0, sizeof *s);
     s->who = who;
@@ -121,7 +122,8 @@ int ad__session_open(ad__session *s, const char *who, ad_check_fn fn, void *ud,
                                "%s: the function returned a node that is not on the check's tape",
                                who);
     }
-    if (os.ndim != 0) {
+    s->m = ad_shape_size(os);
+    if (os.ndim != 0 && !(flags & AD__SESSION_ANY_SHAPE)) {
         char sb[32];
         ad__session_close(s);
         return ad__report_fail(r, AD_EMISUSE, "%s: the function's output is %s, not a scalar",
@@ -130,7 +132,7 @@ int ad__session_open(ad__session *s, const char *who, ad_check_fn fn, void *ud,
     return AD_OK;
 }
 
-int ad__session_eval(ad__session *s, int i, ad_check_report *r, double *f)
+int ad__session_replay(ad__session *s, int i, ad_check_report *r)
 {
     for (int k = 0; k < s->n; k++) {
         if ((i >= 0 && k != i) || s->in[k].role == AD_INPUT_CONSTANT)
@@ -141,8 +143,135 @@ int ad__session_eval(ad__session *s, int i, ad_check_report *r, double *f)
     int st = ad_replay(s->t);
     if (st != AD_OK)
         return ad__report_fail(r, st, "%s: replay failed: %s", s->who, ad_tape_errmsg(s->t));
+    return AD_OK;
+}
+
+int ad__session_eval(ad__session *s, int i, ad_check_report *r, double *f)
+{
+    int st = ad__session_replay(s, i, r);
+    if (st != AD_OK)
+        return st;
     *f = ad_scalar_value(s->t, s->out);
     return AD_OK;
+}
+
+void ad__session_random_point(ad__session *s, const ad_check_opts *o, uint64_t *rng)
+{
+    const double spread = o && o->spread > 0 ? o->spread : 1.0;
+    for (int i = 0; i < s->n; i++) {
+        if (s->in[i].role == AD_INPUT_CONSTANT)
+            continue;
+        for (size_t j = 0, sz = ad_shape_size(s->in[i].shape); j < sz; j++) {
+            const double x = s->in[i].value[j];
+            s->cur[s->off[i] + j] = x + spread * ad__rng_sym(rng) * fmax(1.0, fabs(x));
+        }
+    }
+}
+
+#define SMALL_POINT 24 /* write a point's values when it has at most this many */
+
+void ad__describe_point(ad__sb *b, const ad__session *s, const double *x, int p)
+{
+    char nb[32];
+    if (p > 0)
+        ad__sb_printf(b, "random point %d", p);
+    else
+        ad__sb_puts(b, "the given point");
+    if (s->off[s->n] > SMALL_POINT)
+        return;
+    ad__sb_puts(b, " (");
+    for (int i = 0; i < s->n; i++) {
+        ad__sb_printf(b, "%s%s = ", i ? ", " : "", ad__input_name(s->in, i, nb, sizeof nb));
+        ad__sb_values(b, x + s->off[i], s->in[i].shape);
+    }
+    ad__sb_puts(b, ")");
+}
+
+/* ---- kinks ---- */
+
+static int is_kink_op(const char *name, const ad_check_opts *o)
+{
+    if (!strcmp(name, "relu") || !strcmp(name, "abs"))
+        return 1;
+    if (o && o->kink_ops)
+        for (const char *const *k = o->kink_ops; *k; k++)
+            if (!strcmp(name, *k))
+                return 1;
+    return 0;
+}
+
+static signed char side_of(double v) { return (signed char)((v > 0) - (v < 0)); }
+
+void ad__kinks_free(ad__kinks *k, const ad__cmem *m)
+{
+    ad__cmem_free(m, k->node, k->n * sizeof *k->node);
+    if (k->off) {
+        ad__cmem_free(m, k->side, k->off[k->n] * sizeof *k->side);
+        ad__cmem_free(m, k->off, (k->n + 1) * sizeof *k->off);
+    }
+    memset(k, 0, sizeof *k);
+}
+
+void ad__kinks_note(ad__kinks *k, const ad_tape *t)
+{
+    for (size_t i = 0; i < k->n; i++) {
+        const double *v = ad_value(t, k->node[i]);
+        for (size_t j = 0, sz = k->off[i + 1] - k->off[i]; j < sz; j++)
+            k->side[k->off[i] + j] = side_of(v[j]);
+    }
+}
+
+int ad__kinks_find(ad__kinks *k, const ad__session *s, const ad_check_opts *o)
+{
+    memset(k, 0, sizeof *k);
+    size_t len = ad_tape_len(s->t), n = 0, total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 1; i < len; i++) {
+            ad_node nd = ad_tape_node(s->t, i), in[AD_MAX_ARITY];
+            const ad_opdef *def = ad_node_op(s->t, nd);
+            if (!def || !def->name || !is_kink_op(def->name, o))
+                continue;
+            if (ad_node_inputs(s->t, nd, in) < 1)
+                continue;
+            size_t sz = ad_shape_size(ad_node_shape(s->t, in[0]));
+            if (pass == 1) {
+                k->node[n] = in[0];
+                k->off[n] = total;
+            }
+            n++;
+            total += sz;
+        }
+        if (pass == 0) {
+            if (n == 0)
+                return AD_OK;
+            k->node = ad__cmem_array(&s->mem, n, sizeof *k->node);
+            k->off = ad__cmem_array(&s->mem, n + 1, sizeof *k->off);
+            k->side = ad__cmem_array(&s->mem, total, sizeof *k->side);
+            k->n = n;
+            if (!k->node || !k->off || !k->side) {
+                ad__cmem_free(&s->mem, k->node, n * sizeof *k->node);
+                ad__cmem_free(&s->mem, k->off, (n + 1) * sizeof *k->off);
+                ad__cmem_free(&s->mem, k->side, total * sizeof *k->side);
+                memset(k, 0, sizeof *k);
+                return AD_ENOMEM;
+            }
+            k->off[n] = total;
+            n = total = 0;
+        }
+    }
+    ad__kinks_note(k, s->t);
+    return AD_OK;
+}
+
+int ad__kinks_crossed(const ad__kinks *k, const ad_tape *t)
+{
+    for (size_t i = 0; i < k->n; i++) {
+        const double *v = ad_value(t, k->node[i]);
+        for (size_t j = 0, sz = k->off[i + 1] - k->off[i]; j < sz; j++)
+            if (side_of(v[j]) != k->side[k->off[i] + j])
+                return 1;
+    }
+    return 0;
 }
 
 int ad__session_sweep(ad__session *s, ad_check_report *r)

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -210,12 +211,32 @@ int ad__check_opts(ad_check_report *r, const char *who, const ad_check_opts *o, 
 
 /* ---- reports ---- */
 
+/* The size of a report of the first release: what ad_gradcheck,
+ * ad_handcheck and ad_check_grad may write. */
+#define REPORT_V1_SIZE offsetof(ad_check_report, index)
+
 void ad__report_init(ad_check_report *r, ad__cmem mem)
 {
-    memset(r, 0, sizeof *r);
+    memset(r, 0, REPORT_V1_SIZE);
     r->text = "";
     r->alloc_ = mem.fn;
     r->alloc_ud_ = mem.ud;
+}
+
+static ad_check_index no_index(void)
+{
+    ad_check_index ix;
+    memset(&ix, 0, sizeof ix);
+    ix.direction = ix.direction2 = ix.input2 = -1;
+    return ix;
+}
+
+void ad__report_init_ix(ad_check_report *r, ad__cmem mem)
+{
+    ad__report_init(r, mem);
+    r->index = NULL;
+    r->worst_index = no_index();
+    r->index_cap_ = 0;
 }
 
 int ad__report_fail(ad_check_report *r, int status, const char *fmt, ...)
@@ -239,6 +260,32 @@ static double badness(const ad_check_entry *e, double atol, double rtol)
     return tol > 0 ? e->abs_err / tol : (e->abs_err > 0 ? INFINITY : 0);
 }
 
+/* Fills in e's errors and verdict, counts it and keeps the worst case.
+ * Returns 1 when e became the worst. */
+static int judge(ad_check_report *r, ad_check_entry *pe, double atol, double rtol, int kink)
+{
+    ad_check_entry e = *pe;
+    e.abs_err = fabs(e.tape - e.other);
+    double scale = fmax(fabs(e.tape), fabs(e.other));
+    e.rel_err = scale > 0 ? e.abs_err / scale : (e.abs_err > 0 ? INFINITY : 0);
+    if (isnan(e.tape) || isnan(e.other))
+        e.abs_err = e.rel_err = NAN;
+    double bad = badness(&e, atol, rtol);
+    e.verdict = bad <= 1.0 ? AD_ELEM_OK : (kink ? AD_ELEM_KINK : AD_ELEM_FAIL);
+    r->checked++;
+    if (e.verdict == AD_ELEM_FAIL)
+        r->failed++;
+    else if (e.verdict == AD_ELEM_KINK)
+        r->kinks++;
+    *pe = e;
+    if (e.verdict != AD_ELEM_KINK && (!r->has_worst || bad > badness(&r->worst, atol, rtol))) {
+        r->worst = e;
+        r->has_worst = 1;
+        return 1;
+    }
+    return 0;
+}
+
 int ad__report_add(ad_check_report *r, const char *who, ad_check_entry e, double atol,
                    double rtol, int kink)
 {
@@ -255,23 +302,45 @@ int ad__report_add(ad_check_report *r, const char *who, ad_check_entry e, double
         r->entries = p;
         r->entries_cap_ = ncap;
     }
-    e.abs_err = fabs(e.tape - e.other);
-    double scale = fmax(fabs(e.tape), fabs(e.other));
-    e.rel_err = scale > 0 ? e.abs_err / scale : (e.abs_err > 0 ? INFINITY : 0);
-    if (isnan(e.tape) || isnan(e.other))
-        e.abs_err = e.rel_err = NAN;
-    double bad = badness(&e, atol, rtol);
-    e.verdict = bad <= 1.0 ? AD_ELEM_OK : (kink ? AD_ELEM_KINK : AD_ELEM_FAIL);
-    r->checked++;
-    if (e.verdict == AD_ELEM_FAIL)
-        r->failed++;
-    else if (e.verdict == AD_ELEM_KINK)
-        r->kinks++;
-    if (e.verdict != AD_ELEM_KINK && (!r->has_worst || bad > badness(&r->worst, atol, rtol))) {
-        r->worst = e;
-        r->has_worst = 1;
-    }
+    judge(r, &e, atol, rtol, kink);
     ((ad_check_entry *)r->entries)[r->nentries++] = e;
+    return AD_OK;
+}
+
+_Static_assert(sizeof(ad_check_entry) % _Alignof(ad_check_index) == 0,
+               "the index after the entries is aligned");
+
+/* The entries' block of an indexed report holds room for index_cap_
+ * entries, then index_cap_ index records; entries_cap_ counts the whole
+ * block in entries (what ad_check_report_free frees). */
+int ad__report_add_ix(ad_check_report *r, const char *who, ad_check_entry e, ad_check_index ix,
+                      double atol, double rtol, int kink)
+{
+    const size_t se = sizeof(ad_check_entry), si = sizeof(ad_check_index);
+    ad__cmem mem = {r->alloc_, r->alloc_ud_};
+    if (r->nentries == r->index_cap_) {
+        const size_t ncap = r->index_cap_ ? 2 * r->index_cap_ : 16;
+        if (ncap > SIZE_MAX / 2 / (se + si))
+            return ad__report_fail(r, AD_ENOMEM, "%s: out of memory for the report's entries",
+                                   who);
+        const size_t units = ncap + (ncap * si + se - 1) / se;
+        char *p = mem.fn(mem.ud, (void *)r->entries, r->entries_cap_ * se, units * se);
+        if (!p)
+            return ad__report_fail(r, AD_ENOMEM, "%s: out of memory for the report's entries",
+                                   who);
+        /* the index moves up to its new place after the entries */
+        if (r->nentries)
+            memmove(p + ncap * se, p + r->index_cap_ * se, r->nentries * si);
+        r->entries = (const ad_check_entry *)(void *)p;
+        r->entries_cap_ = units;
+        r->index_cap_ = ncap;
+        r->index = (const ad_check_index *)(void *)(p + ncap * se);
+    }
+    if (judge(r, &e, atol, rtol, kink))
+        r->worst_index = ix;
+    ((ad_check_entry *)r->entries)[r->nentries] = e;
+    ((ad_check_index *)r->index)[r->nentries] = ix;
+    r->nentries++;
     return AD_OK;
 }
 

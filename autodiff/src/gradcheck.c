@@ -23,94 +23,6 @@
 #define SMALL_TABLE 24   /* list every element when there are at most this many */
 #define MAX_ROWS 40      /* otherwise at most this many failures */
 
-/* The inputs of kink ops, and on which side of 0 each element was at x. */
-typedef struct kinks {
-    size_t n;             /* kink nodes        */
-    ad_node *node;        /* their input nodes */
-    size_t *off;          /* n + 1 offsets into side */
-    signed char *side;
-} kinks;
-
-static int is_kink_op(const char *name, const ad_check_opts *o)
-{
-    if (!strcmp(name, "relu") || !strcmp(name, "abs"))
-        return 1;
-    if (o && o->kink_ops)
-        for (const char *const *k = o->kink_ops; *k; k++)
-            if (!strcmp(name, *k))
-                return 1;
-    return 0;
-}
-
-static signed char side_of(double v) { return (signed char)((v > 0) - (v < 0)); }
-
-static void kinks_free(kinks *k, const ad__cmem *m)
-{
-    ad__cmem_free(m, k->node, k->n * sizeof *k->node);
-    if (k->off) {
-        ad__cmem_free(m, k->side, k->off[k->n] * sizeof *k->side);
-        ad__cmem_free(m, k->off, (k->n + 1) * sizeof *k->off);
-    }
-    memset(k, 0, sizeof *k);
-}
-
-/* Finds the kink nodes on the tape and records their inputs' sides now. */
-static int kinks_find(kinks *k, const ad__session *s, const ad_check_opts *o)
-{
-    memset(k, 0, sizeof *k);
-    size_t len = ad_tape_len(s->t), n = 0, total = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        for (size_t i = 1; i < len; i++) {
-            ad_node nd = ad_tape_node(s->t, i), in[AD_MAX_ARITY];
-            const ad_opdef *def = ad_node_op(s->t, nd);
-            if (!def || !def->name || !is_kink_op(def->name, o))
-                continue;
-            if (ad_node_inputs(s->t, nd, in) < 1)
-                continue;
-            size_t sz = ad_shape_size(ad_node_shape(s->t, in[0]));
-            if (pass == 1) {
-                const double *v = ad_value(s->t, in[0]);
-                k->node[n] = in[0];
-                k->off[n] = total;
-                for (size_t j = 0; j < sz; j++)
-                    k->side[total + j] = side_of(v[j]);
-            }
-            n++;
-            total += sz;
-        }
-        if (pass == 0) {
-            if (n == 0)
-                return AD_OK;
-            k->node = ad__cmem_array(&s->mem, n, sizeof *k->node);
-            k->off = ad__cmem_array(&s->mem, n + 1, sizeof *k->off);
-            k->side = ad__cmem_array(&s->mem, total, sizeof *k->side);
-            k->n = n;
-            if (!k->node || !k->off || !k->side) {
-                ad__cmem_free(&s->mem, k->node, n * sizeof *k->node);
-                ad__cmem_free(&s->mem, k->off, (n + 1) * sizeof *k->off);
-                ad__cmem_free(&s->mem, k->side, total * sizeof *k->side);
-                memset(k, 0, sizeof *k);
-                return AD_ENOMEM;
-            }
-            k->off[n] = total;
-            n = total = 0;
-        }
-    }
-    return AD_OK;
-}
-
-/* 1 if some kink input is on another side of 0 than at x. */
-static int kinks_crossed(const kinks *k, const ad_tape *t)
-{
-    for (size_t i = 0; i < k->n; i++) {
-        const double *v = ad_value(t, k->node[i]);
-        for (size_t j = 0, sz = k->off[i + 1] - k->off[i]; j < sz; j++)
-            if (side_of(v[j]) != k->side[k->off[i] + j])
-                return 1;
-    }
-    return 0;
-}
-
 /* ---- text ---- */
 
 static void row(ad__sb *b, int width, const char *name, const ad_check_entry *e)
@@ -200,7 +112,7 @@ static int write_text(ad_check_report *r, const ad__session *s, const ad_check_o
 
 /* ---- the two modes ---- */
 
-static int by_element(ad__session *s, const kinks *k, double step, double atol, double rtol,
+static int by_element(ad__session *s, const ad__kinks *k, double step, double atol, double rtol,
                       ad_check_report *r)
 {
     for (int i = 0; i < s->n; i++) {
@@ -215,11 +127,11 @@ static int by_element(ad__session *s, const kinks *k, double step, double atol, 
             *xj = xp;
             if ((st = ad__session_eval(s, i, r, &fp)) != AD_OK)
                 return st;
-            crossed = kinks_crossed(k, s->t);
+            crossed = ad__kinks_crossed(k, s->t);
             *xj = xm;
             if ((st = ad__session_eval(s, i, r, &fm)) != AD_OK)
                 return st;
-            crossed |= kinks_crossed(k, s->t);
+            crossed |= ad__kinks_crossed(k, s->t);
             *xj = x;
             ad_check_entry e = {0};
             e.input = i;
@@ -238,7 +150,7 @@ static int by_element(ad__session *s, const kinks *k, double step, double atol, 
     return AD_OK;
 }
 
-static int by_direction(ad__session *s, const kinks *k, const ad_check_opts *o, double step,
+static int by_direction(ad__session *s, const ad__kinks *k, const ad_check_opts *o, double step,
                         double atol, double rtol, ad_check_report *r)
 {
     const size_t total = s->off[s->n];
@@ -273,12 +185,12 @@ static int by_direction(ad__session *s, const kinks *k, const ad_check_opts *o, 
             s->cur[j] = x0[j] + h * v[j];
         if ((st = ad__session_eval(s, -1, r, &fp)) != AD_OK)
             goto done;
-        crossed = kinks_crossed(k, s->t);
+        crossed = ad__kinks_crossed(k, s->t);
         for (size_t j = 0; j < total; j++)
             s->cur[j] = x0[j] - h * v[j];
         if ((st = ad__session_eval(s, -1, r, &fm)) != AD_OK)
             goto done;
-        crossed |= kinks_crossed(k, s->t);
+        crossed |= ad__kinks_crossed(k, s->t);
         ad_check_entry e = {0};
         e.input = -1;
         e.elem = (size_t)d;
@@ -316,13 +228,13 @@ int ad_gradcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n,
         atol = o->atol, rtol = o->rtol;
 
     ad__session s;
-    st = ad__session_open(&s, "gradcheck", fn, ud, in, n, o, r);
+    st = ad__session_open(&s, "gradcheck", fn, ud, in, n, o, r, 0);
     if (st != AD_OK)
         return st;
-    kinks k;
+    ad__kinks k;
     if ((st = ad__session_sweep(&s, r)) != AD_OK)
         goto done;
-    if (kinks_find(&k, &s, o) != AD_OK) {
+    if (ad__kinks_find(&k, &s, o) != AD_OK) {
         st = ad__report_fail(r, AD_ENOMEM, "gradcheck: out of memory for the kink table");
         goto done;
     }
@@ -330,7 +242,7 @@ int ad_gradcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n,
         st = by_direction(&s, &k, o, step, atol, rtol, r);
     else
         st = by_element(&s, &k, step, atol, rtol, r);
-    kinks_free(&k, &s.mem);
+    ad__kinks_free(&k, &s.mem);
     if (st == AD_OK)
         st = write_text(r, &s, o, step, atol, rtol);
 done:

@@ -14,7 +14,7 @@
 #define DEFAULT_POINTS 3
 #define DEFAULT_SEED 0x5eed5eedu
 #define MAX_ROWS 40
-#define SMALL_POINT 24  /* write a point's values when it has at most this many */
+#define SMALL_POINT 24  /* write a node's values when it has at most this many */
 
 typedef struct hand {
     ad__session s;
@@ -32,26 +32,9 @@ static int compared(const ad_check_input *in, int i, ad_hand_fn yours)
     return in[i].role == AD_INPUT_COMPARE && (yours || in[i].grad);
 }
 
-/* "the given point (W = ..., x = ...)" or "random point 2 (...)"; the
- * values only when the point is small. */
 static void describe_point(ad__sb *b, const hand *h, int p)
 {
-    const ad__session *s = &h->s;
-    const size_t total = s->off[s->n];
-    const double *x = h->pts + (size_t)p * total;
-    char nb[32];
-    if (p > 0)
-        ad__sb_printf(b, "random point %d", p);
-    else
-        ad__sb_puts(b, "the given point");
-    if (total > SMALL_POINT)
-        return;
-    ad__sb_puts(b, " (");
-    for (int i = 0; i < s->n; i++) {
-        ad__sb_printf(b, "%s%s = ", i ? ", " : "", ad__input_name(s->in, i, nb, sizeof nb));
-        ad__sb_values(b, x + s->off[i], s->in[i].shape);
-    }
-    ad__sb_puts(b, ")");
+    ad__describe_point(b, &h->s, h->pts + (size_t)p * h->s.off[h->s.n], p);
 }
 
 static void mismatch_line(ad__sb *b, const hand *h, const ad_check_entry *e)
@@ -132,21 +115,6 @@ static void hand_free(hand *h)
     ad__session_close(s);
 }
 
-/* Moves every non-constant input to a random point around the given one. */
-static void random_point(hand *h, const ad_check_opts *o, uint64_t *rng)
-{
-    ad__session *s = &h->s;
-    const double spread = o && o->spread > 0 ? o->spread : 1.0;
-    for (int i = 0; i < s->n; i++) {
-        if (s->in[i].role == AD_INPUT_CONSTANT)
-            continue;
-        for (size_t j = 0, sz = ad_shape_size(s->in[i].shape); j < sz; j++) {
-            const double x = s->in[i].value[j];
-            s->cur[s->off[i] + j] = x + spread * ad__rng_sym(rng) * fmax(1.0, fabs(x));
-        }
-    }
-}
-
 static int at_point(hand *h, int p, double atol, double rtol, ad_check_report *r)
 {
     ad__session *s = &h->s;
@@ -224,7 +192,7 @@ int ad_handcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n, ad_h
     h.npoints = 1;
     if (yours)
         h.npoints += !o || o->points == 0 ? DEFAULT_POINTS : (o->points > 0 ? o->points : 0);
-    st = ad__session_open(&h.s, "handcheck", fn, ud, in, n, o, r);
+    st = ad__session_open(&h.s, "handcheck", fn, ud, in, n, o, r, 0);
     if (st != AD_OK)
         return st;
     const size_t total = h.s.off[n];
@@ -242,7 +210,7 @@ int ad_handcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n, ad_h
     uint64_t rng = o && o->seed ? o->seed : DEFAULT_SEED;
     for (int p = 0; p < h.npoints && st == AD_OK; p++) {
         if (p > 0)
-            random_point(&h, o, &rng);
+            ad__session_random_point(&h.s, o, &rng);
         st = at_point(&h, p, atol, rtol, r);
     }
     if (st == AD_OK)

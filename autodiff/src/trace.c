@@ -1,4 +1,5 @@
-/* trace.c -- the reverse sweep printed step by step, like lecture notes.
+/* trace.c -- the reverse sweep printed step by step, like lecture notes,
+ * and the forward (tangent) sweep likewise (ad_trace_tangent, below).
  *
  * The table below is presentation only: for each built-in op, how to
  * write it and its local derivative as text. Every NUMBER printed comes
@@ -9,6 +10,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -88,6 +90,7 @@ typedef struct ctx {
     ad_node in[AD_MAX_ARITY];
     ad_shape ins[AD_MAX_ARITY];
     char inname[AD_MAX_ARITY][64];
+    char tname[AD_MAX_ARITY][72];  /* "dz/dv": the inputs' tangents      */
     double c;
     int tensors;              /* some operand is not a scalar */
 } ctx;
@@ -135,6 +138,9 @@ static void render(ad__sb *b, const char *tmpl, const ctx *x)
         if (key[0] >= '0' && key[0] <= '2' && !key[1]) {
             int k = key[0] - '0';
             ad__sb_puts(b, k < x->nin ? x->inname[k] : "?");
+        } else if (key[0] == 'T' && key[1] >= '0' && key[1] <= '2' && !key[2]) {
+            int k = key[1] - '0';
+            ad__sb_puts(b, k < x->nin ? x->tname[k] : "?");
         } else if (!strcmp(key, "n")) {
             ad__sb_puts(b, x->name);
         } else if (!strcmp(key, "g")) {
@@ -520,4 +526,385 @@ int ad_trace_fprint(FILE *f, const ad_tape *t, ad_node output, const ad_print_op
     if (!f)
         return ad__print_fail(o, AD_EMISUSE, "trace: the stream is NULL");
     return ad_trace(t, output, ad__file_write, f, o);
+}
+
+/* ---- the forward (tangent) sweep ---- */
+
+/* Tangent rules of the ops whose reverse rule is shape-level (rule.full):
+ * each operand's term, and the operand shapes it multiplies. The other
+ * built-ins' terms come from their reverse rule's local derivative d:
+ * dN/dv = sum_k d_k · dk/dv. */
+typedef struct frule {
+    const char *op;
+    const char *term[3];
+    const char *shapes[3];
+} frule;
+
+static const frule frules[] = {
+    {"matvec", {"{T0} · {1}", "{0} · {T1}"}, {"({r0}x{c0})·({r1}x1)", "({r0}x{c0})·({r1}x1)"}},
+    {"matvec_t", {"{T0}^T · {1}", "{0}^T · {T1}"},
+     {"({c0}x{r0})·({r1}x1)", "({c0}x{r0})·({r1}x1)"}},
+    {"matmul", {"{T0} · {1}", "{0} · {T1}"},
+     {"({r0}x{c0})·({r1}x{c1})", "({r0}x{c0})·({r1}x{c1})"}},
+    {"matmul_nt", {"{T0} · {1}^T", "{0} · {T1}^T"},
+     {"({r0}x{c0})·({c1}x{r1})", "({r0}x{c0})·({c1}x{r1})"}},
+    {"outer", {"{T0} · {1}^T", "{0} · {T1}^T"}, {"({r0}x1)·(1x{r1})", "({r0}x1)·(1x{r1})"}},
+    {"transpose", {"{T0}^T"}, {NULL}},
+    {"affine", {"{T0} · {1}", "{0} · {T1}", "{T2}"},
+     {"({r0}x{c0})·({r1}x1)", "({r0}x{c0})·({r1}x1)", NULL}},
+    {"affine/batch", {"{1} · {T0}^T", "{T1} · {0}^T", "{T2} (each row)"},
+     {"({r1}x{c1})·({c0}x{r0})", "({r1}x{c1})·({c0}x{r0})", NULL}},
+};
+
+static const frule *find_frule(const rule *r)
+{
+    for (size_t i = 0; r && i < sizeof frules / sizeof frules[0]; i++)
+        if (!strcmp(frules[i].op, r->op))
+            return &frules[i];
+    return NULL;
+}
+
+/* The descriptor's jvp, when a custom op has one (size covers it). */
+static void (*opdef_jvp(const ad_opdef *def))(const ad_call *, const double *const *, double *)
+{
+    return def->size >= offsetof(ad_opdef, jvp) + sizeof def->jvp ? def->jvp : NULL;
+}
+
+/* 1 if the factor template names a tensor operand ("{0}" of a vector),
+ * not a number or a scalar operand. */
+static int names_tensor(const ctx *x, const char *f)
+{
+    for (int k = 0; k < x->nin && k < 2; k++) {
+        const char key[4] = {'{', (char)('0' + k), '}', '\0'};
+        if (strstr(f, key) && x->ins[k].ndim != 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The factor of operand k's term when it is "factor · tangent" with a
+ * factor worth printing as numbers (a tensor factor, or any factor of a
+ * scalar node), else NULL. */
+static const char *term_factor(const ctx *x, const rule *r, int k)
+{
+    if (!r || find_frule(r) || k >= 3 || !r->d[k] || !strcmp(r->d[k], "1") ||
+        !strcmp(r->d[k], "-1"))
+        return NULL;
+    const char *f = r->d[k];
+    const int tensor_factor = names_tensor(x, f);
+    const int same = x->ins[k].ndim == x->shape.ndim &&
+                     ad_shape_size(x->ins[k]) == ad_shape_size(x->shape);
+    return x->shape.ndim == 0 || (r->elementwise && same && tensor_factor) ? f : NULL;
+}
+
+/* Operand k's term of dN/dv, e.g. "relu'(z) · dz/dv", "x · dW/dv",
+ * "dW/dv · x" (with_shapes: and "   (3x4)·(4x1)"). */
+static void tangent_term(ad__sb *b, const ctx *x, const rule *r, const ad_opdef *def, int k,
+                         int with_shapes)
+{
+    const frule *fr = find_frule(r);
+    const ad_shape is = x->ins[k];
+    const size_t isz = ad_shape_size(is), nsz = ad_shape_size(x->shape);
+    if (fr) {
+        render(b, k < 3 && fr->term[k] ? fr->term[k] : "?", x);
+        if (with_shapes && k < 3 && fr->shapes[k]) {
+            ad__sb_puts(b, "   ");
+            render(b, fr->shapes[k], x);
+        }
+        return;
+    }
+    const char *f = r && k < 3 ? r->d[k] : NULL;
+    if (!f) { /* a custom op, or a built-in without a rule here */
+        ad__sb_printf(b, "∂%s/∂%s · %s", def->name, x->inname[k], x->tname[k]);
+        return;
+    }
+    if (!strcmp(f, "-1")) { /* joined with " - " by tangent_node */
+        ad__sb_printf(b, "-%s%s", x->tname[k], isz < nsz ? " (broadcast)" : "");
+        return;
+    }
+    if (!strcmp(f, "1")) {
+        if (x->shape.ndim == 0 && isz > 1)
+            ad__sb_printf(b, "sum(%s)", x->tname[k]);
+        else
+            ad__sb_printf(b, "%s%s", x->tname[k], isz < nsz ? " (broadcast)" : "");
+        return;
+    }
+    const int tensor_factor = names_tensor(x, f);
+    const int same = is.ndim == x->shape.ndim && isz == nsz;
+    /* · for a number, a scalar node (a dot product) or a scalar operand;
+     * ⊙ for an elementwise product of tensors */
+    const char *sep = x->shape.ndim != 0 && r->elementwise && tensor_factor && same ? "⊙" : "·";
+    render(b, f, x);
+    ad__sb_printf(b, " %s %s", sep, x->tname[k]);
+}
+
+/* Each operand's term as numbers, into con[k] (nsz each), and the local
+ * derivative into loc[k] (isz each, from the vjp with seed 1; NULL when
+ * not wanted). A custom op's terms come from its jvp; a built-in's from
+ * its vjp: row i of operand k's Jacobian is the vjp of the unit seed e_i,
+ * and the term's element i is that row times the operand's tangent. */
+static void tangent_numbers(tracer *tr, const ctx *x, const ad_opdef *def, double *const *con,
+                            double *const *loc, double *og, double *seed, double *zeros,
+                            double *const *res)
+{
+    const size_t nsz = ad_shape_size(x->shape);
+    const double *tin[AD_MAX_ARITY];
+    for (int k = 0; k < x->nin; k++)
+        tin[k] = ad_tangent(tr->t, x->in[k]);
+    void (*jvp)(const ad_call *, const double *const *, double *) = opdef_jvp(def);
+    if (jvp && def != ad_registry_find(NULL, def->name)) {
+        ad_tensor in[AD_MAX_ARITY];
+        const double *one[AD_MAX_ARITY];
+        for (int k = 0; k < x->nin; k++) {
+            in[k].val = (double *)ad_value(x->t, x->in[k]);
+            in[k].grad = NULL;
+            in[k].shape = x->ins[k];
+        }
+        ad_call call;
+        memset(og, 0, nsz * sizeof *og);
+        call.out.val = (double *)ad_value(x->t, x->node);
+        call.out.grad = og;
+        call.out.shape = x->shape;
+        call.in = in;
+        call.nin = x->nin;
+        call.c = x->c;
+        call.ud = def->ud;
+        for (int k = 0; k < x->nin; k++) {
+            for (int j = 0; j < x->nin; j++)
+                one[j] = j == k ? tin[j] : zeros;
+            jvp(&call, one, con[k]);
+        }
+        return;
+    }
+    /* an operand whose tangent is 0 adds exactly 0: its vjp is not asked
+     * (index operands of take, slice, ... are never handed a gradient;
+     * local derivatives are only wanted of the ops in the rule table) */
+    double *want[AD_MAX_ARITY], *want_loc[AD_MAX_ARITY];
+    int any = 0, any_local = 0;
+    for (int k = 0; k < x->nin; k++) {
+        const size_t isz = ad_shape_size(x->ins[k]);
+        int nz = 0;
+        for (size_t j = 0; j < isz && !nz; j++)
+            nz = tin[k][j] != 0.0;
+        want[k] = nz ? res[k] : NULL;
+        want_loc[k] = loc[k];
+        any |= nz;
+        any_local |= want_loc[k] != NULL;
+        if (!nz)
+            memset(con[k], 0, nsz * sizeof *con[k]);
+    }
+    for (size_t i = 0; i < nsz && any; i++) {
+        memset(seed, 0, nsz * sizeof *seed);
+        seed[i] = 1.0;
+        run_vjp(x, def, seed, og, want);
+        for (int k = 0; k < x->nin; k++) {
+            if (!want[k])
+                continue;
+            double sum = 0;
+            for (size_t j = 0, isz = ad_shape_size(x->ins[k]); j < isz; j++)
+                sum += res[k][j] * tin[k][j];
+            con[k][i] = sum;
+        }
+    }
+    if (any_local) {
+        for (size_t i = 0; i < nsz; i++)
+            seed[i] = 1.0;
+        run_vjp(x, def, seed, og, want_loc);
+    }
+}
+
+static int tangent_node(tracer *tr, ad_node nd)
+{
+    const ad_tape *t = tr->t;
+    ad__sb *b = &tr->line;
+    const ad_opdef *def = ad_node_op(t, nd);
+    char nb[32], tb[72], sb[32];
+    ctx x;
+    ctx_fill(&x, t, nd);
+    x.name = ad__node_label(t, nd, nb, sizeof nb);
+    snprintf(tb, sizeof tb, "d%s/dv", x.name);
+    for (int k = 0; k < x.nin; k++)
+        snprintf(x.tname[k], sizeof x.tname[k], "d%s/dv", x.inname[k]);
+    const size_t nsz = ad_shape_size(x.shape);
+    const double *val = ad_value(t, nd), *tan = ad_tangent(t, nd);
+    const int leaf = !strcmp(def->name, "leaf");
+    const int small = nsz <= tr->maxv;
+
+    ad__sb_printf(b, "\n%s%s", x.name, leaf ? ": " : " = ");
+    ad__node_expr(b, t, nd);
+    if (leaf)
+        ad__sb_printf(b, ", %s", ad__shape_name(x.shape, sb, sizeof sb));
+    if (small) {
+        ad__sb_puts(b, " = ");
+        put_values(tr, val, x.shape, 0);
+    } else if (!leaf) {
+        ad__sb_printf(b, "   [%s]", ad__shape_name(x.shape, sb, sizeof sb));
+    }
+    ad__sb_puts(b, "\n");
+    if (leaf) {
+        int seeded = 0;
+        for (size_t i = 0; i < nsz; i++)
+            seeded |= tan[i] != 0.0;
+        if (small) {
+            ad__sb_printf(b, "  %s = ", tb);
+            put_values(tr, tan, x.shape, 0);
+        } else {
+            ad__sb_printf(b, "  %s: %s, not shown", tb, ad__shape_name(x.shape, sb, sizeof sb));
+        }
+        ad__sb_puts(b, seeded ? "   (seed)\n" : "\n");
+        flush(tr);
+        return b->oom ? AD_ENOMEM : AD_OK;
+    }
+
+    const rule *r = rule_for(def, &x);
+    double *con[AD_MAX_ARITY] = {NULL}, *loc[AD_MAX_ARITY] = {NULL}, *res[AD_MAX_ARITY] = {NULL};
+    if (small) {
+        size_t maxin = 1, need = 2 * nsz;
+        for (int k = 0; k < x.nin; k++) {
+            const size_t isz = ad_shape_size(x.ins[k]);
+            maxin = isz > maxin ? isz : maxin;
+            need += 2 * isz + nsz;
+        }
+        need += maxin;
+        if (scratch(tr, need) != AD_OK)
+            return AD_ENOMEM;
+        double *p = tr->scratch, *og = p, *seed = p + nsz, *zeros = p + 2 * nsz;
+        p += 2 * nsz + maxin;
+        memset(zeros, 0, maxin * sizeof *zeros);
+        for (int k = 0; k < x.nin; k++) {
+            const size_t isz = ad_shape_size(x.ins[k]);
+            res[k] = p;
+            loc[k] = term_factor(&x, r, k) && isz <= tr->maxv ? p + isz : NULL;
+            con[k] = p + 2 * isz;
+            p += 2 * isz + nsz;
+        }
+        tangent_numbers(tr, &x, def, con, loc, og, seed, zeros, res);
+    }
+    /* dN/dv = term + term ... = the tape's tangent */
+    ad__sb_printf(b, "  %s = ", tb);
+    for (int k = 0; k < x.nin; k++) {
+        if (k == 0) {
+            tangent_term(b, &x, r, def, k, x.nin == 1);
+            continue;
+        }
+        ad__sb t1;
+        ad__sb_init(&t1, tr->mem);
+        tangent_term(&t1, &x, r, def, k, 0);
+        const char *tt = t1.buf ? t1.buf : "";
+        if (tt[0] == '-')
+            ad__sb_printf(b, " - %s", tt + 1);
+        else
+            ad__sb_printf(b, " + %s", tt);
+        if (t1.oom)
+            b->oom = 1;
+        ad__sb_free(&t1);
+    }
+    if (x.nin == 1 && small && loc[0]) {
+        ad__sb_puts(b, " = ");
+        put_values(tr, loc[0], x.ins[0], 0);
+        ad__sb_printf(b, " %s ", x.shape.ndim != 0 ? "⊙" : "·");
+        put_values(tr, ad_tangent(t, x.in[0]), x.ins[0], 1);
+    }
+    if (small) {
+        ad__sb_puts(b, " = ");
+        put_values(tr, tan, x.shape, 0);
+    } else {
+        ad__sb_printf(b, "   [%s]", ad__shape_name(x.shape, sb, sizeof sb));
+    }
+    ad__sb_puts(b, "\n");
+    /* each term on its own line when there are several */
+    for (int k = 0; x.nin > 1 && k < x.nin; k++) {
+        ad__sb_puts(b, "    ");
+        tangent_term(b, &x, r, def, k, 1);
+        if (!small) {
+            ad__sb_puts(b, "\n");
+            continue;
+        }
+        if (loc[k]) {
+            ad__sb_puts(b, " = ");
+            put_values(tr, loc[k], x.ins[k], 0);
+            ad__sb_printf(b, " %s ", x.shape.ndim != 0 ? "⊙" : "·");
+            put_values(tr, ad_tangent(t, x.in[k]), x.ins[k], 1);
+        }
+        ad__sb_puts(b, " = ");
+        put_values(tr, con[k], x.shape, 0);
+        ad__sb_puts(b, "\n");
+    }
+    flush(tr);
+    return b->oom ? AD_ENOMEM : AD_OK;
+}
+
+int ad_trace_tangent(const ad_tape *t, ad_node output, ad_write_fn write, void *ud,
+                     const ad_print_opts *o)
+{
+    if (!t || !write)
+        return ad__print_fail(o, AD_EMISUSE, "trace_tangent: %s is NULL", t ? "write" : "tape");
+    if (ad_tape_status(t) != AD_OK)
+        return ad__print_fail(o, AD_EMISUSE, "trace_tangent: the tape holds an error: %s",
+                              ad_tape_errmsg(t));
+    size_t oi = ad_node_index(t, output);
+    if (!oi)
+        return ad__print_fail(o, AD_EMISUSE,
+                              "trace_tangent: the output is nil, stale or of another tape");
+    char jb[32];
+    const char *J = ad__node_label(t, output, jb, sizeof jb);
+    if (!ad_tangent(t, output))
+        return ad__print_fail(o, AD_EMISUSE,
+                              "trace_tangent: no forward sweep of this recording: call "
+                              "ad_forward (after ad_tangents and ad_set_tangent) or ad_jvp "
+                              "before ad_trace_tangent");
+
+    tracer tr;
+    memset(&tr, 0, sizeof tr);
+    tr.t = t;
+    tr.mem = ad__cmem_make(o ? o->alloc : NULL, o ? o->alloc_ud : NULL);
+    tr.write = write;
+    tr.ud = ud;
+    tr.maxv = o && o->max_values ? o->max_values : DEFAULT_MAX_VALUES;
+    tr.J = J;
+    tr.len = oi + 1;
+    ad__sb_init(&tr.line, tr.mem);
+    tr.mark = ad__cmem_array(&tr.mem, tr.len, sizeof *tr.mark);
+    int st = AD_OK;
+    if (!tr.mark) {
+        st = ad__print_fail(o, AD_ENOMEM, "trace_tangent: out of memory for %zu nodes", tr.len);
+        goto done;
+    }
+    memset(tr.mark, 0, tr.len);
+    /* the nodes output depends on, constants included: a tangent may be
+     * seeded on any leaf */
+    tr.mark[oi] = 1;
+    size_t steps = 0;
+    for (size_t i = oi; i > 0; i--) {
+        if (!tr.mark[i])
+            continue;
+        steps++;
+        ad_node nd = ad_tape_node(t, i), in[AD_MAX_ARITY];
+        int nin = ad_node_inputs(t, nd, in);
+        for (int k = 0; k < nin; k++)
+            tr.mark[ad_node_index(t, in[k])] = 1;
+    }
+    ad__sb_printf(&tr.line, "forward sweep to %s: %zu steps, tangents dN/dv along the first "
+                            "direction\n",
+                  J, steps);
+    flush(&tr);
+    for (size_t i = 1; i <= oi && st == AD_OK; i++)
+        if (tr.mark[i])
+            st = tangent_node(&tr, ad_tape_node(t, i));
+    if (st == AD_OK && tr.line.oom)
+        st = AD_ENOMEM;
+    if (st == AD_ENOMEM)
+        ad__print_fail(o, AD_ENOMEM, "trace_tangent: out of memory");
+done:
+    ad__cmem_free(&tr.mem, tr.mark, tr.len * sizeof *tr.mark);
+    ad__cmem_free(&tr.mem, tr.scratch, tr.scratch_cap * sizeof *tr.scratch);
+    ad__sb_free(&tr.line);
+    return st;
+}
+
+int ad_trace_tangent_fprint(FILE *f, const ad_tape *t, ad_node output, const ad_print_opts *o)
+{
+    if (!f)
+        return ad__print_fail(o, AD_EMISUSE, "trace_tangent: the stream is NULL");
+    return ad_trace_tangent(t, output, ad__file_write, f, o);
 }

@@ -6,7 +6,13 @@
  *   ad_handcheck    your own gradient formula against the tape, at a given
  *                   point and at seeded random points
  *   ad_check_grad   one node's gradient against an expected array
+ *   ad_jvpcheck     forward mode: J v against central differences
+ *   ad_hvpcheck     second order: H v against differences of the gradient,
+ *                   and the symmetry <H u, w> = <u, H w>
+ *   ad_handcheck_hessian, ad_handcheck_hvp
+ *                   your Hessian (or H v) against the tape's
  *   ad_trace        the reverse sweep step by step, like lecture notes
+ *   ad_trace_tangent  the forward (tangent) sweep step by step
  *   ad_export_dot   the tape as a DOT graph
  *
  * Conventions (as in autodiff.h): nothing here aborts, exits or prints on
@@ -80,8 +86,9 @@ typedef int (*ad_hand_fn)(const double *const *point, double *const *grad, int n
 
 /* Flags for ad_check_opts.flags. */
 #define AD_CHECK_ALL_ROWS 1u  /* list every element in the text, not only
-                                 failures (ad_gradcheck lists all of a
-                                 check of at most 24 elements anyway) */
+                                 failures (ad_gradcheck, ad_jvpcheck and
+                                 ad_hvpcheck list all of a check of at
+                                 most 24 elements anyway) */
 
 /* Options shared by the checks. Zero-initialise (or pass NULL) for the
  * defaults; each field says what 0 means and which values are valid.
@@ -94,11 +101,13 @@ typedef struct ad_check_opts {
     /* Element (i, j) passes when
      *   |tape - other| <= atol + rtol * max(|tape|, |other|).
      * Both finite and >= 0. atol = rtol = 0: the check's defaults
-     * (ad_gradcheck 1e-6 and 1e-5; ad_handcheck and ad_check_grad 1e-9 and
+     * (ad_gradcheck, ad_jvpcheck, ad_hvpcheck 1e-6 and 1e-5; ad_handcheck,
+     * ad_check_grad, ad_handcheck_hessian, ad_handcheck_hvp 1e-9 and
      * 1e-9). If either is nonzero both are used exactly as given, so
      * atol = 0 with rtol > 0 is a purely relative test and vice versa. */
     double atol, rtol;
-    /* ad_gradcheck: element x_j is moved by +-h_j with
+    /* ad_gradcheck (and ad_jvpcheck, ad_hvpcheck, see there): element
+     * x_j is moved by +-h_j with
      * h_j = step * max(1, |x_j|); finite and > 0, or 0: the default
      * step = cbrt(DBL_EPSILON) ~ 6.06e-6, which balances truncation error
      * O(h^2) against rounding O(eps/h). */
@@ -106,18 +115,23 @@ typedef struct ad_check_opts {
     /* ad_gradcheck, >= 0: 0 compares every element (2 evaluations each);
      * d > 0 instead compares g^T v with (f(x+hv) - f(x-hv)) / 2h for d
      * seeded random directions v (entries uniform in [-1, 1], h = step *
-     * max(1, max|x|)), 2d evaluations whatever the input size. */
+     * max(1, max|x|)), 2d evaluations whatever the input size.
+     * ad_jvpcheck, ad_hvpcheck: 0 every unit direction, d > 0 d random
+     * directions; ad_handcheck_hvp: 0 three random directions. */
     int directions;
-    /* ad_handcheck with a callback: random points besides the given one.
+    /* ad_handcheck with a callback, and the derivative-mode checks: random
+     * points besides the given one.
      * 0: 3; negative: none; at most 100000 (more is AD_EMISUSE). Each
      * element of a moved input becomes x + spread * u * max(1, |x|), u
      * uniform in [-1, 1]. */
     int points;
-    double spread;        /* ad_handcheck: finite and > 0, or 0: 1.0 */
+    double spread;        /* ad_handcheck and the derivative-mode checks:
+                             finite and > 0, or 0: 1.0 */
     uint64_t seed;        /* random directions and points; 0: a fixed seed */
     unsigned flags;       /* AD_CHECK_ALL_ROWS */
-    /* ad_gradcheck: extra op names whose input has a kink at 0 (custom
-     * ops), NULL-terminated; "relu" and "abs" are always included. */
+    /* ad_gradcheck, ad_jvpcheck, ad_hvpcheck: extra op names whose input
+     * has a kink at 0 (custom ops), NULL-terminated; "relu" and "abs" are
+     * always included. */
     const char *const *kink_ops;
     ad_alloc_fn alloc;    /* every allocation of the check and its tape; NULL: realloc/free */
     void *alloc_ud;
@@ -136,6 +150,15 @@ enum {
                         step: not a failure */
 };
 
+/* What a derivative-mode check compared (ad_check_index.kind). */
+enum {
+    AD_CMP_JVP = 1,      /* an element of J v against central differences      */
+    AD_CMP_HVP = 2,      /* an element of H v (or of H) against differences of
+                            the gradient, or against yours                     */
+    AD_CMP_SYMMETRY = 3, /* <H u, w> against <u, H w>, or H[a][b] against H[b][a] */
+    AD_CMP_HESSIAN = 4   /* an element of your Hessian against the tape's      */
+};
+
 /* One compared element. */
 typedef struct ad_check_entry {
     int input;        /* index of the input; -1 for a random direction    */
@@ -147,6 +170,20 @@ typedef struct ad_check_entry {
     double rel_err;   /* abs_err / max(|tape|, |other|); 0 when both are 0 */
     int verdict;      /* AD_ELEM_OK, _FAIL or _KINK                       */
 } ad_check_entry;
+
+/* Where an entry of a derivative-mode check was taken, beside its input,
+ * elem and point (see each check for what they hold). */
+typedef struct ad_check_index {
+    int kind;         /* AD_CMP_JVP, _HVP, _SYMMETRY or _HESSIAN             */
+    size_t out_elem;  /* AD_CMP_JVP: the output element compared; else 0    */
+    int direction;    /* the direction (0-based) of a J v or H v entry, and
+                         u's for a symmetry entry; -1 for a unit direction
+                         (a column of J or H) and for AD_CMP_HESSIAN        */
+    int direction2;   /* AD_CMP_SYMMETRY of two directions: w's; else -1    */
+    int input2;       /* the column's input: a unit direction, a symmetry
+                         pair of unit directions, AD_CMP_HESSIAN; else -1   */
+    size_t elem2;     /* and its row-major element; else 0                  */
+} ad_check_index;
 
 #define AD_CHECK_MSG_CAP 256
 
@@ -175,11 +212,33 @@ typedef struct ad_check_report {
     ad_alloc_fn alloc_;
     void *alloc_ud_;
     size_t entries_cap_, text_cap_;
+    /* ---- added with the derivative-mode checks (ad_jvpcheck,
+     * ad_hvpcheck, ad_handcheck_hessian, ad_handcheck_hvp), which alone
+     * write them: read them only after one of those (see "How these
+     * structs grow" below) ---- */
+    const ad_check_index *index; /* nentries: where each entry was taken */
+    ad_check_index worst_index;  /* where the worst entry was taken      */
+    size_t index_cap_;           /* private */
 } ad_check_report;
 
 /* Frees what the report holds and leaves it empty (text ""). NULL: no-op.
- * Safe to call twice. */
+ * Safe to call twice. index points into the freed memory afterwards:
+ * nentries is 0, so a loop over the entries reads none of it. */
 AD_API void ad_check_report_free(ad_check_report *rep);
+
+/* How these structs grow. You allocate ad_check_report and ad_check_opts
+ * (typically on the stack) and index arrays of ad_check_input and
+ * ad_check_entry, so a program built against an older check.h hands the
+ * library smaller structs than the current ones:
+ *   - ad_check_input and ad_check_entry never change size or layout;
+ *     what a later check needs per entry goes into a parallel array
+ *     (ad_check_report.index).
+ *   - ad_check_report and ad_check_opts only gain fields at their ends.
+ *     A field is written (report) or read (options) only by the
+ *     functions released with it or later, which an older program never
+ *     calls: ad_gradcheck, ad_handcheck and ad_check_grad touch exactly
+ *     the fields of the first release, and ad_check_report_free frees a
+ *     report of any release. */
 
 /* ------------------------------------------------------------------ */
 /* Checks                                                              */
@@ -232,6 +291,143 @@ AD_API int ad_check_grad(const ad_tape *t, ad_node node, const double *expected,
                          const ad_check_opts *opts, ad_check_report *rep);
 
 /* ------------------------------------------------------------------ */
+/* Derivative modes: J v, H v and Hessians                             */
+/* ------------------------------------------------------------------ */
+
+/* The checks below test forward mode (ad_jvp) and second order (ad_hvp,
+ * ad_hessian) as the ones above test the reverse sweep: fn is recorded
+ * once on a tape of the check's own and re-evaluated with ad_replay; the
+ * inputs' roles are as above. They share these conventions:
+ *
+ * Points: the given one (in[i].value), then opts->points seeded random
+ * points (0: 3; negative: none; at most 100000), each element of every
+ * input that is not AD_INPUT_CONSTANT moved to x + spread * u * max(1,
+ * |x|), u uniform in [-1, 1] (opts->spread, 0: 1.0) -- the points
+ * ad_handcheck draws for the same seed. entry.point: 0 the given point, k
+ * the k-th random one.
+ *
+ * Directions move only the AD_INPUT_COMPARE inputs. dirs NULL and
+ * opts->directions 0: every unit direction -- one per compared element,
+ * so the columns of J (or H) are compared one by one. dirs NULL and
+ * opts->directions = d > 0: d seeded random directions, entries uniform
+ * in [-1, 1] on the compared inputs (the same directions at every point).
+ * dirs given: ndirs directions of N doubles each, N the total size of all
+ * inputs in order (input i's elements after those of inputs 0..i-1);
+ * the entries of skip and constant inputs are ignored (taken as 0). The
+ * directions are named v1, v2, ... in the text.
+ *
+ * Central differences along v use h = step * max(1, |x_j|) for the unit
+ * direction of x_j, and h = step * max(1, max|x|) / max|v| for a direction
+ * v (x over the compared inputs), so no element moves by more than
+ * step * max(1, max|x|); step is opts->step (0: cbrt(DBL_EPSILON)).
+ * A difference during which a relu/abs input (or one of opts->kink_ops)
+ * changed side of 0 is AD_ELEM_KINK when it disagrees, as in
+ * ad_gradcheck. Default tolerances: atol 1e-6, rtol 1e-5 against
+ * differences, atol = rtol = 1e-9 against your own formulas.
+ *
+ * Reports: one ad_check_entry per compared number, with
+ * rep->index[i] saying where it was taken (kind, output element,
+ * direction, column input and element), and rep->worst_index for
+ * rep->worst. Rows of the text name each number like the lecture notes:
+ *   dJ/dx [2][1]        d J[2] / d x[1]: a Jacobian element (unit direction)
+ *   dJ/dv1 [2]          element 2 of J v1
+ *   d2J/dW db [1][0]    d2 J / d W[1] d b[0]: a Hessian element
+ *   d2J/dW dv1 [1]      element 1 of the W part of H v1
+ * J is the name the function gave its output with ad_set_name, else "J";
+ * a matrix input's element is its row-major index.
+ *
+ * Errors are returned as by ad_gradcheck (AD_OK: ran; pass/fail in
+ * rep->passed; else the status, also in rep->status, and rep->errmsg).
+ * Besides its cases, each of these is AD_EMISUSE: ndirs negative, dirs
+ * NULL with ndirs > 0, dirs given with ndirs 0 or together with
+ * opts->directions > 0, a direction holding NaN or an infinity, and a
+ * mode the tape refuses (a custom op without the rule: the tape's
+ * message, e.g. "jvpcheck: jvp: custom op 'cube' has no jvp rule ..."). */
+
+/* Forward mode against central differences: at every point and along
+ * every direction v, the tape's J v (ad_jvp on the check's tape) against
+ * (f(x + h v) - f(x - h v)) / 2h, element by element of the output. fn's
+ * output may have any shape (a scalar, vector or matrix). Entries:
+ * AD_CMP_JVP, tape = (J v)[k], other = the difference, index.out_elem = k;
+ * for a unit direction input and elem name the column (the element moved),
+ * for a direction input is -1 and elem and index.direction its number.
+ * Options: atol, rtol, step, directions, points, spread, seed, flags,
+ * kink_ops, alloc, registry (numbers validated as in ad_gradcheck). */
+AD_API int ad_jvpcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n,
+                       const double *dirs, int ndirs, const ad_check_opts *opts,
+                       ad_check_report *rep);
+
+/* Second order against differences of the gradient, in the spirit of
+ * PyTorch's gradgradcheck: fn's output must be a scalar. At every point
+ * and along every direction v, the tape's H v (ad_hvp) against
+ * (g(x + h v) - g(x - h v)) / 2h, g the tape's gradient (ad_backward at the
+ * moved point), for each element of the compared inputs: AD_CMP_HVP
+ * entries with input and elem the row; for a unit direction index.input2
+ * and elem2 name the column (the entry is the Hessian element H[row][col]),
+ * else index.direction is the direction's number. Then symmetry, which a
+ * Hessian has and a wrong second-order rule often breaks: for every pair
+ * of directions u = v_a, w = v_b (a < b), <H u, w> (tape) against
+ * <u, H w> (other), entries AD_CMP_SYMMETRY with input -1, elem the pair's
+ * number, index.direction a and direction2 b; with unit directions the
+ * pairs are the elements H[r][c] against H[c][r] of the compared block,
+ * r before c (input, elem: r; input2, elem2: c). The symmetry rows use
+ * the same tolerances. Options as ad_jvpcheck. Extra AD_EMISUSE: fn's
+ * output is not a scalar; a custom op without a second-order rule. */
+AD_API int ad_hvpcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int n,
+                       const double *dirs, int ndirs, const ad_check_opts *opts,
+                       ad_check_report *rep);
+
+/* Your Hessian at a point, for ad_handcheck_hessian: point[i] holds input
+ * i's values; for each pair a <= b of AD_INPUT_COMPARE inputs, H[a * n + b]
+ * receives the block d2(output) / d(input a) d(input b): ad_shape_size(a)
+ * x ad_shape_size(b) doubles, row-major, element [r][c] = d2 out /
+ * d a[r] d b[c] (zeroed before the call). Every other H[] entry is NULL
+ * (the block (b, a) is the transpose of (a, b)). Return 0, or nonzero to
+ * stop the check (AD_EMISUSE quoting the value). */
+typedef int (*ad_hand_hess_fn)(const double *const *point, double *const *H, int n, void *ud);
+
+/* Your Hessian-vector product at a point, for ad_handcheck_hvp: point[i]
+ * and v[i] hold input i's values and direction (zeros on inputs that are
+ * not compared); write the part of H v for input i into hv[i] (zeroed)
+ * for every AD_INPUT_COMPARE input (hv[i] is NULL for the others). Return
+ * 0, or nonzero to stop the check. */
+typedef int (*ad_hand_hvp_fn)(const double *const *point, const double *const *v,
+                              double *const *hv, int n, void *ud);
+
+/* Your Hessian against the tape's (ad_hessian on the check's tape, with
+ * respect to every input that is not constant). yours NULL: hess holds
+ * n * n block pointers, hess[a * n + b] your block d2J / d(input a)
+ * d(input b) at the given point (layout as ad_hand_hess_fn, any pair of
+ * compared inputs in either order; NULL, or a pair involving an input
+ * that is not compared: not compared), and only the given point is
+ * checked. yours given (hess must be NULL): it is called at the given
+ * point and at opts->points random points. Each mismatch is named like
+ *   d2J/dW db [1][0]: yours 2, tape 1
+ * under the point it was found at. Entries: AD_CMP_HESSIAN, input and
+ * elem the row (input a, element r), index.input2 and elem2 the column,
+ * tape and other the tape's and your value. Options: atol, rtol, points,
+ * spread, seed, flags, alloc, registry. Extra AD_EMISUSE cases: both or
+ * neither of hess and yours, nothing to compare, random points without a
+ * callback, the callback returned nonzero, a custom op without a
+ * second-order rule. */
+AD_API int ad_handcheck_hessian(ad_check_fn fn, void *ud, const ad_check_input *in, int n,
+                                const double *const *hess, ad_hand_hess_fn yours,
+                                void *yours_ud, const ad_check_opts *opts,
+                                ad_check_report *rep);
+
+/* Your Hessian-vector products against the tape's (ad_hvp), for Hessians
+ * too large to write down: at the given point and opts->points random
+ * points, along the directions (dirs, or opts->directions random ones --
+ * 0: 3; unit directions are not used here), yours (required) against the
+ * tape's H v element by element of the compared inputs, rows named
+ * "d2J/dW dv1 [1]: yours 2, tape 1". Entries: AD_CMP_HVP, input and elem
+ * the row, index.direction the direction. Options as ad_handcheck_hessian
+ * plus directions. */
+AD_API int ad_handcheck_hvp(ad_check_fn fn, void *ud, const ad_check_input *in, int n,
+                            const double *dirs, int ndirs, ad_hand_hvp_fn yours,
+                            void *yours_ud, const ad_check_opts *opts, ad_check_report *rep);
+
+/* ------------------------------------------------------------------ */
 /* Trace and graph                                                     */
 /* ------------------------------------------------------------------ */
 
@@ -268,6 +464,32 @@ AD_API int ad_trace(const ad_tape *t, ad_node output, ad_write_fn write, void *u
 /* The same, written to f (a stream the caller opened; errors writing it
  * are left in ferror(f)). f NULL: AD_EMISUSE. */
 AD_API int ad_trace_fprint(FILE *f, const ad_tape *t, ad_node output, const ad_print_opts *opts);
+
+/* Prints the forward (tangent) sweep to output, step by step, in
+ * recording order: for each node output depends on, its op and value, its
+ * tangent dN/dv along the first direction of the last forward sweep
+ * (ad_forward after ad_tangents and ad_set_tangent, or a driver such as
+ * ad_jvp), and how it is made of the operands' tangents, e.g.
+ *   yhat = relu(z) = 1
+ *     dyhat/dv = relu'(z) · dz/dv = 1 · 0.5 = 0.5
+ * or, with several operands, the sum and each term on a line of its own
+ *   Wx = W · x = -6
+ *     dWx/dv = x · dW/dv + W · dx/dv = 1
+ *       x · dW/dv = (1, 0, 2) · (1, 0, 0) = 1
+ *       W · dx/dv = (4, 2, -5) · (0, 0, 0) = 0
+ * and, for matrices, the shape-level rule with the operand shapes
+ *   dWx/dv = dW/dv · x + W · dx/dv ... (3x4)·(4x1). Every number comes
+ * from the tape: values and tangents as the sweep left them, and each term
+ * from the op's own rules (a custom op's jvp; a built-in's vjp, run on
+ * scratch buffers, gives the local derivative it is multiplied by).
+ * Output is UTF-8; the tape is only read. Returns AD_OK, AD_EMISUSE (NULL
+ * t/write, bad output node, a tape holding an error, no forward sweep of
+ * the current recording) or AD_ENOMEM, the reason in opts->errbuf. */
+AD_API int ad_trace_tangent(const ad_tape *t, ad_node output, ad_write_fn write, void *ud,
+                            const ad_print_opts *opts);
+/* The same, written to f. f NULL: AD_EMISUSE. */
+AD_API int ad_trace_tangent_fprint(FILE *f, const ad_tape *t, ad_node output,
+                                   const ad_print_opts *opts);
 
 /* Writes the tape as a Graphviz DOT digraph: one node per tape node with
  * its name, op, shape, value and gradient (values when small), edges from
