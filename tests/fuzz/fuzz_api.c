@@ -485,8 +485,7 @@ static const ad_opdef dup_add = BAD_DEF("add", 2, cube_fwd, cube_vjp);
 
 enum rule {
     R_SAME,      /* unary elementwise */
-    R_BCAST,     /* same shapes or a scalar operand */
-    R_BCAST_ROW, /* ... or a matrix plus a vector of its columns */
+    R_BCAST,     /* numpy's broadcasting in two dimensions (see bcast_dims) */
     R_REDUCE,    /* anything -> scalar */
     R_DOT,       /* same shapes -> scalar */
     R_MATVEC,
@@ -532,7 +531,7 @@ typedef struct opspec {
  * through their descriptors by the apply actions); custom ops through
  * ad_apply. Append new ops at the end. */
 static const opspec OPS[] = {
-    OP2("add", ad_add, R_BCAST_ROW, F_ADD),
+    OP2("add", ad_add, R_BCAST, F_ADD),
     OP2("sub", ad_sub, R_BCAST, F_SUB),
     OP2("mul", ad_mul, R_BCAST, F_MUL),
     OP2("div", ad_div, R_BCAST, F_DIV),
@@ -585,6 +584,34 @@ static const opspec *spec_by_name(const char *name)
     return NULL;
 }
 
+/* A shape seen as rows x cols for broadcasting: a scalar 1 x 1, a vector
+ * (n) a row 1 x n, a matrix as it is. */
+static void bdims(ad_shape s, size_t *R, size_t *C)
+{
+    *R = s.ndim == 2 ? s.rows : 1;
+    *C = s.ndim == 2 ? s.cols : s.ndim == 1 ? s.rows : 1;
+}
+
+/* The binary elementwise ops' one rule: each dimension equal in both
+ * operands or 1 in one of them (repeated); the result is a matrix if an
+ * operand is one, else a vector if one is, else a scalar. */
+static int bcast_dims(ad_shape a, ad_shape b, ad_shape *out)
+{
+    size_t Ra, Ca, Rb, Cb;
+    bdims(a, &Ra, &Ca);
+    bdims(b, &Rb, &Cb);
+    if ((Ra != Rb && Ra != 1 && Rb != 1) || (Ca != Cb && Ca != 1 && Cb != 1))
+        return AD_ESHAPE;
+    const size_t R = Ra > Rb ? Ra : Rb, C = Ca > Cb ? Ca : Cb;
+    if (a.ndim == 2 || b.ndim == 2)
+        *out = ad_shape_mat((uint32_t)R, (uint32_t)C);
+    else if (a.ndim == 1 || b.ndim == 1)
+        *out = ad_shape_vec((uint32_t)C);
+    else
+        *out = ad_shape_scalar();
+    return AD_OK;
+}
+
 /* The shape oracle: AD_OK and *out, or the status the engine must give
  * for valid operands of shapes s[]. */
 static int oracle(const opspec *o, const ad_shape *s, double c, ad_shape *out)
@@ -593,14 +620,7 @@ static int oracle(const opspec *o, const ad_shape *s, double c, ad_shape *out)
     switch (o->rule) {
     case R_SAME: *out = a; break;
     case R_BCAST:
-    case R_BCAST_ROW:
-        if (same_shape(a, b) || b.ndim == 0)
-            *out = a;
-        else if (a.ndim == 0)
-            *out = b;
-        else if (o->rule == R_BCAST_ROW && a.ndim == 2 && b.ndim == 1 && b.rows == a.cols)
-            *out = a;
-        else
+        if (bcast_dims(a, b, out) != AD_OK)
             return AD_ESHAPE;
         break;
     case R_REDUCE: *out = ad_shape_scalar(); break;
@@ -668,10 +688,10 @@ static int oracle(const opspec *o, const ad_shape *s, double c, ad_shape *out)
 static int compatible(const opspec *o, int k, ad_shape s0, ad_shape sk)
 {
     switch (o->rule) {
-    case R_BCAST: return same_shape(s0, sk) || sk.ndim == 0 || s0.ndim == 0;
-    case R_BCAST_ROW:
-        return same_shape(s0, sk) || sk.ndim == 0 || s0.ndim == 0 ||
-               (s0.ndim == 2 && sk.ndim == 1 && sk.rows == s0.cols);
+    case R_BCAST: {
+        ad_shape out;
+        return bcast_dims(s0, sk, &out) == AD_OK;
+    }
     case R_DOT:
     case R_XENT:
     case R_SAME_ALL: return same_shape(s0, sk);
@@ -692,11 +712,12 @@ static int compatible(const opspec *o, int k, ad_shape s0, ad_shape sk)
 /* Element of operand shape s feeding output element i (broadcasts). */
 static size_t bidx(ad_shape s, ad_shape out, size_t i)
 {
-    if (s.ndim == 0)
-        return 0;
-    if (s.ndim == 1 && out.ndim == 2)
-        return i % out.cols;
-    return i;
+    size_t R, C, Rs, Cs;
+    bdims(out, &R, &C);
+    bdims(s, &Rs, &Cs);
+    (void)R;
+    const size_t r = i / C, c = i % C;
+    return (Rs == 1 ? 0 : r) * Cs + (Cs == 1 ? 0 : c);
 }
 
 /* y = f(x, c) and dy/dx(x, y, c) of the unary elementwise ops, as the
