@@ -122,6 +122,15 @@ Test(shape_errors, slice)
         in[0] = x, in[1] = s3;
         EXPECT_FAIL(t, ad_apply_named(t, "slice", in, 2, 5.0), AD_ESHAPE,
                     "slice: 5 elements of a vector of length 4");
+        ad_tape_reset(t);
+        x = ad_variable(t, VEC(4), Z), s3 = ad_constant(t, VEC(1), Z);
+        in[0] = x, in[1] = s3;
+        EXPECT_FAIL(t, ad_apply_named(t, "slice", in, 2, 0.0), AD_ESHAPE,
+                    "slice: c = 0 is not a length for a slice of a vector of length 4");
+        ad_tape_reset(t);
+        in[0] = ad_scalar_var(t, 1.0), in[1] = ad_constant(t, VEC(1), Z);
+        EXPECT_FAIL(t, ad_apply_named(t, "slice", in, 2, 1.0), AD_ESHAPE,
+                    "slice: x is a scalar; slice takes a vector or a matrix");
         ad_tape_free(t);
     }
 }
@@ -148,6 +157,17 @@ Test(shape_errors, slice_add)
         EXPECT_FAIL(t, ad_apply_named(t, "slice_add", in, 3, 0.0), AD_ESHAPE,
                     "slice_add: v is 3x1 but x is 2x2 (v must be a block of x: a matrix of at "
                     "most as many rows and columns)");
+        ad_tape_reset(t);
+        in[0] = ad_scalar_var(t, 1.0), in[1] = ad_constant(t, VEC(1), Z);
+        in[2] = ad_scalar_var(t, 1.0);
+        EXPECT_FAIL(t, ad_apply_named(t, "slice_add", in, 3, 0.0), AD_ESHAPE,
+                    "slice_add: x is a scalar; slice_add takes a vector or a matrix");
+        ad_tape_reset(t);
+        in[0] = ad_variable(t, VEC(5), Z), in[1] = ad_constant(t, VEC(2), Z);
+        in[2] = ad_variable(t, VEC(2), Z);
+        EXPECT_FAIL(t, ad_apply_named(t, "slice_add", in, 3, 0.0), AD_ESHAPE,
+                    "slice_add: x is a vector of length 5 but the starts are a vector of length "
+                    "2 (need one number)");
         ad_tape_free(t);
     }
 }
@@ -179,6 +199,18 @@ Test(shape_errors, take_and_index_add)
         ad_node in[2] = {ad_variable(t, VEC(4), Z), ad_constant(t, MAT(2, 2), Z)};
         EXPECT_FAIL(t, ad_apply_named(t, "take", in, 2, 0.0), AD_ESHAPE,
                     "take: the indices are 2x2; need a scalar or a vector of them");
+        ad_tape_reset(t);
+        in[0] = ad_scalar_var(t, 1.0), in[1] = ad_scalar(t, 0.0);
+        EXPECT_FAIL(t, ad_apply_named(t, "take", in, 2, 0.0), AD_ESHAPE,
+                    "take: x is a scalar; take indexes a vector or a matrix");
+        ad_tape_free(t);
+    }
+    {
+        /* the count is checked before any index is read */
+        ad_tape *t = tape();
+        ad_node x = ad_variable(t, VEC(4), Z);
+        EXPECT_FAIL(t, ad_take(t, x, (size_t)1 << 33, idx), AD_ELIMIT,
+                    "take: 8589934592 indices are too many (at most 2^32 - 1)");
         ad_tape_free(t);
     }
 }
@@ -231,6 +263,10 @@ Test(shape_errors, concat_and_stack)
     EXPECT_FAIL(t, ad_apply_named(t, "concat", p, 2, 0.0), AD_ESHAPE,
                 "concat: a is a vector of length 3 but b is 2x4 (axis 0 stacks rows: the column "
                 "counts must agree, a vector being one row)");
+    ad_tape_reset(t);
+    p[0] = ad_variable(t, VEC(3), Z), p[1] = ad_variable(t, VEC(3), Z);
+    EXPECT_FAIL(t, ad_apply_named(t, "concat", p, 2, 2.0), AD_ESHAPE,
+                "concat: axis 2; 0 joins one after the other, 1 side by side");
     ad_tape_reset(t);
     p[0] = ad_variable(t, VEC(3), Z), p[1] = ad_variable(t, VEC(3), Z);
     EXPECT_FAIL(t, ad_apply_named(t, "concat", p, 2, 1.0), AD_ESHAPE,
