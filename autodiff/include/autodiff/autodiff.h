@@ -507,8 +507,9 @@ AD_API ad_node ad_index_add(ad_tape *t, ad_node x, size_t n, const uint32_t *idx
  * give a vector; matrices with one column count give a matrix, where a
  * vector of that length is one row; axis 1: matrices with one row count
  * side by side. Recorded as a balanced tree of n - 1 binary concat nodes
- * (an op has at most AD_MAX_ARITY operands); one part is returned as it
- * is (axis 0 with matrices: a vector part is reshaped to one row). */
+ * (an op has at most AD_MAX_ARITY operands; with matrices along axis 0, a
+ * vector part is first reshaped to one row); n = 1 returns the part
+ * itself. */
 AD_API ad_node ad_concat(ad_tape *t, int axis, int n, const ad_node *parts);
 /* n >= 1 parts of one shape, scalars (a vector of n) or vectors of m (an
  * n x m matrix, part k as row k): concat along axis 0 of the parts as
