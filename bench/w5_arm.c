@@ -13,10 +13,12 @@
  *   12 libm calls         sin and cos of each angle twice (see trig_floor):
  *                         what the tape's kernels call, a floor under it
  *   hand-written          cost and gradient in plain C (the reference)
- *   the tape, written two ways:
- *     vector  q a vector variable; theta = T q (ad_matvec, T lower-
- *             triangular ones), ad_cos / ad_sin of the vector, p from two
- *             constant 2x3 matrices, f = r . r -- the example's recording
+ *   the tape, written three ways:
+ *     slices  q a vector variable; theta stacked from ad_at(q, i) and
+ *             adds, ad_cos / ad_sin of theta, p stacked from two ad_dot,
+ *             f = r . r -- examples/robot_arm.c's recording
+ *     matvec  the same with constant matrices: theta = T q (T lower-
+ *             triangular ones), p = Ax cos(theta) + Ay sin(theta)
  *     scalar  q three scalar variables and every op a scalar (inline) node
  *   each as
  *     replay + sweep   recorded once; per evaluation ad_set_value,
@@ -78,21 +80,40 @@ static double grad_hand(const double *q, double *g)
     return rx * rx + ry * ry;
 }
 
-/* ---- the two recordings ---- */
+/* ---- the three recordings ----
+ * Each records f at q and returns it; the leaves go to qn: one vector
+ * (qn[0]) or three scalars. */
 
-static ad_node record_vector(ad_tape *t, const double *q, ad_node *qn)
+/* examples/robot_arm.c's: slices and stacks */
+static ad_node record_slices(ad_tape *t, const double *q, ad_node *qn)
+{
+    qn[0] = ad_variable(t, ad_shape_vec(NJ), q);
+    ad_node th[NJ];
+    th[0] = ad_at(t, qn[0], 0);
+    for (int i = 1; i < NJ; i++)
+        th[i] = ad_add(t, th[i - 1], ad_at(t, qn[0], (uint32_t)i));
+    ad_node theta = ad_stack(t, NJ, th);
+    ad_node l = ad_constant(t, ad_shape_vec(NJ), len);
+    ad_node xy[2] = {ad_dot(t, l, ad_cos(t, theta)), ad_dot(t, l, ad_sin(t, theta))};
+    ad_node r = ad_sub(t, ad_stack(t, 2, xy), ad_constant(t, ad_shape_vec(2), target));
+    return ad_dot(t, r, r);
+}
+
+/* constant matrices: theta = T q, p = Ax cos(theta) + Ay sin(theta) */
+static ad_node record_matvec(ad_tape *t, const double *q, ad_node *qn)
 {
     static const double T[NJ * NJ] = {1, 0, 0, 1, 1, 0, 1, 1, 1};
     static const double Ax[2 * NJ] = {1.0, 0.8, 0.5, 0, 0, 0};
     static const double Ay[2 * NJ] = {0, 0, 0, 1.0, 0.8, 0.5};
-    *qn = ad_variable(t, ad_shape_vec(NJ), q);
-    ad_node theta = ad_matvec(t, ad_constant(t, ad_shape_mat(NJ, NJ), T), *qn);
+    qn[0] = ad_variable(t, ad_shape_vec(NJ), q);
+    ad_node theta = ad_matvec(t, ad_constant(t, ad_shape_mat(NJ, NJ), T), qn[0]);
     ad_node p = ad_add(t, ad_matvec(t, ad_constant(t, ad_shape_mat(2, NJ), Ax), ad_cos(t, theta)),
                        ad_matvec(t, ad_constant(t, ad_shape_mat(2, NJ), Ay), ad_sin(t, theta)));
     ad_node r = ad_sub(t, p, ad_constant(t, ad_shape_vec(2), target));
     return ad_dot(t, r, r);
 }
 
+/* three scalar variables, every op an inline scalar node */
 static ad_node record_scalar(ad_tape *t, const double *q, ad_node *qs)
 {
     ad_node th = ad_nil(), px = ad_nil(), py = ad_nil();
@@ -105,6 +126,37 @@ static ad_node record_scalar(ad_tape *t, const double *q, ad_node *qs)
     }
     ad_node rx = ad_add_const(t, px, -target[0]), ry = ad_add_const(t, py, -target[1]);
     return ad_add(t, ad_square(t, rx), ad_square(t, ry));
+}
+
+typedef struct recording {
+    const char *name;
+    ad_node (*record)(ad_tape *, const double *, ad_node *);
+    int scalar; /* q as three scalars (else one vector) */
+} recording;
+
+#define NREC 3
+static const recording recs[NREC] = {
+    {"slices", record_slices, 0}, {"matvec", record_matvec, 0}, {"scalar", record_scalar, 1}};
+
+/* One recording, kept for replay. */
+typedef struct taped {
+    ad_tape *t;
+    ad_node q[NJ], f;
+} taped;
+
+static void set_q(const recording *r, taped *x, const double *q)
+{
+    if (r->scalar)
+        for (int i = 0; i < NJ; i++)
+            ad_set_value(x->t, x->q[i], &q[i]);
+    else
+        ad_set_value(x->t, x->q[0], q);
+}
+
+static void get_grad(const recording *r, const ad_tape *t, const ad_node *qn, double *g)
+{
+    for (int i = 0; i < NJ; i++)
+        g[i] = r->scalar ? ad_grad(t, qn[i])[0] : ad_grad(t, qn[0])[i];
 }
 
 /* Normwise relative difference of two gradients. */
@@ -139,62 +191,40 @@ static double trig_floor(const double *q)
     return acc;
 }
 
-typedef enum { PLAIN, TRIG, HAND, VEC_REPLAY, VEC_RECORD, SCA_REPLAY, SCA_RECORD, NV } variant;
-
-static const char *const vname[NV] = {
-    "t_f (plain C, no gradient)", "12 libm sin/cos calls", "hand-written gradient",
-    "replay + sweep, vector ops", "record + sweep, vector ops", "replay + sweep, scalar ops",
-    "record + sweep, scalar ops"};
-static const char *const vjson[NV] = {"plain_f", "libm_12_trig", "hand", "vector_replay_sweep",
-                                      "vector_record_sweep", "scalar_replay_sweep",
-                                      "scalar_record_sweep"};
+/* Variants: 0 plain f, 1 the 12 libm calls, 2 hand-written, then for
+ * each recording k: 3 + 2k replay + sweep, 4 + 2k record + sweep. */
+#define PLAIN 0
+#define TRIG 1
+#define HAND 2
+#define NV (3 + 2 * NREC)
 
 /* One timed repetition of variant v: EVALS evaluations, seconds. */
-static double run(variant v, ad_tape *tv, ad_node qv, ad_node fv, ad_tape *ts, ad_node *qs,
-                  ad_node fs, ad_tape *tr, double *sink)
+static double run(int v, taped *tp, ad_tape *tr, double *sink)
 {
     double g[NJ], acc = 0;
-    ad_node qn[NJ], f;
+    const recording *r = v >= 3 ? &recs[(v - 3) / 2] : NULL;
+    taped *x = v >= 3 ? &tp[(v - 3) / 2] : NULL;
+    const int replay = v >= 3 && (v - 3) % 2 == 0;
+    ad_node qn[NJ];
     const double t0 = bench_now();
     for (int e = 0; e < EVALS; e++) {
         const double *q = poses[e % NPOSE];
-        switch (v) {
-        case PLAIN:
+        if (v == PLAIN) {
             acc += f_plain(q);
-            break;
-        case TRIG:
+        } else if (v == TRIG) {
             acc += trig_floor(q);
-            break;
-        case HAND:
+        } else if (v == HAND) {
             acc += grad_hand(q, g) + g[0];
-            break;
-        case VEC_REPLAY:
-            ad_set_value(tv, qv, q);
-            ad_replay(tv);
-            ad_backward(tv, fv);
-            acc += ad_grad(tv, qv)[0];
-            break;
-        case VEC_RECORD:
+        } else if (replay) {
+            set_q(r, x, q);
+            ad_replay(x->t);
+            ad_backward(x->t, x->f);
+            acc += r->scalar ? ad_grad(x->t, x->q[0])[0] : ad_grad(x->t, x->q[0])[0];
+        } else {
             ad_tape_reset(tr);
-            f = record_vector(tr, q, qn);
+            ad_node f = r->record(tr, q, qn);
             ad_backward(tr, f);
             acc += ad_grad(tr, qn[0])[0];
-            break;
-        case SCA_REPLAY:
-            for (int i = 0; i < NJ; i++)
-                ad_set_value(ts, qs[i], &q[i]);
-            ad_replay(ts);
-            ad_backward(ts, fs);
-            acc += ad_grad(ts, qs[0])[0];
-            break;
-        case SCA_RECORD:
-            ad_tape_reset(tr);
-            f = record_scalar(tr, q, qn);
-            ad_backward(tr, f);
-            acc += ad_grad(tr, qn[0])[0];
-            break;
-        default:
-            break;
         }
     }
     const double t1 = bench_now();
@@ -216,64 +246,64 @@ int main(void)
 
     bench_alloc counter = {0, 0, 0};
     ad_tape_opts opts = {bench_alloc_fn, &counter, NULL};
-    ad_tape *tv = ad_tape_new(&opts), *ts = ad_tape_new(&opts), *tr = ad_tape_new(&opts);
-    bench_check(tv && ts && tr, "tape");
-    ad_node qv, qs[NJ];
-    ad_node fv = record_vector(tv, poses[0], &qv), fs = record_scalar(ts, poses[0], qs);
-    bench_check(ad_tape_status(tv) == AD_OK && ad_tape_status(ts) == AD_OK, "recording");
-    const size_t nodes_v = ad_tape_len(tv) - 1, nodes_s = ad_tape_len(ts) - 1;
+    taped tp[NREC];
+    size_t nodes[NREC];
+    ad_tape *tr = ad_tape_new(&opts);
+    bench_check(tr != NULL, "tape");
+    for (int k = 0; k < NREC; k++) {
+        tp[k].t = ad_tape_new(&opts);
+        bench_check(tp[k].t != NULL, "tape");
+        tp[k].f = recs[k].record(tp[k].t, poses[0], tp[k].q);
+        bench_check(ad_tape_status(tp[k].t) == AD_OK, ad_tape_errmsg(tp[k].t));
+        nodes[k] = ad_tape_len(tp[k].t) - 1;
+    }
 
-    /* every variant's gradient against the hand-written one, every pose */
+    /* every tape gradient against the hand-written one, at every pose,
+     * replayed and recorded afresh */
     double worst[NV] = {0};
     for (int p = 0; p < NPOSE; p++) {
         const double *q = poses[p];
         double gh[NJ], g[NJ];
         const double fh = grad_hand(q, gh);
         bench_check(fabs(f_plain(q) - fh) <= 1e-12 * fmax(1.0, fh), "W5: f_plain differs");
-        for (int v = VEC_REPLAY; v < NV; v++) {
-            ad_tape *t = v == VEC_REPLAY ? tv : v == SCA_REPLAY ? ts : tr;
-            ad_node in[NJ], f;
-            if (v == VEC_REPLAY) {
-                bench_check(ad_set_value(tv, qv, q) == AD_OK, ad_tape_errmsg(tv));
-                bench_check(ad_replay(tv) == AD_OK, ad_tape_errmsg(tv));
-                f = fv;
-            } else if (v == SCA_REPLAY) {
-                for (int i = 0; i < NJ; i++)
-                    bench_check(ad_set_value(ts, qs[i], &q[i]) == AD_OK, ad_tape_errmsg(ts));
-                bench_check(ad_replay(ts) == AD_OK, ad_tape_errmsg(ts));
-                f = fs;
-            } else {
-                ad_tape_reset(tr);
-                f = v == VEC_RECORD ? record_vector(tr, q, in) : record_scalar(tr, q, in);
+        for (int k = 0; k < NREC; k++)
+            for (int replay = 1; replay >= 0; replay--) {
+                ad_tape *t = replay ? tp[k].t : tr;
+                ad_node qn[NJ], f;
+                if (replay) {
+                    set_q(&recs[k], &tp[k], q);
+                    bench_check(ad_replay(t) == AD_OK, ad_tape_errmsg(t));
+                    f = tp[k].f;
+                    for (int i = 0; i < NJ; i++)
+                        qn[i] = tp[k].q[i];
+                } else {
+                    ad_tape_reset(tr);
+                    f = recs[k].record(tr, q, qn);
+                }
+                bench_check(ad_backward(t, f) == AD_OK, ad_tape_errmsg(t));
+                get_grad(&recs[k], t, qn, g);
+                bench_check(fabs(ad_scalar_value(t, f) - fh) <= 1e-12 * fmax(1.0, fh),
+                            "W5: the tape's cost differs from the hand-written one");
+                const int v = 3 + 2 * k + !replay;
+                worst[v] = fmax(worst[v], gdiff(g, gh));
+                bench_check(gdiff(g, gh) <= 1e-12,
+                            "W5: the tape's gradient differs from the hand-written one");
             }
-            bench_check(ad_backward(t, f) == AD_OK, ad_tape_errmsg(t));
-            for (int i = 0; i < NJ; i++)
-                g[i] = v == VEC_REPLAY ? ad_grad(tv, qv)[i]
-                       : v == SCA_REPLAY ? ad_grad(ts, qs[i])[0]
-                       : v == VEC_RECORD ? ad_grad(tr, in[0])[i]
-                                         : ad_grad(tr, in[i])[0];
-            bench_check(fabs(ad_scalar_value(t, f) - fh) <= 1e-12 * fmax(1.0, fh),
-                        "W5: the tape's cost differs from the hand-written one");
-            worst[v] = fmax(worst[v], gdiff(g, gh));
-            bench_check(gdiff(g, gh) <= 1e-12,
-                        "W5: the tape's gradient differs from the hand-written one");
-        }
     }
 
     double tm[NV][BENCH_REPS];
-    volatile double vsink = 0;
     double sink = 0;
     long allocs_replay = 0;
     for (int r = -1; r < BENCH_REPS; r++)
         for (int v = 0; v < NV; v++) {
             const long a0 = counter.allocs;
-            const double dt = run((variant)v, tv, qv, fv, ts, qs, fs, tr, &sink);
-            if (v == VEC_REPLAY || v == SCA_REPLAY)
+            const double dt = run(v, tp, tr, &sink);
+            if (v >= 3 && (v - 3) % 2 == 0)
                 allocs_replay += counter.allocs - a0;
             if (r >= 0)
                 tm[v][r] = dt;
         }
-    vsink = sink;
+    volatile double vsink = sink;
     (void)vsink;
 
     bench_stats st[NV];
@@ -285,26 +315,39 @@ int main(void)
     const double hand = st[HAND].median;
     printf("W5 planar 3-link arm, f = |p(q) - t|^2 and its gradient, %d poses, %d evaluations "
            "per repetition\n", NPOSE, EVALS);
-    printf("  tape: vector ops %zu nodes, scalar ops %zu nodes\n", nodes_v, nodes_s);
+    printf("  tape nodes: slices %zu, matvec %zu, scalar %zu\n", nodes[0], nodes[1], nodes[2]);
+    char name[NV][48], json[NV][48];
+    snprintf(name[PLAIN], sizeof name[0], "t_f (plain C, no gradient)");
+    snprintf(json[PLAIN], sizeof json[0], "plain_f");
+    snprintf(name[TRIG], sizeof name[0], "12 libm sin/cos calls");
+    snprintf(json[TRIG], sizeof json[0], "libm_12_trig");
+    snprintf(name[HAND], sizeof name[0], "hand-written gradient");
+    snprintf(json[HAND], sizeof json[0], "hand");
+    for (int k = 0; k < NREC; k++) {
+        snprintf(name[3 + 2 * k], sizeof name[0], "%s: replay + sweep", recs[k].name);
+        snprintf(json[3 + 2 * k], sizeof json[0], "%s_replay_sweep", recs[k].name);
+        snprintf(name[4 + 2 * k], sizeof name[0], "%s: record + sweep", recs[k].name);
+        snprintf(json[4 + 2 * k], sizeof json[0], "%s_record_sweep", recs[k].name);
+    }
     for (int v = 0; v < NV; v++) {
-        printf("  %-28s %8.1f ns/eval  (min %.1f, max %.1f)", vname[v], st[v].median, st[v].min,
+        printf("  %-27s %8.1f ns/eval  (min %7.1f, max %7.1f)", name[v], st[v].median, st[v].min,
                st[v].max);
         if (v >= TRIG)
             printf("  %5.2f x hand", st[v].median / hand);
-        if (v == VEC_REPLAY || v == SCA_REPLAY)
-            printf("  target <= 3: %s", st[v].median / hand <= 3.0 ? "met" : "NOT met");
-        if (v == VEC_RECORD || v == SCA_RECORD)
-            printf("  target <= 6: %s", st[v].median / hand <= 6.0 ? "met" : "NOT met");
+        if (v >= 3)
+            printf("  target <= %d: %s", (v - 3) % 2 ? 6 : 3,
+                   st[v].median / hand <= ((v - 3) % 2 ? 6.0 : 3.0) ? "met" : "NOT met");
         printf("\n");
     }
     printf("  allocations during the timed replays: %ld\n", allocs_replay);
-    printf("  gradient check (normwise relative, limit 1e-12): vector replay %.1e, record %.1e; "
-           "scalar replay %.1e, record %.1e\n",
-           worst[VEC_REPLAY], worst[VEC_RECORD], worst[SCA_REPLAY], worst[SCA_RECORD]);
+    printf("  gradient check (normwise relative, limit 1e-12), worst over the poses:");
+    for (int k = 0; k < NREC; k++)
+        printf(" %s %.1e/%.1e", recs[k].name, worst[3 + 2 * k], worst[4 + 2 * k]);
+    printf(" (replayed/recorded)\n");
     for (int v = 0; v < NV; v++)
-        bench_json("W5", vjson[v], st[v], "ns/eval", v >= TRIG ? st[v].median / hand : -1.0);
-    ad_tape_free(tv);
-    ad_tape_free(ts);
+        bench_json("W5", json[v], st[v], "ns/eval", v >= TRIG ? st[v].median / hand : -1.0);
+    for (int k = 0; k < NREC; k++)
+        ad_tape_free(tp[k].t);
     ad_tape_free(tr);
     return 0;
 }

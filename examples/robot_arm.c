@@ -3,7 +3,7 @@
  *
  * Links of lengths l = (1, 0.8, 0.5) and joint angles q = (q0, q1, q2); the
  * angle of link i is the sum of the joint angles up to it,
- *   theta = T q,  T the lower-triangular matrix of ones,
+ *   theta = (q0, q0 + q1, q0 + q1 + q2)   (ad_at, ad_add, ad_stack),
  * and the end effector sits at
  *   p = (l . cos(theta), l . sin(theta)).
  * The cost is the squared distance to the target t = (1.2, 0.9),
@@ -19,10 +19,7 @@
  *   (J^T J + lambda I) dq = -J^T (p - t)
  * (three joints for two coordinates: J^T J is singular, the damping
  * lambda picks the smallest move). Exits non-zero unless the arm is within
- * 1e-8 of the target after at most 20 steps.
- *
- * The cumulative angles and the two coordinates are built with constant
- * matrices (ad_matvec), which the op set had before slices. */
+ * 1e-8 of the target after at most 20 steps. */
 #include <autodiff/autodiff.h>
 
 #include <math.h>
@@ -105,14 +102,15 @@ int main(void)
         return fail(NULL, "out of memory");
 
     /* ---- the recording ---- */
-    static const double T[NJ * NJ] = {1, 0, 0, 1, 1, 0, 1, 1, 1}; /* theta = T q */
-    static const double Ax[2 * NJ] = {1.0, 0.8, 0.5, 0, 0, 0};     /* (l . c, 0)    */
-    static const double Ay[2 * NJ] = {0, 0, 0, 1.0, 0.8, 0.5};     /* (0, l . s)    */
-    ad_node qn = ad_variable(t, ad_shape_vec(NJ), q);
-    ad_node theta = ad_matvec(t, ad_constant(t, ad_shape_mat(NJ, NJ), T), qn);
-    ad_node c = ad_cos(t, theta), s = ad_sin(t, theta);
-    ad_node p = ad_add(t, ad_matvec(t, ad_constant(t, ad_shape_mat(2, NJ), Ax), c),
-                       ad_matvec(t, ad_constant(t, ad_shape_mat(2, NJ), Ay), s));
+    ad_node qn = ad_variable(t, ad_shape_vec(NJ), q); /* the joint angles */
+    ad_node th[NJ];                                    /* the link angles  */
+    th[0] = ad_at(t, qn, 0);
+    for (int i = 1; i < NJ; i++)
+        th[i] = ad_add(t, th[i - 1], ad_at(t, qn, (uint32_t)i));
+    ad_node theta = ad_stack(t, NJ, th);
+    ad_node l = ad_constant(t, ad_shape_vec(NJ), len);
+    ad_node xy[2] = {ad_dot(t, l, ad_cos(t, theta)), ad_dot(t, l, ad_sin(t, theta))};
+    ad_node p = ad_stack(t, 2, xy); /* the end effector */
     ad_node r = ad_sub(t, p, ad_constant(t, ad_shape_vec(2), target));
     ad_node f = ad_dot(t, r, r);
     if (ad_tape_status(t) != AD_OK)
