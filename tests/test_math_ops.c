@@ -593,7 +593,7 @@ static void expect_msg(ad_tape *t, ad_node got, const char *want)
 
 Test(math_ops, misuse_messages_name_the_op_and_the_shapes)
 {
-    const double v[6] = {1, 2, 3, 4, 5, 6};
+    const double v[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
     static const struct {
         const char *op;
         ad_shape a, b;
