@@ -264,6 +264,15 @@ static int missing_fail(ad_tape *t, const char *who, const ad_opdef *def, bool s
         nz[id] = (nz[a] | nz[b]) & NZ_NOW;                                                    \
         break;
 
+/* [14.2] A comparison: its value, and tangents exactly 0 (never 0 * an
+ * infinite tangent). */
+#define JVP_C(NAME, CODE, ...)                                                                \
+    case CODE:                                                                                \
+        ad__s_##NAME##_fwd(ch, kc, n);                                                        \
+        memset(T + (size_t)id * K, 0, K * sizeof *T);                                         \
+        nz[id] = 0;                                                                           \
+        break;
+
 /* One EXT node's tangents, every direction. */
 static void ext_jvp(ad_tape *t, uint32_t id, ad__ext *x, unsigned op)
 {
@@ -274,7 +283,7 @@ static void ext_jvp(ad_tape *t, uint32_t id, ad__ext *x, unsigned op)
     for (int k = 0; k < nin; k++)
         any |= m->nz[x->in[k]] & NZ_NOW;
     double *tout0 = m->x[ad__a(ad__N(t, id)->h)].t;
-    if (!any) {
+    if (!any || ad__is_compare(op)) { /* [14.2] a comparison's tangent is exactly 0 */
         if (m->nz[id] & NZ_DIRTY)
             memset(tout0, 0, K * size * sizeof *tout0);
         m->nz[id] = 0;
@@ -363,6 +372,7 @@ AD__INLINE const ad__ext *forward_sweep_k(ad_tape *t, const size_t K)
         switch (op) {
             AD__UNARY_OPS(JVP_U)
             AD__BINARY_OPS(JVP_B)
+            AD__COMPARE_OPS(JVP_C)
         default: /* an inline node only ever holds a leaf or one of these */
             AD__UNREACHABLE();
         }

@@ -260,6 +260,7 @@ static int assign_ok(const ad_call *k, unsigned fresh, int i)
     }
 
 AD__BINARY_OPS(BINARY_LOOPS)
+AD__COMPARE_OPS(BINARY_LOOPS) /* [14.2] */
 
 #define TENSOR_BINARY(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB, GA, GB)                                              \
     static void NAME##_fwd(const ad_call *k)                                                  \
@@ -404,6 +405,7 @@ static int broadcast_shape(const ad_shape *in, int nin, double c, ad_shape *out,
 #define max_shape same_or_scalar_shape
 
 AD__BINARY_OPS(TENSOR_BINARY)
+AD__COMPARE_OPS(TENSOR_BINARY) /* [14.2] */
 
 /* ---- recording ----
  * Fast path: operands are valid inline scalars and the current chunk has

@@ -229,20 +229,6 @@ static inline ad_node ad__minmax_ops(ad_tape *t, ad_node g, ad_node a, ad_node b
 
 #define AD__BINARY_OPS(X)                                                                     \
     X(add, AD_OP_ADD, x + y, 1.0, 1.0, 0.0, 0.0, 0.0, g, g) /* z = a + b           */         \
-    /* [14.2 comparisons] 1 or 0 (NaN: false, but ne true); derivative 0; never               \
-     * recorded with GRAD, each one a replay guard (ad__is_compare, guards.c) */              \
-    X(lt, AD_OP_LT, x < y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),          \
-      ad_nil())                                                                               \
-    X(le, AD_OP_LE, x <= y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
-      ad_nil())                                                                               \
-    X(gt, AD_OP_GT, x > y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),          \
-      ad_nil())                                                                               \
-    X(ge, AD_OP_GE, x >= y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
-      ad_nil())                                                                               \
-    X(eq, AD_OP_EQ, x == y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
-      ad_nil())                                                                               \
-    X(ne, AD_OP_NE, x != y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
-      ad_nil())                                                                               \
     X(sub, AD_OP_SUB, x - y, 1.0, -1.0, 0.0, 0.0, 0.0, g, ad_neg(t, g)) /* z = a - b */       \
     X(mul, AD_OP_MUL, x * y, y, x, 0.0, 1.0, 0.0, ad_mul(t, g, yn), ad_mul(t, g, xn))           \
     X(div, AD_OP_DIV, x / y, 1.0 / y, -z / y, 0.0, -1.0 / (y * y), 2.0 * z / (y * y),         \
@@ -264,6 +250,31 @@ static inline ad_node ad__minmax_ops(ad_tape *t, ad_node g, ad_node a, ad_node b
     X(max, AD_OP_MAX, ad__max(x, y), x < y ? 0.0 : (x == y ? 0.5 : 1.0),                      \
       x > y ? 0.0 : (x == y ? 0.5 : 1.0), 0.0, 0.0, 0.0, ad__minmax_ops(t, g, xn, yn, 1.0),   \
       ad__minmax_ops(t, g, xn, yn, -1.0))  /* a tie gives each operand half      */
+
+/* [14.2 comparisons] lt le gt ge eq ne: binary lines like those above, in
+ * a list of their own. The value is 1 or 0 (a NaN operand: false, but ne
+ * true), the derivative 0. A comparison is never recorded with GRAD
+ * (ad__is_compare), so the reverse sweeps never meet one and their switch
+ * leaves them out; replay evaluates them out of line (ad__cmp_fwd), which
+ * keeps the replay loop's jump table blocks for the other ops where they
+ * were (W1's replay was up to 1.8x slower with six more inline cases in
+ * it, on identical per-op code); the forward sweep gives them exact zero
+ * tangents. Everything else (kernels, tensor ops, values at recording)
+ * expands this list beside AD__BINARY_OPS. Each is a replay guard
+ * (guards.c). */
+#define AD__COMPARE_OPS(X)                                                                    \
+    X(lt, AD_OP_LT, x < y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),          \
+      ad_nil())                                                                               \
+    X(le, AD_OP_LE, x <= y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
+      ad_nil())                                                                               \
+    X(gt, AD_OP_GT, x > y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),          \
+      ad_nil())                                                                               \
+    X(ge, AD_OP_GE, x >= y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
+      ad_nil())                                                                               \
+    X(eq, AD_OP_EQ, x == y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
+      ad_nil())                                                                               \
+    X(ne, AD_OP_NE, x != y ? 1.0 : 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ((void)g, ad_nil()),         \
+      ad_nil())
 
 /* ---- inline scalar kernels: value and adjoint live in the node ---- */
 
@@ -369,11 +380,27 @@ static inline ad_node ad__minmax_ops(ad_tape *t, ad_node g, ad_node a, ad_node b
 
 AD__UNARY_OPS(AD__SCALAR_UNARY)
 AD__BINARY_OPS(AD__SCALAR_BINARY)
+AD__COMPARE_OPS(AD__SCALAR_BINARY)
 
 /* Dispatch on the op code of an inline node, for replay (the sweep has
  * its own switch, on the header's low byte). Leaves do nothing. */
 #define AD__CASE_FWD_U(NAME, CODE, ...) case CODE: ad__s_##NAME##_fwd(ch, k, o); break;
 #define AD__CASE_FWD_B(NAME, CODE, ...) case CODE: ad__s_##NAME##_fwd(ch, k, o); break;
+
+/* A comparison's value, out of the replay loop (see AD__COMPARE_OPS): its
+ * codes share one case of the jump table, which calls this. */
+#define AD__CASE_CMP(NAME, CODE, ...) case CODE:
+#if defined(__GNUC__)
+__attribute__((noinline, cold, unused))
+#endif
+static void ad__cmp_fwd(void *const *ch, const double *k, ad__node *o)
+{
+    switch (ad__opc(o->h)) {
+        AD__COMPARE_OPS(AD__CASE_FWD_B)
+    default:
+        break;
+    }
+}
 
 /* ch: the node chunk table; k: the op constants (t->consts). */
 AD__INLINE void ad__sfwd(void *const *ch, const double *k, ad__node *o)
@@ -382,6 +409,9 @@ AD__INLINE void ad__sfwd(void *const *ch, const double *k, ad__node *o)
         AD__UNARY_OPS(AD__CASE_FWD_U)
         AD__BINARY_OPS(AD__CASE_FWD_B)
     case AD_OP_LEAF:
+        break;
+    AD__COMPARE_OPS(AD__CASE_CMP) /* out of line */
+        ad__cmp_fwd(ch, k, o);
         break;
     default: /* an inline node only ever holds a leaf or one of the ops above */
         AD__UNREACHABLE();
@@ -396,6 +426,7 @@ AD__INLINE double ad__sval(unsigned code, double x, double y, double c)
     switch (code) {
         AD__UNARY_OPS(AD__CASE_VAL)
         AD__BINARY_OPS(AD__CASE_VAL)
+        AD__COMPARE_OPS(AD__CASE_VAL)
     default:
         return 0.0;
     }
