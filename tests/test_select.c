@@ -107,6 +107,28 @@ Test(compare, needs_no_gradient_and_passes_none)
     ad_tape_free(t);
 }
 
+/* Forward mode: a comparison's tangent is exactly 0, even where an
+ * operand's tangent is infinite (log at 0), inline and tensor; a product
+ * with it stays finite. */
+Test(compare, tangent_is_exactly_zero)
+{
+    ad_tape *t = new_tape();
+    const double z = 0.0;
+    ad_node xs = ad_scalar_var(t, 0.0), xv = ad_variable(t, ad_shape_vec(1), &z);
+    ad_node m1 = ad_scalar(t, -1.0);
+    ad_node cs = ad_gt(t, ad_log(t, xs), m1), cv = ad_gt(t, ad_log(t, xv), m1);
+    ad_node y = ad_add(t, ad_mul(t, cs, xs), ad_sum(t, ad_mul(t, cv, xv)));
+    cr_assert_eq(ad_tangents(t, 1), AD_OK);
+    const double one = 1.0;
+    cr_assert_eq(ad_set_tangent(t, xs, &one), AD_OK);
+    cr_assert_eq(ad_set_tangent(t, xv, &one), AD_OK);
+    cr_assert_eq(ad_forward(t), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_expect_eq(ad_tangent(t, cs)[0], 0.0, "inline: %g", ad_tangent(t, cs)[0]);
+    cr_expect_eq(ad_tangent(t, cv)[0], 0.0, "tensor: %g", ad_tangent(t, cv)[0]);
+    cr_expect_eq(ad_tangent(t, y)[0], 0.0, "cond is false at x = 0: %g", ad_tangent(t, y)[0]);
+    ad_tape_free(t);
+}
+
 /* ---- select ---- */
 
 Test(select, values_and_gradients_with_broadcasts)

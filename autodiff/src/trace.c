@@ -69,6 +69,15 @@ static const rule rules[] = {
     {"affine/batch", "{1} · {0}^T + {2}", 0, {NULL, NULL, NULL},
      {"{g}^T · {1}   ({cg}x{rg})·({r1}x{c1})", "{g} · {0}   ({rg}x{cg})·({r0}x{c0})",
       "sum_rows({g})"}},
+    /* [14.2] comparisons (1 or 0, derivative 0) and select */
+    {"lt", "[{0} < {1}]", 1, {"0", "0"}, {NULL, NULL}},
+    {"le", "[{0} <= {1}]", 1, {"0", "0"}, {NULL, NULL}},
+    {"gt", "[{0} > {1}]", 1, {"0", "0"}, {NULL, NULL}},
+    {"ge", "[{0} >= {1}]", 1, {"0", "0"}, {NULL, NULL}},
+    {"eq", "[{0} == {1}]", 1, {"0", "0"}, {NULL, NULL}},
+    {"ne", "[{0} != {1}]", 1, {"0", "0"}, {NULL, NULL}},
+    {"select", "({0} != 0 ? {1} : {2})", 1, {"0", "[{0} != 0]", "[{0} == 0]"},
+     {NULL, NULL, NULL}},
 };
 
 static const rule *find_rule(const char *op)
