@@ -344,6 +344,28 @@ Test(select, a_zero_adjoint_contributes_zero_on_both_paths)
     ad_tape_free(t);
 }
 
+/* The gradient as a tape records plain IEEE products: there the untaken
+ * log at 0 gives 0 / 0. The "double where" keeps that side finite, and
+ * then the gradient node is exact too (docs/math.md). */
+Test(select, double_where_for_the_gradient_tape)
+{
+    ad_tape *t = new_tape();
+    ad_node x = ad_scalar_var(t, 0.0), zero = ad_scalar(t, 0.0), one = ad_scalar(t, 1.0);
+    ad_node c = ad_gt(t, x, zero);
+    ad_node y = ad_select(t, c, ad_log(t, ad_select(t, c, x, one)), x);
+    ad_node g, h;
+    cr_assert_eq(ad_gradient_nodes(t, y, ad_nil(), 1, &x, &g), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_expect_eq(ad_scalar_value(t, g), 1.0);
+    cr_assert_eq(ad_gradient_nodes(t, g, ad_nil(), 1, &x, &h), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_expect_eq(ad_scalar_value(t, h), 0.0);
+    const double p = 2.0; /* replayed on the log side: 1/x and -1/x^2 */
+    cr_assert_eq(ad_set_value(t, x, &p), AD_OK);
+    cr_expect_eq(ad_replay(t), AD_EBRANCH);
+    cr_expect_eq(ad_scalar_value(t, g), 0.5);
+    cr_expect_eq(ad_scalar_value(t, h), -0.25);
+    ad_tape_free(t);
+}
+
 /* ---- replay guards ---- */
 
 /* f(x) = x > 0 ? x^2 : -x, the branch taken in C on a comparison node. */
@@ -596,6 +618,29 @@ Test(guards, workspaces_report_like_replay)
     cr_expect_eq(ad_workspace_replay(w), AD_EBRANCH);
     expect_msg(ad_workspace_errmsg(w), want);
     ad_workspace_free(w);
+}
+
+/* A changed comparison is reported before a matrix that became singular
+ * in the same evaluation. */
+Test(guards, reported_before_a_singular_matrix)
+{
+    ad_tape *t = new_tape();
+    const double a = 2.0, b = 1.0;
+    ad_node A = ad_variable(t, ad_shape_mat(1, 1), &a), B = ad_constant(t, ad_shape_vec(1), &b);
+    ad_node X = ad_solve(t, A, B);
+    ad_node c = ad_gt(t, ad_sum(t, A), ad_scalar(t, 0.0));
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    const double z = 0.0;
+    cr_assert_eq(ad_set_value(t, A, &z), AD_OK);
+    cr_expect_eq(ad_replay(t), AD_EBRANCH);
+    char want[256];
+    snprintf(want, sizeof want,
+             "replay: comparison gt (node %zu) was true when recorded, false now (operands 0 "
+             "and 0)",
+             ad_node_index(t, c));
+    expect_msg(ad_tape_errmsg(t), want);
+    cr_expect(isnan(ad_value(t, X)[0]));
+    ad_tape_free(t);
 }
 
 /* A tape without comparisons has no guards; one whose comparisons were

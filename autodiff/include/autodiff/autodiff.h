@@ -662,7 +662,11 @@ AD_API int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned fla
  * order: "replay: comparison gt (node 7, 'x > 0') was true when recorded,
  * false now (operands -0.5 and 0)" (with the element of a tensor one, and
  * how many changed). Not sticky: the recording stays usable. Record again
- * to follow the new branch. A tape without comparisons pays nothing. */
+ * to follow the new branch. A tape without comparisons pays nothing.
+ * Outcomes are kept as recorded (until ad_tape_reset): every replay on the
+ * other side reports, one back on the recorded side is silent. When both
+ * happen, AD_EBRANCH is returned rather than AD_ESINGULAR: the structure
+ * no longer follows the program. */
 AD_API int ad_replay(ad_tape *t);
 
 /* ------------------------------------------------------------------ */
