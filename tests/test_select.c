@@ -620,6 +620,42 @@ Test(guards, workspaces_report_like_replay)
     ad_workspace_free(w);
 }
 
+/* A workspace of a tape with guards: every allocation failure of
+ * ad_workspace_new is AD_ENOMEM and leaks nothing; the made one checks. */
+Test(guards, workspace_new_out_of_memory)
+{
+    ad_tape *t = new_tape();
+    const double v[3] = {1, 2, 3};
+    ad_node x = ad_variable(t, ad_shape_vec(3), v);
+    ad_node c = ad_lt(t, x, ad_scalar(t, 2.5));
+    cr_assert_eq(ad_set_name(t, c, "x < 2.5"), AD_OK);
+    ad_node y = ad_sum(t, ad_select(t, c, x, ad_neg(t, x)));
+    (void)y;
+    int made = 0;
+    for (long fail = 1; fail < 30 && !made; fail++) {
+        test_alloc a = {0};
+        a.fail_at = fail;
+        ad_tape_opts o = test_alloc_opts(&a);
+        int st = -1;
+        ad_workspace *w = ad_workspace_new(t, &o, &st);
+        if (!w) {
+            cr_expect_eq(st, AD_ENOMEM);
+        } else {
+            made = 1;
+            const double m[3] = {1, 3, 3};
+            cr_expect_eq(ad_workspace_set_value(w, x, m), AD_OK);
+            cr_expect_eq(ad_workspace_replay(w), AD_EBRANCH);
+            cr_expect(strstr(ad_workspace_errmsg(w), "'x < 2.5') at element 1") != NULL, "%s",
+                      ad_workspace_errmsg(w));
+            ad_workspace_free(w);
+        }
+        cr_expect_eq(a.bytes, 0, "fail at %ld: %zu bytes held", fail, a.bytes);
+        cr_expect_eq(a.bad_osize, 0);
+    }
+    cr_expect(made, "no workspace within 30 allocations");
+    ad_tape_free(t);
+}
+
 /* A changed comparison is reported before a matrix that became singular
  * in the same evaluation. */
 Test(guards, reported_before_a_singular_matrix)
