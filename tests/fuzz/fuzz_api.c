@@ -9,9 +9,12 @@
  * custom ops through ad_registry/ad_apply/ad_apply_named, with handles
  * that may be nil, stale (after ad_tape_reset or ad_tape_free), of the
  * other tape or forged; sweeps of every kind, replay, reset, set_value,
- * the accessors, names, the checks of check.h, trace and DOT export, and
- * an allocator hook that fails the N-th allocation (N from the input, and
- * re-armed by an action) and refuses blocks over 1 MiB.
+ * the accessors, names, the checks of check.h, trace and DOT export, the
+ * derivative modes (tangents, ad_forward, ad_backward_tangent, ad_jvp,
+ * ad_hvp, ad_jacobian, ad_hessian), ad_gradient_nodes (whose nodes join
+ * the harness's table), workspaces, and an allocator hook that fails the
+ * N-th allocation (N from the input, and re-armed by an action) and
+ * refuses blocks over 1 MiB.
  *
  * It checks invariants, not only "no crash"; any violation is a
  * __builtin_trap() after a line on stderr naming the check:
@@ -35,9 +38,16 @@
  *    promise, also when several ad_param views share or overlap; two
  *    sweeps give the same adjoints, a replay without changes the same
  *    values, bit for bit;
+ *  - tangents, J v, both modes' Jacobians and H v's gradient match a
+ *    reference Jacobian made of reverse passes in the harness, Hessians
+ *    are exactly symmetric, ad_gradient_nodes' nodes hold the reference
+ *    derivatives, and workspaces replay and sweep as their tape does, bit
+ *    for bit;
  *  - the hook sees a consistent osize for every block, ad_tape_memory
  *    equals the bytes the tape holds through it, the checks, trace and
  *    export give back every byte, and nothing is left at the end.
+ * docs/reliability.md describes all of it; FUZZ_API_TRACE=1 narrates an
+ * input, FUZZ_API_STATS=1 counts what a corpus reaches.
  *
  * Sizes are capped in the decoder (dimensions 1..8, with a few special
  * shapes: a 1031-vector, a 40x33 matrix, empty, invalid, too large), so a
@@ -45,10 +55,12 @@
  *
  * Extending it: a new op is one line in OPS (name, arity, shape rule,
  * reference) plus, if its math is new, a case in ref_fwd/ref_vjp; a new
- * mode or entry point (the "adgrad" expression parser, derivative modes)
- * is one line in ACTIONS pointing at a function that reads its arguments
- * with the rd_* decoders. Keep the order of existing entries: the corpus
- * is encoded against the table indices. */
+ * mode or entry point (the "adgrad" expression parser, say) is one line in
+ * ACTIONS pointing at a function that reads its arguments with the rd_*
+ * decoders. Keep the order of existing entries (append): the corpus and
+ * tests/fuzz/make_api_corpus.py are encoded against the table indices.
+ * Built-ins missing from OPS are skipped by apply_builtin and refused by
+ * the adoption of ad_gradient_nodes' nodes (the tape is then reset). */
 #include <autodiff/autodiff.h>
 #include <autodiff/check.h>
 
@@ -505,7 +517,8 @@ enum ref {
     F_ADD, F_SUB, F_MUL, F_DIV, F_NEG, F_SCALE, F_ADDC, F_SQUARE, F_SQRT, F_EXP, F_LOG, F_TANH,
     F_SIGMOID, F_RELU, F_ABS, F_POWC, F_SUM, F_MEAN, F_DOT, F_MATVEC, F_MATVEC_T, F_MATMUL,
     F_MATMUL_NT, F_OUTER, F_TRANSPOSE, F_AFFINE, F_XENT, F_CUBE, F_FMA3, F_SUM4, F_ZERO,
-    F_STEP, F_SIGN, F_LSE
+    F_STEP, F_SIGN, F_LSE, F_SIN, F_COS, F_TAN, F_ATAN, F_SINH, F_COSH, F_EXPM1, F_ERF,
+    F_ERFC, F_FLOOR, F_CEIL, F_ROUND
 };
 
 typedef struct opspec {
@@ -565,6 +578,18 @@ static const opspec OPS[] = {
     OP1("step", ad_step, R_SAME, F_STEP),
     OP1("sign", ad_sign, R_SAME, F_SIGN),
     OP1("logsumexp", ad_logsumexp, R_LSE, F_LSE),
+    OP1("sin", ad_sin, R_SAME, F_SIN),
+    OP1("cos", ad_cos, R_SAME, F_COS),
+    OP1("tan", ad_tan, R_SAME, F_TAN),
+    OP1("atan", ad_atan, R_SAME, F_ATAN),
+    OP1("sinh", ad_sinh, R_SAME, F_SINH),
+    OP1("cosh", ad_cosh, R_SAME, F_COSH),
+    OP1("expm1", ad_expm1, R_SAME, F_EXPM1),
+    OP1("erf", ad_erf, R_SAME, F_ERF),
+    OP1("erfc", ad_erfc, R_SAME, F_ERFC),
+    OP1("floor", ad_floor, R_SAME, F_FLOOR),
+    OP1("ceil", ad_ceil, R_SAME, F_CEIL),
+    OP1("round", ad_round, R_SAME, F_ROUND),
 };
 #define NOPS (sizeof OPS / sizeof OPS[0])
 
@@ -740,11 +765,29 @@ NOCOV static double un_val(int f, double x, double c)
     case F_CUBE: return x * x * x;
     case F_STEP: return x > 0.0 ? 1.0 : (x <= 0.0 ? 0.0 : x); /* NaN stays NaN */
     case F_SIGN: return x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : (x == 0.0 ? 0.0 : x));
+    case F_SIN: return sin(x);
+    case F_COS: return cos(x);
+    case F_TAN: return tan(x);
+    case F_ATAN: return atan(x);
+    case F_SINH: return sinh(x);
+    case F_COSH: return cosh(x);
+    case F_EXPM1: return expm1(x);
+    case F_ERF: return erf(x);
+    case F_ERFC: return erfc(x);
+    case F_FLOOR: return floor(x);
+    case F_CEIL: return ceil(x);
+    case F_ROUND: return nearbyint(x); /* half to even in the default rounding mode */
     default: return 0.0;
     }
 }
 NOCOV static double un_der(int f, double x, double y, double c)
 {
+    /* At a NaN input the kinked ops' conventions differ between the
+     * reverse sweep (relu'(NaN) = abs'(NaN) = 0, from x > 0 and x < 0
+     * being false) and the gradient recorded as ops (step and sign of NaN
+     * are NaN): no claim there. */
+    if (isnan(x))
+        return NAN;
     switch (f) {
     case F_NEG: return -1.0;
     case F_SCALE: return c;
@@ -759,7 +802,16 @@ NOCOV static double un_der(int f, double x, double y, double c)
     case F_ABS: return x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : 0.0);
     case F_POWC: return c == 0.0 ? 0.0 : c * pow(x, c - 1.0);
     case F_CUBE: return 3.0 * x * x;
-    default: return 0.0;
+    case F_SIN: return cos(x);
+    case F_COS: return -sin(x);
+    case F_TAN: return 1.0 + y * y;
+    case F_ATAN: return 1.0 / (1.0 + x * x);
+    case F_SINH: return cosh(x);
+    case F_COSH: return sinh(x);
+    case F_EXPM1: return exp(x);
+    case F_ERF: return 1.1283791670955126 * exp(-x * x); /* 2 / sqrt(pi) */
+    case F_ERFC: return -1.1283791670955126 * exp(-x * x);
+    default: return 0.0; /* step, sign, floor, ceil, round: 0 */
     }
 }
 
