@@ -9,6 +9,7 @@
  * gradient, J u and H u against finite differences on every shape. */
 #include "support.h"
 
+#include <autodiff/check.h>
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
@@ -630,4 +631,36 @@ Test(math_ops, misuse_messages_name_the_op_and_the_shapes)
     cr_expect(ad_node_is_nil(ad_gelu(NULL, x)));
     ad_tape_free(t);
     ad_tape_free(t2);
+}
+
+/* ---- the chain-rule trace writes each op as a formula ---- */
+
+static void append(void *ud, const char *text, size_t len)
+{
+    char *buf = ud;
+    const size_t have = strlen(buf);
+    if (have + len < 4096)
+        memcpy(buf + have, text, len), buf[have + len] = '\0';
+}
+
+Test(math_ops, the_trace_writes_the_formulas)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node x = ad_scalar_var(t, 0.5), y = ad_scalar_var(t, 2.0);
+    ad_set_name(t, x, "x");
+    ad_set_name(t, y, "y");
+    ad_node J = ad_add(t, ad_sin(t, x), ad_pow(t, y, x));
+    cr_assert_eq(ad_backward(t, J), AD_OK);
+    static char buf[4096];
+    cr_assert_eq(ad_trace(t, J, append, buf, NULL), AD_OK);
+    static const char *const want[] = {
+        "n4 = sin(x) = 0.479426",
+        "dn5/dx += dn5/dn4 · cos(x) = 1 · 0.877583 = 0.877583",
+        "n3 = y^x = 1.41421",
+        "dn5/dy = dn5/dn3 · x·y^(x - 1) = 1 · 0.353553 = 0.353553",
+        "dn5/dx += dn5/dn3 · y^x·log(y) = 1 · 0.980258 = 0.980258",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        cr_expect(strstr(buf, want[i]) != NULL, "no line \"%s\" in:\n%s", want[i], buf);
+    ad_tape_free(t);
 }
