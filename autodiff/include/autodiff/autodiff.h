@@ -359,8 +359,10 @@ AD_API ad_node ad_abs(ad_tape *t, ad_node x);
 AD_API ad_node ad_pow_const(ad_tape *t, ad_node x, double p);
 /* Heaviside step, 1 where x > 0 and 0 elsewhere (step(0) = 0), and sign
  * (-1, 0, 1). Both have derivative 0 everywhere (the jump at 0 has none
- * the engine propagates); NaN gives NaN. They are the derivatives of relu
- * and abs, which the gradient-as-ops sweep records with them. */
+ * the engine propagates); NaN gives NaN. They are relu' and abs' as the
+ * gradient-as-ops sweep records them -- so at a NaN input a recorded
+ * gradient is NaN where ad_backward's relu'(NaN) = abs'(NaN) = 0 (as
+ * PyTorch's) gives 0. */
 AD_API ad_node ad_step(ad_tape *t, ad_node x);
 AD_API ad_node ad_sign(ad_tape *t, ad_node x);
 /* [14.1 declarations] */
@@ -750,7 +752,8 @@ AD_API int ad_hessian(ad_tape *t, ad_node out, int n, const ad_node *in, double 
 /* The gradient as a tape (reverse over reverse, any order): records on t
  * the reverse sweep from output as ordinary nodes -- every op's vjp written
  * in tape ops -- and stores in grads[i] the node holding d output / d
- * in[i] (in[i] any node; one that output does not depend on gets a
+ * in[i] (in[i] any node; one that output does not depend on, or that
+ * needs no gradient -- a constant, as ad_grad gives none for it -- gets a
  * constant 0 of its shape). seed: ad_nil() for a scalar output, else a
  * node of the output's shape (the result is then seed^T J). The gradient
  * nodes can be differentiated again (ad_backward, ad_hvp, or this call
