@@ -54,6 +54,7 @@ struct ad__modes {
 #define NZ_NOW 1u   /* the tangent may be nonzero                    */
 #define NZ_DIRTY 2u /* the EXT tangent buffer holds nonzero numbers  */
 #define NZ_ADJ 4u   /* reverse sweep: an adjoint reached this EXT node */
+#define NZ_SEEN 8u  /* seeding: this leaf was named earlier in in[]  */
 
 /* ---- storage ---- */
 
@@ -756,19 +757,21 @@ static void seed_units(ad_tape *t, int n, const ad_node *in, size_t c0, size_t K
  * sum of its directions: J v with J's column repeated for it. */
 static void seed_directions(ad_tape *t, int n, const ad_node *in, const double *const *v)
 {
+    unsigned char *nz = t->modes->nz;
+    for (int i = 0; i < n; i++) /* one mark per leaf: linear in n */
+        nz[in[i].id_] &= (unsigned char)~NZ_SEEN;
     for (int i = 0; i < n; i++) {
         const size_t s = size_of(t, in[i]);
         double *tv = tan_of(t, in[i].id_, 0);
-        bool first = true;
-        for (int j = 0; j < i && first; j++)
-            first = in[j].id_ != in[i].id_;
-        if (first)
+        if (!(nz[in[i].id_] & NZ_SEEN))
             memcpy(tv, v[i], s * sizeof *tv);
         else
             for (size_t e = 0; e < s; e++)
                 tv[e] += v[i][e];
-        t->modes->nz[in[i].id_] = NZ_NOW | NZ_DIRTY;
+        nz[in[i].id_] = NZ_NOW | NZ_DIRTY | NZ_SEEN;
     }
+    for (int i = 0; i < n; i++)
+        nz[in[i].id_] &= (unsigned char)~NZ_SEEN;
 }
 
 static int layout_for(ad_tape *t, size_t K, const char *who)
