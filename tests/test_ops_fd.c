@@ -28,11 +28,11 @@ enum dom {
     POS,  /* [0.5, 2]                                 */
     AWAY, /* +-[0.3, 2]: off 0 (relu, abs, divisors)  */
     PROB, /* positive rows summing to 1 (xent target) */
-    SQUARE, /* [14.4] a well-conditioned square matrix whose LU needs row
+    SQUARE, /* a well-conditioned square matrix whose LU needs row
                exchanges: a diagonally dominant one, rows reversed      */
-    SPD,    /* [14.4] symmetric positive definite: M M^T / n + I        */
-    UNIT, /* [-0.9, 0.9]: inside asin, acos, atanh, log1p, tan's domains [14.1] */
-    GT1   /* [1.1, 3]: inside acosh's domain [14.1]  */
+    SPD,    /* symmetric positive definite: M M^T / n + I        */
+    UNIT, /* [-0.9, 0.9]: inside asin, acos, atanh, log1p, tan's domains */
+    GT1   /* [1.1, 3]: inside acosh's domain  */
 };
 
 typedef struct opcase {
@@ -118,7 +118,6 @@ static const opcase cases[] = {
     U("powc", "vector of 7, p = -1.5", V(7), VAR, POS, -1.5),
     U("powc", "scalar (inline), p = 0.5", S0, VAR, POS, 0.5),
     U("powc", "3x5, p = 1", M(3, 5), VAR, ANY, 1.0),
-    /* [14.1 cases] */
 /* a binary math op: a from da, b from db; "a op a" from da */
 #define MATH_BINARY_SET(op, da, db)                                                           \
     B(op, "scalar (inline)", S0, VAR, da, S0, VAR, db),                                       \
@@ -175,8 +174,7 @@ static const opcase cases[] = {
     MATH_BINARY_SET("hypot", ANY, ANY),
     MATH_BINARY_SET("min", ANY, ANY),
     MATH_BINARY_SET("max", ANY, ANY),
-    /* [14.2 cases] */
-#define COND01 100 /* [14.2] a domain: 0 or 1, half each (select's cond; ties) */
+#define COND01 100 /* a domain: 0 or 1, half each (select's cond; ties) */
 #define SEL(lab, s0, s1, k1, s2, k2)                                                          \
     {"select", lab, 3, {s0, s1, s2}, {CONST, k1, k2}, {COND01, ANY, ANY}, 0.0}
 #define COMPARE_SET(op)                                                                       \
@@ -202,8 +200,8 @@ static const opcase cases[] = {
     SEL("3x5 params", M(3, 5), M(3, 5), PARAM, M(3, 5), PARAM),
     SEL("constant a", V(7), V(7), CONST, V(7), VAR),
     SEL("scalar param a, vector b", V(7), S0, PARAM, V(7), VAR),
-    /* [14.3 structure cases] */
-#define IDXL(n) (200 + (n)) /* [14.3] an index operand: the values idx_lists[n] */
+    /* structure */
+#define IDXL(n) (200 + (n)) /* an index operand: the values idx_lists[n] */
 #define BI(op, lab, s0, k0, s1, d1, c)                                                        \
     {op, lab, 2, {s0, s1, S0}, {k0, CONST, VAR}, {ANY, d1, ANY}, c}
 #define TI(op, lab, s0, k0, s1, d1, s2, k2)                                                   \
@@ -271,7 +269,7 @@ static const opcase cases[] = {
     BC("1x1 beside 1x1", M(1, 1), VAR, M(1, 1), VAR, 1.0),
     BC("constant 2x2 beside a 2x3 param", M(2, 2), CONST, M(2, 3), PARAM, 1.0),
     BA("concat", "a vector of 3 and itself", V(3), ANY),
-    /* [14.3 reduction cases] */
+    /* reductions along an axis */
 #define AXIS_SET(op)                                                                          \
     U(op, "vector of 7", V(7), VAR, ANY, 0.0), U(op, "scalar (inline)", S0, VAR, ANY, 0.0),   \
         U(op, "1x1, axis 0", M(1, 1), VAR, ANY, 0.0), U(op, "3x5, axis 0", M(3, 5), VAR, ANY, 0.0), \
@@ -294,7 +292,6 @@ static const opcase cases[] = {
     U("norm", "1x1", M(1, 1), VAR, AWAY, 0.0),
     U("norm", "3x5", M(3, 5), VAR, ANY, 0.0),
     U("norm", "3x5 param", M(3, 5), PARAM, ANY, 0.0),
-    /* [14.4 cases] */
     B("solve", "1x1 and vector of 1", M(1, 1), VAR, SQUARE, V(1), VAR, ANY),
     B("solve", "4x4 and vector of 4", M(4, 4), VAR, SQUARE, V(4), VAR, ANY),
     B("solve", "4x4 and 4x3", M(4, 4), VAR, SQUARE, M(4, 3), VAR, ANY),
@@ -421,7 +418,7 @@ static const opcase cases[] = {
 #define NCASES (sizeof cases / sizeof cases[0])
 #define MAXN 64 /* elements per operand, and of an output */
 
-/* [14.4] A square matrix of the SQUARE or SPD domain into a (n x n). */
+/* A square matrix of the SQUARE or SPD domain into a (n x n). */
 static void square_matrix(test_rng *g, size_t n, int dom, double *a)
 {
     double m[MAXN];
@@ -445,7 +442,7 @@ static void square_matrix(test_rng *g, size_t n, int dom, double *a)
         }
 }
 
-/* [14.4] X = A^{-1} B by Gaussian elimination with partial pivoting on
+/* X = A^{-1} B by Gaussian elimination with partial pivoting on
  * copies (B n x m); returns log|det A|. */
 static double gauss_solve(const double *A0, const double *B0, size_t n, size_t m, double *X)
 {
@@ -484,7 +481,7 @@ static double gauss_solve(const double *A0, const double *B0, size_t n, size_t m
     return ld;
 }
 
-/* [14.4] The reference forward of solve, solve_spd (on (A + A^T) / 2),
+/* The reference forward of solve, solve_spd (on (A + A^T) / 2),
  * logdet and trace; 0 for another op. */
 static int linalg_ref(const char *op, const double *a, const double *b, ad_shape sa,
                       ad_shape sb, double *out, ad_shape *so)
@@ -515,7 +512,7 @@ static int linalg_ref(const char *op, const double *a, const double *b, ad_shape
     return 0;
 }
 
-/* [14.3] Structure and reductions: the index operands' values (domain
+/* Structure and reductions: the index operands' values (domain
  * IDXL(n): list n, copied into the operand), the public function of each
  * op (its integer arguments read back from the index operand and c), and
  * the reference forward. */
@@ -541,7 +538,7 @@ static void shape_dims(ad_shape s, size_t *R, size_t *C)
     *C = s.ndim == 2 ? s.cols : 1;
 }
 
-/* 1 when op is one of 14.3's, with its node in *out. */
+/* 1 when op is a structure op or an axis reduction, with its node in *out. */
 static int apply_143(ad_tape *t, const char *op, const ad_node *in, double c, ad_node *out)
 {
     const ad_shape xs = ad_node_shape(t, in[0]);
@@ -599,7 +596,7 @@ static int apply_143(ad_tape *t, const char *op, const ad_node *in, double c, ad
     return 1;
 }
 
-/* Plain-C forwards of 14.3's ops: 1 with the output in out and its shape
+/* Plain-C forwards of the structure ops and axis reductions: 1 with the output in out and its shape
  * in *so, 0 for another op. */
 static int ref_143(const opcase *k, const double *const v[3], double *out, ad_shape *so)
 {
@@ -722,9 +719,9 @@ static ad_node apply_direct(ad_tape *t, const char *op, const ad_node *in, doubl
 {
     if (!strcmp(op, "affine"))
         return ad_affine(t, in[0], in[1], in[2]);
-    if (!strcmp(op, "select")) /* [14.2] */
+    if (!strcmp(op, "select"))
         return ad_select(t, in[0], in[1], in[2]);
-    ad_node o143; /* [14.3] */
+    ad_node o143;
     if (apply_143(t, op, in, c, &o143))
         return o143;
     const ad_node a = in[0]; /* in[1] is read only for a binary op */
@@ -749,7 +746,6 @@ static ad_node apply_direct(ad_tape *t, const char *op, const ad_node *in, doubl
         {"transpose", ad_transpose, NULL, NULL}, {"softmax_xent", NULL, NULL, ad_softmax_xent},
         {"step", ad_step, NULL, NULL},       {"sign", ad_sign, NULL, NULL},
         {"logsumexp", ad_logsumexp, NULL, NULL},
-        /* [14.1 functions] */
         {"sin", ad_sin, NULL, NULL},         {"cos", ad_cos, NULL, NULL},
         {"tan", ad_tan, NULL, NULL},         {"asin", ad_asin, NULL, NULL},
         {"acos", ad_acos, NULL, NULL},       {"atan", ad_atan, NULL, NULL},
@@ -766,12 +762,10 @@ static ad_node apply_direct(ad_tape *t, const char *op, const ad_node *in, doubl
         {"pow", NULL, NULL, ad_pow},         {"atan2", NULL, NULL, ad_atan2},
         {"hypot", NULL, NULL, ad_hypot},     {"min", NULL, NULL, ad_min},
         {"max", NULL, NULL, ad_max},
-        /* [14.2 functions] */
         {"lt", NULL, NULL, ad_lt}, {"le", NULL, NULL, ad_le}, {"gt", NULL, NULL, ad_gt},
         {"ge", NULL, NULL, ad_ge}, {"eq", NULL, NULL, ad_eq}, {"ne", NULL, NULL, ad_ne},
-        /* [14.3 structure functions] */
-        /* [14.3 reduction functions] */
-        /* [14.4 functions] */
+        /* structure */
+        /* reductions along an axis */
         {"solve", NULL, NULL, ad_solve},     {"solve_spd", NULL, NULL, ad_solve_spd},
         {"logdet", ad_logdet, NULL, NULL},   {"trace", ad_matrix_trace, NULL, NULL},
     };
@@ -863,6 +857,9 @@ static double loss_at(void *vctx, const double *x)
 
 /* ---- plain-C reference forward ---- */
 
+/* The element of an operand of shape s feeding element i of the output
+ * o, by the one broadcasting rule (each operand as rows x cols, a vector
+ * a row, a dimension of 1 repeated). */
 static size_t bidx(ad_shape s, ad_shape o, size_t i)
 {
     const size_t sr = s.ndim == 2 ? s.rows : 1, sc = s.ndim == 2 ? s.cols : s.rows;
@@ -897,11 +894,10 @@ static double unary(const char *op, double x, double c)
     if (!strcmp(op, "powc")) return pow(x, c);
     if (!strcmp(op, "step")) return x > 0 ? 1 : 0;
     if (!strcmp(op, "sign")) return x > 0 ? 1 : x < 0 ? -1 : 0;
-    /* [14.1 reference] */
     return NAN;
 }
 
-/* [14.1] The elementwise math ops in plain C (independent forms where
+/* The elementwise math ops in plain C (independent forms where
  * there is one: nearbyint for round, erf for gelu, sqrt for hypot). 1 when
  * op is one of them. */
 static int math_unary_ref(const char *op, double x, double c, double *y)
@@ -947,7 +943,7 @@ static int math_binary_ref(const char *op, double x, double y, double *z)
     return 0;
 }
 
-/* [14.2] The comparisons and select: 1 with the output in out and its
+/* The comparisons and select: 1 with the output in out and its
  * shape in *so, 0 for another op. */
 static int ref_conditionals(const opcase *k, const double *const v[3], double *out, ad_shape *so)
 {
@@ -982,9 +978,9 @@ static ad_shape reference(const opcase *k, const double *const v[3], double *out
     const ad_shape sa = k->shape[0], sb = k->nin > 1 ? k->shape[1] : k->shape[0];
     ad_shape so = sa;
     size_t na = ad_shape_size(sa);
-    if (ref_conditionals(k, v, out, &so)) /* [14.2] */
+    if (ref_conditionals(k, v, out, &so))
         return so;
-    double probe; /* [14.1 elementwise math reference] */
+    double probe; /* elementwise math reference: */
     if (math_binary_ref(op, 1.0, 1.0, &probe)) {
         so = bshape(sa, sb);
         for (size_t i = 0; i < ad_shape_size(so); i++)
@@ -996,7 +992,7 @@ static ad_shape reference(const opcase *k, const double *const v[3], double *out
             math_unary_ref(op, a[i], k->c, &out[i]);
         return so;
     }
-    if (ref_143(k, v, out, &so)) /* [14.3] */
+    if (ref_143(k, v, out, &so))
         return so;
     if (!strcmp(op, "add") || !strcmp(op, "sub") || !strcmp(op, "mul") || !strcmp(op, "div")) {
         so = bshape(sa, sb);
@@ -1076,7 +1072,7 @@ static ad_shape reference(const opcase *k, const double *const v[3], double *out
             out[r] = log(s);
         }
         so = sa.ndim == 2 ? (ad_shape){sa.rows, 1, 1} : (ad_shape){1, 1, 0};
-    } else if (linalg_ref(op, a, b, sa, sb, out, &so)) { /* [14.4] */
+    } else if (linalg_ref(op, a, b, sa, sb, out, &so)) {
     } else {
         double v = unary(op, 0.5, k->c);
         if (isnan(v))
@@ -1098,7 +1094,7 @@ static double draw(test_rng *g, int dom)
         return test_signed(g, 0.3, 2.0);
     case PROB:
         return test_uniform(g, 0.1, 1.0);
-    case COND01: /* [14.2] */
+    case COND01:
         return test_uniform(g, 0.0, 1.0) < 0.5 ? 0.0 : 1.0;
     case UNIT:
         return test_uniform(g, -0.9, 0.9);
@@ -1115,12 +1111,12 @@ static void fill(test_rng *g, const opcase *k, double *x)
     for (int i = 0; i < nown(k); i++) {
         ad_shape s = k->shape[i];
         size_t n = ad_shape_size(s);
-        if (k->dom[i] >= IDXL(0) && k->dom[i] < IDXL((int)IDX_LIST_COUNT)) { /* [14.3] */
+        if (k->dom[i] >= IDXL(0) && k->dom[i] < IDXL((int)IDX_LIST_COUNT)) {
             memcpy(p, idx_lists[k->dom[i] - IDXL(0)], n * sizeof *p);
             p += n;
             continue;
         }
-        if (k->dom[i] == SQUARE || k->dom[i] == SPD) { /* [14.4] */
+        if (k->dom[i] == SQUARE || k->dom[i] == SPD) {
             square_matrix(g, s.rows, k->dom[i], p);
             p += n;
             continue;

@@ -66,29 +66,28 @@ typedef enum ad__opcode {
     AD_OP_NEG, AD_OP_SCALE, AD_OP_ADDC, AD_OP_SQUARE, AD_OP_SQRT,
     AD_OP_EXP, AD_OP_LOG, AD_OP_TANH, AD_OP_SIGMOID, AD_OP_RELU,
     AD_OP_ABS, AD_OP_POWC, AD_OP_STEP, AD_OP_SIGN,
-    /* [14.1 elementwise math: inline ops] */
+    /* elementwise math */
     AD_OP_SIN, AD_OP_COS, AD_OP_TAN, AD_OP_ASIN, AD_OP_ACOS, AD_OP_ATAN,
     AD_OP_SINH, AD_OP_COSH, AD_OP_ASINH, AD_OP_ACOSH, AD_OP_ATANH,
     AD_OP_LOG1P, AD_OP_EXPM1, AD_OP_LOG2, AD_OP_LOG10, AD_OP_ERF, AD_OP_ERFC,
     AD_OP_SOFTPLUS, AD_OP_GELU, AD_OP_ELU, AD_OP_LEAKY_RELU,
     AD_OP_FLOOR, AD_OP_CEIL, AD_OP_ROUND, AD_OP_CLAMP_MIN, AD_OP_CLAMP_MAX,
     AD_OP_POW, AD_OP_ATAN2, AD_OP_HYPOT, AD_OP_MIN, AD_OP_MAX, /* 31 codes: 19..49 */
-    /* [14.2 comparisons: inline ops] */
+    /* comparisons */
     AD_OP_LT, AD_OP_LE, AD_OP_GT, AD_OP_GE, AD_OP_EQ, AD_OP_NE, /* contiguous: ad__is_compare */
     AD__INLINE_END, /* ops with an inline scalar form come before this */
     AD_OP_SUM = AD__INLINE_END, AD_OP_MEAN, AD_OP_DOT,
     AD_OP_MATVEC, AD_OP_MATVEC_T, AD_OP_MATMUL, AD_OP_MATMUL_NT,
     AD_OP_OUTER, AD_OP_TRANSPOSE,
     AD_OP_SOFTMAX_XENT, AD_OP_AFFINE, AD_OP_LOGSUMEXP,
-    /* [14.1 elementwise math: tensor-only ops] */
-    /* [14.2 select and guards] */
+    /* select (the comparisons above are its replay guards) */
     AD_OP_SELECT,
-    /* [14.3 structure] */
+    /* structure */
     AD_OP_RESHAPE, AD_OP_SLICE, AD_OP_SLICE_ADD, AD_OP_TAKE, AD_OP_INDEX_ADD, AD_OP_CONCAT,
-    /* [14.3 reductions] */
+    /* reductions along an axis */
     AD_OP_SUM_AXIS, AD_OP_MEAN_AXIS, AD_OP_MAX_AXIS, AD_OP_MIN_AXIS, AD_OP_MAX_MASK,
     AD_OP_SOFTMAX, AD_OP_LOG_SOFTMAX, AD_OP_NORM,
-    /* [14.4 linear algebra] */
+    /* linear algebra */
     AD_OP_SOLVE, AD_OP_SOLVE_SPD, AD_OP_LOGDET, AD_OP_TRACE,
     AD_OP_COUNT
 } ad__opcode;
@@ -253,7 +252,7 @@ struct ad_tape {
     ad__sweepstate ss;
     ad__modes *modes;           /* forward mode and second order, made
                                    on first use (modes.c)           */
-    struct ad__guards *guards;  /* [14.2] the recorded comparisons and
+    struct ad__guards *guards;  /* the recorded comparisons and
                                    their outcomes, made on the first
                                    comparison (guards.c)            */
     int status;                 /* the recording's first error (sticky) */
@@ -494,14 +493,12 @@ extern const ad__op ad__op_leaf, ad__op_add, ad__op_sub, ad__op_mul, ad__op_div,
     ad__op_sigmoid, ad__op_relu, ad__op_abs, ad__op_powc, ad__op_step, ad__op_sign, ad__op_sum, ad__op_mean, ad__op_dot,
     ad__op_matvec, ad__op_matvec_t, ad__op_matmul, ad__op_matmul_nt, ad__op_outer,
     ad__op_transpose, ad__op_softmax_xent, ad__op_affine, ad__op_logsumexp;
-/* [14.1 descriptors] */
 extern const ad__op ad__op_sin, ad__op_cos, ad__op_tan, ad__op_asin, ad__op_acos, ad__op_atan,
     ad__op_sinh, ad__op_cosh, ad__op_asinh, ad__op_acosh, ad__op_atanh, ad__op_log1p,
     ad__op_expm1, ad__op_log2, ad__op_log10, ad__op_erf, ad__op_erfc, ad__op_softplus,
     ad__op_gelu, ad__op_elu, ad__op_leaky_relu, ad__op_floor, ad__op_ceil, ad__op_round,
     ad__op_clamp_min, ad__op_clamp_max, ad__op_pow, ad__op_atan2, ad__op_hypot, ad__op_min,
     ad__op_max;
-/* [14.2 descriptors] */
 extern const ad__op ad__op_lt, ad__op_le, ad__op_gt, ad__op_ge, ad__op_eq, ad__op_ne,
     ad__op_select;
 /* The comparison ops (lt le gt ge eq ne): recorded without GRAD (derivative
@@ -529,13 +526,12 @@ void ad__guards_free_copy(struct ad__guards *g, ad__mem *m);
  * in msg. */
 int ad__guards_check_nodes(const struct ad__guards *g, void *const *nodes, void *const *exts,
                            const char *who, char *msg, size_t cap);
-/* [14.3 structure descriptors] */
+/* structure */
 extern const ad__op ad__op_reshape, ad__op_slice, ad__op_slice_add, ad__op_take,
     ad__op_index_add, ad__op_concat;
-/* [14.3 reduction descriptors] */
+/* reductions along an axis */
 extern const ad__op ad__op_sum_axis, ad__op_mean_axis, ad__op_max_axis, ad__op_min_axis,
     ad__op_max_mask, ad__op_softmax, ad__op_log_softmax, ad__op_norm;
-/* [14.4 descriptors] */
 extern const ad__op ad__op_solve, ad__op_solve_spd, ad__op_logdet, ad__op_trace;
 extern const ad__opstate ad__opstate_solve, ad__opstate_solve_spd, ad__opstate_logdet;
 

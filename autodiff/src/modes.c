@@ -265,7 +265,7 @@ static int missing_fail(ad_tape *t, const char *who, const ad_opdef *def, bool s
         nz[id] = (nz[a] | nz[b]) & NZ_NOW;                                                    \
         break;
 
-/* [14.2] A comparison: its value, and tangents exactly 0 (never 0 * an
+/* A comparison: its value, and tangents exactly 0 (never 0 * an
  * infinite tangent). */
 #define JVP_C(NAME, CODE, ...)                                                                \
     case CODE:                                                                                \
@@ -284,7 +284,7 @@ static void ext_jvp(ad_tape *t, uint32_t id, ad__ext *x, unsigned op)
     for (int k = 0; k < nin; k++)
         any |= m->nz[x->in[k]] & NZ_NOW;
     double *tout0 = m->x[ad__a(ad__N(t, id)->h)].t;
-    if (!any || ad__is_compare(op)) { /* [14.2] a comparison's tangent is exactly 0 */
+    if (!any || ad__is_compare(op)) { /* a comparison's tangent is exactly 0 */
         if (m->nz[id] & NZ_DIRTY)
             memset(tout0, 0, K * size * sizeof *tout0);
         m->nz[id] = 0;
@@ -387,7 +387,7 @@ AD__INLINE const ad__ext *forward_sweep_k(ad_tape *t, const size_t K)
 
 /* AD_OK, or the status of the first node whose op's check failed (a
  * singular matrix), reported as ad_replay does: the sweep ran to the end,
- * with NaN from that node on. [14.2] Before that, the replay guards: a
+ * with NaN from that node on. Before that, the replay guards: a
  * recorded comparison that changed gives AD_EBRANCH (everything computed)
  * naming who and the comparison, as ad_replay. */
 static int forward_sweep(ad_tape *t, const char *who)

@@ -34,7 +34,6 @@ const ad__op *const ad__ops[AD_OP_COUNT] = {
     [AD_OP_SOFTMAX_XENT] = &ad__op_softmax_xent,
     [AD_OP_AFFINE] = &ad__op_affine,
     [AD_OP_LOGSUMEXP] = &ad__op_logsumexp,
-    /* [14.1 table] */
     [AD_OP_SIN] = &ad__op_sin,
     [AD_OP_COS] = &ad__op_cos,
     [AD_OP_TAN] = &ad__op_tan,
@@ -66,7 +65,6 @@ const ad__op *const ad__ops[AD_OP_COUNT] = {
     [AD_OP_HYPOT] = &ad__op_hypot,
     [AD_OP_MIN] = &ad__op_min,
     [AD_OP_MAX] = &ad__op_max,
-    /* [14.2 table] */
     [AD_OP_LT] = &ad__op_lt,
     [AD_OP_LE] = &ad__op_le,
     [AD_OP_GT] = &ad__op_gt,
@@ -74,14 +72,14 @@ const ad__op *const ad__ops[AD_OP_COUNT] = {
     [AD_OP_EQ] = &ad__op_eq,
     [AD_OP_NE] = &ad__op_ne,
     [AD_OP_SELECT] = &ad__op_select,
-    /* [14.3 structure table] */
+    /* structure */
     [AD_OP_RESHAPE] = &ad__op_reshape,
     [AD_OP_SLICE] = &ad__op_slice,
     [AD_OP_SLICE_ADD] = &ad__op_slice_add,
     [AD_OP_TAKE] = &ad__op_take,
     [AD_OP_INDEX_ADD] = &ad__op_index_add,
     [AD_OP_CONCAT] = &ad__op_concat,
-    /* [14.3 reduction table] */
+    /* reductions along an axis */
     [AD_OP_SUM_AXIS] = &ad__op_sum_axis,
     [AD_OP_MEAN_AXIS] = &ad__op_mean_axis,
     [AD_OP_MAX_AXIS] = &ad__op_max_axis,
@@ -90,7 +88,6 @@ const ad__op *const ad__ops[AD_OP_COUNT] = {
     [AD_OP_SOFTMAX] = &ad__op_softmax,
     [AD_OP_LOG_SOFTMAX] = &ad__op_log_softmax,
     [AD_OP_NORM] = &ad__op_norm,
-    /* [14.4 table] */
     [AD_OP_SOLVE] = &ad__op_solve,
     [AD_OP_SOLVE_SPD] = &ad__op_solve_spd,
     [AD_OP_LOGDET] = &ad__op_logdet,

@@ -82,7 +82,7 @@ const ad__op ad__op_leaf = {{"leaf", 0, NULL, nop_call, nop_call, NULL, AD__NO_M
     const ad__op ad__op_##NAME = {{#NAME, 1, NULL, NAME##_fwd, NAME##_vjp, NULL, AD__NO_MODE_RULES}, true, (TAKES_C), \
                                   NAME##_vjp_to, NAME##_jvp, AD__SO_FN, NAME##_so, NAME##_rvjp};
 
-/* [14.2] A zero adjoint contributes exactly zero ("strong zero"): g * d
+/* A zero adjoint contributes exactly zero ("strong zero"): g * d
  * is 0, not NaN, where the local derivative d is infinite or NaN -- as on
  * the inline path, whose sweep skips a zero adjoint. This is what keeps a
  * select's untaken branch harmless: it sends that branch an adjoint of 0,
@@ -260,7 +260,7 @@ static int assign_ok(const ad_call *k, unsigned fresh, int i)
     }
 
 AD__BINARY_OPS(BINARY_LOOPS)
-AD__COMPARE_OPS(BINARY_LOOPS) /* [14.2] */
+AD__COMPARE_OPS(BINARY_LOOPS)
 
 #define TENSOR_BINARY(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB, GA, GB)                                              \
     static void NAME##_fwd(const ad_call *k)                                                  \
@@ -390,14 +390,14 @@ static int broadcast_shape(const ad_shape *in, int nin, double c, ad_shape *out,
 #define sub_shape same_or_scalar_shape
 #define mul_shape same_or_scalar_shape
 #define div_shape same_or_scalar_shape
-/* [14.2 comparisons] */
+/* comparisons */
 #define lt_shape same_or_scalar_shape
 #define le_shape same_or_scalar_shape
 #define gt_shape same_or_scalar_shape
 #define ge_shape same_or_scalar_shape
 #define eq_shape same_or_scalar_shape
 #define ne_shape same_or_scalar_shape
-/* [14.1 elementwise math] */
+/* elementwise math */
 #define pow_shape same_or_scalar_shape
 #define atan2_shape same_or_scalar_shape
 #define hypot_shape same_or_scalar_shape
@@ -405,7 +405,7 @@ static int broadcast_shape(const ad_shape *in, int nin, double c, ad_shape *out,
 #define max_shape same_or_scalar_shape
 
 AD__BINARY_OPS(TENSOR_BINARY)
-AD__COMPARE_OPS(TENSOR_BINARY) /* [14.2] */
+AD__COMPARE_OPS(TENSOR_BINARY)
 
 /* ---- recording ----
  * Fast path: operands are valid inline scalars and the current chunk has
@@ -489,7 +489,7 @@ ad_node ad_abs(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_ABS, false, x,
 ad_node ad_pow_const(ad_tape *t, ad_node x, double p) { return rec_unary(t, AD_OP_POWC, true, x, p); }
 ad_node ad_step(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_STEP, false, x, 0.0); }
 ad_node ad_sign(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_SIGN, false, x, 0.0); }
-/* [14.1 elementwise math] */
+/* elementwise math */
 ad_node ad_sin(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_SIN, false, x, 0.0); }
 ad_node ad_cos(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_COS, false, x, 0.0); }
 ad_node ad_tan(ad_tape *t, ad_node x) { return rec_unary(t, AD_OP_TAN, false, x, 0.0); }

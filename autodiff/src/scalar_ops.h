@@ -28,7 +28,7 @@
 
 #include <math.h>
 
-/* ---- [14.1 elementwise math] helpers of the lines below ----
+/* ---- elementwise math: helpers of the lines below ----
  * Constants spelled out (M_LN2 and friends are not C11). */
 #define AD__LN2 0.693147180559945309417232121458176568
 #define AD__LN10 2.30258509299404568401799145468436421
@@ -172,7 +172,7 @@ static inline ad_node ad__minmax_ops(ad_tape *t, ad_node g, ad_node a, ad_node b
     X(step, AD_OP_STEP, 0, x > 0.0 ? 1.0 : (x <= 0.0 ? 0.0 : x), 0.0, 0.0, ad_nil())          \
     X(sign, AD_OP_SIGN, 0, x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : (x == 0.0 ? 0.0 : x)), 0.0, 0.0, \
       ad_nil())                       /* step, sign: derivative 0 (and NaN stays NaN) */      \
-    /* [14.1 elementwise math] (docs/math.md, "Elementwise math: kinks and domains") */        \
+    /* elementwise math: (docs/math.md, "Elementwise math: kinks and domains") */        \
     X(sin, AD_OP_SIN, 0, sin(x), cos(x), -y, ad_mul(t, g, ad_cos(t, xn)))                     \
     X(cos, AD_OP_COS, 0, cos(x), -sin(x), -y, ad_neg(t, ad_mul(t, g, ad_sin(t, xn))))         \
     X(tan, AD_OP_TAN, 0, tan(x), 1.0 + y * y, 2.0 * y * (1.0 + y * y),                        \
@@ -234,7 +234,7 @@ static inline ad_node ad__minmax_ops(ad_tape *t, ad_node g, ad_node a, ad_node b
     X(div, AD_OP_DIV, x / y, 1.0 / y, -z / y, 0.0, -1.0 / (y * y), 2.0 * z / (y * y),         \
       ad_div(t, g, yn), ad_neg(t, ad_div(t, ad_mul(t, g, zn), yn)))                              \
     /* div: dz/db = -a/b^2 = -z/b; d2z/db2 = 2a/b^3 = 2z/b^2 */                               \
-    /* [14.1 elementwise math] */                                                             \
+    /* elementwise math */                                                                    \
     X(pow, AD_OP_POW, pow(x, y), ad__pow_da(x, y), ad__pow_db(x, y, z), ad__pow_daa(x, y),    \
       ad__pow_dab(x, y), ad__pow_dbb(x, y, z), ad__pow_ga(t, g, xn, yn),                      \
       ad__pow_gb(t, g, xn, yn, zn))                                                           \
@@ -251,7 +251,7 @@ static inline ad_node ad__minmax_ops(ad_tape *t, ad_node g, ad_node a, ad_node b
       x > y ? 0.0 : (x == y ? 0.5 : 1.0), 0.0, 0.0, 0.0, ad__minmax_ops(t, g, xn, yn, 1.0),   \
       ad__minmax_ops(t, g, xn, yn, -1.0))  /* a tie gives each operand half      */
 
-/* [14.2 comparisons] lt le gt ge eq ne: binary lines like those above, in
+/* comparisons: lt le gt ge eq ne: binary lines like those above, in
  * a list of their own. The value is 1 or 0 (a NaN operand: false, but ne
  * true), the derivative 0. A comparison is never recorded with GRAD
  * (ad__is_compare), so the reverse sweeps never meet one and their switch

@@ -317,7 +317,7 @@ int ad_replay(ad_tape *t)
         return t->status;
     const ad__eval e = ad__tape_eval(t);
     const ad__ext *failed = ad__replay_eval(&e);
-    /* [14.2] a recorded comparison that changed is reported first: the
+    /* a recorded comparison that changed is reported first: the
      * tape no longer follows the program, whatever else went wrong */
     const int guards = ad__guards_check(t, "replay");
     if (guards != AD_OK)

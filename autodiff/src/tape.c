@@ -478,7 +478,7 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
         grad |= (inp[k]->h & AD__GRAD) != 0;
         all_inline &= !(inp[k]->h & AD__EXT);
     }
-    /* [14.2] a comparison: derivative 0, so never GRAD; a replay guard */
+    /* a comparison: derivative 0, so never GRAD; a replay guard */
     const bool guard = ad__is_compare(op);
     grad &= !guard;
 

@@ -48,7 +48,7 @@ static const rule rules[] = {
     {"relu", "relu({0})", 1, {"relu'({0})", NULL}, {NULL, NULL}},
     {"abs", "|{0}|", 1, {"sign({0})", NULL}, {NULL, NULL}},
     {"powc", "{0}^{c}", 1, {"{c}·{0}^{c-1}", NULL}, {NULL, NULL}},
-    /* [14.1] elementwise math (kinks and domains: docs/math.md) */
+    /* elementwise math (kinks and domains: docs/math.md) */
     {"sin", "sin({0})", 1, {"cos({0})", NULL}, {NULL, NULL}},
     {"cos", "cos({0})", 1, {"-sin({0})", NULL}, {NULL, NULL}},
     {"tan", "tan({0})", 1, {"(1 + tan({0})^2)", NULL}, {NULL, NULL}},
@@ -103,7 +103,7 @@ static const rule rules[] = {
     {"affine/batch", "{1} · {0}^T + {2}", 0, {NULL, NULL, NULL},
      {"{g}^T · {1}   ({cg}x{rg})·({r1}x{c1})", "{g} · {0}   ({rg}x{cg})·({r0}x{c0})",
       "sum_rows({g})"}},
-    /* [14.2] comparisons (1 or 0, derivative 0) and select */
+    /* comparisons (1 or 0, derivative 0) and select */
     {"lt", "[{0} < {1}]", 1, {"0", "0"}, {NULL, NULL}},
     {"le", "[{0} <= {1}]", 1, {"0", "0"}, {NULL, NULL}},
     {"gt", "[{0} > {1}]", 1, {"0", "0"}, {NULL, NULL}},

@@ -33,7 +33,7 @@ struct ad_workspace {
     uint64_t hbase;             /* the tape's, at creation: handles  */
     ad__sweepstate ss;
     ad__arena scratch;          /* the overlap check's               */
-    struct ad__guards *guards;  /* [14.2] the tape's recorded comparisons,
+    struct ad__guards *guards;  /* the tape's recorded comparisons,
                                    copied (NULL: none)              */
     int status;                 /* the last call's                   */
     char msg[AD__MSG_CAP];
@@ -277,7 +277,7 @@ int ad_workspace_replay(ad_workspace *w)
     w->status = AD_OK;
     const ad__eval e = eval_of(w);
     const ad__ext *failed = ad__replay_eval(&e);
-    if (w->guards) { /* [14.2] a changed comparison first, as ad_replay */
+    if (w->guards) { /* a changed comparison first, as ad_replay */
         char msg[AD__MSG_CAP];
         if (ad__guards_check_nodes(w->guards, w->nodes, w->exts, "workspace_replay", msg,
                                    sizeof msg) != AD_OK)

@@ -365,7 +365,6 @@ AD_API ad_node ad_pow_const(ad_tape *t, ad_node x, double p);
  * PyTorch's) gives 0. */
 AD_API ad_node ad_step(ad_tape *t, ad_node x);
 AD_API ad_node ad_sign(ad_tape *t, ad_node x);
-/* [14.1 declarations] */
 /* Elementwise math (docs/math.md, "Elementwise math: kinks and domains",
  * has every kink's convention and every domain edge). Outside an op's
  * domain the value is NaN (asin(2), acosh(0.5), log1p(-2), log2(-1)) and
@@ -431,7 +430,6 @@ AD_API ad_node ad_max(ad_tape *t, ad_node a, ad_node b);
 AD_API ad_node ad_clamp_min(ad_tape *t, ad_node x, double lo);
 AD_API ad_node ad_clamp_max(ad_tape *t, ad_node x, double hi);
 AD_API ad_node ad_clamp(ad_tape *t, ad_node x, double lo, double hi);
-/* [14.2 declarations] */
 /* Comparisons, elementwise with scalar broadcast (as ad_mul): 1.0 where
  * a < b (<=, >, >=, ==, !=) holds and 0.0 elsewhere, as C compares (a NaN
  * operand: false, except ne: true; 0.0 == -0.0). The derivative is 0 and
@@ -471,7 +469,7 @@ AD_API ad_node ad_ne(ad_tape *t, ad_node a, ad_node b);
  * all three: "select: cond is a vector of length 3, a is 2x2 and b is a
  * scalar (...)". */
 AD_API ad_node ad_select(ad_tape *t, ad_node cond, ad_node a, ad_node b);
-/* [14.3 structure declarations] */
+/* structure */
 /* Structure (docs/math.md, "Structure and reductions"). The integer
  * arguments are checked at recording (an error names the op and the
  * shapes: "slice: rows 3..7 of a 5x2 matrix") and copied into the tape:
@@ -517,7 +515,7 @@ AD_API ad_node ad_concat(ad_tape *t, int axis, int n, const ad_node *parts);
  * n x m matrix, part k as row k): concat along axis 0 of the parts as
  * rows. */
 AD_API ad_node ad_stack(ad_tape *t, int n, const ad_node *parts);
-/* [14.3 reduction declarations] */
+/* reductions along an axis */
 /* Reductions along an axis: a matrix (m x n) reduced along axis 0 (down
  * each column, over the rows) gives a vector of n, along axis 1 (along
  * each row) a vector of m; a vector (or scalar) along axis 0 gives a
@@ -543,7 +541,6 @@ AD_API ad_node ad_log_softmax(ad_tape *t, ad_node x);
  * overflow and underflow. Gradient x / norm; at x = 0 it is 0 (PyTorch's
  * choice), and so are the tangent and the second-order term there. */
 AD_API ad_node ad_norm(ad_tape *t, ad_node x);
-/* [14.4 declarations] */
 /* Linear solves, log-determinant and trace of a square matrix A (n x n).
  * B is a vector (n) or a matrix of right-hand sides (n x k); X has B's
  * shape. A matrix that is singular -- a pivot that is 0, or at most
