@@ -658,11 +658,11 @@ Test(math_ops, the_trace_writes_the_formulas)
     static char buf[4096];
     cr_assert_eq(ad_trace(t, J, append, buf, NULL), AD_OK);
     static const char *const want[] = {
-        "n4 = sin(x) = 0.479426",
-        "dn5/dx += dn5/dn4 · cos(x) = 1 · 0.877583 = 0.877583",
-        "n3 = y^x = 1.41421",
-        "dn5/dy = dn5/dn3 · x·y^(x - 1) = 1 · 0.353553 = 0.353553",
-        "dn5/dx += dn5/dn3 · y^x·log(y) = 1 · 0.980258 = 0.980258",
+        "n3 = sin(x) = 0.479426",
+        "dn5/dx += dn5/dn3 · cos(x) = 1 · 0.877583 = 0.877583",
+        "n4 = y^x = 1.41421",
+        "dn5/dy = dn5/dn4 · x·y^(x - 1) = 1 · 0.353553 = 0.353553",
+        "dn5/dx += dn5/dn4 · y^x·log(y) = 1 · 0.980258 = 0.980258",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         cr_expect(strstr(buf, want[i]) != NULL, "no line \"%s\" in:\n%s", want[i], buf);
