@@ -48,7 +48,9 @@ struct ad__modes {
     size_t capzeros;
     bool fwd;               /* tangents are a forward sweep's     */
     bool rev;               /* adjoint tangents are a reverse sweep's */
-    bool rev_clean;         /* adjoints and adjoint tangents are 0 */
+    bool rev_clean;         /* inline adjoints and adjoint tangents are 0 */
+    bool ext_rev_clean;     /* so are the EXT nodes' (forward mode never
+                               reads them: cleared by the reverse sweep) */
 };
 
 #define NZ_NOW 1u   /* the tangent may be nonzero                    */
@@ -152,7 +154,7 @@ static int layout(ad_tape *t, size_t K)
     m->next_ext = t->next_ext;
     m->K = K;
     m->fwd = m->rev = false;
-    m->rev_clean = true;
+    m->rev_clean = m->ext_rev_clean = true;
     m->valid = true;
     return AD_OK;
 }
@@ -332,8 +334,9 @@ static void ext_jvp(ad_tape *t, uint32_t id, ad__ext *x, unsigned op)
 }
 
 /* Values and tangents of every node, in recording order; clears the
- * adjoints and adjoint tangents of the reverse sweep on the way, so that
- * sweep needs no pass of its own. K is a constant in the instance for one
+ * inline nodes' adjoints and adjoint tangents on the way, so the reverse
+ * sweep needs no pass over the nodes (it clears the EXT nodes' buffers
+ * itself: forward mode alone never reads them). K is a constant in the instance for one
  * direction, so its loops over directions vanish. */
 AD__INLINE const ad__ext *forward_sweep_k(ad_tape *t, const size_t K)
 {
@@ -350,10 +353,6 @@ AD__INLINE const ad__ext *forward_sweep_k(ad_tape *t, const size_t K)
         const unsigned op = ad__opc(h);
         if (h & AD__EXT) {
             ad__ext *x = ad__X(t, ad__a(h));
-            const mx *me = &m->x[ad__a(h)];
-            const size_t size = ad_shape_size(x->call.out.shape);
-            memset(me->g, 0, size * sizeof(double));
-            memset(me->gt, 0, K * size * sizeof(double));
             x->reached = 0;
             if (op != AD_OP_LEAF) {
                 x->def->forward(&x->call);
@@ -417,6 +416,20 @@ static int forward_sweep(ad_tape *t, const char *who)
                            GT + (size_t)b * K, T + (size_t)a * K, T + (size_t)b * K, K);     \
         break;
 
+/* The EXT nodes' adjoints and adjoint tangents: a reverse sweep's own
+ * clearing, so that forward mode (Jacobians) never pays for buffers it
+ * does not read. */
+static void clear_ext_reverse(ad_tape *t)
+{
+    ad__modes *m = t->modes;
+    for (size_t i = 0; i < t->next_ext; i++) {
+        const size_t s = ext_size(t, i);
+        memset(m->x[i].g, 0, s * sizeof(double));
+        memset(m->x[i].gt, 0, s * m->K * sizeof(double));
+    }
+    m->ext_rev_clean = true;
+}
+
 static void clear_reverse(ad_tape *t)
 {
     ad__modes *m = t->modes;
@@ -427,11 +440,7 @@ static void clear_reverse(ad_tape *t)
         m->nz[id] &= (unsigned char)~NZ_ADJ;
     }
     memset(m->GT, 0, t->len * m->K * sizeof(double));
-    for (size_t i = 0; i < t->next_ext; i++) {
-        const size_t s = ext_size(t, i);
-        memset(m->x[i].g, 0, s * sizeof(double));
-        memset(m->x[i].gt, 0, s * m->K * sizeof(double));
-    }
+    clear_ext_reverse(t);
     m->rev_clean = true;
 }
 
@@ -509,7 +518,9 @@ AD__INLINE void reverse_sweep_k(ad_tape *t, uint32_t out, const double *seed, co
     ad__modes *m = t->modes;
     if (!m->rev_clean)
         clear_reverse(t);
-    m->rev_clean = false;
+    else if (!m->ext_rev_clean)
+        clear_ext_reverse(t);
+    m->rev_clean = m->ext_rev_clean = false;
     void *const *ch = t->nodes.chunk;
     const double *kc = t->consts;
     double *T = m->T, *GT = m->GT;
