@@ -601,6 +601,20 @@ int ad_tangents(ad_tape *t, int k)
 
 int ad_set_tangent(ad_tape *t, ad_node leafn, const double *tangent)
 {
+    /* The common case first, in a few instructions: a live scalar variable
+     * of the current recording, one direction (W1-modes seeds 100 000 of
+     * them per evaluation). Anything else takes the checked path below. */
+    if (t && tangent && t->status == AD_OK && ad__hbits(leafn) - t->hbase < t->len - 1) {
+        ad__modes *m = t->modes;
+        const ad__node *n = ad__N(t, leafn.id_);
+        if (m && m->K == 1 && ad__opc(n->h) == AD_OP_LEAF && !(n->h & AD__EXT) && current(t)) {
+            t->call_status = AD_OK;
+            m->T[leafn.id_] = tangent[0];
+            m->nz[leafn.id_] = NZ_NOW | NZ_DIRTY;
+            m->fwd = false;
+            return AD_OK;
+        }
+    }
     if (!t)
         return AD_EMISUSE;
     if (ad__begin_call(t) != AD_OK)
