@@ -566,3 +566,22 @@ Test(custom_op, shape_rule_rejection_is_eshape_with_name)
     ad_tape_free(t);
     ad_registry_free(reg);
 }
+
+/* ad_apply of a built-in elementwise op with a constant it does not take:
+ * the node keeps none, on tensors as on inline scalars (found by
+ * fuzz_api: the tensor form used to report the constant passed). */
+Test(custom_op, builtin_without_constant_keeps_none)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    const double v[3] = {1, 2, 3};
+    const ad_opdef *add = ad_registry_find(NULL, "add");
+    cr_assert_not_null(add);
+    ad_node in[2] = {ad_variable(t, ad_shape_vec(3), v), ad_variable(t, ad_shape_vec(3), v)};
+    ad_node s[2] = {ad_scalar_var(t, 1), ad_scalar_var(t, 2)};
+    ad_node y = ad_apply(t, add, in, 2, 5.0), z = ad_apply(t, add, s, 2, 5.0);
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_node_const(t, y), 0.0);
+    cr_assert_eq(ad_node_const(t, z), 0.0);
+    cr_assert_eq(ad_value(t, y)[2], 6.0);
+    ad_tape_free(t);
+}

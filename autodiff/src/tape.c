@@ -539,7 +539,9 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
     }
     x->call.in = x->args;
     x->call.nin = n;
-    x->call.c = c;
+    /* an elementwise built-in without a constant keeps none, in either
+     * form (the inline form stores none either) */
+    x->call.c = bi && bi->scalar_form && !bi->takes_const ? 0.0 : c;
     x->call.ud = def->ud;
     x->node = id;
     t->next_ext++;
