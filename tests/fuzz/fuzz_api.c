@@ -746,7 +746,7 @@ static size_t bidx(ad_shape s, ad_shape out, size_t i)
 }
 
 /* y = f(x, c) and dy/dx(x, y, c) of the unary elementwise ops, as the
- * engine defines them (autodiff/src/scalar_ops.h, docs/math.md). */
+ * engine defines them (autodiff/src/ops/scalar_ops.h, docs/math.md). */
 NOCOV static double un_val(int f, double x, double c)
 {
     switch (f) {
