@@ -15,7 +15,7 @@
 #     ad_version();
 #   - no writable global data (.data/.bss/TLS) in any object: no global
 #     mutable state;
-#   - the objects call no C allocator except in src/mem.c (the default
+#   - the objects call no C allocator except in src/engine/mem.c (the default
 #     hook, realloc/free), and never print, abort, exit or assert;
 #   - every public header compiles alone as C11 and as C++11/C++17 with gcc
 #     and clang (-Wall -Wextra -Wpedantic -Werror), with and without
