@@ -645,6 +645,59 @@ AD_API int ad_backward_seed(ad_tape *t, ad_node output, const double *seed);
  * whole gradient. Unknown flags: AD_EMISUSE. */
 AD_API int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags);
 
+/* ---- Gradient-ready hooks ----
+ * A hook asks a sweep of the tape to call back when an ad_param's gradient
+ * is complete: all of its contributions added, which is as soon as the sweep
+ * has passed the last node that uses the parameter, usually long before the
+ * sweep ends (the last layer's weights are ready first). Two kinds:
+ *
+ *   ready:  ready(ud, param, &view) with the parameter's value and its
+ *           complete gradient (view.val, view.grad, view.shape). The
+ *           gradient is in the caller's buffer as without a hook (added to
+ *           it, or written under AD_SWEEP_ASSIGN). Use: start reducing it
+ *           across processes while the sweep goes on with earlier layers.
+ *   update: an optimizer step fused into the sweep. update(ud, off, w, g,
+ *           n) receives this sweep's gradient g of the elements [off,
+ *           off + n) of the parameter (its values w point at element off)
+ *           and updates w in place. Over one sweep the calls cover every
+ *           element exactly once, in segments of whole rows, each segment
+ *           after its gradient is complete; g is zero for elements the
+ *           output does not depend on. When the parameter's only use is
+ *           the W of ad_matvec or the W or b of ad_affine, the op's backward
+ *           calls update row block by row block as it computes them, and
+ *           the gradient is never written in full -- the update runs while
+ *           the rows are still in cache. Otherwise the sweep computes the
+ *           gradient and calls update once over all of it. Either way the
+ *           sweep treats this sweep's gradient as assigned: g never holds
+ *           an earlier sweep's, and what the gradient buffer holds after
+ *           the sweep is unspecified (it is scratch).
+ *
+ * The values a hook changes are the parameter's own; the sweep uses the old
+ * values for every product that needs them before the hook sees a row.
+ * Hooks run on the thread calling the sweep, inside it: a hook must not
+ * call the tape (any ad_ function on t) and must not fail. They apply to
+ * ad_backward, ad_backward_seed and ad_sweep of this tape only (not to
+ * workspaces, derivative modes or checks, which leave values alone). */
+typedef struct ad_grad_hook {
+    size_t size;    /* sizeof(ad_grad_hook): fields past size are not read */
+    void (*ready)(void *ud, ad_node param, const ad_tensor *view);
+    void (*update)(void *ud, size_t offset, double *value, const double *grad, size_t n);
+    void *ud;       /* passed to the callbacks */
+} ad_grad_hook;
+
+/* Sets (or, hook NULL, removes) the hook of param, an ad_param node of t
+ * with a gradient buffer. Exactly one of ready and update is set. The hook
+ * is copied. A parameter whose value memory is shared with another node
+ * (a second ad_param over the same block, a reshape that views it) gets
+ * its hook at the end of the sweep, when no node needs the old values;
+ * the same goes for several uses. Hooks stay until removed or
+ * ad_tape_reset. Returns AD_OK; AD_EMISUSE naming the problem: NULL or
+ * stale node, a node that is not an ad_param with a gradient buffer, both
+ * or neither callback, size too small; AD_ENOMEM. Not sticky. A sweep of a
+ * tape with hooks whose ad_param gradient buffers overlap fails with
+ * AD_EMISUSE (a hooked gradient would not be the parameter's own). */
+AD_API int ad_set_grad_hook(ad_tape *t, ad_node param, const ad_grad_hook *hook);
+
 /* Re-evaluate every recorded node forward from the current leaf values
  * (ad_set_value, and the caller buffers behind ad_param) without
  * recording again and without allocating. Structure is fixed at recording:

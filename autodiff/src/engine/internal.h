@@ -131,7 +131,28 @@ typedef struct ad__ext {
     uint8_t caller_grad;            /* adjoint is caller memory (ad_param) */
     uint8_t checks;                 /* its op reports failures after forward
                                        (ad__opstate.check): replay asks */
+    uint8_t hook;                   /* AD__HK_* (hooks.c); 0 in workspaces */
 } ad__ext;
+
+/* ---- gradient-ready hooks (hooks.c) ----
+ * Flags on the EXT records of a tape with hooks, set when the hooks are
+ * planned (the first sweep after a hook was set or the tape grew). */
+#define AD__HK_OWN 1u   /* a parameter with an update hook: its gradient is
+                           this sweep's alone (assigned) and scratch      */
+#define AD__HK_FIRE 2u  /* some parameter's gradient is complete once this
+                           record's vjp has run                            */
+#define AD__HK_FUSED 4u /* this record's vjp applies an operand's update
+                           row by row (ad__op.vjp_update)                  */
+
+/* A fused update for one operand of a vjp: fn(ud, offset, w, g, n) as
+ * ad_grad_hook.update; scratch has room for four rows of the operand. */
+typedef struct ad__upd {
+    void (*fn)(void *ud, size_t offset, double *value, const double *grad, size_t n);
+    void *ud;
+    double *scratch;
+} ad__upd;
+
+typedef struct ad__hooks ad__hooks;
 
 /* ---- memory ---- */
 
@@ -203,7 +224,20 @@ typedef struct ad__eval {
     ad__sweepstate *ss;
     ad__arena *arena;           /* scratch for the overlap check    */
     ad__mem *mem;
+    ad__hooks *hooks;           /* the tape's, planned; NULL: none  */
 } ad__eval;
+
+/* Hooks (hooks.c). free/reset: with the tape. prepare: before a sweep of
+ * the tape -- plans the hooks if needed and sets e->hooks when there are
+ * any; AD_OK or a failed call's status (message set). fire: the hooks
+ * whose gradient is complete after node's vjp (node 0: every hook not yet
+ * fired, at the sweep's end). upd: the fused updates of record x, into
+ * upd[] (NULL where none), marked applied. */
+void ad__hooks_free(ad_tape *t);
+void ad__hooks_reset(ad_tape *t);
+int ad__hooks_prepare(ad_tape *t, ad__eval *e, const char *who);
+void ad__hooks_fire(const ad__eval *e, uint32_t node, bool assign, size_t *nreached);
+void ad__hooks_upd(const ad__eval *e, const ad__ext *x, const ad__upd **upd, ad__upd *store);
 
 /* Frees the tape's tangent storage (modes.c). */
 void ad__modes_free(ad_tape *t);
@@ -217,6 +251,9 @@ const ad__ext *ad__replay_eval(const ad__eval *e);
  * scalar). AD_OK, or AD_ENOMEM when the overlap check found no scratch
  * (nothing was changed then). */
 int ad__sweep_eval(const ad__eval *e, uint32_t out, const double *seed, bool assign);
+/* Finds whether e's ad_param gradient buffers overlap (ss->grads_shared);
+ * AD_OK or AD_ENOMEM. */
+int ad__check_shared(const ad__eval *e);
 /* The ad_param gradient buffers of the caller's in e (for messages). */
 size_t ad__count_caller_grads(const ad__eval *e);
 
@@ -252,6 +289,8 @@ struct ad_tape {
     ad__sweepstate ss;
     ad__modes *modes;           /* forward mode and second order, made
                                    on first use (modes.c)           */
+    ad__hooks *hooks;           /* gradient-ready hooks (hooks.c), made
+                                   by the first ad_set_grad_hook     */
     struct ad__guards *guards;  /* the recorded comparisons and
                                    their outcomes, made on the first
                                    comparison (guards.c)            */
@@ -277,7 +316,7 @@ static inline ad__ext *ad__X(const ad_tape *t, uint32_t i) { return ad__Xc(t->ex
 static inline ad__eval ad__tape_eval(ad_tape *t)
 {
     ad__eval e = {t->nodes.chunk, t->exts.chunk, t->consts, t->len, t->next_ext, t->ext_grads,
-                  &t->ss, &t->arena, &t->mem};
+                  &t->ss, &t->arena, &t->mem, NULL};
     return e;
 }
 static inline unsigned ad__opc(uint64_t h) { return (unsigned)(h & AD__OP_MASK); }
@@ -392,6 +431,14 @@ typedef struct ad__op {
      * or ad_nil() for none. */
     void (*rvjp)(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g, ad_node *dx);
 } ad__op;
+
+/* The vjp_to of op with some operands' gradients consumed by a fused
+ * update instead of written: upd[k] non-NULL for those (ad_set_grad_hook).
+ * It computes every product that needs operand k's old values before it
+ * calls upd[k]->fn on a row of them. NULL: op has no fused form
+ * (ops_linalg.c: matvec's W, affine's W and b). */
+typedef void (*ad__vjp_update_fn)(const ad_call *call, unsigned fresh, const ad__upd *const *upd);
+ad__vjp_update_fn ad__vjp_update(unsigned op);
 
 /* The rules of a built-in that keeps state in its node between calls
  * (solve and logdet keep their factorization), kept apart from ad__op so

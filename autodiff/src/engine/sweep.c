@@ -38,19 +38,24 @@ static void reset_adjoints(const ad__eval *e)
     e->ss->adj_dirty = false;
 }
 
-/* Whether x's gradient buffer holds no part of this sweep's sum yet. */
+/* Whether x's gradient buffer holds no part of this sweep's sum yet. A
+ * parameter with an update hook (AD__HK_OWN) takes this sweep's gradient
+ * alone. */
 static bool is_fresh(const ad__ext *x, bool assign_params)
 {
-    return !x->reached && (!x->caller_grad || assign_params);
+    return !x->reached && (!x->caller_grad || assign_params || (x->hook & AD__HK_OWN));
 }
 
 /* The vjp of one EXT node that an adjoint reached; marks its EXT inputs
  * and counts the buffers reached for the first time in *nreached. */
-static void ext_vjp(void *const *exts, uint64_t h, bool assign_params, size_t *nreached)
+static void ext_vjp(const ad__eval *e, uint64_t h, bool assign_params, size_t *nreached)
 {
-    ad__ext *x = ad__Xc(exts, ad__a(h));
-    if (!x->reached)
+    ad__ext *x = ad__Xc(e->exts, ad__a(h));
+    if (!x->reached) {
+        if (x->hook & AD__HK_FIRE) /* a parameter's uses end here all the same */
+            ad__hooks_fire(e, x->node, assign_params, nreached);
         return; /* not between the output and the variables */
+    }
     const int nin = x->call.nin;
     unsigned fresh = 0;
     for (int k = 0; k < nin; k++)
@@ -63,7 +68,12 @@ static void ext_vjp(void *const *exts, uint64_t h, bool assign_params, size_t *n
         fresh &= ~(unsigned)x->dup;
     }
     const unsigned op = x->op;
-    if (op < AD_OP_CUSTOM) {
+    if (x->hook & AD__HK_FUSED) { /* some operand's update runs inside */
+        const ad__upd *upd[AD_MAX_ARITY];
+        ad__upd store[AD_MAX_ARITY];
+        ad__hooks_upd(e, x, upd, store);
+        ad__vjp_update(op)(&x->call, fresh, upd);
+    } else if (op < AD_OP_CUSTOM) {
         ad__ops[op]->vjp_to(&x->call, fresh);
     } else { /* the caller's vjp adds */
         ad__zero_fresh(&x->call, fresh);
@@ -74,6 +84,8 @@ static void ext_vjp(void *const *exts, uint64_t h, bool assign_params, size_t *n
             x->src[k]->reached = 1;
             ++*nreached;
         }
+    if (x->hook & AD__HK_FIRE)
+        ad__hooks_fire(e, x->node, assign_params, nreached);
 }
 
 /* Zeroes the fresh buffers no adjoint reached: a node the output does not
@@ -116,7 +128,7 @@ size_t ad__count_caller_grads(const ad__eval *e)
     return k;
 }
 
-static int check_shared(const ad__eval *e)
+int ad__check_shared(const ad__eval *e)
 {
     const size_t k = ad__count_caller_grads(e);
     e->ss->grads_shared = false;
@@ -165,7 +177,7 @@ static void zero_caller_grads(const ad__eval *e)
 
 int ad__sweep_eval(const ad__eval *e, uint32_t out_id, const double *seed, bool assign)
 {
-    if (assign && !e->ss->grads_checked && check_shared(e) != AD_OK)
+    if (assign && !e->ss->grads_checked && ad__check_shared(e) != AD_OK)
         return AD_ENOMEM;
     if (assign && e->ss->grads_shared) { /* see check_shared */
         zero_caller_grads(e);
@@ -176,7 +188,10 @@ int ad__sweep_eval(const ad__eval *e, uint32_t out_id, const double *seed, bool 
     e->ss->adj_dirty = true;
     const ad__node *o = ad__Nc(e->nodes, out_id);
     if (!(o->h & AD__GRAD)) { /* no variable reaches the output: all gradients are 0 */
-        zero_unreached(e, assign, 0);
+        size_t none = 0;
+        if (e->hooks)
+            ad__hooks_fire(e, 0, assign, &none);
+        zero_unreached(e, assign, none);
         return AD_OK;
     }
 
@@ -200,7 +215,6 @@ int ad__sweep_eval(const ad__eval *e, uint32_t out_id, const double *seed, bool 
 
     /* From the output back to node 1, a chunk at a time. */
     void *const *ch = e->nodes;
-    void *const *exts = e->exts;
     const double *k = e->consts;
     size_t end = (size_t)out_id + 1;
     for (size_t c = (end - 1) / CHUNK + 1; c-- > 0;) {
@@ -217,12 +231,14 @@ int ad__sweep_eval(const ad__eval *e, uint32_t out_id, const double *seed, bool 
                 break;
             default: /* EXT, or no variable below it */
                 if ((h & (AD__GRAD | AD__EXT)) == (AD__GRAD | AD__EXT) && ad__opc(h) != AD_OP_LEAF)
-                    ext_vjp(exts, h, assign, &nreached);
+                    ext_vjp(e, h, assign, &nreached);
                 break;
             }
         }
         end = c * CHUNK;
     }
+    if (e->hooks) /* those whose uses all lie above the output, or unused */
+        ad__hooks_fire(e, 0, assign, &nreached);
     zero_unreached(e, assign, nreached);
     return AD_OK;
 }
@@ -248,7 +264,9 @@ static int sweep(ad_tape *t, ad_node output, const double *seed, unsigned flags,
                              "with ad_backward_seed",
                              who, ad__shape_str(out.shape, buf, sizeof buf));
     }
-    const ad__eval e = ad__tape_eval(t);
+    ad__eval e = ad__tape_eval(t);
+    if (ad__hooks_prepare(t, &e, who) != AD_OK)
+        return t->call_status;
     if (ad__sweep_eval(&e, output.id_, seed, (flags & AD_SWEEP_ASSIGN) != 0) != AD_OK)
         return ad__fail_call(t, AD_ENOMEM, "%s: out of memory checking %zu gradient buffers",
                              who, ad__count_caller_grads(&e));

@@ -154,6 +154,7 @@ void ad_tape_free(ad_tape *t)
         return;
     ad__names_clear(t);
     ad__modes_free(t);
+    ad__hooks_free(t);
     ad__guards_free(t);
     ad__pool_free(&t->nodes, &t->mem);
     ad__pool_free(&t->exts, &t->mem);
@@ -169,6 +170,7 @@ void ad_tape_reset(ad_tape *t)
         return;
     ad__names_clear(t);
     ad__guards_reset(t);
+    ad__hooks_reset(t);
     ad__arena_reset(&t->arena, &t->mem);
     t->len = 1;
     t->next_ext = 0;

@@ -53,7 +53,7 @@ static size_t ext_chunk_len(const ad_workspace *w, size_t c)
 static ad__eval eval_of(ad_workspace *w)
 {
     ad__eval e = {w->nodes, w->exts,   w->consts, w->len,      w->next_ext,
-                  w->ext_grads, &w->ss, &w->scratch, &w->mem};
+                  w->ext_grads, &w->ss, &w->scratch, &w->mem, NULL};
     return e;
 }
 
@@ -218,6 +218,7 @@ ad_workspace *ad_workspace_new(const ad_tape *t, const ad_tape_opts *opts, int *
             p += lines(size);
         }
         x->reached = 0;
+        x->hook = 0; /* hooks are the tape's own sweeps' */
     }
     for (size_t i = 0; i < w->next_ext; i++) {
         ad__ext *x = wext(w, (uint32_t)i);

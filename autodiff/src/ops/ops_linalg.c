@@ -131,6 +131,61 @@ static void mv_vjp(const double *W, const double *x, const double *gy, double *g
                             i == 0 && fx);
     }
 }
+static void matvec_vjp_to(const ad_call *k, unsigned fresh);
+
+/* mv_vjp with dW given to a fused update u instead of written: four rows
+ * of dW at a time into u's scratch, with their part of dx taken from the
+ * old rows of W first, then u->fn updates those rows of W. Each row of dW
+ * is the same product as mv_vjp's, so the update sees the same numbers. */
+static void mv_vjp_update(double *W, const double *x, const double *gy, double *gx,
+                          size_t rows, size_t n, int fx, const ad__upd *u)
+{
+    double *d = u->scratch;
+    size_t i = 0;
+    for (; i + 4 <= rows; i += 4) {
+        double *w = W + i * n;
+        if (gx && !ad__overlap(gx, n, w, 4 * n))
+            ad__krows4_vjp(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n, w + 2 * n,
+                           w + 3 * n, n, 1, i == 0 && fx);
+        else {
+            for (size_t r = 0; r < 4; r++)
+                ad__kaxpy_to(d + r * n, gy[i + r], x, n, 1);
+            if (gx)
+                ad__kcombine_to(gx, gy + i, 1, w, n, 4, n, i == 0 && fx);
+        }
+        u->fn(u->ud, i * n, w, d, 4 * n);
+    }
+    for (; i < rows; i++) {
+        double *w = W + i * n;
+        if (gx)
+            for (size_t j = 0; j < n; j++)
+                gx[j] = (i == 0 && fx ? 0.0 : gx[j]) + gy[i] * w[j];
+        ad__kaxpy_to(d, gy[i], x, n, 1);
+        u->fn(u->ud, i * n, w, d, n);
+    }
+}
+
+/* The batch form's dW = dY^T X, row by row into the scratch, each row
+ * handed to u (dX, which reads W, is done before). */
+static void nt_vjp_update(const double *X, double *W, const double *gY, size_t batch, size_t n,
+                          size_t kr, const ad__upd *u)
+{
+    for (size_t j = 0; j < kr; j++) {
+        ad__kcombine_to(u->scratch, gY + j, kr, X, n, batch, n, 1);
+        u->fn(u->ud, j * n, W + j * n, u->scratch, n);
+    }
+}
+
+static void matvec_vjp_update(const ad_call *k, unsigned fresh, const ad__upd *const *upd)
+{
+    if (!upd[0]) {
+        matvec_vjp_to(k, fresh);
+        return;
+    }
+    mv_vjp_update(k->in[0].val, k->in[1].val, k->out.grad, k->in[1].grad, k->in[0].shape.rows,
+                  k->in[0].shape.cols, AD__FRESH(fresh, 1), upd[0]);
+}
+
 static void matvec_vjp_to(const ad_call *k, unsigned fresh)
 {
     mv_vjp(k->in[0].val, k->in[1].val, k->out.grad, k->in[0].grad, k->in[1].grad,
@@ -420,6 +475,37 @@ static void affine_vjp_to(const ad_call *k, unsigned fresh)
         nt_vjp(x, W, gy, gx, gW, batch, n, kr, fx, fW);
 }
 AD__VJP_ADDING(affine)
+/* affine_vjp_to with W (upd[0]) and/or b (upd[2]) updated in the sweep:
+ * db first (it reads no value), then dx from the old W, then W's rows. */
+static void affine_vjp_update(const ad_call *k, unsigned fresh, const ad__upd *const *upd)
+{
+    double *W = k->in[0].val, *b = k->in[2].val;
+    const double *x = k->in[1].val, *gy = k->out.grad;
+    double *gW = k->in[0].grad, *gx = k->in[1].grad, *gb = k->in[2].grad;
+    const size_t kr = k->in[0].shape.rows, n = k->in[0].shape.cols;
+    const int fW = AD__FRESH(fresh, 0), fx = AD__FRESH(fresh, 1), fb = AD__FRESH(fresh, 2);
+    const size_t batch = k->in[1].shape.ndim == 2 ? k->in[1].shape.rows : 1;
+    if (upd[2]) { /* db = dy summed over the rows, then b's update */
+        double *d = upd[2]->scratch;
+        for (size_t r = 0; r < batch; r++)
+            ad__kaxpy_to(d, 1.0, gy + r * kr, kr, r == 0);
+        upd[2]->fn(upd[2]->ud, 0, b, d, kr);
+    } else if (gb) {
+        for (size_t r = 0; r < batch; r++)
+            ad__kaxpy_to(gb, 1.0, gy + r * kr, kr, r == 0 && fb);
+    }
+    if (k->in[1].shape.ndim == 1) {
+        if (upd[0])
+            mv_vjp_update(W, x, gy, gx, kr, n, fx, upd[0]);
+        else
+            mv_vjp(W, x, gy, gW, gx, kr, n, fW, fx);
+    } else if (upd[0]) {
+        nt_vjp(x, W, gy, gx, NULL, batch, n, kr, fx, 0); /* dX = dY W, old W */
+        nt_vjp_update(x, W, gy, batch, n, kr, upd[0]);
+    } else {
+        nt_vjp(x, W, gy, gx, gW, batch, n, kr, fx, fW);
+    }
+}
 /* vector: dW = g x^T, dx = W^T g, db = g; batch: dW = G^T X, dX = G W,
  * db = G^T 1 (the column sums of G) */
 static void affine_rvjp(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
@@ -475,6 +561,11 @@ static void affine_so(const ad_call *k, const double *const *tin, double *const 
 }
 const ad__op ad__op_affine = {{"affine", 3, affine_shape, affine_fwd, affine_vjp, NULL, AD__NO_MODE_RULES},
                               false, false, affine_vjp_to, affine_jvp, AD__SO_FN, affine_so, affine_rvjp};
+
+ad__vjp_update_fn ad__vjp_update(unsigned op)
+{
+    return op == AD_OP_MATVEC ? matvec_vjp_update : op == AD_OP_AFFINE ? affine_vjp_update : NULL;
+}
 
 /* ---- outer: C = u v^T;  u (m), v (n), C (m x n) ----
  * du += dC v;  dv += dC^T u */
