@@ -183,6 +183,9 @@ Test(nn_optim, trainer_writes_gradients_and_zeroes_extra_tensors)
         nn_trainer_opts to = {NN_LOSS_HALF_SSE, nn_optim_defaults(NN_OPTIM_SGD), 0};
         nn_trainer *tr = nn_trainer_new(m, &to);
         cr_assert_not_null(tr, "%s", nn_model_errmsg(m));
+        cr_assert_eq(nn_trainer_fused(tr), !extra, "fused unless a tensor is outside the layers");
+        nn_trainer_set_fused(tr, 0); /* the gradients are read after each step */
+        cr_assert_eq(nn_trainer_fused(tr), 0);
         for (int step = 0; step < 3; step++) {
             /* the gradient at the current weights, the long way */
             ad_tape *t = ad_tape_new(NULL);
@@ -210,5 +213,53 @@ Test(nn_optim, trainer_writes_gradients_and_zeroes_extra_tensors)
         }
         nn_trainer_free(tr);
         nn_model_free(m);
+    }
+}
+
+/* The optimizer fused into the sweep gives the unfused step's parameters
+ * bit for bit: every optimizer, one sample and batches, a two-layer net. */
+Test(nn_optim, fused_steps_equal_unfused_steps_bit_for_bit)
+{
+    const nn_optim_kind kinds[3] = {NN_OPTIM_SGD, NN_OPTIM_MOMENTUM, NN_OPTIM_ADAM};
+    const uint32_t batches[3] = {1, 5, 2};
+    double X[5 * 6], Y[5 * 3];
+    for (int i = 0; i < 30; i++)
+        X[i] = sin(1.7 * i);
+    for (int i = 0; i < 15; i++)
+        Y[i] = cos(0.9 * i);
+    for (int k = 0; k < 3; k++) {
+        nn_model *a = nn_model_new(NULL), *b = nn_model_new(NULL);
+        const uint32_t sizes[3] = {6, 9, 3};
+        cr_assert_eq(nn_model_add_mlp(a, sizes, 3, NN_ACT_TANH, NN_ACT_IDENTITY), NN_OK);
+        cr_assert_eq(nn_model_add_mlp(b, sizes, 3, NN_ACT_TANH, NN_ACT_IDENTITY), NN_OK);
+        nn_params *pa = nn_model_params(a), *pb = nn_model_params(b);
+        memcpy(nn_params_values(pb), nn_params_values(pa), nn_params_size(pa) * sizeof(double));
+        nn_trainer_opts to = {NN_LOSS_HALF_SSE, nn_optim_defaults(kinds[k]), 0};
+        to.optim.lr = 0.05;
+        nn_trainer *ta = nn_trainer_new(a, &to), *tb = nn_trainer_new(b, &to);
+        cr_assert(ta && tb);
+        cr_assert_eq(nn_trainer_fused(ta), 1);
+        nn_trainer_set_fused(tb, 0);
+        for (int step = 0; step < 9; step++) {
+            const uint32_t B = batches[step % 3];
+            double la, lb;
+            cr_assert_eq(nn_trainer_step(ta, X, Y, B, &la), NN_OK, "%s", nn_trainer_errmsg(ta));
+            cr_assert_eq(nn_trainer_step(tb, X, Y, B, &lb), NN_OK, "%s", nn_trainer_errmsg(tb));
+            cr_assert_eq(la, lb, "%s step %d: loss %.17g vs %.17g", nn_optim_name(kinds[k]), step,
+                         la, lb);
+            const double *va = nn_params_values(pa), *vb = nn_params_values(pb);
+            for (size_t i = 0; i < nn_params_size(pa); i++)
+                cr_assert_eq(va[i], vb[i], "%s step %d batch %u: value %zu %.17g vs %.17g",
+                             nn_optim_name(kinds[k]), step, (unsigned)B, i, va[i], vb[i]);
+        }
+        cr_assert_eq(nn_optim_steps(nn_trainer_optim(ta)), 9);
+        /* clipping needs the whole gradient: never fused */
+        nn_trainer_opts tc = to;
+        tc.clip_norm = 1;
+        nn_trainer *tcl = nn_trainer_new(a, &tc);
+        cr_assert_eq(nn_trainer_fused(tcl), 0);
+        nn_trainer_free(tcl);
+        nn_trainer_free(ta), nn_trainer_free(tb);
+        nn_model_free(a), nn_model_free(b);
     }
 }

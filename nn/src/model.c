@@ -169,6 +169,12 @@ static int fail_tape(char *msg, const char *what, const ad_tape *t)
 
 int nn__forward(nn_model *m, ad_tape *t, ad_node x, int grad, ad_node *out)
 {
+    return nn__forward_params(m, t, x, grad, out, NULL);
+}
+
+int nn__forward_params(nn_model *m, ad_tape *t, ad_node x, int grad, ad_node *out,
+                       ad_node *params)
+{
     *out = ad_nil();
     if (!m)
         return NN_EMISUSE;
@@ -196,6 +202,8 @@ int nn__forward(nn_model *m, ad_tape *t, ad_node x, int grad, ad_node *out)
         const nn__layer *L = &m->layers[i];
         ad_node W = nn_params_node(m->params, t, L->W, grad);
         ad_node b = nn_params_node(m->params, t, L->b, grad);
+        if (params)
+            params[L->W] = W, params[L->b] = b;
         /* z = W h + b (k), or Z = H W^T + b (B, k): one node */
         ad_node z = ad_affine(t, W, h, b);
         switch (L->act) {

@@ -79,6 +79,10 @@ struct nn_model {
 /* Records the forward pass (see nn_model_forward) into *out; returns the
  * status, the reason in m->msg. */
 int nn__forward(nn_model *m, ad_tape *t, ad_node x, int grad, ad_node *out);
+/* The same, also giving each layer tensor's node at its store index in
+ * params[] (nn_params_count entries; others untouched). */
+int nn__forward_params(nn_model *m, ad_tape *t, ad_node x, int grad, ad_node *out,
+                       ad_node *params);
 /* Records a loss (see nn_model_loss) the same way. */
 int nn__loss(nn_model *m, ad_tape *t, nn_loss loss, ad_node yhat, ad_node y, ad_node *out);
 

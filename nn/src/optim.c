@@ -138,6 +138,51 @@ uint64_t nn_optim_steps(const nn_optim *o) { return o ? o->t : 0; }
 
 const char *nn_optim_errmsg(const nn_optim *o) { return o ? o->msg : "no optimizer"; }
 
+void nn_optim_begin(nn_optim *o)
+{
+    if (!o)
+        return;
+    o->t++;
+    if (o->o.kind == NN_OPTIM_ADAM) {
+        o->b1t *= o->o.beta1;
+        o->b2t *= o->o.beta2;
+    }
+}
+
+void nn_optim_apply(nn_optim *o, size_t off, double *restrict w, const double *restrict g,
+                    size_t n)
+{
+    if (!o || off > o->size || n > o->size - off)
+        return;
+    const double lr = o->o.lr;
+    switch (o->o.kind) {
+    case NN_OPTIM_SGD:
+        for (size_t k = 0; k < n; k++)
+            w[k] -= lr * g[k]; /* w -= lr g */
+        break;
+    case NN_OPTIM_MOMENTUM: {
+        double *restrict v = o->m1 + off;
+        const double mu = o->o.momentum;
+        for (size_t k = 0; k < n; k++) {
+            v[k] = mu * v[k] + g[k]; /* v = mu v + g */
+            w[k] -= lr * v[k];       /* w -= lr v    */
+        }
+        break;
+    }
+    default: {
+        double *restrict m1 = o->m1 + off, *restrict m2 = o->m2 + off;
+        const double b1 = o->o.beta1, b2 = o->o.beta2, eps = o->o.eps;
+        const double c1 = 1.0 / (1.0 - o->b1t), c2 = 1.0 / (1.0 - o->b2t);
+        for (size_t k = 0; k < n; k++) {
+            m1[k] = b1 * m1[k] + (1.0 - b1) * g[k];        /* m = b1 m + (1-b1) g     */
+            m2[k] = b2 * m2[k] + (1.0 - b2) * g[k] * g[k]; /* v = b2 v + (1-b2) g^2   */
+            w[k] -= lr * (m1[k] * c1) / (sqrt(m2[k] * c2) + eps); /* w -= lr mhat/(sqrt(vhat)+eps) */
+        }
+        break;
+    }
+    }
+}
+
 int nn_optim_step(nn_optim *o, nn_params *p)
 {
     if (!o)
@@ -148,38 +193,7 @@ int nn_optim_step(nn_optim *o, nn_params *p)
         return nn__fail(o->msg, NN_ESHAPE,
                         "optimizer: made for %zu values but the store holds %zu", o->size,
                         nn_params_size(p));
-    double *restrict w = nn_params_values(p);
-    const double *restrict g = nn_params_grads(p);
-    const size_t n = o->size;
-    const double lr = o->o.lr;
-    o->t++;
-    switch (o->o.kind) {
-    case NN_OPTIM_SGD:
-        for (size_t k = 0; k < n; k++)
-            w[k] -= lr * g[k]; /* w -= lr g */
-        break;
-    case NN_OPTIM_MOMENTUM: {
-        double *restrict v = o->m1;
-        const double mu = o->o.momentum;
-        for (size_t k = 0; k < n; k++) {
-            v[k] = mu * v[k] + g[k]; /* v = mu v + g */
-            w[k] -= lr * v[k];       /* w -= lr v    */
-        }
-        break;
-    }
-    default: {
-        double *restrict m1 = o->m1, *restrict m2 = o->m2;
-        const double b1 = o->o.beta1, b2 = o->o.beta2, eps = o->o.eps;
-        o->b1t *= b1;
-        o->b2t *= b2;
-        const double c1 = 1.0 / (1.0 - o->b1t), c2 = 1.0 / (1.0 - o->b2t);
-        for (size_t k = 0; k < n; k++) {
-            m1[k] = b1 * m1[k] + (1.0 - b1) * g[k];        /* m = b1 m + (1-b1) g     */
-            m2[k] = b2 * m2[k] + (1.0 - b2) * g[k] * g[k]; /* v = b2 v + (1-b2) g^2   */
-            w[k] -= lr * (m1[k] * c1) / (sqrt(m2[k] * c2) + eps); /* w -= lr mhat/(sqrt(vhat)+eps) */
-        }
-        break;
-    }
-    }
+    nn_optim_begin(o);
+    nn_optim_apply(o, 0, nn_params_values(p), nn_params_grads(p), o->size);
     return NN_OK;
 }

@@ -19,8 +19,24 @@ struct nn_trainer {
                                store: the sweep writes all the gradients
                                (AD_SWEEP_ASSIGN), no zeroing pass        */
     uint64_t recordings;
+    bool fused_off;         /* nn_trainer_set_fused(tr, 0)          */
+    struct piece {          /* one hook's target: a tensor of the store */
+        nn_optim *opt;
+        size_t off;
+    } *pieces;              /* one per store tensor                 */
+    ad_node *nodes;         /* the recording's parameter nodes      */
+    size_t npieces;
     char msg[NN__MSG_CAP];
 };
+
+/* An ad_grad_hook update: the optimizer's step on one tensor's rows. */
+static void apply_piece(void *ud, size_t off, double *w, const double *g, size_t n)
+{
+    const struct piece *p = ud;
+    nn_optim_apply(p->opt, p->off + off, w, g, n);
+}
+
+static bool can_fuse(const nn_trainer *tr) { return tr->assign && tr->clip == 0 && !tr->fused_off; }
 
 nn_trainer *nn_trainer_new(nn_model *m, const nn_trainer_opts *opts)
 {
@@ -57,10 +73,18 @@ nn_trainer *nn_trainer_new(nn_model *m, const nn_trainer_opts *opts)
     tr->version = nn_params_version(m->params);
     tr->assign = 2 * m->nlayers == nn_params_count(m->params); /* W and b per layer */
     tr->opt = nn_optim_new(&opts->optim, nn_params_size(m->params), m->mem.fn, m->mem.ud);
-    if (!tr->opt) {
-        nn__free(&m->mem, tr, sizeof *tr);
+    tr->npieces = nn_params_count(m->params);
+    tr->pieces = nn__alloc(&m->mem, tr->npieces * sizeof *tr->pieces);
+    tr->nodes = nn__alloc(&m->mem, tr->npieces * sizeof *tr->nodes);
+    if (!tr->opt || !tr->pieces || !tr->nodes) {
+        nn_trainer_free(tr);
         nn__fail(m->msg, NN_ENOMEM, "trainer: out of memory for the optimizer state");
         return NULL;
+    }
+    const double *base = nn_params_values(m->params);
+    for (size_t i = 0; i < tr->npieces; i++) {
+        tr->pieces[i].opt = tr->opt;
+        tr->pieces[i].off = (size_t)(nn_params_value(m->params, i) - base);
     }
     return tr;
 }
@@ -73,11 +97,23 @@ void nn_trainer_free(nn_trainer *tr)
     nn__slot_free(mem, &tr->slot[0]);
     nn__slot_free(mem, &tr->slot[1]);
     nn_optim_free(tr->opt);
+    nn__free(mem, tr->pieces, tr->npieces * sizeof *tr->pieces);
+    nn__free(mem, tr->nodes, tr->npieces * sizeof *tr->nodes);
     nn__free(mem, tr, sizeof *tr);
 }
 
 nn_optim *nn_trainer_optim(nn_trainer *tr) { return tr ? tr->opt : NULL; }
 uint64_t nn_trainer_recordings(const nn_trainer *tr) { return tr ? tr->recordings : 0; }
+
+int nn_trainer_fused(const nn_trainer *tr) { return tr ? can_fuse(tr) : 0; }
+
+void nn_trainer_set_fused(nn_trainer *tr, int on)
+{
+    if (!tr || tr->fused_off == !on)
+        return;
+    tr->fused_off = !on;
+    tr->slot[0].batch = tr->slot[1].batch = 0; /* record again, with or without hooks */
+}
 const char *nn_trainer_errmsg(const nn_trainer *tr) { return tr ? tr->msg : "no trainer"; }
 
 /* Records input -> forward -> loss on slot s, whose buffers hold the batch. */
@@ -93,11 +129,20 @@ static int record(nn_trainer *tr, nn__slot *s, uint32_t batch)
         return nn__fail(tr->msg, nn__from_ad(ad_tape_status(s->tape)), "trainer: %s",
                         ad_tape_errmsg(s->tape));
     ad_node yhat;
-    int st = nn__forward(m, s->tape, x, 1, &yhat);
+    int st = nn__forward_params(m, s->tape, x, 1, &yhat, tr->nodes);
     if (st == NN_OK)
         st = nn__loss(m, s->tape, tr->loss, yhat, y, &s->out);
     if (st != NN_OK)
         return nn__fail(tr->msg, st, "trainer: %s", m->msg);
+    /* the optimizer inside the sweep: each tensor updated as soon as its
+     * gradient is complete, the layers' weights row by row in their
+     * affine's backward (every store tensor is in a layer: tr->assign) */
+    for (size_t i = 0; can_fuse(tr) && i < tr->npieces; i++) {
+        ad_grad_hook h = {sizeof h, NULL, apply_piece, &tr->pieces[i]};
+        const int hs = ad_set_grad_hook(s->tape, tr->nodes[i], &h);
+        if (hs != AD_OK)
+            return nn__fail(tr->msg, nn__from_ad(hs), "trainer: %s", ad_tape_errmsg(s->tape));
+    }
     s->batch = batch;
     s->version = tr->version;
     tr->recordings++;
@@ -144,11 +189,16 @@ int nn_trainer_step(nn_trainer *tr, const double *X, const double *Y, uint32_t b
      * overwrites every gradient and zeroing would be a wasted pass. */
     if (!tr->assign)
         nn_params_zero_grad(m->params);
+    const bool fused = can_fuse(tr);
+    if (fused)
+        nn_optim_begin(tr->opt); /* the hooks apply the step's pieces */
     st = ad_sweep(s->tape, s->out, NULL, tr->assign ? AD_SWEEP_ASSIGN : 0);
     if (st != AD_OK)
         return nn__fail(tr->msg, nn__from_ad(st), "trainer: backward: %s", ad_tape_errmsg(s->tape));
     if (loss)
         *loss = ad_scalar_value(s->tape, s->out);
+    if (fused)
+        return NN_OK;
     if (tr->clip > 0)
         nn_params_clip_grad_norm(m->params, tr->clip, NULL);
     st = nn_optim_step(tr->opt, m->params);

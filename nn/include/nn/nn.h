@@ -365,6 +365,16 @@ NN_API void nn_optim_free(nn_optim *o);
  * blocks). Returns NN_OK, or NN_ESHAPE when p does not have the size the
  * optimizer was made for (reason in nn_optim_errmsg), NN_EMISUSE for NULL. */
 NN_API int nn_optim_step(nn_optim *o, nn_params *p);
+/* nn_optim_step in pieces, for an update fused into a sweep
+ * (ad_set_grad_hook's update): nn_optim_begin once per step, before any
+ * piece (it counts the step and advances Adam's bias correction), then
+ * nn_optim_apply for pieces [off, off + n) of the flat store -- w and g
+ * point at element off of the values and of this step's gradient -- each
+ * element once per step, in any order. The step is then exactly
+ * nn_optim_step's, element for element. A piece beyond the size the
+ * optimizer was made for is ignored; NULL: no-op. */
+NN_API void nn_optim_begin(nn_optim *o);
+NN_API void nn_optim_apply(nn_optim *o, size_t off, double *w, const double *g, size_t n);
 /* Zeroes the state and the step count. NULL: no-op. */
 NN_API void nn_optim_reset(nn_optim *o);
 /* Changes the learning rate (e.g. for a schedule). NN_OK or NN_EMISUSE. */
@@ -381,7 +391,8 @@ NN_API const char *nn_optim_errmsg(const nn_optim *o);
 /* Owns the tapes of a training loop. The forward pass and the loss are
  * recorded once per batch size, with the batch as ad_param views of
  * buffers the trainer owns; each step copies the batch into those
- * buffers, replays, sweeps back, clips and updates. The sweep writes the
+ * buffers, replays, sweeps back, clips and updates (the update inside
+ * the sweep when it can: see nn_trainer_fused). The sweep writes the
  * gradients (AD_SWEEP_ASSIGN) rather than adding to zeroed ones; a tensor
  * added to the store outside the model's layers gets a zero gradient.
  * Two batch sizes are kept recorded at once (e.g. the full batch and the
@@ -415,6 +426,20 @@ NN_API nn_optim *nn_trainer_optim(nn_trainer *tr);
 NN_API uint64_t nn_trainer_recordings(const nn_trainer *tr);
 /* Message of the most recent failure ("" if none). Never NULL. */
 NN_API const char *nn_trainer_errmsg(const nn_trainer *tr);
+/* Whether steps run the optimizer inside the backward sweep (1) or after
+ * it (0). Fused is the default when it can give the same step: no
+ * gradient clipping (clip_norm 0, which needs the whole gradient first)
+ * and every tensor of the store in a layer. Each tensor is then updated as
+ * soon as its gradient is complete (ad_set_grad_hook), a layer's weights
+ * row by row inside its backward pass while the rows are in cache, and
+ * the parameters after each step equal the unfused step's bit for bit
+ * (the same products, summed in the same order; tested). The store's
+ * gradient block is then scratch: after a fused step it does not hold the
+ * gradient. nn_trainer_set_fused(tr, 0) turns it off (the next step
+ * records again), e.g. to read the gradients after each step; 1 turns it
+ * back on. NULL: 0 / no-op. */
+NN_API int nn_trainer_fused(const nn_trainer *tr);
+NN_API void nn_trainer_set_fused(nn_trainer *tr, int on);
 
 #ifdef __cplusplus
 }
