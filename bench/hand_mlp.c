@@ -110,6 +110,71 @@ double hand_mlp_step(hand_mlp *m, const double *X, const double *Y, size_t B, do
     return loss / (double)B;
 }
 
+/* Layer backward with the SGD update inside: for each output unit i,
+ * dIn += dOut[:, i] W[i, :] with the old row (when dIn), then the row
+ * takes its update. One sample: one loop over the row does both. */
+static void dense_back_sgd(const double *In, double *W, double *b, const double *dOut, double *dIn,
+                           double *row, size_t B, size_t n, size_t k, double lr)
+{
+    if (dIn)
+        memset(dIn, 0, B * n * sizeof *dIn);
+    for (size_t i = 0; i < k; i++) {
+        double *w = W + i * n;
+        if (B == 1) {
+            const double g = dOut[i], s = lr * g;
+            b[i] -= s;
+            if (dIn)
+                for (size_t j = 0; j < n; j++) {
+                    dIn[j] += g * w[j];
+                    w[j] -= s * In[j];
+                }
+            else
+                for (size_t j = 0; j < n; j++)
+                    w[j] -= s * In[j];
+            continue;
+        }
+        double gb = 0;
+        memset(row, 0, n * sizeof *row);
+        for (size_t r = 0; r < B; r++) {
+            const double g = dOut[r * k + i];
+            const double *x = In + r * n;
+            gb += g;
+            for (size_t j = 0; j < n; j++)
+                row[j] += g * x[j];
+            if (dIn) {
+                double *dx = dIn + r * n;
+                for (size_t j = 0; j < n; j++)
+                    dx[j] += g * w[j];
+            }
+        }
+        b[i] -= lr * gb;
+        for (size_t j = 0; j < n; j++)
+            w[j] -= lr * row[j];
+    }
+}
+
+double hand_mlp_step_fused(hand_mlp *m, const double *X, const double *Y, size_t B, double lr)
+{
+    const size_t ni = m->n_in, nh = m->n_hid, no = m->n_out;
+    dense(X, m->W1, m->b1, m->H, B, ni, nh);
+    for (size_t i = 0; i < B * nh; i++)
+        m->A[i] = m->H[i] > 0 ? m->H[i] : 0;
+    dense(m->A, m->W2, m->b2, m->O, B, nh, no);
+    double loss = 0;
+    for (size_t i = 0; i < B * no; i++) {
+        const double d = m->O[i] - Y[i];
+        loss += 0.5 * d * d;
+        m->dO[i] = d / (double)B;
+    }
+    /* dW1 is not needed as an array: its rows go straight into W1; the
+     * row buffer is dW1's first row, free here */
+    dense_back_sgd(m->A, m->W2, m->b2, m->dO, m->dA, m->dW1, B, nh, no, lr);
+    for (size_t i = 0; i < B * nh; i++)
+        m->dA[i] = m->H[i] > 0 ? m->dA[i] : 0;
+    dense_back_sgd(X, m->W1, m->b1, m->dA, NULL, m->dW1, B, ni, nh, lr);
+    return loss / (double)B;
+}
+
 void hand_mlp_predict(const hand_mlp *m, const double *x, double *out)
 {
     double *h = m->A; /* scratch: predict is not called during a step */

@@ -18,6 +18,12 @@ void hand_mlp_free(hand_mlp *m);
 /* One SGD step on a batch X (B x in) with one-hot targets Y (B x out); the
  * loss is averaged over the batch (B = 1: one sample). Returns the loss. */
 double hand_mlp_step(hand_mlp *m, const double *X, const double *Y, size_t B, double lr);
+/* The same step as the fastest straightforward C computes it: the SGD
+ * update inside the backward loops (for one sample, w[j] -= lr*g*x[j] in
+ * the loop that also back-propagates through w; for a batch, each row of
+ * dW summed over the batch into a row buffer and applied at once), no dW
+ * arrays, no dx for the network's input. The yardstick of W2 and W3. */
+double hand_mlp_step_fused(hand_mlp *m, const double *X, const double *Y, size_t B, double lr);
 /* Class scores for one input. */
 void hand_mlp_predict(const hand_mlp *m, const double *x, double *out);
 

@@ -67,6 +67,34 @@ static void hand_backward(layer *L)
     }
 }
 
+/* A training step as the fastest straightforward C writes it: forward,
+ * then one pass over W that back-propagates into dx with the old row and
+ * applies the SGD update to it (no dW array). */
+static void hand_step(layer *L, double lr)
+{
+    const size_t n = L->n;
+    hand_forward(L);
+    memset(L->dx, 0, n * sizeof *L->dx);
+    for (size_t i = 0; i < n; i++) {
+        const double dz = L->z[i] > 0 ? L->y[i] : 0, s = lr * dz;
+        double *w = L->W + i * n;
+        L->b[i] -= s;
+        for (size_t j = 0; j < n; j++) {
+            L->dx[j] += dz * w[j];
+            w[j] -= s * L->x[j];
+        }
+    }
+}
+
+#define STEP_LR 1e-3
+
+static void sgd_hook(void *ud, size_t off, double *w, const double *g, size_t n)
+{
+    (void)ud, (void)off;
+    for (size_t i = 0; i < n; i++)
+        w[i] -= STEP_LR * g[i];
+}
+
 /* The memory yardsticks: one pass reading W, and one writing dW (= dz x^T,
  * plain stores, W untouched). A forward must at least read W; a backward
  * reads W for dx and writes dW. */
@@ -224,6 +252,7 @@ static void run(size_t n)
     }
     (void)sink;
     long step_allocs = counter.allocs - allocs0;
+
     bench_check(ad_tape_status(t) == AD_OK, ad_tape_errmsg(t));
     bench_check(ad_tape_status(u) == AD_OK, ad_tape_errmsg(u));
     double Jh = hand_forward(&L);
@@ -237,17 +266,82 @@ static void run(size_t n)
                     && equal(fb, eb, n) && equal(fx, ex, n),
                 "W4: affine and matvec + add differ");
 
+    /* Training steps: replay + sweep + SGD on W and b. The engine's on
+     * tape s with the update inside the sweep (ad_set_grad_hook), and on
+     * tape v with the sweep, then an update loop; the hand-written step on
+     * its own copy. All three start from the same W, b and take the same
+     * number of steps, so they must end equal. */
+    double *sW = malloc(n * n * sizeof(double)), *sb = malloc(n * sizeof(double));
+    double *vW = malloc(n * n * sizeof(double)), *vb = malloc(n * sizeof(double));
+    double *hW = L.W, *hb = L.b;
+    bench_check(sW && sb && vW && vb, "oom");
+    memcpy(sW, L.W, n * n * sizeof *sW), memcpy(sb, L.b, n * sizeof *sb);
+    memcpy(vW, L.W, n * n * sizeof *vW), memcpy(vb, L.b, n * sizeof *vb);
+    ad_tape *s = ad_tape_new(&opts), *v = ad_tape_new(&opts);
+    bench_check(s && v, "tape");
+    ad_node Ws = ad_param(s, ad_shape_mat((uint32_t)n, (uint32_t)n), sW, eW);
+    ad_node bs = ad_param(s, ad_shape_vec((uint32_t)n), sb, eb);
+    ad_node xs = ad_param(s, ad_shape_vec((uint32_t)n), L.x, ex);
+    ad_node ys = ad_relu(s, ad_affine(s, Ws, xs, bs));
+    ad_node Js = ad_scale(s, ad_dot(s, ys, ys), 0.5);
+    ad_grad_hook hk = {sizeof hk, NULL, sgd_hook, NULL};
+    bench_check(ad_set_grad_hook(s, Ws, &hk) == AD_OK && ad_set_grad_hook(s, bs, &hk) == AD_OK,
+                ad_tape_errmsg(s));
+    ad_node Wv = ad_param(v, ad_shape_mat((uint32_t)n, (uint32_t)n), vW, fW);
+    ad_node bv = ad_param(v, ad_shape_vec((uint32_t)n), vb, fb);
+    ad_node xv = ad_param(v, ad_shape_vec((uint32_t)n), L.x, fx);
+    ad_node yv = ad_relu(v, ad_affine(v, Wv, xv, bv));
+    ad_node Jv = ad_scale(v, ad_dot(v, yv, yv), 0.5);
+    bench_check(ad_tape_status(s) == AD_OK && ad_tape_status(v) == AD_OK, "step tapes");
+    double tsh[BENCH_REPS], tss[BENCH_REPS], tsv[BENCH_REPS];
+    long allocs1 = counter.allocs;
+    for (int rep = -1; rep < BENCH_REPS; rep++) {
+        double t0 = bench_now();
+        for (int k = 0; k < inner; k++)
+            hand_step(&L, STEP_LR);
+        double t1 = bench_now();
+        for (int k = 0; k < inner; k++) {
+            ad_replay(s);
+            ad_sweep(s, Js, NULL, AD_SWEEP_ASSIGN);
+        }
+        double t2 = bench_now();
+        for (int k = 0; k < inner; k++) {
+            ad_replay(v);
+            ad_sweep(v, Jv, NULL, AD_SWEEP_ASSIGN);
+            for (size_t i = 0; i < n * n; i++)
+                vW[i] -= STEP_LR * fW[i];
+            for (size_t i = 0; i < n; i++)
+                vb[i] -= STEP_LR * fb[i];
+        }
+        double t3 = bench_now();
+        if (rep >= 0) {
+            tsh[rep] = (t1 - t0) / inner;
+            tss[rep] = (t2 - t1) / inner;
+            tsv[rep] = (t3 - t2) / inner;
+        }
+    }
+    step_allocs += counter.allocs - allocs1;
+    bench_check(ad_tape_status(s) == AD_OK && ad_tape_status(v) == AD_OK, "step tapes");
+    double ds = fmax(rel_diff(sW, hW, n * n), rel_diff(sb, hb, n));
+    double dv = fmax(rel_diff(vW, sW, n * n), rel_diff(vb, sb, n));
+    bench_check(ds <= 1e-12 && dv == 0, "W4 step: engine and hand-written weights differ");
+    bench_stats ssh = bench_summarise(tsh, BENCH_REPS), sss = bench_summarise(tss, BENCH_REPS);
+    bench_stats ssv = bench_summarise(tsv, BENCH_REPS);
+    ad_tape_free(s), ad_tape_free(v);
+    free(sW), free(sb), free(vW), free(vb);
+
     bench_stats sh = bench_summarise(th, BENCH_REPS), shf = bench_summarise(thf, BENCH_REPS);
     bench_stats se = bench_summarise(te, BENCH_REPS), sef = bench_summarise(tef, BENCH_REPS);
     bench_stats sez = bench_summarise(tez, BENCH_REPS), s2 = bench_summarise(t2op, BENCH_REPS);
     bench_stats srd = bench_summarise(trd, BENCH_REPS), swr = bench_summarise(twr, BENCH_REPS);
     size_t param_bytes = (2 * n * n + 4 * n) * sizeof(double);
     printf("  %5zu %12.2f %12.2f %6.2f %6.2f %12.2f %6.2f %8.2f %8.2f %10.2f %10.2f %9.2f %9.2f "
-           "%6ld\n",
+           "%6ld | %10.2f %10.2f %6.2f %6.2f\n",
            n, se.median * 1e6, sh.median * 1e6, se.median / sh.median, s2.median / sh.median,
            sez.median * 1e6, sez.median / sh.median, se.median / sef.median,
            sh.median / shf.median, srd.median * 1e6, swr.median * 1e6,
-           (double)counter.peak / 1048576.0, (double)param_bytes / 1048576.0, step_allocs);
+           (double)counter.peak / 1048576.0, (double)param_bytes / 1048576.0, step_allocs,
+           sss.median * 1e6, ssh.median * 1e6, sss.median / ssh.median, ssv.median / ssh.median);
     char variant[64];
     snprintf(variant, sizeof variant, "n%zu_fwd_bwd", n);
     bench_json("W4", variant, se, "s", se.median / sh.median);
@@ -257,6 +351,12 @@ static void run(size_t n)
     bench_json("W4", variant, s2, "s", s2.median / sh.median);
     snprintf(variant, sizeof variant, "n%zu_fwd", n);
     bench_json("W4", variant, sef, "s", sef.median / shf.median);
+    snprintf(variant, sizeof variant, "n%zu_step", n);
+    bench_json("W4", variant, sss, "s", sss.median / ssh.median);
+    snprintf(variant, sizeof variant, "n%zu_step_unfused", n);
+    bench_json("W4", variant, ssv, "s", ssv.median / ssh.median);
+    snprintf(variant, sizeof variant, "n%zu_hand_step", n);
+    bench_json("W4", variant, ssh, "s", -1);
     snprintf(variant, sizeof variant, "n%zu_hand_fwd_bwd", n);
     bench_json("W4", variant, sh, "s", -1);
     snprintf(variant, sizeof variant, "n%zu_read_W", n);
@@ -275,10 +375,14 @@ static void run(size_t n)
 int main(int argc, char **argv)
 {
     size_t sizes[] = {16, 64, 256, 1024, 4096};
-    printf("W4 dense layer y = relu(Wx + b), J = 1/2||y||^2 (replay + sweep vs hand-written C)\n");
-    printf("  %5s %12s %12s %6s %6s %12s %6s %8s %8s %10s %10s %9s %9s %6s\n", "n", "fwd+bwd us",
-           "hand us", "ratio", "2-op", "+zero us", "ratio", "fb/f", "hand fb/f", "read W us",
-           "write dW us", "tape MiB", "param MiB", "allocs");
+    printf("W4 dense layer y = relu(Wx + b), J = 1/2||y||^2 (replay + sweep vs hand-written C;\n"
+           "   right of |: a training step, replay + sweep + SGD on W and b with the update inside\n"
+           "   the sweep, vs the hand-written step that updates inside its backward loop; unfus.:\n"
+           "   the engine's step with the update after the sweep, over the same hand step)\n");
+    printf("  %5s %12s %12s %6s %6s %12s %6s %8s %8s %10s %10s %9s %9s %6s | %10s %10s %6s %6s\n",
+           "n", "fwd+bwd us", "hand us", "ratio", "2-op", "+zero us", "ratio", "fb/f", "hand fb/f",
+           "read W us", "write dW us", "tape MiB", "param MiB", "allocs", "step us", "hand us",
+           "ratio", "unfus.");
     if (argc > 1) {
         run((size_t)strtoul(argv[1], NULL, 10));
         return 0;

@@ -660,8 +660,8 @@ AD_API int ad_sweep(ad_tape *t, ad_node output, const double *seed, unsigned fla
  *           n) receives this sweep's gradient g of the elements [off,
  *           off + n) of the parameter (its values w point at element off)
  *           and updates w in place. Over one sweep the calls cover every
- *           element exactly once, in segments of whole rows, each segment
- *           after its gradient is complete; g is zero for elements the
+ *           element exactly once, in contiguous segments (rows, or strips
+ *           of rows), each segment after its gradient is complete; g is zero for elements the
  *           output does not depend on. When the parameter's only use is
  *           the W of ad_matvec or the W or b of ad_affine, the op's backward
  *           calls update row block by row block as it computes them, and

@@ -133,6 +133,9 @@ static void mv_vjp(const double *W, const double *x, const double *gy, double *g
 }
 static void matvec_vjp_to(const ad_call *k, unsigned fresh);
 
+/* Columns of the strips in which a fused update gets four rows of dW. */
+#define AD__UPD_STRIP ((size_t)512)
+
 /* mv_vjp with dW given to a fused update u instead of written: four rows
  * of dW at a time into u's scratch, with their part of dx taken from the
  * old rows of W first, then u->fn updates those rows of W. Each row of dW
@@ -142,12 +145,26 @@ static void mv_vjp_update(double *W, const double *x, const double *gy, double *
 {
     double *d = u->scratch;
     size_t i = 0;
+    if (!gx) /* a row at a time: the scratch row stays in L1 */
+        for (; i < rows; i++) {
+            ad__kaxpy_to(d, gy[i], x, n, 1);
+            u->fn(u->ud, i * n, W + i * n, d, n);
+        }
     for (; i + 4 <= rows; i += 4) {
         double *w = W + i * n;
-        if (gx && !ad__overlap(gx, n, w, 4 * n))
-            ad__krows4_vjp(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n, w + 2 * n,
-                           w + 3 * n, n, 1, i == 0 && fx);
-        else {
+        if (gx && !ad__overlap(gx, n, w, 4 * n)) {
+            /* four rows, a column strip at a time: the strip of dW
+             * (4 x AD__UPD_STRIP) stays in L1 between its two passes */
+            for (size_t j = 0; j < n; j += AD__UPD_STRIP) {
+                const size_t m = n - j < AD__UPD_STRIP ? n - j : AD__UPD_STRIP;
+                double *wj = w + j;
+                ad__krows4_vjp(d, d + m, d + 2 * m, d + 3 * m, gx + j, gy + i, x + j, wj, wj + n,
+                               wj + 2 * n, wj + 3 * n, m, 1, i == 0 && fx);
+                for (size_t r = 0; r < 4; r++)
+                    u->fn(u->ud, (i + r) * n + j, wj + r * n, d + r * m, m);
+            }
+            continue;
+        } else {
             for (size_t r = 0; r < 4; r++)
                 ad__kaxpy_to(d + r * n, gy[i + r], x, n, 1);
             if (gx)
