@@ -95,6 +95,13 @@ static void sgd_hook(void *ud, size_t off, double *w, const double *g, size_t n)
         w[i] -= STEP_LR * g[i];
 }
 
+static void sgd_hook_scaled(void *ud, size_t off, double *w, double a, const double *x, size_t n)
+{
+    (void)ud, (void)off;
+    for (size_t i = 0; i < n; i++)
+        w[i] -= STEP_LR * (a * x[i]);
+}
+
 /* The memory yardsticks: one pass reading W, and one writing dW (= dz x^T,
  * plain stores, W untouched). A forward must at least read W; a backward
  * reads W for dx and writes dW. */
@@ -284,7 +291,7 @@ static void run(size_t n)
     ad_node xs = ad_param(s, ad_shape_vec((uint32_t)n), L.x, ex);
     ad_node ys = ad_relu(s, ad_affine(s, Ws, xs, bs));
     ad_node Js = ad_scale(s, ad_dot(s, ys, ys), 0.5);
-    ad_grad_hook hk = {sizeof hk, NULL, sgd_hook, NULL};
+    ad_grad_hook hk = {.size = sizeof hk, .update = sgd_hook, .update_scaled = sgd_hook_scaled};
     bench_check(ad_set_grad_hook(s, Ws, &hk) == AD_OK && ad_set_grad_hook(s, bs, &hk) == AD_OK,
                 ad_tape_errmsg(s));
     ad_node Wv = ad_param(v, ad_shape_mat((uint32_t)n, (uint32_t)n), vW, fW);

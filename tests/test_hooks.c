@@ -111,7 +111,7 @@ Test(hooks, ready_fires_once_per_sweep_last_layer_first_with_the_complete_gradie
         tag_t tags[4] = {{&l, 0}, {&l, 1}, {&l, 2}, {&l, 3}};
         ad_node ps[4] = {r.W1, r.b1, r.W2, r.b2};
         for (int k = 0; k < 4; k++) {
-            ad_grad_hook h = {sizeof h, on_ready, NULL, &tags[k]};
+            ad_grad_hook h = {.size = sizeof h, .ready = on_ready, .ud = &tags[k]};
             cr_assert_eq(ad_set_grad_hook(t, ps[k], &h), AD_OK, "%s", ad_tape_errmsg(t));
         }
         for (int sweep = 0; sweep < 3; sweep++) {
@@ -156,7 +156,7 @@ Test(hooks, ready_fires_once_per_sweep_last_layer_first_with_the_complete_gradie
 
 typedef struct sgd {
     double lr;
-    size_t size, calls, covered, max_n;
+    size_t size, calls, covered, max_n, scaled_calls;
     unsigned char seen[NH * NI];
 } sgd_t;
 
@@ -174,6 +174,21 @@ static void sgd_update(void *ud, size_t off, double *w, const double *g, size_t 
     s->max_n = n > s->max_n ? n : s->max_n;
 }
 
+static void sgd_scaled(void *ud, size_t off, double *w, double a, const double *x, size_t n)
+{
+    sgd_t *s = ud;
+    cr_assert_leq(off + n, s->size);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(s->seen[off + i], 0, "element %zu updated twice", off + i);
+        s->seen[off + i] = 1;
+        w[i] -= s->lr * (a * x[i]);
+    }
+    s->calls++;
+    s->covered += n;
+    s->max_n = n > s->max_n ? n : s->max_n;
+    s->scaled_calls++;
+}
+
 static void sgd_plain(double *w, const double *g, size_t n, double lr)
 {
     for (size_t i = 0; i < n; i++)
@@ -182,7 +197,7 @@ static void sgd_plain(double *w, const double *g, size_t n, double lr)
 
 /* Three steps of replay + sweep + SGD with hooks on tape t against a plain
  * sweep and an SGD loop on tape u: the same weights bit for bit. */
-static void train_compare(int batch, int extra_use)
+static void train_compare(int batch, int extra_use, int scaled)
 {
     static mlp m, ref;
     mlp_init(&m, 5), mlp_init(&ref, 5);
@@ -199,7 +214,8 @@ static void train_compare(int batch, int extra_use)
     for (int k = 0; k < 4; k++) {
         memset(&s[k], 0, sizeof s[k]);
         s[k].lr = 0.1, s[k].size = sizes[k];
-        ad_grad_hook h = {sizeof h, NULL, sgd_update, &s[k]};
+        ad_grad_hook h = {.size = sizeof h, .update = sgd_update, .ud = &s[k],
+                          .update_scaled = scaled ? sgd_scaled : NULL};
         cr_assert_eq(ad_set_grad_hook(t, ps[k], &h), AD_OK, "%s", ad_tape_errmsg(t));
     }
     for (int step = 0; step < 3; step++) {
@@ -209,12 +225,16 @@ static void train_compare(int batch, int extra_use)
         }
         for (int k = 0; k < 4; k++)
             memset(s[k].seen, 0, sizeof s[k].seen), s[k].calls = 0, s[k].covered = 0,
-                                                    s[k].max_n = 0;
+                                                    s[k].max_n = 0, s[k].scaled_calls = 0;
         cr_assert_eq(ad_sweep(t, J, NULL, 0), AD_OK, "%s", ad_tape_errmsg(t));
         cr_assert_eq(ad_sweep(u, JR, NULL, AD_SWEEP_ASSIGN), AD_OK);
         for (int k = 0; k < 4; k++)
             cr_assert_eq(s[k].covered, sizes[k], "param %d: %zu of %zu elements updated", k,
                          s[k].covered, sizes[k]);
+        if (!extra_use && scaled && !batch)
+            cr_assert_eq(s[0].scaled_calls, NH, "one sample: every row of W1 as a x");
+        if (batch || !scaled)
+            cr_assert_eq(s[0].scaled_calls, 0, "a batch's rows are sums: stored, not scaled");
         if (!extra_use)
             cr_assert_eq(s[0].max_n, (size_t)NI,
                          "W1's update runs row by row inside affine's vjp (x has no gradient)");
@@ -233,9 +253,11 @@ static void train_compare(int batch, int extra_use)
     ad_tape_free(t), ad_tape_free(u);
 }
 
-Test(hooks, fused_sgd_equals_sweep_then_update_vector) { train_compare(0, 0); }
-Test(hooks, fused_sgd_equals_sweep_then_update_batch) { train_compare(1, 0); }
-Test(hooks, update_of_a_parameter_used_twice_runs_once_over_its_gradient) { train_compare(0, 1); }
+Test(hooks, fused_sgd_equals_sweep_then_update_vector) { train_compare(0, 0, 0); }
+Test(hooks, fused_scaled_sgd_equals_sweep_then_update_vector) { train_compare(0, 0, 1); }
+Test(hooks, fused_sgd_equals_sweep_then_update_batch) { train_compare(1, 0, 0); }
+Test(hooks, fused_scaled_hook_in_a_batch_gets_stored_rows) { train_compare(1, 0, 1); }
+Test(hooks, update_of_a_parameter_used_twice_runs_once_over_its_gradient) { train_compare(0, 1, 1); }
 
 typedef struct count {
     double lr;
@@ -251,6 +273,18 @@ static void count_update(void *ud, size_t off, double *w, const double *g, size_
         cr_assert_eq(c->seen[off + i], 0, "element %zu updated twice", off + i);
         c->seen[off + i] = 1;
         w[i] -= c->lr * g[i];
+    }
+    c->covered += n, c->calls++;
+}
+
+static void count_scaled(void *ud, size_t off, double *w, double a, const double *x, size_t n)
+{
+    count_t *c = ud;
+    cr_assert_leq(off + n, c->size);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(c->seen[off + i], 0, "element %zu updated twice", off + i);
+        c->seen[off + i] = 1;
+        w[i] -= c->lr * (a * x[i]);
     }
     c->covered += n, c->calls++;
 }
@@ -277,7 +311,8 @@ Test(hooks, matvec_fused_rows_strips_and_remainder)
         memcpy(gW0, gW, R * C * sizeof *gW), memcpy(gx0, gx, C * sizeof *gx);
         memset(seen, 0, sizeof seen);
         count_t k = {0.5, R * C, 0, 0, seen};
-        ad_grad_hook h = {sizeof h, NULL, count_update, &k};
+        ad_grad_hook h = {.size = sizeof h, .update = count_update, .ud = &k,
+                          .update_scaled = c == 1 ? count_scaled : NULL};
         cr_assert_eq(ad_set_grad_hook(t, Wn, &h), AD_OK);
         cr_assert_eq(ad_sweep(t, J, NULL, AD_SWEEP_ASSIGN), AD_OK, "%s", ad_tape_errmsg(t));
         cr_assert_eq(k.covered, R * C);
@@ -300,7 +335,7 @@ Test(hooks, a_parameter_the_output_does_not_reach_gets_a_zero_update)
     static sgd_t s;
     memset(&s, 0, sizeof s);
     s.lr = 1, s.size = 2;
-    ad_grad_hook h = {sizeof h, NULL, sgd_update, &s};
+    ad_grad_hook h = {.size = sizeof h, .update = sgd_update, .ud = &s};
     cr_assert_eq(ad_set_grad_hook(t, bn, &h), AD_OK);
     cr_assert_eq(ad_backward(t, J), AD_OK, "%s", ad_tape_errmsg(t));
     cr_assert_eq(s.covered, 2);
@@ -322,7 +357,7 @@ Test(hooks, shared_value_memory_waits_for_the_end_of_the_sweep)
     static sgd_t s;
     memset(&s, 0, sizeof s);
     s.lr = 0.1, s.size = 4;
-    ad_grad_hook h = {sizeof h, NULL, sgd_update, &s};
+    ad_grad_hook h = {.size = sizeof h, .update = sgd_update, .ud = &s};
     cr_assert_eq(ad_set_grad_hook(t, p1, &h), AD_OK);
     cr_assert_eq(ad_sweep(t, J, NULL, AD_SWEEP_ASSIGN), AD_OK, "%s", ad_tape_errmsg(t));
     cr_assert_eq(s.calls, 1);
@@ -343,7 +378,7 @@ Test(hooks, workspaces_and_reset_do_not_call_hooks)
     log_t l;
     memset(&l, 0, sizeof l);
     tag_t tg = {&l, 0};
-    ad_grad_hook h = {sizeof h, on_ready, NULL, &tg};
+    ad_grad_hook h = {.size = sizeof h, .ready = on_ready, .ud = &tg};
     cr_assert_eq(ad_set_grad_hook(t, r.W2, &h), AD_OK);
     ad_workspace *w = ad_workspace_new(t, NULL, NULL);
     cr_assert_not_null(w);
@@ -380,10 +415,12 @@ Test(hooks, misuse_is_refused_with_a_message)
     ad_node y = ad_sum(t, ad_square(t, p));
     ad_node s = ad_scalar_var(t, 2);
     static sgd_t st;
-    ad_grad_hook ok = {sizeof ok, NULL, sgd_update, &st};
-    ad_grad_hook both = {sizeof both, on_ready, sgd_update, NULL};
-    ad_grad_hook neither = {sizeof neither, NULL, NULL, NULL};
-    ad_grad_hook small = {sizeof(size_t), NULL, sgd_update, NULL};
+    ad_grad_hook ok = {.size = sizeof ok, .update = sgd_update, .ud = &st};
+    ad_grad_hook both = {.size = sizeof both, .ready = on_ready, .update = sgd_update};
+    ad_grad_hook neither = {.size = sizeof neither};
+    ad_grad_hook small = {.size = sizeof(size_t), .update = sgd_update};
+    ad_grad_hook lone = {.size = sizeof lone, .update_scaled = sgd_scaled};
+    ad_grad_hook lone2 = {.size = sizeof lone2, .ready = on_ready, .update_scaled = sgd_scaled};
     cr_assert_eq(ad_set_grad_hook(NULL, p, &ok), AD_EMISUSE);
     expect_fail(t, ad_set_grad_hook(t, y, &ok), AD_EMISUSE, "not an ad_param with a gradient");
     expect_fail(t, ad_set_grad_hook(t, s, &ok), AD_EMISUSE, "not an ad_param with a gradient");
@@ -391,6 +428,8 @@ Test(hooks, misuse_is_refused_with_a_message)
     expect_fail(t, ad_set_grad_hook(t, p, &both), AD_EMISUSE, "exactly one of ready and update (both");
     expect_fail(t, ad_set_grad_hook(t, p, &neither), AD_EMISUSE, "(neither given)");
     expect_fail(t, ad_set_grad_hook(t, p, &small), AD_EMISUSE, "hook size 8 is less than");
+    expect_fail(t, ad_set_grad_hook(t, p, &lone), AD_EMISUSE, "(neither given)");
+    expect_fail(t, ad_set_grad_hook(t, p, &lone2), AD_EMISUSE, "update_scaled without update");
     expect_fail(t, ad_set_grad_hook(t, ad_nil(), &ok), AD_EMISUSE, "set_grad_hook");
     ad_tape *u = ad_tape_new(NULL);
     ad_node foreign = ad_param(u, ad_shape_vec(3), v, g);
@@ -417,7 +456,7 @@ Test(hooks, planning_allocation_failure_is_reported_and_recoverable)
         static sgd_t s;
         memset(&s, 0, sizeof s);
         s.lr = 0, s.size = NH * NI;
-        ad_grad_hook h = {sizeof h, NULL, sgd_update, &s};
+        ad_grad_hook h = {.size = sizeof h, .update = sgd_update, .ud = &s};
         a.fail_at = a.count + fail;
         int st = ad_set_grad_hook(t, r.W1, &h);
         if (st == AD_OK)

@@ -36,6 +36,12 @@ static void apply_piece(void *ud, size_t off, double *w, const double *g, size_t
     nn_optim_apply(p->opt, p->off + off, w, g, n);
 }
 
+static void apply_piece_scaled(void *ud, size_t off, double *w, double a, const double *x, size_t n)
+{
+    const struct piece *p = ud;
+    nn_optim_apply_scaled(p->opt, p->off + off, w, a, x, n);
+}
+
 static bool can_fuse(const nn_trainer *tr) { return tr->assign && tr->clip == 0 && !tr->fused_off; }
 
 nn_trainer *nn_trainer_new(nn_model *m, const nn_trainer_opts *opts)
@@ -138,7 +144,7 @@ static int record(nn_trainer *tr, nn__slot *s, uint32_t batch)
      * gradient is complete, the layers' weights row by row in their
      * affine's backward (every store tensor is in a layer: tr->assign) */
     for (size_t i = 0; can_fuse(tr) && i < tr->npieces; i++) {
-        ad_grad_hook h = {sizeof h, NULL, apply_piece, &tr->pieces[i]};
+        ad_grad_hook h = {sizeof h, NULL, apply_piece, &tr->pieces[i], apply_piece_scaled};
         const int hs = ad_set_grad_hook(s->tape, tr->nodes[i], &h);
         if (hs != AD_OK)
             return nn__fail(tr->msg, nn__from_ad(hs), "trainer: %s", ad_tape_errmsg(s->tape));

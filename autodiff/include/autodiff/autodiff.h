@@ -683,11 +683,19 @@ typedef struct ad_grad_hook {
     void (*ready)(void *ud, ad_node param, const ad_tensor *view);
     void (*update)(void *ud, size_t offset, double *value, const double *grad, size_t n);
     void *ud;       /* passed to the callbacks */
+    /* Optional, beside update: the same update for a segment whose
+     * gradient is a x[0..n) -- grad[i] is exactly the product a * x[i] --
+     * so that no gradient row is stored at all. The fused ops use it for
+     * the rows of one sample's dW = dy x^T. It must do what update does
+     * with grad[i] = a * x[i]. NULL: update gets a stored row. */
+    void (*update_scaled)(void *ud, size_t offset, double *value, double a, const double *x,
+                          size_t n);
 } ad_grad_hook;
 
 /* Sets (or, hook NULL, removes) the hook of param, an ad_param node of t
  * with a gradient buffer. Exactly one of ready and update is set. The hook
- * is copied. A parameter whose value memory is shared with another node
+ * is copied; update_scaled only beside update. A parameter whose value
+ * memory is shared with another node
  * (a second ad_param over the same block, a reshape that views it) gets
  * its hook at the end of the sweep, when no node needs the old values;
  * the same goes for several uses. Hooks stay until removed or

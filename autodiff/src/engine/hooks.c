@@ -96,6 +96,8 @@ int ad_set_grad_hook(ad_tape *t, ad_node param, const ad_grad_hook *hook)
         return ad__fail_call(t, AD_EMISUSE,
                              "set_grad_hook: set exactly one of ready and update (%s given)",
                              hook->ready ? "both" : "neither");
+    if (hook->update_scaled && !hook->update)
+        return ad__fail_call(t, AD_EMISUSE, "set_grad_hook: update_scaled without update");
     if (!H) {
         H = ad__alloc(&t->mem, sizeof *H);
         if (!H)
@@ -320,6 +322,7 @@ void ad__hooks_upd(const ad__eval *e, const ad__ext *x, const ad__upd **upd, ad_
         ad__hook *k = &H->v[j];
         if (k->fused && k->consumer == x->node) {
             store[k->slot].fn = k->h.update;
+            store[k->slot].scaled = k->h.update_scaled;
             store[k->slot].ud = k->h.ud;
             store[k->slot].scratch = H->scratch;
             upd[k->slot] = &store[k->slot];

@@ -148,6 +148,7 @@ typedef struct ad__ext {
  * ad_grad_hook.update; scratch has room for four rows of the operand. */
 typedef struct ad__upd {
     void (*fn)(void *ud, size_t offset, double *value, const double *grad, size_t n);
+    void (*scaled)(void *ud, size_t offset, double *value, double a, const double *x, size_t n);
     void *ud;
     double *scratch;
 } ad__upd;

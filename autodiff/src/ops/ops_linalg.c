@@ -145,6 +145,23 @@ static void mv_vjp_update(double *W, const double *x, const double *gy, double *
 {
     double *d = u->scratch;
     size_t i = 0;
+    if (u->scaled) {
+        /* row i of dW is gy[i] x: no row is stored. Four rows at a time in
+         * column strips: dx's part from the old strip, then each row's
+         * update, while the strip is in L1. */
+        for (; i < rows; i += 4) {
+            const size_t nr = rows - i < 4 ? rows - i : 4;
+            for (size_t j = 0; j < n; j += AD__UPD_STRIP) {
+                const size_t m = n - j < AD__UPD_STRIP ? n - j : AD__UPD_STRIP;
+                double *wj = W + i * n + j;
+                if (gx)
+                    ad__kcombine_to(gx + j, gy + i, 1, wj, n, nr, m, i == 0 && fx);
+                for (size_t r = 0; r < nr; r++)
+                    u->scaled(u->ud, (i + r) * n + j, wj + r * n, gy[i + r], x + j, m);
+            }
+        }
+        return;
+    }
     if (!gx) /* a row at a time: the scratch row stays in L1 */
         for (; i < rows; i++) {
             ad__kaxpy_to(d, gy[i], x, n, 1);
@@ -160,8 +177,11 @@ static void mv_vjp_update(double *W, const double *x, const double *gy, double *
                 double *wj = w + j;
                 ad__krows4_vjp(d, d + m, d + 2 * m, d + 3 * m, gx + j, gy + i, x + j, wj, wj + n,
                                wj + 2 * n, wj + 3 * n, m, 1, i == 0 && fx);
-                for (size_t r = 0; r < 4; r++)
-                    u->fn(u->ud, (i + r) * n + j, wj + r * n, d + r * m, m);
+                if (m == n) /* one strip: the four rows are contiguous */
+                    u->fn(u->ud, i * n, w, d, 4 * n);
+                else
+                    for (size_t r = 0; r < 4; r++)
+                        u->fn(u->ud, (i + r) * n + j, wj + r * n, d + r * m, m);
             }
             continue;
         } else {
