@@ -886,7 +886,7 @@ AD_API const char *ad_node_name(const ad_tape *t, ad_node n);
  * name can be given where the node is made. A nil or bad node is returned
  * as it is (the recording's sticky status already says why); a failure to
  * store the name is ignored, as names are decoration. */
-AD_API ad_node ad_named(ad_tape *tape, ad_node n, const char *name); /* not an op */
+AD_API ad_node ad_named(ad_tape *t, ad_node n, const char *name);
 /* Names without effort: the C variable's own name becomes the node's.
  *   AD_LET(t, z, ad_add(t, Wx, b));   declares ad_node z, named "z"
  *   AD_NAME(t, z, ad_relu(t, z));     assigns an existing variable z (an
