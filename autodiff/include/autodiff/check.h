@@ -610,7 +610,8 @@ AD_API int ad_trace_tangent_fprint(FILE *f, const ad_tape *t, ad_node output,
                                    const ad_print_opts *opts);
 
 /* Writes the tape as a Graphviz DOT digraph: one node per tape node with
- * its name, op, shape, value and gradient (values when small), edges from
+ * its name, op, shape, value and gradient (in full when small, else the
+ * first values and the norm), edges from
  * inputs to the ops that use them. output nil: the whole tape; otherwise
  * only output and the nodes it depends on (output is drawn doubled).
  * Render with e.g. `dot -Tpng tape.dot -o tape.png`. Returns AD_OK,
@@ -621,6 +622,28 @@ AD_API int ad_export_dot(const ad_tape *t, ad_node output, ad_write_fn write, vo
 /* The same, written to f. f NULL: AD_EMISUSE. */
 AD_API int ad_export_dot_fprint(FILE *f, const ad_tape *t, ad_node output,
                                 const ad_print_opts *opts);
+
+/* Extra options of ad_export_dot_ex. Set size to sizeof(ad_dot_opts)
+ * (later releases add fields after these, read only when size covers
+ * them); zero the rest for the defaults. */
+typedef struct ad_dot_opts {
+    size_t size;
+    /* Nodes drawn highlighted (red, bold), by recording index (1 ..
+     * ad_tape_len - 1; ad_node_index), e.g. the nodes a diagnosis points
+     * at: ad_diag_fit.node is the index on the check's own tape, which
+     * records the inputs as leaves 1 .. n, then your function -- the same
+     * index on a tape of yours recorded the same way. */
+    const size_t *highlight;
+    size_t nhighlight;
+} ad_dot_opts;
+
+/* ad_export_dot with the options above; dopts NULL: as ad_export_dot.
+ * Extra AD_EMISUSE (reason in opts->errbuf): dopts->size too small,
+ * highlight NULL with nhighlight > 0, an index outside the tape. A value
+ * or gradient with more than opts->max_values elements is abbreviated in
+ * both functions: "value 4, 2, -5, 1, ... (12 values, norm 7.8)". */
+AD_API int ad_export_dot_ex(const ad_tape *t, ad_node output, ad_write_fn write, void *ud,
+                            const ad_print_opts *opts, const ad_dot_opts *dopts);
 
 #ifdef __cplusplus
 }
