@@ -23,6 +23,8 @@ enum mistake {
     TRANSPOSE, /* dW = x dz^T instead of dz x^T                      */
     W_NOT_WT,  /* dx = W dz instead of W^T dz                        */
     TANH,      /* tanh' forgotten                                    */
+    TANH2,     /* tanh' applied twice                                */
+    ODD,       /* x2 at the given point, x3 at the random ones       */
     SKIP,      /* the skip connection's path left out                */
     NOISE      /* right, plus noise                                  */
 };
@@ -349,6 +351,10 @@ static ad_node two_layer(ad_tape *t, const ad_node *in, int n, void *ud)
     return AD_NAME(t, J, J);
 }
 
+static const double TW1[12] = {0.5, -0.2, 0.1, 0.3, -0.4, 0.2, 0.6, -0.1, 0.3, 0.3, -0.5, 0.2},
+                    TB1[3] = {0.1, -0.2, 0.05}, TW2[9] = {0.7, -0.3, 0.2, -0.5, 0.4, 0.1, 0.2, 0.6, -0.4},
+                    TB2[3] = {0, 0.1, -0.1}, TX[4] = {1, -0.5, 2, 0.3}, TT[3] = {0, 1, 0};
+
 static int two_layer_grad(const double *const *p, double *const *g, int n, void *ud)
 {
     (void)n;
@@ -378,23 +384,24 @@ static int two_layer_grad(const double *const *p, double *const *g, int n, void 
         }
     for (int i = 0; i < 3; i++) {
         g[3][i] = d_o[i];
-        da[i] = dh[i] * (m == TANH ? 1.0 : 1 - h[i] * h[i]);
+        const double tp = 1 - h[i] * h[i];
+        da[i] = dh[i] * (m == TANH ? 1.0 : m == TANH2 ? tp * tp : tp);
         g[1][i] = da[i];
         for (int j = 0; j < 4; j++) {
             g[0][i * 4 + j] = da[i] * x[j];
             g[4][j] += W1[i * 4 + j] * da[i];
         }
     }
+    if (m == ODD)
+        for (int k = 0; k < 5; k++)
+            for (int j = 0; j < (k == 0 ? 12 : k == 2 ? 9 : k == 4 ? 4 : 3); j++)
+                g[k][j] *= W1[0] == TW1[0] ? 2 : 3; /* the given point, or not */
     if (m == NOISE)
         for (int k = 0; k < 5; k++)
             for (int j = 0; j < (k == 0 ? 12 : k == 2 ? 9 : k == 4 ? 4 : 3); j++)
                 g[k][j] += noise(j, k) * (1 + fabs(g[k][j]));
     return 0;
 }
-
-static const double TW1[12] = {0.5, -0.2, 0.1, 0.3, -0.4, 0.2, 0.6, -0.1, 0.3, 0.3, -0.5, 0.2},
-                    TB1[3] = {0.1, -0.2, 0.05}, TW2[9] = {0.7, -0.3, 0.2, -0.5, 0.4, 0.1, 0.2, 0.6, -0.4},
-                    TB2[3] = {0, 0.1, -0.1}, TX[4] = {1, -0.5, 2, 0.3}, TT[3] = {0, 1, 0};
 
 static void two_layer_inputs(ad_check_input in[6])
 {
@@ -468,14 +475,52 @@ Test(diagnose, noise_gets_no_simple_explanation)
     }
     ad_check_report_free(&rep);
 
-    /* noise on the seed neuron too (a scalar block included) */
-    ad_check_input nin[4];
-    neuron_inputs(nin);
+    /* the right gradient passes, a purely relative tolerance too */
     ad_check_opts o = {0};
     o.rtol = 1e-9;
-    o.atol = 1e-12;
     run(two_layer, in, 6, two_layer_grad, RIGHT, &o, &rep);
     cr_assert(rep.passed, "the right gradient passes: %s", rep.text);
+    ad_check_report_free(&rep);
+}
+
+Test(diagnose, a_factor_that_holds_at_one_point_only_is_not_reported)
+{
+    ad_check_input in[6];
+    two_layer_inputs(in);
+    ad_check_report rep;
+    run(two_layer, in, 6, two_layer_grad, ODD, NULL, &rep);
+    for (size_t i = 0; i < rep.ndiagnoses; i++) {
+        cr_assert_gt(rep.diagnoses[i].failed, 0);
+        cr_assert_eq(rep.diagnoses[i].nfits, 0, "%s", rep.diagnoses[i].text);
+    }
+    ad_check_report_free(&rep);
+    /* with the random points alone (x3 everywhere) the factor is found */
+    ad_check_opts o = {0};
+    o.points = 2;
+    double w1[12];
+    memcpy(w1, TW1, sizeof w1);
+    w1[0] = 0.25; /* not the given point of two_layer_grad: x3 there too */
+    in[0].value = w1;
+    run(two_layer, in, 6, two_layer_grad, ODD, &o, &rep);
+    const ad_diagnosis *d = block(&rep, 0);
+    cr_assert_eq(d->fit[0].kind, AD_DIAG_FACTOR, "%s", d->text);
+    cr_assert_float_eq(d->fit[0].factor, 3.0, 1e-12);
+    ad_check_report_free(&rep);
+}
+
+Test(diagnose, tanh_prime_applied_twice_is_an_extra_factor)
+{
+    ad_check_input in[6];
+    two_layer_inputs(in);
+    ad_check_report rep;
+    run(two_layer, in, 6, two_layer_grad, TANH2, NULL, &rep);
+    const ad_diagnosis *d = block(&rep, 1);
+    cr_assert_eq(d->nfits, 1, "%s", d->text);
+    cr_assert_eq(d->fit[0].kind, AD_DIAG_EXTRA_FACTOR);
+    cr_assert_str_eq(d->fit[0].name, "h");
+    cr_assert(strstr(d->text, "db1 looks like the tape's gradient with the factor (1 - "
+                              "tanh(a)^2) of node 'h' = tanh(a) applied twice"),
+              "%s", d->text);
     ad_check_report_free(&rep);
 }
 
@@ -765,4 +810,44 @@ Test(diagnose, every_allocation_failure_is_enomem_without_leaks)
             break;
     }
     cr_assert_gt(n_ok, 10);
+}
+
+/* ---- long tapes: the block hypotheses only ---- */
+
+static ad_node chain(ad_tape *t, const ad_node *in, int n, void *ud)
+{
+    (void)n;
+    ad_node h = in[0];
+    for (int i = 0; i < *(const int *)ud; i++)
+        h = ad_add_const(t, h, 0.001);
+    AD_LET(t, J, ad_scale(t, ad_sum(t, ad_square(t, h)), 0.5));
+    return J;
+}
+
+static int chain_grad_x2(const double *const *p, double *const *g, int n, void *ud)
+{
+    (void)n;
+    for (int j = 0; j < 2; j++)
+        g[0][j] = 2 * (p[0][j] + 0.001 * *(const int *)ud); /* 2 x the right one */
+    return 0;
+}
+
+Test(diagnose, long_tapes_get_the_block_hypotheses_only)
+{
+    const double x[2] = {1, -2};
+    ad_check_input in[1] = {{"x", ad_shape_vec(2), x, NULL, AD_INPUT_COMPARE}};
+    ad_handcheck_opts h = hopts_all();
+    ad_check_opts o = {0};
+    o.atol = o.rtol = 1e-7; /* 5000 roundings of x + 0.001 */
+    int len[2] = {10, 5000};
+    for (int k = 0; k < 2; k++) {
+        ad_check_report rep;
+        cr_assert_eq(ad_handcheck_ex(chain, &len[k], in, 1, chain_grad_x2, &len[k], &o, &h, &rep),
+                     AD_OK, "%s", rep.errmsg);
+        const ad_diagnosis *d = block(&rep, 0);
+        cr_assert_eq(d->fit[0].kind, AD_DIAG_FACTOR, "%s", d->text);
+        /* a short tape: also the 0.5 of node J; a long one: no node hypotheses */
+        cr_assert_eq(d->nfits, k == 0 ? 2 : 1, "%s", d->text);
+        ad_check_report_free(&rep);
+    }
 }

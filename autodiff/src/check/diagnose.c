@@ -252,12 +252,14 @@ static void node_sentence(ad__sb *b, const ad_tape *t, const hyp *h, const char 
     case AD_DIAG_MISSING_FACTOR:
     case AD_DIAG_EXTRA_FACTOR:
         ad__sb_printf(b, "%s looks like the tape's gradient %s the factor ", block,
-                      h->kind == AD_DIAG_MISSING_FACTOR ? "without" : "with an extra");
+                      h->kind == AD_DIAG_MISSING_FACTOR ? "without" : "with");
         ad__local_factor(b, t, nd, h->slot);
         ad__sb_printf(b, " of node '%s' = ", name);
         ad__node_expr(b, t, nd);
         if (nin > 1)
             ad__sb_printf(b, " (on the path to %s)", opnd);
+        if (h->kind == AD_DIAG_EXTRA_FACTOR)
+            ad__sb_puts(b, " applied twice");
         break;
     case AD_DIAG_W_NOT_WT:
         ad__sb_printf(b, "%s looks like the tape's gradient with %s where %s^T belongs at node "
