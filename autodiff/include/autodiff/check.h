@@ -322,8 +322,9 @@ enum {
 typedef struct ad_diag_fit {
     int kind;          /* AD_DIAG_*                                        */
     double factor;     /* AD_DIAG_FACTOR: yours = factor x tape; else 0    */
-    size_t node;       /* the node, by recording index on the function's
-                          tape (leaves are 1 .. n); 0 for the block kinds  */
+    size_t node;       /* the node, by recording index on the check's tape
+                          (the inputs are leaves 1 .. n, then fn's nodes in
+                          the order fn records them); 0 for block kinds   */
     int slot;          /* the node's operand (0-based); -1 when none        */
     int other_input;   /* AD_DIAG_WRONG_INPUT: the input; else -1           */
     char name[32];     /* the node's name (ad_set_name, AD_LET), else
@@ -346,8 +347,9 @@ typedef struct ad_diagnosis {
     ad_diag_fit fit[AD_DIAG_MAX_FITS];
     char text[512];    /* the block's summary line as in rep->text, e.g.
                           "dW1: 24 of 32 elements differ, worst abs err 0.83
-                          -- the tape's gradient without the factor
-                          (1 - tanh(a)^2) of node 'h' = tanh(a)"         */
+                          -- dW1 looks like the tape's gradient without the
+                          factor (1 - tanh(a)^2) of node 'h' = tanh(a)"; a
+                          longer line is cut, ending in "..."             */
 } ad_diagnosis;
 
 /* Extra options of ad_handcheck_ex. Set size to sizeof(ad_handcheck_opts)
@@ -392,8 +394,9 @@ typedef struct ad_handcheck_opts {
  * and the random ones) to the check's atol/rtol; none: "no simple
  * explanation found". Results in rep->diagnoses (one per compared block,
  * passing blocks with failed 0) and in rep->text:
- *   dW1: 24 of 32 elements differ, worst abs err 0.83 -- the tape's
- *   gradient without the factor (1 - tanh(a)^2) of node 'h' = tanh(a)
+ *   dW1: 24 of 32 elements differ, worst abs err 0.83 -- dW1 looks like the
+ *   tape's gradient without the factor (1 - tanh(a)^2) of node 'h' = tanh(a)
+ * (several fitting hypotheses are joined by "; or ").
  * Each node hypothesis costs one sweep per point, so the diagnosis grows
  * with the square of the tape's length (about 1 s for 4000 scalar nodes
  * and 4 points); tapes of more than 4096 nodes get only the block
