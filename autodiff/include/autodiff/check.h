@@ -236,9 +236,11 @@ AD_API void ad_check_report_free(ad_check_report *rep);
  * (typically on the stack) and index arrays of ad_check_input and
  * ad_check_entry, so a program built against an older check.h hands the
  * library smaller structs than the current ones:
- *   - ad_check_input and ad_check_entry never change size or layout;
- *     what a later check needs per entry goes into a parallel array
- *     (ad_check_report.index).
+ *   - ad_check_input, ad_check_entry, ad_diagnosis and ad_diag_fit
+ *     never change size or layout; what a later check needs per entry
+ *     goes into a parallel array (ad_check_report.index).
+ *   - ad_handcheck_opts and ad_dot_opts carry their size in their first
+ *     field: later fields are read only when it covers them.
  *   - ad_check_report and ad_check_opts only gain fields at their ends.
  *     A field is written (report) or read (options) only by the
  *     functions released with it or later, which an older program never
@@ -367,9 +369,10 @@ typedef struct ad_handcheck_opts {
      * summary lines are always there. */
     size_t max_rows;
     /* A point with more than 24 values in all is named in the text
-     * without its values ("random point 2"); given a stream, every point
-     * the text names is also written there in full, one line each:
-     * "random point 2: W = [[...]], x = (...)". NULL: not written. */
+     * without its values ("random point 2"); given a stream, each such
+     * point that heads rows of the text is written there in full, one
+     * line each: "random point 2: W = [[...]], x = (...)". NULL: not
+     * written. Write errors are left in ferror(points). */
     FILE *points;
     /* NULL, or n sizes: how many doubles your gradient of input i has (0
      * for an input you do not compare). Each must equal the input's size
