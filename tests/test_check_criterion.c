@@ -44,3 +44,33 @@ Test(criterion_macros, gradcheck_and_handcheck_pass)
     ad_assert_handcheck(neuron, NULL, in, 4, NULL, NULL, NULL);
     ad_expect_handcheck(neuron, NULL, in, 4, NULL, NULL, NULL);
 }
+
+/* dW with the sign flipped, on purpose: the suite keeps it as a lesson */
+static int sign_flipped(const double *const *p, double *const *g, int n, void *ud)
+{
+    (void)n, (void)ud;
+    const double z = p[0][0] * p[1][0] + p[0][1] * p[1][1] + p[0][2] * p[1][2] + p[2][0];
+    const double dz = ((z > 0 ? z : 0) - p[3][0]) * (z > 0);
+    for (int i = 0; i < 3; i++) {
+        g[0][i] = -dz * p[1][i];
+        g[1][i] = dz * p[0][i];
+    }
+    g[2][0] = dz;
+    return 0;
+}
+
+Test(criterion_macros, handcheck_expected_to_fail)
+{
+    const double bad[3] = {4, 0, 8};
+    ad_check_input in[4] = {
+        {"W", ad_shape_vec(3), W0, bad, AD_INPUT_COMPARE},
+        {"x", ad_shape_vec(3), X0, dX0, AD_INPUT_COMPARE},
+        {"b", ad_shape_scalar(), &B0, &dB0, AD_INPUT_COMPARE},
+        {"y", ad_shape_scalar(), &Y0, NULL, AD_INPUT_CONSTANT},
+    };
+    ad_assert_handcheck_fails(neuron, NULL, in, 4, NULL, NULL, NULL, AD_DIAG_NONE);
+    for (int i = 0; i < 3; i++)
+        in[i].grad = NULL;
+    ad_assert_handcheck_fails(neuron, NULL, in, 4, sign_flipped, NULL, NULL, AD_DIAG_FACTOR);
+    ad_expect_handcheck_fails(neuron, NULL, in, 4, sign_flipped, NULL, NULL, AD_DIAG_FACTOR);
+}

@@ -120,3 +120,71 @@ Test(criterion_hooks, gradcheck_and_handcheck_failures_free_the_report)
                                "NULL or n is 1) (misuse of the API)");
     cr_assert_eq(aborts, 0);
 }
+
+/* ---- a gradient wrong on purpose: ad_assert_handcheck_fails ---- */
+
+/* dJ/dz of the neuron; ud: 0 right, 1 relu' forgotten, 2 the 1/2 left out */
+static int neuron_grad(const double *const *p, double *const *g, int n, void *ud)
+{
+    (void)n;
+    const int m = *(const int *)ud;
+    const double z = p[0][0] * p[1][0] + p[0][1] * p[1][1] + p[0][2] * p[1][2] + p[2][0];
+    const double dz = (m == 2 ? 2 : 1) * ((z > 0 ? z : 0) - p[3][0]) * (m == 1 || z > 0);
+    for (int i = 0; i < 3; i++) {
+        g[0][i] = dz * p[1][i];
+        g[1][i] = dz * p[0][i];
+    }
+    g[2][0] = dz;
+    return 0;
+}
+
+Test(criterion_hooks, handcheck_expected_to_fail)
+{
+    ad_check_input in[4] = {
+        {"W", ad_shape_vec(3), W0, NULL, AD_INPUT_COMPARE},
+        {"x", ad_shape_vec(3), X0, NULL, AD_INPUT_COMPARE},
+        {"b", ad_shape_scalar(), &B0, NULL, AD_INPUT_COMPARE},
+        {"y", ad_shape_scalar(), &Y0, NULL, AD_INPUT_CONSTANT},
+    };
+    int m = 2;
+    /* wrong as taught: silent */
+    reset();
+    ad_assert_handcheck_fails(neuron, NULL, in, 4, neuron_grad, &m, NULL, AD_DIAG_FACTOR);
+    ad_assert_handcheck_fails(neuron, NULL, in, 4, neuron_grad, &m, NULL, AD_DIAG_NONE);
+    cr_assert_eq(reports, 0, "%s", captured);
+    cr_assert_eq(aborts, 0);
+    /* wrong, but not for the reason taught: the report says why */
+    ad_assert_handcheck_fails(neuron, NULL, in, 4, neuron_grad, &m, NULL, AD_DIAG_TRANSPOSE);
+    cr_assert_eq(reports, 1);
+    cr_assert_eq(aborts, 1);
+    cr_assert(!strncmp(captured, "ad_assert_handcheck_fails: expected the hand-derived gradient to "
+                                 "FAIL with a diagnosis AD_DIAG_TRANSPOSE, but it failed otherwise:"
+                                 "\nhand-derived gradient check: FAILED",
+                       151),
+              "%s", captured);
+    cr_assert(strstr(captured, "dW = 2 x the tape's"), "%s", captured);
+    /* unexpectedly right */
+    m = 0;
+    reset();
+    ad_expect_handcheck_fails(neuron, NULL, in, 4, neuron_grad, &m, NULL, AD_DIAG_NONE);
+    cr_assert_eq(reports, 1);
+    cr_assert_eq(aborts, 0);
+    cr_assert(!strncmp(captured, "ad_expect_handcheck_fails: expected the hand-derived gradient to "
+                                 "FAIL, but it passed:\nhand-derived gradient check: passed",
+                       121),
+              "%s", captured);
+    /* the forgotten relu' is a missing factor */
+    m = 1;
+    reset();
+    ad_check_opts o = {0};
+    o.points = 6;
+    o.spread = 3;
+    ad_assert_handcheck_fails(neuron, NULL, in, 4, neuron_grad, &m, &o, AD_DIAG_MISSING_FACTOR);
+    cr_assert_eq(reports, 0, "%s", captured);
+    /* errors are reported with the macro's name */
+    reset();
+    ad_assert_handcheck_fails(NULL, NULL, in, 4, neuron_grad, &m, NULL, AD_DIAG_NONE);
+    cr_assert_str_eq(captured, "ad_assert_handcheck_fails could not run: handcheck: fn is NULL "
+                               "(misuse of the API)");
+    cr_assert_eq(aborts, 1);
+}

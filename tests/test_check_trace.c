@@ -486,3 +486,50 @@ Test(trace, allocation_failures_are_enomem_without_leaks)
     cr_assert(done_trace && done_dot);
     ad_tape_free(n.t);
 }
+
+/* A wide value is abbreviated; nodes a diagnosis points at are highlighted. */
+Test(dot, wide_values_abbreviated_and_highlight)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    double w[20];
+    for (int i = 0; i < 20; i++)
+        w[i] = i % 2 ? -1 : 1;
+    w[0] = 3;
+    AD_LET(t, W, ad_variable(t, ad_shape_mat(4, 5), w));
+    AD_LET(t, h, ad_tanh(t, W));
+    AD_LET(t, J, ad_sum(t, h));
+    cr_assert_eq(ad_backward(t, J), AD_OK);
+    sink s = {0};
+    const size_t hl[1] = {2};
+    ad_dot_opts d = {sizeof d, hl, 1};
+    cr_assert_eq(ad_export_dot_ex(t, J, sink_write, &s, NULL, &d), AD_OK);
+    /* 20 values, norm sqrt(9 + 19) */
+    cr_assert_not_null(strstr(s.buf, "W\\nvariable, 4x5\\nvalue 3, -1, 1, -1, ... (20 values, "
+                                     "norm 5.2915)\\ngrad "),
+                       "%s", s.buf);
+    cr_assert_not_null(strstr(s.buf, "n2 [shape=ellipse, color=\"#d62728\", fontcolor=\"#d62728\", "
+                                     "penwidth=2.5, label=\"h = tanh(W)"),
+                       "%s", s.buf);
+    cr_assert_null(strstr(s.buf + 1, "n1 [shape=box, style=filled, fillcolor=\"#dbe9f6\", color"),
+                   "%s", s.buf);
+    sink_free(&s);
+    /* errors */
+    char err[160];
+    ad_print_opts o = {0};
+    o.errbuf = err;
+    o.errcap = sizeof err;
+    const size_t bad[2] = {2, 4};
+    d.highlight = bad;
+    d.nhighlight = 2;
+    cr_assert_eq(ad_export_dot_ex(t, J, sink_write, &s, &o, &d), AD_EMISUSE);
+    cr_assert_str_eq(err, "export_dot: dopts.highlight[1] is 4; the tape's nodes are 1 .. 3");
+    d.highlight = NULL;
+    cr_assert_eq(ad_export_dot_ex(t, J, sink_write, &s, &o, &d), AD_EMISUSE);
+    cr_assert_str_eq(err, "export_dot: dopts.highlight is NULL with nhighlight 2");
+    d.size = 4;
+    cr_assert_eq(ad_export_dot_ex(t, J, sink_write, &s, &o, &d), AD_EMISUSE);
+    cr_assert(!strncmp(err, "export_dot: dopts.size is 4; set it to sizeof(ad_dot_opts)", 58), "%s",
+              err);
+    cr_assert_null(s.buf, "nothing written on an error");
+    ad_tape_free(t);
+}

@@ -943,6 +943,19 @@ AD_API int ad_node_is_variable(const ad_tape *t, ad_node n);
 AD_API int ad_set_name(ad_tape *t, ad_node n, const char *name);
 /* The name given with ad_set_name, or NULL. Owned by the tape. */
 AD_API const char *ad_node_name(const ad_tape *t, ad_node n);
+/* Names a node and returns it: ad_set_name(t, n, name), then n, so a
+ * name can be given where the node is made. A nil or bad node is returned
+ * as it is (the recording's sticky status already says why); a failure to
+ * store the name is ignored, as names are decoration. */
+AD_API ad_node ad_named(ad_tape *t, ad_node n, const char *name);
+/* Names without effort: the C variable's own name becomes the node's.
+ *   AD_LET(t, z, ad_add(t, Wx, b));   declares ad_node z, named "z"
+ *   AD_NAME(t, z, ad_relu(t, z));     assigns an existing variable z (an
+ *                                     expression: it yields the node)
+ * Traces, DOT graphs and the diagnoses of ad_handcheck_ex then say "z"
+ * instead of "n7". Each evaluates t and the expression once. */
+#define AD_LET(t, var, expr) ad_node var = ad_named((t), (expr), #var)
+#define AD_NAME(t, var, expr) ((var) = ad_named((t), (expr), #var))
 
 #ifdef __cplusplus
 }

@@ -219,6 +219,12 @@ typedef struct ad_check_report {
     const ad_check_index *index; /* nentries: where each entry was taken */
     ad_check_index worst_index;  /* where the worst entry was taken      */
     size_t index_cap_;           /* private */
+    /* ---- added with ad_handcheck_ex, which alone writes them ---- */
+    const struct ad_diagnosis *diagnoses; /* ndiagnoses: one per compared
+                                 gradient block, in input order (see
+                                 ad_handcheck_ex); in the entries' block,
+                                 freed with it */
+    size_t ndiagnoses;
 } ad_check_report;
 
 /* Frees what the report holds and leaves it empty (text ""). NULL: no-op.
@@ -230,9 +236,11 @@ AD_API void ad_check_report_free(ad_check_report *rep);
  * (typically on the stack) and index arrays of ad_check_input and
  * ad_check_entry, so a program built against an older check.h hands the
  * library smaller structs than the current ones:
- *   - ad_check_input and ad_check_entry never change size or layout;
- *     what a later check needs per entry goes into a parallel array
- *     (ad_check_report.index).
+ *   - ad_check_input, ad_check_entry, ad_diagnosis and ad_diag_fit
+ *     never change size or layout; what a later check needs per entry
+ *     goes into a parallel array (ad_check_report.index).
+ *   - ad_handcheck_opts and ad_dot_opts carry their size in their first
+ *     field: later fields are read only when it covers them.
  *   - ad_check_report and ad_check_opts only gain fields at their ends.
  *     A field is written (report) or read (options) only by the
  *     functions released with it or later, which an older program never
@@ -289,6 +297,126 @@ AD_API int ad_handcheck(ad_check_fn fn, void *ud, const ad_check_input *in, int 
  * returns, t's status and message are unchanged. */
 AD_API int ad_check_grad(const ad_tape *t, ad_node node, const double *expected,
                          const ad_check_opts *opts, ad_check_report *rep);
+
+/* ---- Diagnosis: why a hand-derived gradient block is wrong ---- */
+
+/* What a hypothesis says about your gradient block (ad_diag_fit.kind). */
+enum {
+    AD_DIAG_NONE = 0,           /* no simple explanation found               */
+    AD_DIAG_FACTOR = 1,         /* yours = factor x the tape's (x2, x1/2, -1) */
+    AD_DIAG_TRANSPOSE = 2,      /* yours is the tape's block transposed      */
+    AD_DIAG_WRONG_INPUT = 3,    /* yours is the tape's gradient of another
+                                   input (other_input)                       */
+    AD_DIAG_MISSING_FACTOR = 4, /* the tape's gradient with node's local
+                                   derivative for operand slot left out      */
+    AD_DIAG_EXTRA_FACTOR = 5,   /* ... with it applied twice                 */
+    AD_DIAG_W_NOT_WT = 6,       /* ... with W where W^T belongs: node is a
+                                   matvec/matmul/affine of a square W and
+                                   the contribution to its other operands
+                                   used W instead of W^T                     */
+    AD_DIAG_MISSING_PATH = 7    /* ... without the path from operand slot
+                                   through node (that operand feeds several
+                                   nodes and one path was left out)          */
+};
+
+/* One hypothesis that explains a block: it holds on every compared
+ * element of the block, at every point, to the check's tolerance. */
+typedef struct ad_diag_fit {
+    int kind;          /* AD_DIAG_*                                        */
+    double factor;     /* AD_DIAG_FACTOR: yours = factor x tape; else 0    */
+    size_t node;       /* the node, by recording index on the check's tape
+                          (the inputs are leaves 1 .. n, then fn's nodes in
+                          the order fn records them); 0 for block kinds   */
+    int slot;          /* the node's operand (0-based); -1 when none        */
+    int other_input;   /* AD_DIAG_WRONG_INPUT: the input; else -1           */
+    char name[32];     /* the node's name (ad_set_name, AD_LET), else
+                          "n<index>"; "" when no node                      */
+} ad_diag_fit;
+
+#define AD_DIAG_MAX_FITS 4
+
+/* The diagnosis of one compared gradient block (input). Like
+ * ad_check_entry it never changes size or layout. */
+typedef struct ad_diagnosis {
+    int input;         /* the input whose gradient this block is          */
+    size_t checked;    /* elements compared (every point)                 */
+    size_t failed;     /* of which differ                                 */
+    double worst_abs;  /* the largest |yours - tape| of the block         */
+    int nfits;         /* hypotheses that fit; 0: "no simple explanation
+                          found" (or the block passed: failed == 0). The
+                          first AD_DIAG_MAX_FITS are in fit[], in the order
+                          of the AD_DIAG_* kinds                           */
+    ad_diag_fit fit[AD_DIAG_MAX_FITS];
+    char text[512];    /* the block's summary line as in rep->text, e.g.
+                          "dW1: 24 of 32 elements differ, worst abs err 0.83
+                          -- dW1 looks like the tape's gradient without the
+                          factor (1 - tanh(a)^2) of node 'h' = tanh(a)"; a
+                          longer line is cut, ending in "..."             */
+} ad_diagnosis;
+
+/* Extra options of ad_handcheck_ex. Set size to sizeof(ad_handcheck_opts)
+ * (later releases add fields after these, read only when size covers
+ * them); zero the rest for the defaults. */
+typedef struct ad_handcheck_opts {
+    size_t size;
+    /* NULL: no diagnosis. "*": diagnose every compared block that fails.
+     * An input's name: that block only; it must fail (AD_EMISUSE when it
+     * passes: there is nothing to diagnose). A diagnosis needs your
+     * gradient at two points or more: the callback form with opts->points
+     * >= 0 (0: 3 random points), never in[i].grad alone. */
+    const char *diagnose;
+    /* Element rows of the text; 0: 40 (as ad_handcheck). The per-block
+     * summary lines are always there. */
+    size_t max_rows;
+    /* A point with more than 24 values in all is named in the text
+     * without its values ("random point 2"); given a stream, each such
+     * point that heads rows of the text is written there in full, one
+     * line each: "random point 2: W = [[...]], x = (...)". NULL: not
+     * written. Write errors are left in ferror(points). */
+    FILE *points;
+    /* NULL, or n sizes: how many doubles your gradient of input i has (0
+     * for an input you do not compare). Each must equal the input's size
+     * (AD_EMISUSE naming the input and both sizes otherwise), so a dW of
+     * the wrong shape is refused before it is read. */
+    const size_t *grad_sizes;
+} ad_handcheck_opts;
+
+/* ad_handcheck, with a summary line per compared gradient block (wrong /
+ * total elements, worst error, and its diagnosis when asked for) before
+ * the element rows, and the options above. hopts NULL: as ad_handcheck
+ * plus the block lines.
+ *
+ * The diagnosis tests, for each failing block, the usual mistakes of a
+ * hand derivation against the tape -- the kinds AD_DIAG_* above: a
+ * constant factor, the block transposed, another input's gradient, one
+ * node's local derivative left out or applied twice, W where W^T belongs
+ * through a matvec, one path left out where a node feeds several others.
+ * The node hypotheses re-run the reverse sweep with the op's own vjp,
+ * changed at that one node. A hypothesis is reported only when it holds
+ * on every compared element of the block at every point (the given one
+ * and the random ones) to the check's atol/rtol; none: "no simple
+ * explanation found". Results in rep->diagnoses (one per compared block,
+ * passing blocks with failed 0) and in rep->text:
+ *   dW1: 24 of 32 elements differ, worst abs err 0.83 -- dW1 looks like the
+ *   tape's gradient without the factor (1 - tanh(a)^2) of node 'h' = tanh(a)
+ * (several fitting hypotheses are joined by "; or ").
+ * Each node hypothesis costs one sweep per point, so the diagnosis grows
+ * with the square of the tape's length (about 1 s for 4000 scalar nodes
+ * and 4 points); tapes of more than 4096 nodes get only the block
+ * hypotheses (factor, transpose, wrong input). The check's own tape
+ * names the input leaves after in[i].name; name the function's nodes
+ * with AD_LET (autodiff.h) so the diagnoses say "h", not "n10".
+ *
+ * Your values are checked too: a NaN or an infinity in your gradient is
+ * AD_EMISUSE naming the element and the point ("handcheck: your dW[1][2]
+ * is nan at random point 2"). Other errors as ad_handcheck, plus
+ * AD_EMISUSE for: hopts->size smaller than this release's
+ * sizeof(ad_handcheck_opts); a diagnose name that is no input's, or
+ * names a block that passes or is not compared; a diagnosis without a
+ * callback or with opts->points < 0; grad_sizes not matching. */
+AD_API int ad_handcheck_ex(ad_check_fn fn, void *ud, const ad_check_input *in, int n,
+                           ad_hand_fn yours, void *yours_ud, const ad_check_opts *opts,
+                           const ad_handcheck_opts *hopts, ad_check_report *rep);
 
 /* ------------------------------------------------------------------ */
 /* Derivative modes: J v, H v and Hessians                             */
@@ -492,7 +620,8 @@ AD_API int ad_trace_tangent_fprint(FILE *f, const ad_tape *t, ad_node output,
                                    const ad_print_opts *opts);
 
 /* Writes the tape as a Graphviz DOT digraph: one node per tape node with
- * its name, op, shape, value and gradient (values when small), edges from
+ * its name, op, shape, value and gradient (in full when small, else the
+ * first values and the norm), edges from
  * inputs to the ops that use them. output nil: the whole tape; otherwise
  * only output and the nodes it depends on (output is drawn doubled).
  * Render with e.g. `dot -Tpng tape.dot -o tape.png`. Returns AD_OK,
@@ -503,6 +632,28 @@ AD_API int ad_export_dot(const ad_tape *t, ad_node output, ad_write_fn write, vo
 /* The same, written to f. f NULL: AD_EMISUSE. */
 AD_API int ad_export_dot_fprint(FILE *f, const ad_tape *t, ad_node output,
                                 const ad_print_opts *opts);
+
+/* Extra options of ad_export_dot_ex. Set size to sizeof(ad_dot_opts)
+ * (later releases add fields after these, read only when size covers
+ * them); zero the rest for the defaults. */
+typedef struct ad_dot_opts {
+    size_t size;
+    /* Nodes drawn highlighted (red, bold), by recording index (1 ..
+     * ad_tape_len - 1; ad_node_index), e.g. the nodes a diagnosis points
+     * at: ad_diag_fit.node is the index on the check's own tape, which
+     * records the inputs as leaves 1 .. n, then your function -- the same
+     * index on a tape of yours recorded the same way. */
+    const size_t *highlight;
+    size_t nhighlight;
+} ad_dot_opts;
+
+/* ad_export_dot with the options above; dopts NULL: as ad_export_dot.
+ * Extra AD_EMISUSE (reason in opts->errbuf): dopts->size too small,
+ * highlight NULL with nhighlight > 0, an index outside the tape. A value
+ * or gradient with more than opts->max_values elements is abbreviated in
+ * both functions: "value 4, 2, -5, 1, ... (12 values, norm 7.8)". */
+AD_API int ad_export_dot_ex(const ad_tape *t, ad_node output, ad_write_fn write, void *ud,
+                            const ad_print_opts *opts, const ad_dot_opts *dopts);
 
 #ifdef __cplusplus
 }

@@ -99,6 +99,69 @@
                               &ad_cr_rep_),                                                   \
                  "ad_expect_handcheck", 0)
 
+/* A hand-derived gradient that is wrong ON PURPOSE (teaching material):
+ * the check must run and FAIL, and when kind is not AD_DIAG_NONE some
+ * failing block must be diagnosed with that kind (ad_handcheck_ex with
+ * hopts.diagnose = "*"; a diagnosis needs the callback yours). Criterion
+ * 2.4 has no .should_fail; this is the assertion instead. When the
+ * gradient unexpectedly passes, or fails for another reason than the one
+ * taught, the test fails with the report -- its diagnosis lines say what
+ * the gradient does instead:
+ *   ad_assert_handcheck_fails: expected the hand-derived gradient to FAIL
+ *   with a diagnosis AD_DIAG_MISSING_FACTOR, but it passed: <report>
+ * Arguments as ad_handcheck without the report, plus kind. */
+#define ad_assert_handcheck_fails(fn, ud, inputs, n, yours, yours_ud, opts, kind)            \
+    AD__CR_FAILS(fn, ud, inputs, n, yours, yours_ud, opts, kind, "ad_assert_handcheck_fails", 1)
+#define ad_expect_handcheck_fails(fn, ud, inputs, n, yours, yours_ud, opts, kind)            \
+    AD__CR_FAILS(fn, ud, inputs, n, yours, yours_ud, opts, kind, "ad_expect_handcheck_fails", 0)
+
+#define AD__CR_FAILS(fn, ud, inputs, n, yours, yours_ud, opts, kind, what, stop)              \
+    do {                                                                                      \
+        char ad_cr_msg_[8192];                                                                \
+        int ad_cr_ok_ = ad__cr_fails((fn), (ud), (inputs), (n), (yours), (yours_ud), (opts), \
+                                     (kind), (what), ad_cr_msg_, sizeof ad_cr_msg_);          \
+        if (!ad_cr_ok_)                                                                       \
+            AD_CR_REPORT(ad_cr_msg_);                                                         \
+        if (!ad_cr_ok_ && (stop))                                                             \
+            AD_CR_ABORT();                                                                    \
+    } while (0)
+
+static inline const char *ad__cr_kind_name(int kind)
+{
+    static const char *const names[] = {
+        "AD_DIAG_NONE",           "AD_DIAG_FACTOR",       "AD_DIAG_TRANSPOSE",
+        "AD_DIAG_WRONG_INPUT",    "AD_DIAG_MISSING_FACTOR", "AD_DIAG_EXTRA_FACTOR",
+        "AD_DIAG_W_NOT_WT",       "AD_DIAG_MISSING_PATH"};
+    return kind >= 0 && kind < (int)(sizeof names / sizeof names[0]) ? names[kind] : "?";
+}
+
+/* 1 when the check ran, failed and (kind != AD_DIAG_NONE) a block has a
+ * fit of that kind; else 0 with the reason and the report in msg. */
+static inline int ad__cr_fails(ad_check_fn fn, void *ud, const ad_check_input *in, int n,
+                               ad_hand_fn yours, void *yours_ud, const ad_check_opts *opts,
+                               int kind, const char *what, char *msg, size_t cap)
+{
+    ad_handcheck_opts ho;
+    ad_check_report rep;
+    memset(&ho, 0, sizeof ho);
+    ho.size = sizeof ho;
+    ho.diagnose = yours || kind != AD_DIAG_NONE ? "*" : NULL;
+    int st = ad_handcheck_ex(fn, ud, in, n, yours, yours_ud, opts, &ho, &rep);
+    int ok = st == AD_OK && !rep.passed, has = kind == AD_DIAG_NONE;
+    for (size_t i = 0; ok && i < rep.ndiagnoses; i++)
+        for (int k = 0; k < rep.diagnoses[i].nfits && k < AD_DIAG_MAX_FITS; k++)
+            has |= rep.diagnoses[i].fit[k].kind == kind;
+    if (st != AD_OK)
+        snprintf(msg, cap, "%s could not run: %s (%s)", what, rep.errmsg, ad_strstatus(st));
+    else if (!ok || !has)
+        snprintf(msg, cap, "%s: expected the hand-derived gradient to FAIL%s%s, but %s:\n%s",
+                 what, kind != AD_DIAG_NONE ? " with a diagnosis " : "",
+                 kind != AD_DIAG_NONE ? ad__cr_kind_name(kind) : "",
+                 rep.passed ? "it passed" : "it failed otherwise", rep.text);
+    ad_check_report_free(&rep);
+    return ok && has;
+}
+
 /* ad_check_grad with an absolute tolerance only. */
 static inline int ad__cr_grad_eq(const ad_tape *t, ad_node node, const double *expected,
                                  double tol, ad_check_report *rep)

@@ -156,6 +156,27 @@ void ad__session_random_point(ad__session *s, const ad_check_opts *o, uint64_t *
  * values only when the inputs have at most 24 elements in all; x holds
  * the point's values (s->off layout). */
 void ad__describe_point(ad__sb *b, const ad__session *s, const double *x, int p);
+/* The point's values in full, whatever their number: "W = ..., x = ...". */
+void ad__point_values(ad__sb *b, const ad__session *s, const double *x);
+/* 1 if the point has at most 24 values: ad__describe_point writes them. */
+int ad__point_is_small(const ad__session *s);
+
+/* ---- diagnosis of a failing gradient block (diagnose.c) ---- */
+
+typedef struct ad__diag_in {
+    ad__session *s;           /* replayed at each point                   */
+    int npoints;              /* >= 2                                     */
+    const double *pts;        /* npoints * off[n]: the points             */
+    const double *tg, *yg;    /* npoints * off[n]: the tape's and your gradients */
+    double atol, rtol;
+    const unsigned char *want;/* n: 1 to diagnose input i's block         */
+} ad__diag_in;
+
+/* Tests the hypotheses (ad_diag_fit kinds) on each wanted block and fills
+ * out[i].nfits and out[i].fit, and appends " -- <diagnosis>" to
+ * out[i].text. Replays the session's tape at the points (it is left at
+ * the last one). AD_OK, AD_ENOMEM or a replay's status, in r. */
+int ad__diagnose(const ad__diag_in *d, ad_diagnosis *out, ad_check_report *r);
 
 /* ---- kinks: relu/abs (and opts->kink_ops) inputs near 0 ---- */
 
@@ -183,6 +204,17 @@ const char *ad__node_label(const ad_tape *t, ad_node n, char *buf, size_t cap);
 /* The node's op as an expression of its inputs' names: "relu(z)",
  * "W · x", "0.5 · sq"; leaves: "variable" or "constant". */
 void ad__node_expr(ad__sb *b, const ad_tape *t, ad_node n);
+/* Runs node nd's vjp on scratch buffers: out_grad (the node's size)
+ * receives a copy of seed; res[k] (input k's size; NULL: input k takes no
+ * gradient) is zeroed, then receives input k's contribution. vals NULL or
+ * vals[k] NULL: input k's value on the tape, else vals[k] stands for it. */
+void ad__node_vjp(const ad_tape *t, ad_node nd, const double *seed, double *out_grad,
+                  double *const *res, const double *const *vals);
+/* 1 if operand k of nd is elementwise with nd (a built-in of the trace's
+ * table, operand of nd's size): its local derivative is then the vjp with
+ * seed 1 at each element; the factor's text ("(1 - tanh(a)^2)", "0.5")
+ * is appended to b (b NULL: not written). 0 otherwise. */
+int ad__local_factor(ad__sb *b, const ad_tape *t, ad_node nd, int k);
 /* Copies the message into opts->errbuf (if any) and returns status. */
 int ad__print_fail(const ad_print_opts *o, int status, const char *fmt, ...)
 #if defined(__GNUC__)

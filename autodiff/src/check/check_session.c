@@ -107,6 +107,10 @@ int ad__session_open(ad__session *s, const char *who, ad_check_fn fn, void *ud,
     }
     if (ad_tape_status(s->t) != AD_OK)
         return tape_error(s, r, "recording the inputs");
+    for (int i = 0; i < n; i++) { /* for the diagnoses; decoration only */
+        char nb[32];
+        (void)ad_named(s->t, s->leaf[i], ad__input_name(in, i, nb, sizeof nb));
+    }
 
     s->out = fn(s->t, s->leaf, n, ud);
     if (ad_tape_status(s->t) != AD_OK)
@@ -170,9 +174,17 @@ void ad__session_random_point(ad__session *s, const ad_check_opts *o, uint64_t *
 
 #define SMALL_POINT 24 /* write a point's values when it has at most this many */
 
-void ad__describe_point(ad__sb *b, const ad__session *s, const double *x, int p)
+void ad__point_values(ad__sb *b, const ad__session *s, const double *x)
 {
     char nb[32];
+    for (int i = 0; i < s->n; i++) {
+        ad__sb_printf(b, "%s%s = ", i ? ", " : "", ad__input_name(s->in, i, nb, sizeof nb));
+        ad__sb_values(b, x + s->off[i], s->in[i].shape);
+    }
+}
+
+void ad__describe_point(ad__sb *b, const ad__session *s, const double *x, int p)
+{
     if (p > 0)
         ad__sb_printf(b, "random point %d", p);
     else
@@ -180,10 +192,7 @@ void ad__describe_point(ad__sb *b, const ad__session *s, const double *x, int p)
     if (s->off[s->n] > SMALL_POINT)
         return;
     ad__sb_puts(b, " (");
-    for (int i = 0; i < s->n; i++) {
-        ad__sb_printf(b, "%s%s = ", i ? ", " : "", ad__input_name(s->in, i, nb, sizeof nb));
-        ad__sb_values(b, x + s->off[i], s->in[i].shape);
-    }
+    ad__point_values(b, s, x);
     ad__sb_puts(b, ")");
 }
 
@@ -290,3 +299,5 @@ int ad__session_sweep(ad__session *s, ad_check_report *r)
     }
     return AD_OK;
 }
+
+int ad__point_is_small(const ad__session *s) { return s->off[s->n] <= SMALL_POINT; }

@@ -6,9 +6,23 @@
  * they are small. Edges run from inputs to the ops that use them. */
 #include "check_internal.h"
 
+#include <math.h>
 #include <string.h>
 
 #define DEFAULT_MAX_VALUES 12
+#define BRIEF_VALUES 4 /* a tensor too large to show: its first values, then its norm */
+
+/* "4, 2, -5, 1, ... (12 values, norm 7.8)": a tensor too large for a label. */
+static void brief_values(ad__sb *b, const double *v, size_t sz)
+{
+    char num[40];
+    double ss = 0;
+    for (size_t i = 0; i < sz; i++)
+        ss += v[i] * v[i];
+    for (size_t i = 0; i < sz && i < BRIEF_VALUES; i++)
+        ad__sb_printf(b, "%s%s", i ? ", " : "", ad__num(v[i], 0, num, sizeof num));
+    ad__sb_printf(b, ", ... (%zu values, norm %s)", sz, ad__num(sqrt(ss), 0, num, sizeof num));
+}
 
 /* Appends text to a DOT label, escaping what DOT treats specially. */
 static void put_escaped(ad__sb *b, const char *s, size_t n)
@@ -26,7 +40,7 @@ static void put_escaped(ad__sb *b, const char *s, size_t n)
 }
 
 static void write_node(ad__sb *b, ad__sb *tmp, const ad_tape *t, ad_node nd, int is_output,
-                       size_t maxv)
+                       size_t maxv, int highlight)
 {
     char nb[32], sb[32];
     const ad_opdef *def = ad_node_op(t, nd);
@@ -55,6 +69,13 @@ static void write_node(ad__sb *b, ad__sb *tmp, const ad_tape *t, ad_node nd, int
             ad__sb_puts(tmp, "\ngrad ");
             ad__sb_values(tmp, g, s);
         }
+    } else {
+        ad__sb_puts(tmp, "\nvalue ");
+        brief_values(tmp, ad_value(t, nd), sz);
+        if (g) {
+            ad__sb_puts(tmp, "\ngrad ");
+            brief_values(tmp, g, sz);
+        }
     }
 
     ad__sb_printf(b, "  n%zu [", ad_node_index(t, nd));
@@ -65,6 +86,8 @@ static void write_node(ad__sb *b, ad__sb *tmp, const ad_tape *t, ad_node nd, int
         ad__sb_puts(b, "shape=ellipse, ");
     if (is_output)
         ad__sb_puts(b, "peripheries=2, ");
+    if (highlight)
+        ad__sb_puts(b, "color=\"#d62728\", fontcolor=\"#d62728\", penwidth=2.5, ");
     ad__sb_puts(b, "label=\"");
     if (tmp->buf)
         put_escaped(b, tmp->buf, tmp->len);
@@ -74,6 +97,26 @@ static void write_node(ad__sb *b, ad__sb *tmp, const ad_tape *t, ad_node nd, int
 int ad_export_dot(const ad_tape *t, ad_node output, ad_write_fn write, void *ud,
                   const ad_print_opts *o)
 {
+    return ad_export_dot_ex(t, output, write, ud, o, NULL);
+}
+
+int ad_export_dot_ex(const ad_tape *t, ad_node output, ad_write_fn write, void *ud,
+                     const ad_print_opts *o, const ad_dot_opts *d)
+{
+    if (d && d->size < sizeof *d)
+        return ad__print_fail(o, AD_EMISUSE,
+                              "export_dot: dopts.size is %zu; set it to sizeof(ad_dot_opts) (%zu)",
+                              d->size, sizeof *d);
+    if (d && d->nhighlight && !d->highlight)
+        return ad__print_fail(o, AD_EMISUSE,
+                              "export_dot: dopts.highlight is NULL with nhighlight %zu",
+                              d->nhighlight);
+    for (size_t k = 0; t && d && k < d->nhighlight; k++)
+        if (d->highlight[k] < 1 || d->highlight[k] >= ad_tape_len(t))
+            return ad__print_fail(o, AD_EMISUSE,
+                                  "export_dot: dopts.highlight[%zu] is %zu; the tape's nodes are "
+                                  "1 .. %zu",
+                                  k, d->highlight[k], ad_tape_len(t) - 1);
     if (!t || !write)
         return ad__print_fail(o, AD_EMISUSE, "export_dot: %s is NULL", t ? "write" : "tape");
     if (ad_tape_status(t) != AD_OK)
@@ -120,7 +163,10 @@ int ad_export_dot(const ad_tape *t, ad_node output, ad_write_fn write, void *ud,
             continue;
         ad_node nd = ad_tape_node(t, i), in[AD_MAX_ARITY];
         b.len = 0;
-        write_node(&b, &tmp, t, nd, i == oi, maxv);
+        int hl = 0;
+        for (size_t k = 0; d && k < d->nhighlight && !hl; k++)
+            hl = d->highlight[k] == i;
+        write_node(&b, &tmp, t, nd, i == oi, maxv, hl);
         int nin = ad_node_inputs(t, nd, in);
         for (int k = 0; k < nin; k++)
             ad__sb_printf(&b, "  n%zu -> n%zu;\n", ad_node_index(t, in[k]), i);

@@ -303,26 +303,52 @@ static int scratch(tracer *tr, size_t n)
 static void run_vjp(const ctx *x, const ad_opdef *def, const double *seed, double *out_grad,
                     double *const *res)
 {
+    (void)def;
+    ad__node_vjp(x->t, x->node, seed, out_grad, res, NULL);
+}
+
+void ad__node_vjp(const ad_tape *t, ad_node nd, const double *seed, double *out_grad,
+                  double *const *res, const double *const *vals)
+{
     ad_tensor in[AD_MAX_ARITY];
-    size_t n = ad_shape_size(x->shape);
-    memcpy(out_grad, seed, n * sizeof *seed);
-    for (int k = 0; k < x->nin; k++) {
+    ad_node inn[AD_MAX_ARITY];
+    const ad_opdef *def = ad_node_op(t, nd);
+    const ad_shape shape = ad_node_shape(t, nd);
+    int nin = ad_node_inputs(t, nd, inn);
+    memcpy(out_grad, seed, ad_shape_size(shape) * sizeof *seed);
+    for (int k = 0; k < nin; k++) {
         /* The vjp only reads values; the cast matches ad_tensor's type. */
-        in[k].val = (double *)ad_value(x->t, x->in[k]);
+        in[k].val = (double *)(vals && vals[k] ? vals[k] : ad_value(t, inn[k]));
         in[k].grad = res[k];
-        in[k].shape = x->ins[k];
+        in[k].shape = ad_node_shape(t, inn[k]);
         if (res[k])
-            memset(res[k], 0, ad_shape_size(x->ins[k]) * sizeof(double));
+            memset(res[k], 0, ad_shape_size(in[k].shape) * sizeof(double));
     }
     ad_call call;
-    call.out.val = (double *)ad_value(x->t, x->node);
+    call.out.val = (double *)ad_value(t, nd);
     call.out.grad = out_grad;
-    call.out.shape = x->shape;
+    call.out.shape = shape;
     call.in = in;
-    call.nin = x->nin;
-    call.c = x->c;
+    call.nin = nin;
+    call.c = ad_node_const(t, nd);
     call.ud = def->ud;
     def->vjp(&call);
+}
+
+int ad__local_factor(ad__sb *b, const ad_tape *t, ad_node nd, int k)
+{
+    const ad_opdef *def = ad_node_op(t, nd);
+    if (!def || !strcmp(def->name, "leaf"))
+        return 0;
+    ctx x;
+    ctx_fill(&x, t, nd);
+    const rule *r = rule_for(def, &x);
+    if (!r || !r->elementwise || k < 0 || k >= x.nin || k >= 3 || !r->d[k] ||
+        ad_shape_size(x.ins[k]) != ad_shape_size(x.shape))
+        return 0;
+    if (b)
+        render(b, r->d[k], &x);
+    return 1;
 }
 
 static void put_values(tracer *tr, const double *v, ad_shape s, int neg_parens)

@@ -76,3 +76,10 @@ const char *ad_node_name(const ad_tape *t, ad_node n)
     HASH_FIND(hh, t->names, &id, sizeof id, e);
     return e ? e->text : NULL;
 }
+
+ad_node ad_named(ad_tape *t, ad_node n, const char *name)
+{
+    if (t && name && ad__peek(t, n))
+        (void)ad_set_name(t, n, name); /* decoration: a failure is not an error */
+    return n;
+}
