@@ -1,6 +1,6 @@
 /* check.c -- --check (your derivatives against the tape, with
- * ad_handcheck) and --gradcheck (the tape against central differences,
- * with ad_gradcheck).
+ * ad_handcheck_ex, which also diagnoses a failing claim) and --gradcheck
+ * (the tape against central differences, with ad_gradcheck).
  *
  * A claim 'dW = EXPR' is about an input: ad_handcheck compares it with
  * the tape's dJ/dW at the given point and at random points, calling back
@@ -14,7 +14,16 @@
  * the statements after it): dJ/ds_z is dJ/dz. s_z is 0 at the given point
  * and moves like the other inputs at the random points, shifting z, and
  * EXPR is evaluated with that same shift, so the two sides always describe
- * one point. The report says by how much z was shifted. */
+ * one point. The report says by how much z was shifted.
+ *
+ * A failing claim gets the library's diagnosis (a constant factor, a
+ * transpose, a local derivative left out, ...: see docs/verifying.md),
+ * which names the nodes of the check's recording -- named here after the
+ * program's statements and expressions, so it says "node 'yhat' =
+ * relu(z)". The diagnosis needs random points: none with --points 0. A
+ * NaN or an infinity among your values is an error of ad_handcheck_ex;
+ * adgrad counts it as a differing element instead (as ad_handcheck does),
+ * by running ad_handcheck, without a diagnosis. */
 #include "app.h"
 
 #include <math.h>
@@ -43,6 +52,7 @@ typedef struct ck {
     double *points;       /* npoints * total: every point, for the report    */
     int npoints, seen;
     int failed;
+    int nonfinite;        /* a claim's value was NaN or infinite somewhere  */
     adgrad_error err;
     int err_claim;        /* the claim the error is in, or -1: the program   */
 } ck;
@@ -76,7 +86,8 @@ static ad_node check_fn(ad_tape *t, const ad_node *in, int n, void *ud)
     for (int k = 0; k < c->ndelta && c->nin + k < n; k++)
         c->shift[c->delta_stmt[k]] = in[c->nin + k];
     adgrad_error err;
-    if (adgrad_model_record(t, &a->model, in, c->shift, c->rec_nodes, NULL, 0, &err))
+    /* nodes named after the program (1): the diagnoses name them */
+    if (adgrad_model_record(t, &a->model, in, c->shift, c->rec_nodes, NULL, 1, &err))
         return ad_nil();
     return a->out >= 0 ? c->rec_nodes[a->out] : in[a->out_input];
 }
@@ -153,6 +164,10 @@ static int yours(const double *const *point, double *const *grad, int n, void *u
                    ad_shape_size(c->ci[i].shape) * sizeof(double));
     }
     c->seen++;
+    for (int i = 0; i < n; i++)
+        for (size_t j = 0; grad[i] && j < ad_shape_size(c->ci[i].shape); j++)
+            if (!isfinite(grad[i][j]))
+                c->nonfinite = 1;
     return 0;
 }
 
@@ -440,8 +455,76 @@ static void claim_text(adgrad_buf *b, const char *t)
     }
 }
 
+/* The diagnosis of claim k's block, or NULL (not diagnosed: it passed,
+ * or the check ran without random points or without ad_handcheck_ex:
+ * diagnosed 0). */
+static const ad_diagnosis *claim_diagnosis(const ck *c, const ad_check_report *rep, int k,
+                                           int diagnosed)
+{
+    if (!diagnosed)
+        return NULL;
+    for (size_t i = 0; i < rep->ndiagnoses; i++) {
+        const ad_diagnosis *d = &rep->diagnoses[i];
+        if (d->input >= 0 && d->input < c->nin + c->ndelta && c->claim_of[d->input] == k &&
+            d->failed)
+            return d;
+    }
+    return NULL;
+}
+
+/* The diagnosis's sentence: its text after the counts ("dW: 3 of 12
+ * elements differ, worst abs err 3.5 -- "). */
+static const char *diagnosis_sentence(const ad_diagnosis *d)
+{
+    const char *s = strstr(d->text, " -- ");
+    return s ? s + 4 : "no simple explanation found";
+}
+
+static const char *fit_kind(int kind)
+{
+    switch (kind) {
+    case AD_DIAG_FACTOR: return "factor";
+    case AD_DIAG_TRANSPOSE: return "transpose";
+    case AD_DIAG_WRONG_INPUT: return "wrong_input";
+    case AD_DIAG_MISSING_FACTOR: return "missing_factor";
+    case AD_DIAG_EXTRA_FACTOR: return "extra_factor";
+    case AD_DIAG_W_NOT_WT: return "w_not_wt";
+    case AD_DIAG_MISSING_PATH: return "missing_path";
+    default: return "none";
+    }
+}
+
+/* "diagnosis": {"text", "nfits", "fits": [{"kind", ...}]} of one block. */
+static void json_diagnosis(adgrad_buf *j, const ck *c, const ad_diagnosis *d)
+{
+    const char *text = diagnosis_sentence(d);
+    adgrad_buf_puts(j, ", \"diagnosis\": {\"text\": ");
+    adgrad_buf_json_str(j, text, strlen(text));
+    adgrad_buf_printf(j, ", \"nfits\": %d, \"fits\": [", d->nfits);
+    for (int i = 0; i < d->nfits && i < AD_DIAG_MAX_FITS; i++) {
+        const ad_diag_fit *f = &d->fit[i];
+        adgrad_buf_printf(j, "%s{\"kind\": \"%s\"", i ? ", " : "", fit_kind(f->kind));
+        if (f->kind == AD_DIAG_FACTOR) {
+            adgrad_buf_puts(j, ", \"factor\": ");
+            adgrad_buf_json_num(j, f->factor);
+        } else if (f->kind == AD_DIAG_WRONG_INPUT && f->other_input >= 0 &&
+                   f->other_input < c->nin + c->ndelta) {
+            const char *o = c->ci[f->other_input].name;
+            adgrad_buf_puts(j, ", \"other_input\": ");
+            adgrad_buf_json_str(j, o, strlen(o));
+        } else if (f->name[0]) {
+            adgrad_buf_puts(j, ", \"node\": ");
+            adgrad_buf_json_str(j, f->name, strlen(f->name));
+            if (f->slot >= 0)
+                adgrad_buf_printf(j, ", \"operand\": %d", f->slot);
+        }
+        adgrad_buf_puts(j, "}");
+    }
+    adgrad_buf_puts(j, "]}");
+}
+
 static void report(app *a, const ck *c, const ad_check_report *rep, double atol, double rtol,
-                   unsigned long long seed)
+                   unsigned long long seed, int diagnosed)
 {
     adgrad_buf t = {0};
     const int nrand = c->npoints - 1;
@@ -480,7 +563,14 @@ static void report(app *a, const ck *c, const ad_check_report *rep, double atol,
         if (failed[k])
             adgrad_buf_printf(&t, "   (%zu of %zu elements differ)", failed[k], checked[k]);
         adgrad_buf_puts(&t, "\n");
+        const ad_diagnosis *d = failed[k] ? claim_diagnosis(c, rep, k, diagnosed) : NULL;
+        if (d)
+            adgrad_buf_printf(&t, "          diagnosis: %s\n", diagnosis_sentence(d));
     }
+    if (rep->failed && !diagnosed)
+        adgrad_buf_puts(&t, c->nonfinite ? "(no diagnosis: a value of yours is not finite)\n"
+                                           : "(no diagnosis: it needs random points, and "
+                                             "--points is 0)\n");
     /* the mismatches, under the point they were found at */
     size_t shown = 0, hidden = 0;
     int last = -1;
@@ -533,8 +623,12 @@ static void report(app *a, const ck *c, const ad_check_report *rep, double atol,
             adgrad_buf_puts(j, ", \"with_respect_to\": ");
             const char *w = cl->prog->stmt[0].name + 1;
             adgrad_buf_json_str(j, w, strlen(w));
-            adgrad_buf_printf(j, ", \"passed\": %s, \"checked\": %zu, \"failed\": %zu}",
+            adgrad_buf_printf(j, ", \"passed\": %s, \"checked\": %zu, \"failed\": %zu",
                               failed[k] ? "false" : "true", checked[k], failed[k]);
+            const ad_diagnosis *d = failed[k] ? claim_diagnosis(c, rep, k, diagnosed) : NULL;
+            if (d)
+                json_diagnosis(j, c, d);
+            adgrad_buf_puts(j, "}");
         }
         adgrad_buf_puts(j, "],\n    \"mismatches\": [");
         size_t listed = 0;
@@ -595,8 +689,21 @@ int app_claims_run(app *a)
         ck_free(&c);
         return app_errorf(a, "out of memory");
     }
+    /* every failing claim diagnosed; a diagnosis needs random points */
+    ad_handcheck_opts ho = {0};
+    ho.size = sizeof ho;
+    ho.diagnose = o.points > 0 ? "*" : NULL;
     ad_check_report rep;
-    int st = ad_handcheck(check_fn, &c, c.ci, n, yours, &c, &o, &rep);
+    int st = ad_handcheck_ex(check_fn, &c, c.ci, n, yours, &c, &o, &ho, &rep);
+    int diagnosed = o.points > 0;
+    if (st != AD_OK && !c.failed && c.nonfinite) {
+        /* a NaN or an infinity of yours: a differing element, as
+         * ad_handcheck counts it, and no diagnosis */
+        ad_check_report_free(&rep);
+        c.seen = 0;
+        diagnosed = 0;
+        st = ad_handcheck(check_fn, &c, c.ci, n, yours, &c, &o, &rep);
+    }
     int rc;
     if (st != AD_OK) {
         if (c.failed && c.err_claim >= 0)
@@ -608,7 +715,7 @@ int app_claims_run(app *a)
     } else {
         double atol, rtol;
         effective_tol(a, 1e-9, 1e-9, &atol, &rtol);
-        report(a, &c, &rep, atol, rtol, (unsigned long long)o.seed);
+        report(a, &c, &rep, atol, rtol, (unsigned long long)o.seed, diagnosed);
         rc = rep.passed ? EXIT_AGREE : EXIT_DIFFER;
     }
     ad_check_report_free(&rep);

@@ -796,6 +796,8 @@ int adgrad_model_record(ad_tape *t, const adgrad_model *m, const ad_node *in, co
                     rc = adgrad_fail(err, st->line, st->col, "%s", ad_tape_errmsg(t));
                     break;
                 }
+                if (name_nodes) /* what the later statements see as the name */
+                    (void)ad_set_name(t, r, m->label[i]);
             }
         }
         if (stmt_node)

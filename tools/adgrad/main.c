@@ -61,6 +61,8 @@ static const char usage_checks[] =
     "                       point and at random points (repeatable). Also\n"
     "                       'dJ/dW = EXPR'; 'dz = EXPR' claims the derivative with\n"
     "                       respect to the statement z (use it in later checks).\n"
+    "                       A failing claim is diagnosed: which factor, transpose\n"
+    "                       or path of the chain rule explains it.\n"
     "  --gradcheck          the tape's gradient against central differences\n"
     "  --points N           random points for --check (default 3; 0: none)\n"
     "  --seed N             their seed (default 1)\n"
