@@ -84,10 +84,10 @@ AD_API int ad_sparse_jacobian_new(ad_tape *t, int nout, const ad_node *out, int 
  * the nonlinear ops they depend on (docs/sparse.md). Colours: a star
  * colouring (flags AD_SPARSE_DISTANCE2: distance 2), each nonzero read
  * directly from one compressed column.
- * Ownership, lifetime and errors as ad_sparse_jacobian_new; also
- * AD_EMISUSE for an output that is not a scalar when nout is 1 and no
- * weights are meant -- see ad_sparse_eval -- never here: any outputs are
- * accepted, the weights say how they are summed. */
+ * Outputs may be vectors or matrices: their elements are weighted one by
+ * one, and then weights must be given (ad_sparse_eval).
+ * Ownership, lifetime and errors as ad_sparse_jacobian_new; flags 0 or
+ * AD_SPARSE_DISTANCE2. */
 AD_API int ad_sparse_hessian_new(ad_tape *t, int nout, const ad_node *out, int nin,
                                  const ad_node *in, unsigned flags, ad_sparse **sp);
 
@@ -119,14 +119,17 @@ AD_API void ad_sparse_csr(const ad_sparse *sp, size_t *rowptr, int *cols);
  * as it is, so pass x NULL and write the buffer). x NULL (nx 0): the
  * leaves' current values.
  * w: the weights, one per output element (nw of them), for a Hessian;
- * NULL (nw 0) means 1 each. A Jacobian takes no weights (w NULL, nw 0).
+ * NULL (nw 0) means 1 each, and is refused when an output is not a scalar
+ * (the Hessian of a vector is not one matrix: weight its elements). A
+ * Jacobian takes no weights (w NULL, nw 0).
  * Costs one forward sweep carrying ncolours tangents (in blocks of at
  * most 64), and for a Hessian one reverse sweep of their adjoint
  * tangents; allocates nothing once the tape's tangent storage has room
  * (after the first evaluation, unless ad_jacobian, ad_hessian or
  * ad_tangents asked for more since). The outputs' values are the tape's
  * (ad_value) afterwards.
- * Errors: AD_EMISUSE (sp or values NULL, nx or nw not the size, a tape
+ * Errors: AD_EMISUSE (sp or values NULL, nx or nw not the size, no
+ * weights for a Hessian of a non-scalar output, a tape
  * reset or recorded on since sp was made), AD_EBRANCH or AD_ESINGULAR as
  * ad_replay (values still written), AD_ENOMEM. */
 AD_API int ad_sparse_eval(ad_sparse *sp, const double *x, size_t nx, const double *w,

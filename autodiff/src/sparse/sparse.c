@@ -1110,6 +1110,20 @@ int ad_sparse_eval(ad_sparse *sp, const double *x, size_t nx, const double *w, s
                                          : "%s: %zu weights%s, but a Jacobian takes none "
                                            "(w NULL, nw 0; it had %zu output elements)",
                              who, nw, w || !nw ? "" : " (w NULL)", sp->nout_elems);
+    if (sp->hessian && !w)
+        for (int k = 0; k < sp->nout; k++) {
+            const ad__node *o = ad__N(t, sp->out_id[k]);
+            if (o->h & AD__EXT && ad__X(t, ad__a(o->h))->call.out.shape.ndim != 0) {
+                char buf[48];
+                return ad__fail_call(
+                    t, AD_EMISUSE,
+                    "%s: output %d is %s, not a scalar, and no weights were given; the "
+                    "Hessian is of a scalar function: pass one weight per output element "
+                    "(%zu) for the Hessian of their weighted sum",
+                    who, k + 1, ad__shape_str(ad__X(t, ad__a(o->h))->call.out.shape, buf, sizeof buf),
+                    sp->nout_elems);
+            }
+        }
     /* the point */
     if (x) {
         size_t c = 0;
