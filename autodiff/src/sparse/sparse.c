@@ -120,11 +120,12 @@ typedef struct builder {
     size_t ustart;
     uint64_t *pairs;            /* Hessian: (row << 32) | col, row >= col */
     size_t npairs, cappairs;
-    unsigned char *reach;       /* Hessian: per node, an output depends on it */
+    unsigned char *reach;       /* per node: R_REACH, R_NEED (mark_pass) */
     unsigned char flags[AD_OP_COUNT]; /* per op: F_* from its rule        */
 } builder;
 
 enum { F_DA = 1, F_DB = 2, F_AA = 4, F_AB = 8, F_BB = 16 };
+enum { R_REACH = 1, R_NEED = 2 }; /* builder.reach */
 
 static bool nonzero(const char *formula) { return formula && strcmp(formula, "0.0") != 0; }
 
@@ -336,13 +337,78 @@ static int forward_node(builder *b, uint32_t id, const size_t *col_of, const cha
     return AD_OK;
 }
 
-/* Reverse pass of the Hessian pattern: marks what the outputs depend on
- * and adds the nonlinear interactions of every marked node. */
+/* One reverse pass over nodes last..1, before the sets are made. A
+ * Hessian marks R_REACH on what the outputs depend on (through a first
+ * derivative that is not identically 0) and R_NEED on the operands of the
+ * reached nonlinear ops, whose sets the interactions read; a Jacobian
+ * marks R_NEED on the outputs. R_NEED then spreads to the operands a
+ * needed set is made from. Only needed sets are made: the running sum of
+ * an objective (s_k = s_{k-1} + term_k, each set one longer than the
+ * last: quadratic) is never an operand of a nonlinear op, so it is
+ * skipped. */
+static void mark_pass(builder *b, uint32_t last)
+{
+    ad_tape *t = b->t;
+    unsigned char *r = b->reach;
+    for (uint32_t id = last; id >= 1; id--) {
+        if (!r[id])
+            continue;
+        const ad__node *n = ad__N(t, id);
+        const uint64_t h = n->h;
+        const unsigned op = ad__opc(h);
+        if (op == AD_OP_LEAF || !(h & AD__GRAD))
+            continue;
+        const unsigned char mark = r[id]; /* both flags pass down the same way */
+        if (!(h & AD__EXT)) {
+            const unsigned char f = b->flags[op];
+            const uint32_t a = ad__a(h), bb = ad__b(h);
+            const bool two = ad__ops[op]->def.arity == 2;
+            if (f & F_DA)
+                r[a] |= mark;
+            if (two && (f & F_DB))
+                r[bb] |= mark;
+            if (mark & R_REACH) {
+                if (f & (F_AA | F_AB))
+                    r[a] |= R_NEED;
+                if (two && (f & (F_AB | F_BB)))
+                    r[bb] |= R_NEED;
+            }
+            continue;
+        }
+        const ad__ext *x = ad__X(t, ad__a(h));
+        const unsigned code = x->op;
+        const unsigned kind = code < AD_OP_COUNT ? ad__sprules[code].kind : AD__SP_DENSE;
+        const int nin = x->call.nin;
+        if (kind == AD__SP_ELEMWISE) {
+            const unsigned char f = b->flags[code];
+            if (f & F_DA)
+                r[x->in[0]] |= mark;
+            if (nin > 1 && (f & F_DB))
+                r[x->in[1]] |= mark;
+            if (mark & R_REACH) {
+                if (f & (F_AA | F_AB))
+                    r[x->in[0]] |= R_NEED;
+                if (nin > 1 && (f & (F_AB | F_BB)))
+                    r[x->in[1]] |= R_NEED;
+            }
+            continue;
+        }
+        for (int k = 0; k < nin; k++) {
+            if ((kind == AD__SP_SELECT && k == 0) || (kind == AD__SP_IDENTITY && k > 0))
+                continue;
+            r[x->in[k]] |= mark;
+            if ((mark & R_REACH) && (kind == AD__SP_DENSE || (kind == AD__SP_BILINEAR && k < 2)))
+                r[x->in[k]] |= R_NEED;
+        }
+    }
+}
+
+/* The nonlinear interactions of every node the outputs depend on. */
 static int hessian_pairs(builder *b, uint32_t last)
 {
     ad_tape *t = b->t;
-    for (uint32_t id = last; id >= 1; id--) {
-        if (!b->reach[id])
+    for (uint32_t id = 1; id <= last; id++) {
+        if (!(b->reach[id] & R_REACH))
             continue;
         const ad__node *n = ad__N(t, id);
         const uint64_t h = n->h;
@@ -353,10 +419,8 @@ static int hessian_pairs(builder *b, uint32_t last)
             const unsigned char f = b->flags[op];
             const uint32_t a = ad__a(h), bb = ad__b(h);
             const bool two = ad__ops[op]->def.arity == 2;
-            if (f & F_DA)
-                b->reach[a] = 1;
-            if (two && (f & F_DB))
-                b->reach[bb] = 1;
+            if (!(f & (F_AA | F_AB | F_BB)))
+                continue;
             const sset sa = b->sets[b->base[a]];
             const sset sb = two ? b->sets[b->base[bb]] : sa;
             if ((f & F_AA) && add_pairs(b, sa, sa) != AD_OK)
@@ -373,10 +437,6 @@ static int hessian_pairs(builder *b, uint32_t last)
         const int nin = x->call.nin;
         if (kind == AD__SP_ELEMWISE) {
             const unsigned char f = b->flags[code];
-            if (f & F_DA)
-                b->reach[x->in[0]] = 1;
-            if (nin > 1 && (f & F_DB))
-                b->reach[x->in[1]] = 1;
             if (!(f & (F_AA | F_AB | F_BB)))
                 continue;
             const ad_shape os = x->call.out.shape;
@@ -395,9 +455,6 @@ static int hessian_pairs(builder *b, uint32_t last)
             }
             continue;
         }
-        for (int k = 0; k < nin; k++)
-            if (kind != AD__SP_SELECT || k > 0)
-                b->reach[x->in[k]] = 1;
         if (kind == AD__SP_BILINEAR) {
             sset s0, s1;
             if (union_all(b, x, 1u, &s0) != AD_OK || union_all(b, x, 2u, &s1) != AD_OK
@@ -670,7 +727,8 @@ static int sparse_begin(ad_tape *t, int nout, const ad_node *out, int nin, const
     return AD_OK;
 }
 
-/* Runs the forward pass of the pattern over nodes 1..last. */
+/* Runs the marking pass and the forward pass of the pattern over nodes
+ * 1..last; the outputs' flags are set (b->reach made) by the caller. */
 static int pattern_forward(builder *b, uint32_t last, const size_t *col_of, const char *who)
 {
     ad_tape *t = b->t;
@@ -680,7 +738,10 @@ static int pattern_forward(builder *b, uint32_t last, const size_t *col_of, cons
         return ad__fail_call(t, AD_ENOMEM, "%s: out of memory", who);
     memset(b->mark, 0, b->ncols * sizeof *b->mark);
     rule_flags(b);
+    mark_pass(b, last);
     for (uint32_t id = 1; id <= last; id++) {
+        if (!(b->reach[id] & R_NEED))
+            continue; /* base[id] is never read */
         const int st = forward_node(b, id, col_of, who);
         if (st == AD_ENOMEM)
             return ad__fail_call(t, AD_ENOMEM, "%s: out of memory for the index sets (%zu "
@@ -701,6 +762,19 @@ static int finish_common(ad_sparse *sp, const char *who)
     sp->rbase = sp_alloc(t, sp->hessian ? sp->ncols : sp->nrows, sizeof *sp->rbase);
     if (!sp->src || !sp->dir || !sp->rbase)
         return ad__fail_call(t, AD_ENOMEM, "%s: out of memory", who);
+    return AD_OK;
+}
+
+/* The marks, with flag on every output. */
+static int make_reach(builder *b, const ad_sparse *sp, unsigned char flag, const char *who)
+{
+    ad_tape *t = b->t;
+    b->reach = sp_alloc(t, t->len, 1);
+    if (!b->reach)
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory", who);
+    memset(b->reach, 0, t->len);
+    for (int k = 0; k < sp->nout; k++)
+        b->reach[sp->out_id[k]] |= flag;
     return AD_OK;
 }
 
@@ -740,7 +814,8 @@ int ad_sparse_jacobian_new(ad_tape *t, int nout, const ad_node *out, int nin, co
     if (st != AD_OK)
         goto done;
     b.ncols = sp->ncols;
-    if ((st = pattern_forward(&b, last_output(sp), col_of, who)) != AD_OK)
+    if ((st = make_reach(&b, sp, R_NEED, who)) != AD_OK
+        || (st = pattern_forward(&b, last_output(sp), col_of, who)) != AD_OK)
         goto done;
     /* rows: the outputs' elements, their sets sorted */
     sp->nrows = sp->nout_elems;
@@ -902,16 +977,9 @@ int ad_sparse_hessian_new(ad_tape *t, int nout, const ad_node *out, int nin, con
         goto done;
     b.ncols = sp->ncols;
     const uint32_t last = last_output(sp);
-    if ((st = pattern_forward(&b, last, col_of, who)) != AD_OK)
+    if ((st = make_reach(&b, sp, R_REACH, who)) != AD_OK
+        || (st = pattern_forward(&b, last, col_of, who)) != AD_OK)
         goto done;
-    b.reach = sp_alloc(t, t->len, 1);
-    if (!b.reach) {
-        st = ad__fail_call(t, AD_ENOMEM, "%s: out of memory", who);
-        goto done;
-    }
-    memset(b.reach, 0, t->len);
-    for (int k = 0; k < nout; k++)
-        b.reach[sp->out_id[k]] = 1;
     if (hessian_pairs(&b, last) != AD_OK) {
         st = ad__fail_call(t, AD_ENOMEM, "%s: out of memory for the pattern (%zu pairs)", who,
                            b.npairs);
