@@ -1,0 +1,157 @@
+/* W6 sparse -- sparse Jacobian and sparse Hessian of the Lagrangian of
+ * Luksan-Vlcek problem 1 (examples/luksan_vlcek.h), what IPOPT asks for at
+ * every iteration, at n = 10^4 and 10^5 (argv: other sizes).
+ *
+ * Reported per n, in one run:
+ *   record      recording f and the n - 2 constraints on one tape (once)
+ *   pattern     ad_sparse_jacobian_new (the constraints) and
+ *               ad_sparse_hessian_new (f and the constraints): pattern +
+ *               colouring, median of 3
+ *   colours     of each (the optimum for this structure is 3 for both:
+ *               a Jacobian row has 3 nonzeros, the Hessian is tridiagonal)
+ *   evaluation  ad_sparse_eval at a new point (x passed in): the Jacobian,
+ *               and the Hessian of sigma f + sum lambda_i c_i; beside the
+ *               hand-written derivatives (the yardstick) and one replay of
+ *               the same tape (the floor of anything that replays it)
+ * Checks (the run fails otherwise): every evaluation against the
+ * hand-written values to 1e-12 relative; no allocation in a timed
+ * evaluation. */
+#include "bench_util.h"
+
+#include "../examples/luksan_vlcek.h"
+
+#include <autodiff/autodiff.h>
+#include <autodiff/sparse.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double worst(const double *a, const double *b, size_t n)
+{
+    double w = 0;
+    for (size_t i = 0; i < n; i++)
+        w = fmax(w, fabs(a[i] - b[i]) / fmax(1.0, fabs(b[i])));
+    return w;
+}
+
+static void run(size_t n)
+{
+    const size_t m = n - 2;
+    bench_alloc counter = {0, 0, 0};
+    ad_tape_opts opts = {bench_alloc_fn, &counter, NULL};
+    ad_node *x = malloc(n * sizeof *x), *out = malloc((m + 1) * sizeof *out);
+    double *xv = malloc(n * sizeof *xv), *lam = malloc(m * sizeof *lam);
+    double *w = malloc((m + 1) * sizeof *w), *a = malloc(3 * n * sizeof *a);
+    double *b = malloc(3 * n * sizeof *b), *d = malloc(2 * n * sizeof *d);
+    bench_check(x && out && xv && lam && w && a && b && d, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        xv[i] = lv_x0(i) + 0.01 * (double)(i % 5);
+    for (size_t i = 0; i < m; i++)
+        lam[i] = w[i + 1] = 0.3 - 0.01 * (double)(i % 11);
+    w[0] = 0.8;
+
+    double t0 = bench_now();
+    ad_tape *t = ad_tape_new(&opts);
+    lv_record(t, n, x, &out[0], out + 1);
+    const double t_rec = bench_now() - t0;
+    bench_check(ad_tape_status(t) == AD_OK, "recording");
+
+    double tj[3], th[3];
+    ad_sparse *J = NULL, *H = NULL;
+    for (int r = 0; r < 3; r++) {
+        ad_sparse_free(J);
+        ad_sparse_free(H);
+        t0 = bench_now();
+        bench_check(ad_sparse_jacobian_new(t, (int)m, out + 1, (int)n, x, 0, &J) == AD_OK,
+                    "jacobian pattern");
+        tj[r] = bench_now() - t0;
+        t0 = bench_now();
+        bench_check(ad_sparse_hessian_new(t, (int)m + 1, out, (int)n, x, 0, &H) == AD_OK,
+                    "hessian pattern");
+        th[r] = bench_now() - t0;
+    }
+    const bench_stats pj = bench_summarise(tj, 3), ph = bench_summarise(th, 3);
+    bench_check(ad_sparse_nnz(J) == 3 * m && ad_sparse_nnz(H) == 2 * n - 1, "nonzero counts");
+
+    enum { EJ, EH, HJ, HH, REPLAY, NT };
+    static const char *const names[NT] = {"sparse_jacobian", "sparse_hessian",
+                                          "hand_jacobian", "hand_hessian", "replay"};
+    double tm[NT][BENCH_REPS];
+    long allocs = 0;
+    for (int r = -1; r < BENCH_REPS; r++) { /* r = -1: warm-up */
+        xv[r + 1 < (int)n ? (size_t)(r + 1) : 0] += 1e-3; /* a new point each time */
+        const long before = counter.allocs;
+        t0 = bench_now();
+        bench_check(ad_sparse_eval(J, xv, n, NULL, 0, a) == AD_OK, "jacobian eval");
+        const double e1 = bench_now() - t0;
+        t0 = bench_now();
+        lv_jac(n, xv, b);
+        const double e3 = bench_now() - t0;
+        bench_check(worst(a, b, 3 * m) < 1e-12, "sparse jacobian == hand-written");
+        t0 = bench_now();
+        bench_check(ad_sparse_eval(H, xv, n, w, m + 1, a) == AD_OK, "hessian eval");
+        const double e2 = bench_now() - t0;
+        t0 = bench_now();
+        lv_hess(n, xv, w[0], lam, b, d, d + n);
+        const double e4 = bench_now() - t0;
+        bench_check(worst(a, b, 2 * n - 1) < 1e-12, "sparse hessian == hand-written");
+        for (size_t i = 0; i < n; i++)
+            ad_set_value(t, x[i], &xv[i]);
+        t0 = bench_now();
+        bench_check(ad_replay(t) == AD_OK, "replay");
+        const double e5 = bench_now() - t0;
+        if (r >= 0) {
+            allocs += counter.allocs - before;
+            tm[EJ][r] = e1, tm[EH][r] = e2, tm[HJ][r] = e3, tm[HH][r] = e4, tm[REPLAY][r] = e5;
+        }
+    }
+    bench_check(allocs == 0, "no allocation in an evaluation");
+    bench_stats s[NT];
+    for (int k = 0; k < NT; k++)
+        s[k] = bench_summarise(tm[k], BENCH_REPS);
+
+    printf("W6 sparse, Luksan-Vlcek 1, n = %zu (%zu constraints), tape of %zu nodes recorded "
+           "in %.1f ms\n",
+           n, m, ad_tape_len(t), 1e3 * t_rec);
+    printf("  pattern + colouring: Jacobian %.1f ms (%zu nonzeros, %zu colours), Hessian of "
+           "the Lagrangian %.1f ms (%zu nonzeros, %zu colours; optimum 3 and 3)\n",
+           1e3 * pj.median, ad_sparse_nnz(J), ad_sparse_colors(J), 1e3 * ph.median,
+           ad_sparse_nnz(H), ad_sparse_colors(H));
+    printf("  per evaluation (median of %d, ms):  engine   hand-written   ratio\n", BENCH_REPS);
+    printf("    sparse Jacobian                 %8.3f   %8.3f   %6.1fx\n", 1e3 * s[EJ].median,
+           1e3 * s[HJ].median, s[EJ].median / s[HJ].median);
+    printf("    sparse Hessian of the Lagrangian %7.3f   %8.3f   %6.1fx\n", 1e3 * s[EH].median,
+           1e3 * s[HH].median, s[EH].median / s[HH].median);
+    printf("    one replay of the tape (floor)  %8.3f\n", 1e3 * s[REPLAY].median);
+    printf("  allocations in %d timed evaluations: %ld\n", 2 * BENCH_REPS, allocs);
+    char variant[64];
+    for (int k = 0; k < NT; k++) {
+        snprintf(variant, sizeof variant, "n%zu_%s", n, names[k]);
+        const double ratio = k == EJ ? s[EJ].median / s[HJ].median
+                             : k == EH ? s[EH].median / s[HH].median
+                                       : -1.0;
+        bench_json("w6_sparse", variant, s[k], "s", ratio);
+    }
+    snprintf(variant, sizeof variant, "n%zu_pattern_jacobian", n);
+    bench_json("w6_sparse", variant, pj, "s", -1.0);
+    snprintf(variant, sizeof variant, "n%zu_pattern_hessian", n);
+    bench_json("w6_sparse", variant, ph, "s", -1.0);
+    ad_sparse_free(J);
+    ad_sparse_free(H);
+    ad_tape_free(t);
+    free(x), free(out), free(xv), free(lam), free(w), free(a), free(b), free(d);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) {
+        for (int i = 1; i < argc; i++)
+            run((size_t)strtoul(argv[i], NULL, 10) < 3 ? 3 : (size_t)strtoul(argv[i], NULL, 10));
+        return 0;
+    }
+    run(10000);
+    run(100000);
+    return 0;
+}
