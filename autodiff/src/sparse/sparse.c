@@ -851,7 +851,8 @@ int ad_sparse_jacobian_new(ad_tape *t, int nout, const ad_node *out, int nin, co
         for (size_t e = 0; e < s; e++, r++) {
             const sset ss = b.sets[b.base[sp->out_id[k]] + e];
             uint32_t *dst = (uint32_t *)crow + sp->rowptr[r]; /* crow as scratch */
-            memcpy(dst, b.pool + ss.off, ss.len * sizeof *dst);
+            if (ss.len) /* an empty row: the pool may not exist */
+                memcpy(dst, b.pool + ss.off, ss.len * sizeof *dst);
             sort_u32(dst, ss.len);
             for (size_t q = 0; q < ss.len; q++)
                 sp->col[sp->rowptr[r] + q] = (int)dst[q];
