@@ -398,6 +398,38 @@ Test(sparse, band_structures_take_the_band_colours)
     ad_tape_free(t);
 }
 
+/* An arrowhead: x_0 meets every x_i, nothing else meets. Distance 2 needs
+ * n colours (every column shares row 0); a star colouring needs 2 (x_0,
+ * then all the others), each nonzero still read directly. */
+Test(sparse, star_colouring_beats_distance_2_on_an_arrowhead)
+{
+    enum { N = 30 };
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node x[N];
+    for (int i = 0; i < N; i++)
+        x[i] = ad_scalar_var(t, 0.2 + 0.05 * i);
+    ad_node f = ad_scalar(t, 0.0);
+    for (int i = 1; i < N; i++)
+        f = ad_add(t, f, ad_add(t, ad_mul(t, ad_sin(t, x[0]), x[i]), ad_exp(t, x[i])));
+    ad_sparse *s, *d;
+    cr_assert_eq(ad_sparse_hessian_new(t, 1, &f, N, x, 0, &s), AD_OK);
+    cr_assert_eq(ad_sparse_hessian_new(t, 1, &f, N, x, AD_SPARSE_DISTANCE2, &d), AD_OK);
+    cr_assert_eq(ad_sparse_nnz(s), 2 * N - 1);
+    cr_assert_eq(ad_sparse_colors(s), 2);
+    cr_assert_eq(ad_sparse_colors(d), N);
+    static double H[N * N], v[2 * N];
+    cr_assert_eq(ad_hessian(t, f, N, x, H), AD_OK);
+    const double x1[N] = {0.7, -0.3};
+    cr_assert_eq(ad_sparse_eval(s, x1, N, NULL, 0, v), AD_OK);
+    cr_assert_eq(ad_hessian(t, f, N, x, H), AD_OK); /* at x1 */
+    compare(s, H, N, N, v, true, true, "arrowhead, star");
+    cr_assert_eq(ad_sparse_eval(d, x1, N, NULL, 0, v), AD_OK);
+    compare(d, H, N, N, v, true, true, "arrowhead, distance 2");
+    ad_sparse_free(s);
+    ad_sparse_free(d);
+    ad_tape_free(t);
+}
+
 /* More colours than one sweep carries (64): several passes. */
 Test(sparse, many_colours_take_several_passes)
 {
