@@ -30,18 +30,20 @@
 static inline double lv_x0(size_t i) { return i % 2 == 0 ? -1.2 : 1.0; }
 
 /* Records f and c_0 .. c_{n-3} on t from the n scalar variables x (made
- * here at x0): f first, so that a sweep of f covers only f's nodes. */
+ * here at x0): f first, so that a sweep of f covers only f's nodes. f
+ * NULL: the constraints only. */
 static inline void lv_record(ad_tape *t, size_t n, ad_node *x, ad_node *f, ad_node *c)
 {
     for (size_t i = 0; i < n; i++)
         x[i] = ad_scalar_var(t, lv_x0(i));
     ad_node s = ad_scalar(t, 0.0);
-    for (size_t i = 0; i + 1 < n; i++) {
+    for (size_t i = 0; f && i + 1 < n; i++) {
         ad_node a = ad_sub(t, ad_square(t, x[i]), x[i + 1]);
         ad_node b = ad_add_const(t, x[i], -1.0);
         s = ad_add(t, s, ad_add(t, ad_scale(t, ad_square(t, a), 100.0), ad_square(t, b)));
     }
-    *f = s;
+    if (f)
+        *f = s;
     for (size_t i = 0; i + 2 < n; i++) {
         ad_node u = x[i + 1], v = x[i + 2], w = x[i];
         ad_node p = ad_add(t, ad_scale(t, ad_pow_const(t, u, 3.0), 3.0), ad_scale(t, v, 2.0));

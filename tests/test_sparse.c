@@ -430,6 +430,49 @@ Test(sparse, star_colouring_beats_distance_2_on_an_arrowhead)
     ad_tape_free(t);
 }
 
+/* The tangent storage is the tape's: another driver seeding other leaves
+ * between two evaluations (here with the same number of directions, so
+ * the storage is not laid out again) must not leak into them. */
+Test(sparse, other_drivers_between_evaluations_leave_no_trace)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node x[3] = {ad_scalar_var(t, 0.5), ad_scalar_var(t, -1.5), ad_scalar_var(t, 2.0)};
+    ad_node y = ad_scalar_var(t, 0.7);
+    ad_node f = ad_mul(t, ad_mul(t, ad_mul(t, x[0], x[1]), x[2]), ad_exp(t, y));
+    ad_node g = ad_sin(t, ad_mul(t, x[0], y));
+    ad_node outs[2] = {f, g};
+    ad_sparse *sj, *sh;
+    cr_assert_eq(ad_sparse_jacobian_new(t, 2, outs, 3, x, 0, &sj), AD_OK);
+    cr_assert_eq(ad_sparse_hessian_new(t, 2, outs, 3, x, 0, &sh), AD_OK);
+    cr_assert_eq(ad_sparse_colors(sj), 3);
+    double vj[6], vh[6], J[6], H[9], Jo[3];
+    const double w[2] = {1.0, 1.0};
+    ad_node L = ad_add(t, f, g); /* the tape grows: make the objects again */
+    ad_sparse_free(sj);
+    ad_sparse_free(sh);
+    cr_assert_eq(ad_sparse_jacobian_new(t, 2, outs, 3, x, 0, &sj), AD_OK);
+    cr_assert_eq(ad_sparse_hessian_new(t, 2, outs, 3, x, 0, &sh), AD_OK);
+    for (int k = 0; k < 2; k++)
+        cr_assert_eq(ad_jacobian(t, outs[k], 3, x, J + 3 * k, AD_JAC_FORWARD), AD_OK);
+    cr_assert_eq(ad_hessian(t, L, 3, x, H), AD_OK);
+    for (int round = 0; round < 3; round++) {
+        cr_assert_eq(ad_sparse_eval(sj, NULL, 0, NULL, 0, vj), AD_OK);
+        compare(sj, J, 2, 3, vj, false, true, "jacobian");
+        /* 3 directions on y and two of x: y's unit tangent must be gone */
+        ad_node other[3] = {y, x[1], x[0]};
+        cr_assert_eq(ad_jacobian(t, f, 3, other, Jo, AD_JAC_FORWARD), AD_OK);
+        cr_assert_eq(ad_sparse_eval(sh, NULL, 0, w, 2, vh), AD_OK);
+        compare(sh, H, 3, 3, vh, true, false, "hessian");
+        double one = 1.0;
+        cr_assert_eq(ad_tangents(t, 3), AD_OK); /* the same K, storage made again */
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(ad_set_tangent(t, y, (double[3]){one, one, one}), AD_OK);
+    }
+    ad_sparse_free(sj);
+    ad_sparse_free(sh);
+    ad_tape_free(t);
+}
+
 /* More colours than one sweep carries (64): several passes. */
 Test(sparse, many_colours_take_several_passes)
 {

@@ -576,6 +576,14 @@ extern const ad__sprule ad__sprules[AD_OP_COUNT];
 /* Lays out K tangents per node for the current recording (no allocation
  * when the storage has room); AD_OK or AD_ENOMEM reported naming who. */
 int ad__modes_layout(ad_tape *t, size_t K, const char *who);
+/* The same for a caller that seeds every tangent it leaves nonzero and
+ * names itself owner: when owner seeded last on this layout, nothing is
+ * cleared (*cleared false: the leaves it marked seeded still are).
+ * *stamp receives the layout's stamp: pointers into the storage stay
+ * valid while it is unchanged. release: owner is gone. */
+int ad__modes_claim(ad_tape *t, size_t K, const void *owner, const char *who, size_t *stamp,
+                    bool *cleared);
+void ad__modes_release(ad_tape *t, const void *owner);
 /* AD_OK, or AD_EMISUSE naming the first custom op without the rule a
  * forward (second: and a second-order) sweep needs. */
 int ad__modes_rules(ad_tape *t, bool second, const char *who);

@@ -51,6 +51,10 @@ struct ad__modes {
     bool rev_clean;         /* inline adjoints and adjoint tangents are 0 */
     bool ext_rev_clean;     /* so are the EXT nodes' (forward mode never
                                reads them: cleared by the reverse sweep) */
+    const void *owner;      /* the sparse object that seeded the leaves
+                               last (sparse.c), or NULL: anyone else   */
+    size_t stamp;           /* counts layouts: pointers into the storage
+                               stay valid while it is unchanged       */
 };
 
 #define NZ_NOW 1u   /* the tangent may be nonzero                    */
@@ -156,6 +160,8 @@ static int layout(ad_tape *t, size_t K)
     m->fwd = m->rev = false;
     m->rev_clean = m->ext_rev_clean = true;
     m->valid = true;
+    m->owner = NULL;
+    m->stamp++;
     return AD_OK;
 }
 
@@ -628,6 +634,7 @@ int ad_set_tangent(ad_tape *t, ad_node leafn, const double *tangent)
             m->T[leafn.id_] = tangent[0];
             m->nz[leafn.id_] = NZ_NOW | NZ_DIRTY;
             m->fwd = false;
+            m->owner = NULL;
             return AD_OK;
         }
     }
@@ -657,6 +664,7 @@ int ad_set_tangent(ad_tape *t, ad_node leafn, const double *tangent)
     memcpy(tan_of(t, leafn.id_, 0), tangent, m->K * size * sizeof *tangent);
     m->nz[leafn.id_] = NZ_NOW | NZ_DIRTY;
     m->fwd = false;
+    m->owner = NULL;
     return AD_OK;
 }
 
@@ -818,6 +826,7 @@ static void seed_directions(ad_tape *t, int n, const ad_node *in, const double *
 static int layout_for(ad_tape *t, size_t K, const char *who)
 {
     if (current(t) && t->modes->K == K) {
+        t->modes->owner = NULL; /* the callers seed their own leaves */
         /* the same layout: only the tangents of leaves need clearing */
         ad__modes *m = t->modes;
         for (uint32_t id = 1; id < t->len; id++) {
@@ -1027,6 +1036,29 @@ int ad_hessian(ad_tape *t, ad_node out, int n, const ad_node *in, double *H)
 /* ---- for the sparse drivers (sparse/sparse.c) ---- */
 
 int ad__modes_layout(ad_tape *t, size_t K, const char *who) { return layout_for(t, K, who); }
+
+int ad__modes_claim(ad_tape *t, size_t K, const void *owner, const char *who, size_t *stamp,
+                    bool *cleared)
+{
+    ad__modes *m = t->modes;
+    *cleared = false;
+    if (!(m && current(t) && m->K == K && m->owner == owner)) {
+        *cleared = true;
+        const int st = layout_for(t, K, who);
+        if (st != AD_OK)
+            return st;
+        m = t->modes;
+        m->owner = owner;
+    }
+    *stamp = m->stamp;
+    return AD_OK;
+}
+
+void ad__modes_release(ad_tape *t, const void *owner)
+{
+    if (t->modes && t->modes->owner == owner)
+        t->modes->owner = NULL;
+}
 
 int ad__modes_rules(ad_tape *t, bool second, const char *who)
 {

@@ -69,6 +69,11 @@ struct ad_sparse {
     loc *in_loc;                /* per column: the input leaf element    */
     loc *row_loc;               /* Jacobian: per row, the output element */
     double **rbase;             /* per source row: its direction-0 value */
+    double **sbase;             /* per column: its seed, direction 0     */
+    double **vptr;              /* per nonzero: where it is read, when one
+                                   pass carries every colour             */
+    size_t stamp;               /* the modes' layout the pointers are for
+                                   (0: none yet)                         */
     int nin, nout;
     uint32_t *in_id;            /* the inputs' node ids                  */
     uint32_t *out_id;           /* the outputs' node ids                 */
@@ -616,6 +621,9 @@ void ad_sparse_free(ad_sparse *sp)
     sp_free(t, sp->in_loc, sp->ncols, sizeof *sp->in_loc);
     sp_free(t, sp->row_loc, sp->hessian ? 0 : sp->nrows, sizeof *sp->row_loc);
     sp_free(t, sp->rbase, sp->hessian ? sp->ncols : sp->nrows, sizeof *sp->rbase);
+    sp_free(t, sp->sbase, sp->ncols, sizeof *sp->sbase);
+    sp_free(t, sp->vptr, sp->nnz, sizeof *sp->vptr);
+    ad__modes_release(t, sp);
     sp_free(t, sp->in_id, (size_t)sp->nin, sizeof *sp->in_id);
     sp_free(t, sp->out_id, (size_t)sp->nout, sizeof *sp->out_id);
     sp_free(t, sp->seeds, (size_t)sp->nout, sizeof *sp->seeds);
@@ -760,7 +768,9 @@ static int finish_common(ad_sparse *sp, const char *who)
     sp->src = sp_alloc(t, sp->nnz, sizeof *sp->src);
     sp->dir = sp_alloc(t, sp->nnz, sizeof *sp->dir);
     sp->rbase = sp_alloc(t, sp->hessian ? sp->ncols : sp->nrows, sizeof *sp->rbase);
-    if (!sp->src || !sp->dir || !sp->rbase)
+    sp->sbase = sp_alloc(t, sp->ncols, sizeof *sp->sbase);
+    sp->vptr = sp_alloc(t, sp->nnz, sizeof *sp->vptr);
+    if (!sp->src || !sp->dir || !sp->rbase || !sp->sbase || !sp->vptr)
         return ad__fail_call(t, AD_ENOMEM, "%s: out of memory", who);
     return AD_OK;
 }
@@ -1216,48 +1226,57 @@ int ad_sparse_eval(ad_sparse *sp, const double *x, size_t nx, const double *w, s
     }
     const size_t nc = sp->ncolors ? sp->ncolors : 1;
     const size_t K = nc < BLOCK ? nc : BLOCK;
-    int st = ad__modes_layout(t, K, who);
+    size_t stamp;
+    bool cleared;
+    int st = ad__modes_claim(t, K, sp, who, &stamp, &cleared);
     if (st != AD_OK)
         return st;
+    const bool one_pass = nc <= K;
+    if (stamp != sp->stamp) { /* the storage moved: where everything is */
+        for (size_t c = 0; c < sp->ncols; c++) {
+            const loc l = sp->in_loc[c];
+            sp->sbase[c] = ad__modes_tan(t, l.id) + l.e;
+            if (sp->hessian)
+                sp->rbase[c] = ad__modes_gtan(t, l.id) + l.e;
+        }
+        for (size_t r = 0; !sp->hessian && r < sp->nrows; r++) {
+            const loc l = sp->row_loc[r];
+            sp->rbase[r] = ad__modes_tan(t, l.id) + l.e;
+        }
+        const loc *rl = sp->hessian ? sp->in_loc : sp->row_loc;
+        for (size_t q = 0; one_pass && q < sp->nnz; q++)
+            sp->vptr[q] = sp->rbase[sp->src[q]] + sp->dir[q] * rl[sp->src[q]].size;
+        sp->stamp = stamp;
+    }
+    if (cleared) /* the layout cleared the marks: the inputs are seeded */
+        for (int i = 0; i < sp->nin; i++)
+            ad__modes_seeded(t, sp->in_id[i]);
     int result = AD_OK;
     for (size_t c0 = 0; c0 < nc; c0 += K) {
-        /* seeds: each input element the unit vector of its colour */
-        for (int i = 0; i < sp->nin; i++) {
-            const uint32_t id = sp->in_id[i];
-            memset(ad__modes_tan(t, id), 0, K * node_size(t, id) * sizeof(double));
-            ad__modes_seeded(t, id);
-        }
+        /* seeds: each input element the unit vector of its colour (or 0) */
         for (size_t c = 0; c < sp->ncols; c++) {
-            const size_t d = sp->color[c] - c0;
-            if (sp->color[c] >= c0 && d < K) {
-                const loc l = sp->in_loc[c];
-                ad__modes_tan(t, l.id)[d * l.size + l.e] = 1.0;
-            }
+            double *p = sp->sbase[c];
+            const size_t stride = sp->in_loc[c].size, d = sp->color[c] - c0;
+            for (size_t k = 0; k < K; k++)
+                p[k * stride] = 0.0;
+            if (sp->color[c] >= c0 && d < K)
+                p[d * stride] = 1.0;
         }
         st = ad__modes_forward(t, who);
         if (st != AD_OK && result == AD_OK)
             result = st; /* a changed branch or a singular matrix: values still made */
-        if (sp->hessian) {
+        if (sp->hessian)
             ad__modes_reverse(t, (size_t)sp->nout, sp->out_id, sp->seeds);
-            for (size_t c = 0; c < sp->ncols; c++) {
-                const loc l = sp->in_loc[c];
-                sp->rbase[c] = ad__modes_gtan(t, l.id) + l.e;
-            }
-            for (size_t q = 0; q < sp->nnz; q++) {
-                const size_t d = sp->dir[q] - c0;
-                if (sp->dir[q] >= c0 && d < K)
-                    values[q] = sp->rbase[sp->src[q]][d * sp->in_loc[sp->src[q]].size];
-            }
-        } else {
-            for (size_t r = 0; r < sp->nrows; r++) {
-                const loc l = sp->row_loc[r];
-                sp->rbase[r] = ad__modes_tan(t, l.id) + l.e;
-            }
-            for (size_t q = 0; q < sp->nnz; q++) {
-                const size_t d = sp->dir[q] - c0;
-                if (sp->dir[q] >= c0 && d < K)
-                    values[q] = sp->rbase[sp->src[q]][d * sp->row_loc[sp->src[q]].size];
-            }
+        if (one_pass) {
+            for (size_t q = 0; q < sp->nnz; q++)
+                values[q] = *sp->vptr[q];
+            continue;
+        }
+        const loc *rl = sp->hessian ? sp->in_loc : sp->row_loc;
+        for (size_t q = 0; q < sp->nnz; q++) {
+            const size_t d = sp->dir[q] - c0;
+            if (sp->dir[q] >= c0 && d < K)
+                values[q] = sp->rbase[sp->src[q]][d * rl[sp->src[q]].size];
         }
     }
     if (result != AD_OK) /* the message of the pass that failed is kept */
