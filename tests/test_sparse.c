@@ -271,6 +271,46 @@ Test(sparse, tensor_ops_against_the_dense_drivers)
     ad_tape_free(t);
 }
 
+/* Scalars joined with ad_stack (a tree of concats), concat side by side
+ * and transpose: each output element copies one operand element, so the
+ * rows stay exact (the Luksan-Vlcek constraints as one vector output). */
+Test(sparse, stack_concat_and_transpose_keep_rows_exact)
+{
+    enum { N = 12, M = N - 2 };
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node x[N], c[M];
+    for (int i = 0; i < N; i++)
+        x[i] = ad_scalar_var(t, 0.1 * i - 0.45); /* no 0: exact pattern */
+    for (int i = 0; i < M; i++)
+        c[i] = ad_add(t, ad_mul(t, ad_sin(t, x[i]), x[i + 1]), ad_exp(t, x[i + 2]));
+    ad_node g = ad_stack(t, M, c); /* a vector of M */
+    const double a0[6] = {1, 2, 3, 4, 5, 6};
+    ad_node A = ad_variable(t, ad_shape_mat(2, 3), a0);
+    ad_node B = ad_mul(t, A, A); /* 2 x 3, elementwise */
+    ad_node side = ad_concat(t, 1, 2, (ad_node[2]){B, ad_tanh(t, A)}); /* 2 x 6 */
+    ad_node T = ad_transpose(t, ad_exp(t, A));                          /* 3 x 2 */
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    ad_node in[N + 1];
+    memcpy(in, x, sizeof x);
+    in[N] = A;
+    ad_node outs[3] = {g, side, T};
+    ad_sparse *sj;
+    cr_assert_eq(ad_sparse_jacobian_new(t, 3, outs, N + 1, in, 0, &sj), AD_OK, "%s",
+                 ad_tape_errmsg(t));
+    enum { R = M + 12 + 6, C = N + 6 };
+    cr_assert_eq(ad_sparse_rows(sj), R);
+    cr_assert_eq(ad_sparse_nnz(sj), 3 * M + 12 + 6, "one nonzero per copied element");
+    cr_assert_eq(ad_sparse_colors(sj), 3);
+    static double J[R * C], v[R * C];
+    cr_assert_eq(ad_jacobian(t, g, N + 1, in, J, AD_JAC_AUTO), AD_OK);
+    cr_assert_eq(ad_jacobian(t, side, N + 1, in, J + M * C, AD_JAC_AUTO), AD_OK);
+    cr_assert_eq(ad_jacobian(t, T, N + 1, in, J + (M + 12) * C, AD_JAC_AUTO), AD_OK);
+    cr_assert_eq(ad_sparse_eval(sj, NULL, 0, NULL, 0, v), AD_OK);
+    compare(sj, J, R, C, v, false, true, "stack, concat, transpose");
+    ad_sparse_free(sj);
+    ad_tape_free(t);
+}
+
 Test(sparse, fully_dense_patterns)
 {
     enum { N = 6 };

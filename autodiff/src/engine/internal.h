@@ -557,6 +557,9 @@ enum {
                         strings (d1, d2), "0.0" meaning identically 0     */
     AD__SP_SELECT,   /* select(cond, a, b): elementwise in a and b, linear */
     AD__SP_IDENTITY, /* element e from element e of operand 0 (reshape)   */
+    AD__SP_CONCAT,   /* element e from the one element of a or b it copies
+                        (concat, and so ad_stack's tree of them)          */
+    AD__SP_TRANSPOSE, /* element (i, j) from element (j, i)               */
     AD__SP_LINEAR,   /* every output element from every operand element;
                         no second derivative                              */
     AD__SP_BILINEAR, /* every from every; second derivative couples only

@@ -332,6 +332,28 @@ static int forward_node(builder *b, uint32_t id, const size_t *col_of, const cha
         }
         return AD_OK;
     }
+    if (kind == AD__SP_CONCAT || kind == AD__SP_TRANSPOSE) {
+        /* each output element copies one operand element: share its set */
+        const size_t na = ad_shape_size(x->args[0].shape);
+        const ad_shape as = x->args[0].shape;
+        for (size_t e = 0; e < size; e++) {
+            int k = 0;
+            size_t i = e;
+            if (kind == AD__SP_TRANSPOSE) {
+                if (as.ndim == 2) /* out (C x R) = A^T, A (R x C) */
+                    i = (e % os.cols) * as.cols + e / os.cols;
+            } else if (x->call.c == 0.0) { /* a's elements, then b's */
+                k = e >= na, i = e >= na ? e - na : e;
+            } else { /* side by side, row by row */
+                const size_t ca = as.cols, cb = x->args[1].shape.cols;
+                const size_t r = e / (ca + cb), j = e % (ca + cb);
+                k = j >= ca, i = j >= ca ? r * cb + (j - ca) : r * ca + j;
+            }
+            if (push_set(b, b->sets[b->base[x->in[k]] + i]) != AD_OK)
+                return AD_ENOMEM;
+        }
+        return AD_OK;
+    }
     /* every output element from every operand element: one shared set */
     sset s;
     if (union_all(b, x, (1u << nin) - 1u, &s) != AD_OK)
