@@ -70,8 +70,11 @@ enum {
  * further recording, ad_sparse_eval refuses it (AD_EMISUSE). flags: 0.
  * Errors: AD_EMISUSE (t, sp, out or in NULL; nout or nin < 1; a handle
  * not of this tape; an input that is not a variable leaf, or named twice;
- * unknown flags; a recording with an error), AD_ENOMEM. *sp is NULL on
- * error. */
+ * unknown flags; a custom op on the tape without a jvp -- for a Hessian,
+ * also without a second-order rule -- named in the message), AD_ENOMEM;
+ * on a recording that failed, its status (its message kept). *sp is NULL
+ * on error. Custom ops count as dense: every output element depends on
+ * every input element, and every pair is coupled. */
 AD_API int ad_sparse_jacobian_new(ad_tape *t, int nout, const ad_node *out, int nin,
                                   const ad_node *in, unsigned flags, ad_sparse **sp);
 
@@ -94,7 +97,7 @@ AD_API int ad_sparse_hessian_new(ad_tape *t, int nout, const ad_node *out, int n
 /* Frees sp (NULL: no-op). Must be called before its tape is freed. */
 AD_API void ad_sparse_free(ad_sparse *sp);
 
-/* Rows (output elements; the input count for a Hessian), columns (input
+/* Rows (output elements; for a Hessian, input elements), columns (input
  * elements), nonzeros and colours (the tangents one evaluation carries).
  * sp NULL: 0. */
 AD_API size_t ad_sparse_rows(const ad_sparse *sp);
