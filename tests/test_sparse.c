@@ -655,7 +655,16 @@ Test(sparse, misuse_is_reported_with_a_message)
     EXPECT_MSG(ad_sparse_jacobian_new(t, 1, &f, 3, twice, 0, &sp), AD_EMISUSE,
                "input 3 (node 1) is input 1 again");
     ad_node nil = ad_nil();
-    EXPECT_MSG(ad_sparse_jacobian_new(t, 1, &nil, 3, x, 0, &sp), AD_EMISUSE, "sparse_jacobian");
+    EXPECT_MSG(ad_sparse_jacobian_new(t, 1, &nil, 3, x, 0, &sp), AD_EMISUSE,
+               "sparse_jacobian (outputs): operand 1 is the nil node");
+    ad_node withnil[2] = {x[0], nil};
+    EXPECT_MSG(ad_sparse_hessian_new(t, 1, &f, 2, withnil, 0, &sp), AD_EMISUSE,
+               "sparse_hessian (inputs): operand 2 is the nil node");
+    ad_tape *other = ad_tape_new(NULL);
+    ad_node foreign = ad_scalar_var(other, 1.0);
+    EXPECT_MSG(ad_sparse_jacobian_new(t, 1, &f, 1, &foreign, 0, &sp), AD_EMISUSE,
+               "sparse_jacobian (inputs): operand 1 is not a node of this tape");
+    ad_tape_free(other);
     cr_assert_null(sp);
     cr_assert_eq(ad_tape_status(t), AD_OK, "misuse is not sticky");
 

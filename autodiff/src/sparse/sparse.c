@@ -34,6 +34,7 @@
 #include "autodiff/sparse.h"
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -671,11 +672,14 @@ static int check_args(ad_tape *t, int nout, const ad_node *out, int nin, const a
                              nout < 1 ? "no outputs" : "no inputs", nout < 1 ? nout : nin);
     if (flags & ~allowed)
         return ad__fail_call(t, AD_EMISUSE, "%s: unknown flags 0x%x", who, flags & ~allowed);
+    char ctx[48]; /* "sparse_jacobian (outputs): operand 2 is ..." */
+    snprintf(ctx, sizeof ctx, "%s (outputs)", who);
     for (int k = 0; k < nout; k++)
-        if (!ad__check_call(t, out[k], who, k + 1))
+        if (!ad__check_call(t, out[k], ctx, k + 1))
             return AD_EMISUSE;
+    snprintf(ctx, sizeof ctx, "%s (inputs)", who);
     for (int i = 0; i < nin; i++) {
-        const ad__node *p = ad__check_call(t, in[i], who, nout + i + 1);
+        const ad__node *p = ad__check_call(t, in[i], ctx, i + 1);
         if (!p)
             return AD_EMISUSE;
         if (ad__opc(p->h) != AD_OP_LEAF)
