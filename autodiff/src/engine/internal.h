@@ -590,4 +590,63 @@ int ad__shape_fail(char *msg, size_t cap, const char *fmt, ...)
 #endif
     ;
 
+/* ---- sparsity rules (op_table.c; used by sparse/sparse.c) ----
+ * How each built-in's output elements depend on its operands' elements
+ * (the Jacobian pattern) and which pairs of operand elements its second
+ * derivative couples (the Hessian pattern). Indexed by op code; a code
+ * without a rule (AD__SP_MISSING) is reported by the pattern functions,
+ * naming the op, and a test walks every built-in. */
+enum {
+    AD__SP_MISSING = 0,
+    AD__SP_LEAF,     /* a leaf: an input's own index, else nothing        */
+    AD__SP_ELEMWISE, /* output element e from element e of each operand
+                        (broadcast); which operands and which second
+                        derivatives are nonzero: the formula line's own
+                        strings (d1, d2), "0.0" meaning identically 0     */
+    AD__SP_SELECT,   /* select(cond, a, b): elementwise in a and b, linear */
+    AD__SP_IDENTITY, /* element e from element e of operand 0 (reshape)   */
+    AD__SP_CONCAT,   /* element e from the one element of a or b it copies
+                        (concat, and so ad_stack's tree of them)          */
+    AD__SP_TRANSPOSE, /* element (i, j) from element (j, i)               */
+    AD__SP_LINEAR,   /* every output element from every operand element;
+                        no second derivative                              */
+    AD__SP_BILINEAR, /* every from every; second derivative couples only
+                        operand 0 with operand 1 (products: dot, matvec,
+                        matmul, outer, affine)                            */
+    AD__SP_DENSE     /* every from every; every pair coupled (softmax,
+                        solve, norm, ... and custom ops)                  */
+};
+typedef struct ad__sprule {
+    unsigned char kind;
+    const char *d1[2];          /* AD__SP_ELEMWISE: dz/da, dz/db          */
+    const char *d2[3];          /* d2z/da2, d2z/dadb, d2z/db2             */
+} ad__sprule;
+extern const ad__sprule ad__sprules[AD_OP_COUNT];
+
+/* ---- the modes' storage, for the sparse drivers (modes.c) ---- */
+/* Lays out K tangents per node for the current recording (no allocation
+ * when the storage has room); AD_OK or AD_ENOMEM reported naming who. */
+int ad__modes_layout(ad_tape *t, size_t K, const char *who);
+/* The same for a caller that seeds every tangent it leaves nonzero and
+ * names itself owner: when owner seeded last on this layout, nothing is
+ * cleared (*cleared false: the leaves it marked seeded still are).
+ * *stamp receives the layout's stamp: pointers into the storage stay
+ * valid while it is unchanged. release: owner is gone. */
+int ad__modes_claim(ad_tape *t, size_t K, const void *owner, const char *who, size_t *stamp,
+                    bool *cleared);
+void ad__modes_release(ad_tape *t, const void *owner);
+/* AD_OK, or AD_EMISUSE naming the first custom op without the rule a
+ * forward (second: and a second-order) sweep needs. */
+int ad__modes_rules(ad_tape *t, bool second, const char *who);
+/* Node id's K tangents / adjoint tangents, direction-major (direction d
+ * of element e at [d * size + e]). */
+double *ad__modes_tan(ad_tape *t, uint32_t id);
+double *ad__modes_gtan(ad_tape *t, uint32_t id);
+/* After writing a leaf's tangents: they may be nonzero. */
+void ad__modes_seeded(ad_tape *t, uint32_t id);
+/* The forward sweep (values and tangents) and the reverse sweep of
+ * forward over reverse seeded on several outputs (seeds[k] NULL: ones). */
+int ad__modes_forward(ad_tape *t, const char *who);
+void ad__modes_reverse(ad_tape *t, size_t nout, const uint32_t *outs, const double *const *seeds);
+
 #endif /* AD_INTERNAL_H */

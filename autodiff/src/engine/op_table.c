@@ -1,6 +1,7 @@
 /* op_table.c -- the one table of built-in ops, indexed by op code, and the
  * public functions that record them. */
 #include "internal.h"
+#include "scalar_ops.h"
 
 const ad__op *const ad__ops[AD_OP_COUNT] = {
     [AD_OP_LEAF] = &ad__op_leaf,
@@ -103,6 +104,55 @@ const ad__opstate *const ad__opstates[AD_OP_COUNT] = {
     [AD_OP_SOLVE_SPD] = &ad__opstate_solve_spd,
     [AD_OP_LOGDET] = &ad__opstate_logdet,
 };
+
+/* Sparsity rules (see ad__sprule). The elementwise ops' come from their
+ * formula lines in scalar_ops.h: a derivative spelled 0.0 there is
+ * identically zero, so it adds no dependency (first) or no coupling
+ * (second); any other formula is taken as nonzero. */
+#define SP_UNARY(NAME, CODE, TC, FWD, DER, D2, ...) [CODE] = {AD__SP_ELEMWISE, {#DER, "0.0"}, {#D2, "0.0", "0.0"}},
+#define SP_BINARY(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB, ...)                                 \
+    [CODE] = {AD__SP_ELEMWISE, {#DA, #DB}, {#DAA, #DAB, #DBB}},
+#define SP(CODE, KIND) [CODE] = {KIND, {NULL, NULL}, {NULL, NULL, NULL}},
+const ad__sprule ad__sprules[AD_OP_COUNT] = {
+    SP(AD_OP_LEAF, AD__SP_LEAF)
+    AD__UNARY_OPS(SP_UNARY)
+    AD__BINARY_OPS(SP_BINARY)
+    AD__COMPARE_OPS(SP_BINARY)
+    SP(AD_OP_SUM, AD__SP_LINEAR)
+    SP(AD_OP_MEAN, AD__SP_LINEAR)
+    SP(AD_OP_DOT, AD__SP_BILINEAR)
+    SP(AD_OP_MATVEC, AD__SP_BILINEAR)
+    SP(AD_OP_MATVEC_T, AD__SP_BILINEAR)
+    SP(AD_OP_MATMUL, AD__SP_BILINEAR)
+    SP(AD_OP_MATMUL_NT, AD__SP_BILINEAR)
+    SP(AD_OP_OUTER, AD__SP_BILINEAR)
+    SP(AD_OP_TRANSPOSE, AD__SP_TRANSPOSE)
+    SP(AD_OP_SOFTMAX_XENT, AD__SP_DENSE)
+    SP(AD_OP_AFFINE, AD__SP_BILINEAR) /* W x + b: b is linear */
+    SP(AD_OP_LOGSUMEXP, AD__SP_DENSE)
+    SP(AD_OP_SELECT, AD__SP_SELECT)
+    SP(AD_OP_RESHAPE, AD__SP_IDENTITY)
+    SP(AD_OP_SLICE, AD__SP_LINEAR)
+    SP(AD_OP_SLICE_ADD, AD__SP_LINEAR)
+    SP(AD_OP_TAKE, AD__SP_LINEAR)
+    SP(AD_OP_INDEX_ADD, AD__SP_LINEAR)
+    SP(AD_OP_CONCAT, AD__SP_CONCAT)
+    SP(AD_OP_SUM_AXIS, AD__SP_LINEAR)
+    SP(AD_OP_MEAN_AXIS, AD__SP_LINEAR)
+    SP(AD_OP_MAX_AXIS, AD__SP_LINEAR) /* piecewise linear: second derivative 0 */
+    SP(AD_OP_MIN_AXIS, AD__SP_LINEAR)
+    SP(AD_OP_MAX_MASK, AD__SP_LINEAR)
+    SP(AD_OP_SOFTMAX, AD__SP_DENSE)
+    SP(AD_OP_LOG_SOFTMAX, AD__SP_DENSE)
+    SP(AD_OP_NORM, AD__SP_DENSE)
+    SP(AD_OP_SOLVE, AD__SP_DENSE)
+    SP(AD_OP_SOLVE_SPD, AD__SP_DENSE)
+    SP(AD_OP_LOGDET, AD__SP_DENSE)
+    SP(AD_OP_TRACE, AD__SP_LINEAR)
+};
+#undef SP
+#undef SP_UNARY
+#undef SP_BINARY
 
 unsigned ad__opcode_of(const ad_opdef *def)
 {

@@ -51,6 +51,10 @@ struct ad__modes {
     bool rev_clean;         /* inline adjoints and adjoint tangents are 0 */
     bool ext_rev_clean;     /* so are the EXT nodes' (forward mode never
                                reads them: cleared by the reverse sweep) */
+    const void *owner;      /* the sparse object that seeded the leaves
+                               last (sparse.c), or NULL: anyone else   */
+    size_t stamp;           /* counts layouts: pointers into the storage
+                               stay valid while it is unchanged       */
 };
 
 #define NZ_NOW 1u   /* the tangent may be nonzero                    */
@@ -156,6 +160,8 @@ static int layout(ad_tape *t, size_t K)
     m->fwd = m->rev = false;
     m->rev_clean = m->ext_rev_clean = true;
     m->valid = true;
+    m->owner = NULL;
+    m->stamp++;
     return AD_OK;
 }
 
@@ -513,7 +519,8 @@ static void ext_hvp(ad_tape *t, uint32_t id, ad__ext *x, unsigned op)
     }
 }
 
-AD__INLINE void reverse_sweep_k(ad_tape *t, uint32_t out, const double *seed, const size_t K)
+AD__INLINE void reverse_sweep_k(ad_tape *t, size_t nout, const uint32_t *outs,
+                                 const double *const *seeds, const size_t K)
 {
     ad__modes *m = t->modes;
     if (!m->rev_clean)
@@ -530,15 +537,30 @@ AD__INLINE void reverse_sweep_k(ad_tape *t, uint32_t out, const double *seed, co
      * NaN in the inputs' adjoints. (Inline nodes skip a zero adjoint.)
      * The forward sweep and clear_reverse leave NZ_ADJ clear on every
      * node that is not a leaf. */
-    m->nz[out] |= NZ_ADJ;
-    ad__node *o = ad__Nc(ch, out);
-    if (o->h & AD__EXT) {
-        const size_t s = ad_shape_size(ad__X(t, ad__a(o->h))->call.out.shape);
-        double *g = m->x[ad__a(o->h)].g;
-        for (size_t i = 0; i < s; i++)
-            g[i] = seed ? seed[i] : 1.0;
-    } else {
-        o->g = seed ? seed[0] : 1.0;
+    /* Several outputs (a weighted sum, sparse.c): each seed adds, so an
+     * output named twice, or one that is an operand of another, sums. */
+    uint32_t out = 0;
+    for (size_t k = 0; k < nout; k++) { /* as the one-output form: = seed */
+        ad__node *o = ad__Nc(ch, outs[k]);
+        if (o->h & AD__EXT)
+            memset(m->x[ad__a(o->h)].g, 0,
+                   ad_shape_size(ad__X(t, ad__a(o->h))->call.out.shape) * sizeof(double));
+        else
+            o->g = 0.0;
+    }
+    for (size_t k = 0; k < nout; k++) {
+        const double *seed = seeds ? seeds[k] : NULL;
+        out = outs[k] > out ? outs[k] : out;
+        m->nz[outs[k]] |= NZ_ADJ;
+        ad__node *o = ad__Nc(ch, outs[k]);
+        if (o->h & AD__EXT) {
+            const size_t s = ad_shape_size(ad__X(t, ad__a(o->h))->call.out.shape);
+            double *g = m->x[ad__a(o->h)].g;
+            for (size_t i = 0; i < s; i++)
+                g[i] += seed ? seed[i] : 1.0;
+        } else {
+            o->g += seed ? seed[0] : 1.0;
+        }
     }
     for (uint32_t id = out; id >= 1; id--) {
         ad__node *n = ad__Nc(ch, id);
@@ -576,9 +598,9 @@ AD__INLINE void reverse_sweep_k(ad_tape *t, uint32_t out, const double *seed, co
 static void reverse_sweep(ad_tape *t, uint32_t out, const double *seed)
 {
     if (t->modes->K == 1)
-        reverse_sweep_k(t, out, seed, 1);
+        reverse_sweep_k(t, 1, &out, &seed, 1);
     else
-        reverse_sweep_k(t, out, seed, t->modes->K);
+        reverse_sweep_k(t, 1, &out, &seed, t->modes->K);
 }
 
 /* ---- the public calls ---- */
@@ -612,6 +634,7 @@ int ad_set_tangent(ad_tape *t, ad_node leafn, const double *tangent)
             m->T[leafn.id_] = tangent[0];
             m->nz[leafn.id_] = NZ_NOW | NZ_DIRTY;
             m->fwd = false;
+            m->owner = NULL;
             return AD_OK;
         }
     }
@@ -641,6 +664,7 @@ int ad_set_tangent(ad_tape *t, ad_node leafn, const double *tangent)
     memcpy(tan_of(t, leafn.id_, 0), tangent, m->K * size * sizeof *tangent);
     m->nz[leafn.id_] = NZ_NOW | NZ_DIRTY;
     m->fwd = false;
+    m->owner = NULL;
     return AD_OK;
 }
 
@@ -802,6 +826,7 @@ static void seed_directions(ad_tape *t, int n, const ad_node *in, const double *
 static int layout_for(ad_tape *t, size_t K, const char *who)
 {
     if (current(t) && t->modes->K == K) {
+        t->modes->owner = NULL; /* the callers seed their own leaves */
         /* the same layout: only the tangents of leaves need clearing */
         ad__modes *m = t->modes;
         for (uint32_t id = 1; id < t->len; id++) {
@@ -1006,4 +1031,53 @@ int ad_hessian(ad_tape *t, ad_node out, int n, const ad_node *in, double *H)
             H[i * N + j] = H[j * N + i] = a;
         }
     return st;
+}
+
+/* ---- for the sparse drivers (sparse/sparse.c) ---- */
+
+int ad__modes_layout(ad_tape *t, size_t K, const char *who) { return layout_for(t, K, who); }
+
+int ad__modes_claim(ad_tape *t, size_t K, const void *owner, const char *who, size_t *stamp,
+                    bool *cleared)
+{
+    ad__modes *m = t->modes;
+    *cleared = false;
+    if (!(m && current(t) && m->K == K && m->owner == owner)) {
+        *cleared = true;
+        const int st = layout_for(t, K, who);
+        if (st != AD_OK)
+            return st;
+        m = t->modes;
+        m->owner = owner;
+    }
+    *stamp = m->stamp;
+    return AD_OK;
+}
+
+void ad__modes_release(ad_tape *t, const void *owner)
+{
+    if (t->modes && t->modes->owner == owner)
+        t->modes->owner = NULL;
+}
+
+int ad__modes_rules(ad_tape *t, bool second, const char *who)
+{
+    const ad_opdef *bad = missing_rule(t, t->len, second);
+    return bad ? missing_fail(t, who, bad, second) : AD_OK;
+}
+
+double *ad__modes_tan(ad_tape *t, uint32_t id) { return tan_of(t, id, 0); }
+double *ad__modes_gtan(ad_tape *t, uint32_t id) { return gtan_of(t, id, 0); }
+
+void ad__modes_seeded(ad_tape *t, uint32_t id)
+{
+    t->modes->nz[id] = NZ_NOW | NZ_DIRTY;
+    t->modes->fwd = false;
+}
+
+int ad__modes_forward(ad_tape *t, const char *who) { return forward_sweep(t, who); }
+
+void ad__modes_reverse(ad_tape *t, size_t nout, const uint32_t *outs, const double *const *seeds)
+{
+    reverse_sweep_k(t, nout, outs, seeds, t->modes->K);
 }
