@@ -118,13 +118,10 @@ static void mv_vjp(const ad__kernels *K, const double *W, const double *x, const
 #endif
         for (; i < rows; i++)
             ad__krow_vjp(gW + i * n, gx, gy[i], x, W + i * n, n, fW, i == 0 && fx);
-    } else if (gW) {
-        for (size_t i = 0; i < rows; i++)
-            ad__kaxpy_to(gW + i * n, gy[i], x, n, fW);
-    } else if (gx) { /* four rows of W per pass over dx */
-        for (size_t i = 0; i < rows; i += 4)
-            ad__kcombine_to(gx, gy + i, 1, W + i * n, n, rows - i < 4 ? rows - i : 4, n,
-                            i == 0 && fx);
+    } else if (gW) { /* dW (rows x n) = dy (rows x 1) x^T (1 x n) */
+        K->combine(gW, gy, 1, 1, x, rows, 1, n, fW);
+    } else if (gx) { /* dx (1 x n) = dy^T (1 x rows) W (rows x n), four rows per pass */
+        K->combine(gx, gy, 0, 1, W, 1, rows, n, fx);
     }
 }
 static void matvec_vjp_to(const ad_call *k, unsigned fresh)
