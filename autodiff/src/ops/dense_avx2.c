@@ -244,14 +244,15 @@ AD__INLINE void comb_tile(double *Y, const double *c, size_t rs, size_t ks, cons
     __m256d acc[4][3];
     for (int r = 0; r < MR; r++)
         for (int v = 0; v < NV; v++)
-            acc[r][v] = assign         ? _mm256_setzero_pd()
+            acc[r][v] = assign                  ? _mm256_setzero_pd()
                         : MASKED && v == NV - 1 ? _mm256_maskload_pd(Y + r * p + 4 * v, m)
-                                      : _mm256_loadu_pd(Y + r * p + 4 * v);
+                                                : _mm256_loadu_pd(Y + r * p + 4 * v);
     for (size_t q = 0; q < k; q++) {
         const double *xq = X + q * p, *cq = c + q * ks;
         __m256d xv[3];
         for (int v = 0; v < NV; v++)
-            xv[v] = MASKED && v == NV - 1 ? _mm256_maskload_pd(xq + 4 * v, m) : _mm256_loadu_pd(xq + 4 * v);
+            xv[v] = MASKED && v == NV - 1 ? _mm256_maskload_pd(xq + 4 * v, m)
+                                          : _mm256_loadu_pd(xq + 4 * v);
         for (int r = 0; r < MR; r++) {
             const __m256d cr = _mm256_broadcast_sd(cq + r * rs);
             for (int v = 0; v < NV; v++)

@@ -62,12 +62,13 @@ static void mv_fwd(const ad__kernels *K, const double *W, const double *x, doubl
 }
 static void matvec_fwd(const ad_call *k)
 {
-    mv_fwd(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.val, k->in[0].shape.rows, k->in[0].shape.cols);
+    mv_fwd(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.val, k->in[0].shape.rows,
+           k->in[0].shape.cols);
 }
 /* dW (=|+=) dy x^T and dx (=|+=) W^T dy; gW or gx may be NULL (no gradient
  * wanted). fW, fx: write instead of add. Shared by matvec and affine. */
-static void mv_vjp(const ad__kernels *K, const double *W, const double *x, const double *gy, double *gW, double *gx,
-                   size_t rows, size_t n, int fW, int fx)
+static void mv_vjp(const ad__kernels *K, const double *W, const double *x, const double *gy,
+                   double *gW, double *gx, size_t rows, size_t n, int fW, int fx)
 {
 #ifdef AD_HAVE_CBLAS
     if (BLAS_OK(rows, n, 1)) {
@@ -96,8 +97,8 @@ static void mv_vjp(const ad__kernels *K, const double *W, const double *x, const
          * dW (AD_SWEEP_ASSIGN, or a tape-owned W) dW is written, never
          * read: W4 at n = 1024 went from 1.16x to 1.0x of hand-written C. */
 #ifdef AD__HAVE_STREAM
-        const int stream = K->rows4_vjp_stream &&
-            fW && rows * n >= AD__STREAM_MIN && n % 2 == 0 && ((uintptr_t)gW & 15) == 0;
+        const int stream = K->rows4_vjp_stream && fW && rows * n >= AD__STREAM_MIN &&
+                           n % 2 == 0 && ((uintptr_t)gW & 15) == 0;
 #endif
         size_t i = 0;
         for (; i + 4 <= rows; i += 4) {
@@ -106,11 +107,11 @@ static void mv_vjp(const ad__kernels *K, const double *W, const double *x, const
 #ifdef AD__HAVE_STREAM
             if (stream)
                 K->rows4_vjp_stream(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n,
-                                      w + 2 * n, w + 3 * n, n, i == 0 && fx);
+                                    w + 2 * n, w + 3 * n, n, i == 0 && fx);
             else
 #endif
-                K->rows4_vjp(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n,
-                               w + 2 * n, w + 3 * n, n, fW, i == 0 && fx);
+                K->rows4_vjp(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n, w + 2 * n,
+                             w + 3 * n, n, fW, i == 0 && fx);
         }
 #ifdef AD__HAVE_STREAM
         if (stream)
@@ -126,8 +127,9 @@ static void mv_vjp(const ad__kernels *K, const double *W, const double *x, const
 }
 static void matvec_vjp_to(const ad_call *k, unsigned fresh)
 {
-    mv_vjp(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.grad, k->in[0].grad, k->in[1].grad,
-           k->in[0].shape.rows, k->in[0].shape.cols, AD__FRESH(fresh, 0), AD__FRESH(fresh, 1));
+    mv_vjp(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.grad, k->in[0].grad,
+           k->in[1].grad, k->in[0].shape.rows, k->in[0].shape.cols, AD__FRESH(fresh, 0),
+           AD__FRESH(fresh, 1));
 }
 AD__VJP_ADDING(matvec)
 /* dW = g x^T, dx = W^T g */
@@ -275,7 +277,8 @@ static int matmul_nt_shape(const ad_shape *in, int nin, double c, ad_shape *out,
     return AD_OK;
 }
 /* C = A B^T;  A (m x p), B (n x p). Shared by matmul_nt and affine. */
-static void nt_fwd(const ad__kernels *K, const double *A, const double *B, double *C, size_t m, size_t p, size_t n)
+static void nt_fwd(const ad__kernels *K, const double *A, const double *B, double *C, size_t m,
+                   size_t p, size_t n)
 {
 #ifdef AD_HAVE_CBLAS
     if (BLAS_OK(m, p, n)) {
@@ -288,12 +291,12 @@ static void nt_fwd(const ad__kernels *K, const double *A, const double *B, doubl
 }
 static void matmul_nt_fwd(const ad_call *k)
 {
-    nt_fwd(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.val, k->in[0].shape.rows, k->in[0].shape.cols,
-           k->in[1].shape.rows);
+    nt_fwd(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.val, k->in[0].shape.rows,
+           k->in[0].shape.cols, k->in[1].shape.rows);
 }
 /* dA (=|+=) dC B and dB (=|+=) dC^T A; gA or gB may be NULL. */
-static void nt_vjp(const ad__kernels *K, const double *A, const double *B, const double *gC, double *gA, double *gB,
-                   size_t m, size_t p, size_t n, int fA, int fB)
+static void nt_vjp(const ad__kernels *K, const double *A, const double *B, const double *gC,
+                   double *gA, double *gB, size_t m, size_t p, size_t n, int fA, int fB)
 {
 #ifdef AD_HAVE_CBLAS
     if (BLAS_OK(m, p, n)) {
@@ -313,9 +316,9 @@ static void nt_vjp(const ad__kernels *K, const double *A, const double *B, const
 }
 static void matmul_nt_vjp_to(const ad_call *k, unsigned fresh)
 {
-    nt_vjp(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.grad, k->in[0].grad, k->in[1].grad,
-           k->in[0].shape.rows, k->in[0].shape.cols, k->in[1].shape.rows, AD__FRESH(fresh, 0),
-           AD__FRESH(fresh, 1));
+    nt_vjp(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.grad, k->in[0].grad,
+           k->in[1].grad, k->in[0].shape.rows, k->in[0].shape.cols, k->in[1].shape.rows,
+           AD__FRESH(fresh, 0), AD__FRESH(fresh, 1));
 }
 AD__VJP_ADDING(matmul_nt)
 /* C = A B^T: dA = G B, dB = G^T A */
@@ -437,7 +440,8 @@ static void affine_so(const ad_call *k, const double *const *tin, double *const 
     if (k->in[1].shape.ndim == 1)
         mv_vjp(ad__kern(k->ud), tin[0], tin[1], k->out.grad, tg[0], tg[1], kr, n, 0, 0);
     else
-        nt_vjp(ad__kern(k->ud), tin[1], tin[0], k->out.grad, tg[1], tg[0], k->in[1].shape.rows, n, kr, 0, 0);
+        nt_vjp(ad__kern(k->ud), tin[1], tin[0], k->out.grad, tg[1], tg[0], k->in[1].shape.rows, n,
+               kr, 0, 0);
 }
 const ad__op ad__op_affine = {{"affine", 3, affine_shape, affine_fwd, affine_vjp, NULL, AD__NO_MODE_RULES},
                               false, false, affine_vjp_to, affine_jvp, AD__SO_FN, affine_so, affine_rvjp};
