@@ -3,6 +3,7 @@
  * path (unrolled dot remainders, the BLAS backend when built with
  * -DAD_BLAS=ON). The vjp is read through ad_backward_seed with a random
  * seed, so gradients are the exact products dA = dC B^T etc. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <autodiff/autodiff.h>
 #include <criterion/criterion.h>
 
@@ -370,4 +371,288 @@ Test(kernels, matmul_nt_products_do_not_depend_on_blocking, .disabled = AD_TEST_
         free(A), free(B);
     }
     ad_tape_free(t);
+}
+
+/* ---- kernel variants (AD_KERNELS_*, ad_tape_set_kernels, AD_KERNELS) ----
+ * Each variant computes the dense products (matvec, matmul_nt and their
+ * backward passes, which affine shares) with other instructions and
+ * partial sums, so they agree with the portable kernels up to rounding:
+ * the tolerance is |got - portable| <= 1e-13 * sum |terms| per element,
+ * sum |terms| being the same product of the absolute values (computed by
+ * the portable kernels; exact to rounding, all terms being >= 0). */
+
+#ifndef AD_TEST_PORTABLE_KERNELS
+#define AD_TEST_PORTABLE_KERNELS 0
+#endif
+
+static const int variants[] = {AD_KERNELS_PORTABLE, AD_KERNELS_SSE2, AD_KERNELS_AVX2};
+static const char *const variant_names[] = {"auto", "portable", "sse2", "avx2"};
+
+/* What this build on this CPU must offer. */
+static int must_support(int v)
+{
+    if (v == AD_KERNELS_PORTABLE)
+        return 1;
+#if AD_TEST_PORTABLE_KERNELS || !defined(__x86_64__)
+    return 0;
+#else
+    if (v == AD_KERNELS_SSE2)
+        return 1;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+}
+
+static ad_tape *tape_with(int v)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    cr_assert_not_null(t);
+    cr_assert_eq(ad_tape_set_kernels(t, v), AD_OK, "%s: %s", variant_names[v], ad_tape_errmsg(t));
+    cr_assert_eq(ad_tape_kernels(t), v);
+    return t;
+}
+
+/* absolute values of a, or a itself */
+static double *maybe_abs(const double *a, size_t n, int absval)
+{
+    double *r = malloc((n ? n : 1) * sizeof *r);
+    cr_assert_not_null(r);
+    for (size_t i = 0; i < n; i++)
+        r[i] = absval ? fabs(a[i]) : a[i];
+    return r;
+}
+
+/* Every product of matmul_nt (A m x p, B n x p, seed S m x n) and matvec
+ * (W = B: n x p, x = A's first row, seed S's first column... any n-vector),
+ * written (variables) and added into buffers holding 1 (ad_param), on a
+ * tape using variant v; appended to out. Returns the count. */
+static size_t all_products(int v, int absval, size_t m, size_t p, size_t n, const double *A0,
+                           const double *B0, const double *S0, double *out)
+{
+    double *A = maybe_abs(A0, m * p, absval), *B = maybe_abs(B0, n * p, absval);
+    double *S = maybe_abs(S0, m * n, absval);
+    ad_tape *t = tape_with(v);
+    size_t len = 0;
+#define TAKE(ptr, cnt) (memcpy(out + len, (ptr), (cnt) * sizeof *out), len += (cnt))
+    /* matmul_nt, written */
+    ad_node a = ad_variable(t, ad_shape_mat((uint32_t)m, (uint32_t)p), A);
+    ad_node b = ad_variable(t, ad_shape_mat((uint32_t)n, (uint32_t)p), B);
+    ad_node c = ad_matmul_nt(t, a, b);
+    cr_assert_eq(ad_backward_seed(t, c, S), AD_OK, "%s", ad_tape_errmsg(t));
+    TAKE(ad_value(t, c), m * n);
+    TAKE(ad_grad(t, a), m * p);
+    TAKE(ad_grad(t, b), n * p);
+    /* matmul_nt, added */
+    double *gA = ones(m * p), *gB = ones(n * p);
+    ad_tape_reset(t);
+    a = ad_param(t, ad_shape_mat((uint32_t)m, (uint32_t)p), A, gA);
+    b = ad_param(t, ad_shape_mat((uint32_t)n, (uint32_t)p), B, gB);
+    cr_assert_eq(ad_backward_seed(t, ad_matmul_nt(t, a, b), S), AD_OK, "%s", ad_tape_errmsg(t));
+    TAKE(gA, m * p);
+    TAKE(gB, n * p);
+    /* matvec y = B x (x: A's first row), written, then added */
+    ad_tape_reset(t);
+    ad_node w = ad_variable(t, ad_shape_mat((uint32_t)n, (uint32_t)p), B);
+    ad_node x = ad_variable(t, ad_shape_vec((uint32_t)p), A);
+    ad_node y = ad_matvec(t, w, x);
+    cr_assert_eq(ad_backward_seed(t, y, S), AD_OK, "%s", ad_tape_errmsg(t));
+    TAKE(ad_value(t, y), n);
+    TAKE(ad_grad(t, w), n * p);
+    TAKE(ad_grad(t, x), p);
+    for (size_t i = 0; i < n * p; i++)
+        gB[i] = 1.0;
+    for (size_t i = 0; i < p; i++)
+        gA[i] = 1.0;
+    ad_tape_reset(t);
+    w = ad_param(t, ad_shape_mat((uint32_t)n, (uint32_t)p), B, gB);
+    x = ad_param(t, ad_shape_vec((uint32_t)p), A, gA);
+    cr_assert_eq(ad_backward_seed(t, ad_matvec(t, w, x), S), AD_OK, "%s", ad_tape_errmsg(t));
+    TAKE(gB, n * p);
+    TAKE(gA, p);
+#undef TAKE
+    ad_tape_free(t);
+    free(A), free(B), free(S), free(gA), free(gB);
+    return len;
+}
+
+static void variants_agree_at(size_t m, size_t p, size_t n)
+{
+    double *A = rnd_array(m * p), *B = rnd_array(n * p), *S = rnd_array(m * n);
+    const size_t cap = 3 * m * n + 3 * m * p + 5 * n * p + 2 * p + n;
+    double *ref = malloc(cap * sizeof *ref), *mag = malloc(cap * sizeof *mag);
+    double *got = malloc(cap * sizeof *got);
+    cr_assert(ref && mag && got);
+    const size_t len = all_products(AD_KERNELS_PORTABLE, 0, m, p, n, A, B, S, ref);
+    cr_assert_leq(len, cap);
+    all_products(AD_KERNELS_PORTABLE, 1, m, p, n, A, B, S, mag);
+    for (size_t vi = 0; vi < sizeof variants / sizeof variants[0]; vi++) {
+        const int v = variants[vi];
+        if (!must_support(v))
+            continue;
+        all_products(v, 0, m, p, n, A, B, S, got);
+        for (size_t i = 0; i < len; i++)
+            if (!(fabs(got[i] - ref[i]) <= 1e-13 * mag[i]))
+                cr_assert_fail("%s kernels, m %zu p %zu n %zu: product element %zu is %.17g, "
+                               "portable %.17g (sum |terms| %g)",
+                               variant_names[v], m, p, n, i, got[i], ref[i], mag[i]);
+    }
+    free(A), free(B), free(S), free(ref), free(mag), free(got);
+}
+
+/* m: rows of A (blocks of 3 and 2, remainders 0-2); n: rows of B and of
+ * W (blocks of 4, remainders 0-3); p: the summed length (4-wide vectors,
+ * tails of 1-3; column panels of 12, 8 and 4, remainders 0-11). */
+Test(kernels, each_variant_agrees_with_the_portable_kernels)
+{
+    const size_t ms[] = {1, 2, 3, 4, 5, 7};
+    const size_t ns[] = {1, 2, 3, 4, 5, 6, 9};
+    const size_t ps[] = {1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 15, 16, 17, 19, 21, 23, 24, 25};
+    for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
+            for (size_t c = 0; c < sizeof ps / sizeof ps[0]; c++)
+                variants_agree_at(ms[a], ps[c], ns[b]);
+    /* larger: A in chunks of rows (a chunk of A is at most 512 KiB) */
+    variants_agree_at(70, 1001, 6);
+    variants_agree_at(9, 257, 130);
+}
+
+Test(kernels, variant_choice_and_errors)
+{
+    unsetenv("AD_KERNELS"); /* the suite may run with a variant forced */
+    ad_tape *t = ad_tape_new(NULL);
+    cr_assert_not_null(t);
+    const int best = ad_tape_kernels(NULL);
+    cr_assert(best == AD_KERNELS_PORTABLE || best == AD_KERNELS_SSE2 || best == AD_KERNELS_AVX2);
+    cr_assert(must_support(best));
+    cr_assert_eq(ad_tape_kernels(t), best, "a new tape takes the best variant");
+    for (int v = AD_KERNELS_PORTABLE; v <= AD_KERNELS_AVX2; v++) {
+        if (v > best)
+            cr_assert_eq(must_support(v), 0, "%s is supported but auto chose %s",
+                         variant_names[v], variant_names[best]);
+        const int st = ad_tape_set_kernels(t, v);
+        if (must_support(v)) {
+            cr_assert_eq(st, AD_OK, "%s: %s", variant_names[v], ad_tape_errmsg(t));
+            cr_assert_eq(ad_tape_kernels(t), v);
+            cr_assert_str_empty(ad_tape_errmsg(t));
+        } else {
+            const int before = ad_tape_kernels(t);
+            cr_assert_eq(st, AD_EUNSUPPORTED, "%s: status %d", variant_names[v], st);
+            cr_assert(strstr(ad_tape_errmsg(t), variant_names[v]) != NULL, "message: %s",
+                      ad_tape_errmsg(t));
+            cr_assert_eq(ad_tape_kernels(t), before, "a refused variant changes nothing");
+            cr_assert_eq(ad_tape_status(t), AD_OK, "the recording's status is untouched");
+        }
+    }
+    cr_assert_eq(ad_tape_set_kernels(t, AD_KERNELS_AUTO), AD_OK);
+    cr_assert_eq(ad_tape_kernels(t), best);
+    cr_assert_eq(ad_tape_set_kernels(t, 7), AD_EMISUSE);
+    cr_assert(strstr(ad_tape_errmsg(t), "unknown variant") != NULL, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_tape_set_kernels(t, -1), AD_EMISUSE);
+    cr_assert_eq(ad_tape_set_kernels(NULL, AD_KERNELS_AUTO), AD_EMISUSE);
+    cr_assert_str_eq(ad_strstatus(AD_EUNSUPPORTED), "not supported by this CPU or this build");
+    ad_tape_free(t);
+}
+
+/* AD_KERNELS, read by ad_tape_new (Criterion runs each test in its own
+ * process, so the environment is this test's). */
+Test(kernels, environment_variable_forces_a_variant)
+{
+    const int best = ad_tape_kernels(NULL);
+    for (int v = AD_KERNELS_AUTO; v <= AD_KERNELS_AVX2; v++) {
+        cr_assert_eq(setenv("AD_KERNELS", variant_names[v], 1), 0);
+        ad_tape *t = ad_tape_new(NULL);
+        cr_assert_not_null(t);
+        const int want = v == AD_KERNELS_AUTO ? best : must_support(v) ? v : best;
+        cr_assert_eq(ad_tape_kernels(t), want, "AD_KERNELS=%s: got %d, want %d",
+                     variant_names[v], ad_tape_kernels(t), want);
+        ad_tape_free(t);
+    }
+    cr_assert_eq(setenv("AD_KERNELS", "avx512", 1), 0);
+    ad_tape *t = ad_tape_new(NULL);
+    cr_assert_eq(ad_tape_kernels(t), best, "an unknown name is ignored");
+    ad_tape_free(t);
+    unsetenv("AD_KERNELS");
+}
+
+/* W2/W3-like graphs: a 37-19-7 ReLU MLP with softmax cross-entropy, one
+ * sample (matvec) and a batch of 13 (matmul_nt), on a tape per variant:
+ * loss and every parameter gradient agree with the portable tape's to
+ * 1e-12 (normwise relative). A workspace made from a tape computes with
+ * that tape's kernels: equal to it bit for bit. */
+enum { MI = 37, MH = 19, MO = 7, MB = 13 };
+typedef struct mlp_out {
+    double loss;
+    double g[MH * MI + MH + MO * MH + MO];
+} mlp_out;
+
+static void mlp_run(int v, size_t batch, const double *params, const double *X, const double *T,
+                    mlp_out *o, mlp_out *ws_o)
+{
+    ad_tape *t = tape_with(v);
+    double *g = o->g;
+    const double *p = params;
+    ad_node W1 = ad_param(t, ad_shape_mat(MH, MI), p, g);
+    ad_node b1 = ad_param(t, ad_shape_vec(MH), p + MH * MI, g + MH * MI);
+    ad_node W2 = ad_param(t, ad_shape_mat(MO, MH), p + MH * MI + MH, g + MH * MI + MH);
+    ad_node b2 = ad_param(t, ad_shape_vec(MO), p + MH * MI + MH + MO * MH,
+                          g + MH * MI + MH + MO * MH);
+    const ad_shape xs = batch == 1 ? ad_shape_vec(MI) : ad_shape_mat((uint32_t)batch, MI);
+    const ad_shape ts = batch == 1 ? ad_shape_vec(MO) : ad_shape_mat((uint32_t)batch, MO);
+    ad_node x = ad_constant(t, xs, X), tg = ad_constant(t, ts, T);
+    ad_node h = ad_relu(t, ad_affine(t, W1, x, b1));
+    ad_node J = ad_softmax_xent(t, ad_affine(t, W2, h, b2), tg);
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_sweep(t, J, NULL, AD_SWEEP_ASSIGN), AD_OK, "%s", ad_tape_errmsg(t));
+    o->loss = ad_value(t, J)[0];
+    if (ws_o) {
+        ad_workspace *ws = ad_workspace_new(t, NULL, NULL);
+        cr_assert_not_null(ws);
+        cr_assert_eq(ad_workspace_bind(ws, W1, NULL, ws_o->g), AD_OK);
+        cr_assert_eq(ad_workspace_bind(ws, b1, NULL, ws_o->g + MH * MI), AD_OK);
+        cr_assert_eq(ad_workspace_bind(ws, W2, NULL, ws_o->g + MH * MI + MH), AD_OK);
+        cr_assert_eq(ad_workspace_bind(ws, b2, NULL, ws_o->g + MH * MI + MH + MO * MH), AD_OK);
+        cr_assert_eq(ad_workspace_replay(ws), AD_OK);
+        cr_assert_eq(ad_workspace_sweep(ws, J, NULL, AD_SWEEP_ASSIGN), AD_OK);
+        ws_o->loss = ad_workspace_value(ws, J)[0];
+        ad_workspace_free(ws);
+    }
+    ad_tape_free(t);
+}
+
+static double norm_rel(const double *a, const double *b, size_t n)
+{
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++)
+        d += (a[i] - b[i]) * (a[i] - b[i]), s += b[i] * b[i];
+    return s > 0 ? sqrt(d / s) : sqrt(d);
+}
+
+Test(kernels, whole_mlp_agrees_across_variants)
+{
+    const size_t np = MH * MI + MH + MO * MH + MO;
+    double *params = rnd_array(np), *X = rnd_array(MB * MI), *T = calloc(MB * MO, sizeof *T);
+    cr_assert_not_null(T);
+    for (size_t r = 0; r < MB; r++)
+        T[r * MO + r % MO] = 1.0; /* one-hot targets */
+    static mlp_out ref, got, wso;
+    const size_t batches[] = {1, MB};
+    for (size_t bi = 0; bi < 2; bi++) {
+        const size_t batch = batches[bi];
+        mlp_run(AD_KERNELS_PORTABLE, batch, params, X, T, &ref, NULL);
+        for (size_t vi = 0; vi < sizeof variants / sizeof variants[0]; vi++) {
+            const int v = variants[vi];
+            if (!must_support(v))
+                continue;
+            mlp_run(v, batch, params, X, T, &got, &wso);
+            cr_assert_leq(fabs(got.loss - ref.loss), 1e-12 * fabs(ref.loss),
+                          "%s, batch %zu: loss %.17g, portable %.17g", variant_names[v], batch,
+                          got.loss, ref.loss);
+            cr_assert_leq(norm_rel(got.g, ref.g, np), 1e-12, "%s, batch %zu: gradient %g",
+                          variant_names[v], batch, norm_rel(got.g, ref.g, np));
+            cr_assert(got.loss == wso.loss && memcmp(got.g, wso.g, sizeof got.g) == 0,
+                      "%s, batch %zu: the workspace computed other bits than its tape",
+                      variant_names[v], batch);
+        }
+    }
+    free(params), free(X), free(T);
 }

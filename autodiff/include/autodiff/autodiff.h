@@ -82,6 +82,8 @@ typedef enum ad_status {
     AD_EBRANCH,   /* a recorded comparison came out otherwise at this
                      evaluation (replay guards, see ad_replay): every value
                      was computed on the recorded branch; record again  */
+    AD_EUNSUPPORTED, /* this CPU or this build lacks what was asked (a
+                     kernel variant, see ad_tape_set_kernels)           */
     AD_STATUS_COUNT
 } ad_status;
 
@@ -287,6 +289,33 @@ AD_API const char *ad_tape_errmsg(const ad_tape *t);
 AD_API size_t ad_tape_len(const ad_tape *t);
 /* Bytes of memory the tape holds (nodes, values, adjoints, tables). */
 AD_API size_t ad_tape_memory(const ad_tape *t);
+
+/* Dense kernel variants: the instruction sets the loops of matvec,
+ * matmul_nt and affine (W x, X W^T and their backward passes) are written
+ * for. They give the same results up to rounding (FMA and the order of
+ * partial sums; each agrees with the portable one to about 1e-13 times
+ * the sum of the terms' magnitudes). The AD_BLAS backend, when built,
+ * takes precedence over all of them. */
+enum {
+    AD_KERNELS_AUTO = 0,     /* the best this CPU supports (the default) */
+    AD_KERNELS_PORTABLE = 1, /* plain C: every target                    */
+    AD_KERNELS_SSE2 = 2,     /* SSE2 intrinsics: x86-64                  */
+    AD_KERNELS_AVX2 = 3      /* AVX2 + FMA: x86-64 CPUs that have both,
+                                checked at run time                      */
+};
+/* Chooses the dense kernels of the ops recorded on t from now on (ops
+ * already recorded keep theirs until ad_tape_reset and re-recording).
+ * ad_tape_new chooses AD_KERNELS_AUTO, or the variant the environment
+ * variable AD_KERNELS names ("portable", "sse2", "avx2", "auto") when it
+ * is set to one this CPU supports; anything else there is ignored. Returns
+ * AD_OK; AD_EUNSUPPORTED when this build (AD_PORTABLE_KERNELS, or a
+ * target that is not x86-64) or this CPU lacks the variant, the tape's
+ * choice unchanged; AD_EMISUSE for t NULL or an unknown number. The reason
+ * is in ad_tape_errmsg; the recording's status is not changed. */
+AD_API int ad_tape_set_kernels(ad_tape *t, int variant);
+/* The variant in use on t (AD_KERNELS_PORTABLE, _SSE2 or _AVX2, never
+ * AUTO); t NULL: the variant AD_KERNELS_AUTO picks on this CPU. */
+AD_API int ad_tape_kernels(const ad_tape *t);
 
 /* ------------------------------------------------------------------ */
 /* Leaves                                                              */

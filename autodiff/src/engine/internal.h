@@ -295,6 +295,8 @@ struct ad_tape {
     struct ad__guards *guards;  /* the recorded comparisons and
                                    their outcomes, made on the first
                                    comparison (guards.c)            */
+    const struct ad__kernels *kern; /* dense kernels of the ops recorded
+                                   from now on (dense.h)            */
     int status;                 /* the recording's first error (sticky) */
     int call_status;            /* the last non-recording call's result */
     char msg[AD__MSG_CAP];      /* the reason for status, or else for

@@ -1,11 +1,13 @@
 /* tape.c -- tape lifecycle, errors, handles, leaves and recording. */
 #include "internal.h"
+#include "dense.h"
 #include "names.h"
 #include "scalar_ops.h"
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -23,6 +25,7 @@ const char *ad_strstatus(int status)
         [AD_EEXIST] = "name already registered",
         [AD_ESINGULAR] = "singular or not positive definite matrix",
         [AD_EBRANCH] = "a recorded comparison changed: the tape follows another branch",
+        [AD_EUNSUPPORTED] = "not supported by this CPU or this build",
     };
     if (status < 0 || status >= AD_STATUS_COUNT)
         return "unknown status";
@@ -141,6 +144,14 @@ ad_tape *ad_tape_new(const ad_tape_opts *opts)
     if (timespec_get(&now, TIME_UTC) == TIME_UTC)
         t->generation = (uint32_t)now.tv_nsec ^ (uint32_t)now.tv_sec * 2654435761u;
     set_tag(t);
+    t->kern = ad__kernels_get(AD_KERNELS_AUTO);
+    const char *env = getenv("AD_KERNELS");
+    if (env) {
+        static const char *const names[] = {"auto", "portable", "sse2", "avx2"};
+        for (int v = 0; v < 4; v++)
+            if (strcmp(env, names[v]) == 0 && ad__kernels_get(v))
+                t->kern = ad__kernels_get(v);
+    }
     if (init_nodes(t) != AD_OK) {
         ad_tape_free(t);
         return NULL;
@@ -544,7 +555,9 @@ ad_node ad__record(ad_tape *t, unsigned op, const ad_opdef *def, const ad_node *
     /* an elementwise built-in without a constant keeps none, in either
      * form (the inline form stores none either) */
     x->call.c = bi && bi->scalar_form && !bi->takes_const ? 0.0 : c;
-    x->call.ud = def->ud;
+    /* built-in ops carry the tape's dense-kernel table (dense.h); the
+     * others ignore it */
+    x->call.ud = bi ? (void *)(uintptr_t)t->kern : def->ud;
     x->node = id;
     t->next_ext++;
     t->ext_grads += x->call.out.grad != NULL;
@@ -714,4 +727,28 @@ int ad_node_is_variable(const ad_tape *t, ad_node h)
 {
     ad__node *n = ad__peek(t, h);
     return n && ad__opc(n->h) == AD_OP_LEAF && (n->h & AD__GRAD) ? 1 : 0;
+}
+
+int ad_tape_set_kernels(ad_tape *t, int variant)
+{
+    if (!t)
+        return AD_EMISUSE;
+    ad__begin_call(t);
+    if (variant < AD_KERNELS_AUTO || variant > AD_KERNELS_AVX2)
+        return ad__fail_call(t, AD_EMISUSE, "ad_tape_set_kernels: unknown variant %d", variant);
+    const ad__kernels *k = ad__kernels_get(variant);
+    if (!k) {
+        static const char *const names[] = {"auto", "portable", "sse2", "avx2"};
+        return ad__fail_call(t, AD_EUNSUPPORTED,
+                             "ad_tape_set_kernels: %s kernels: not in this build or not "
+                             "supported by this CPU (in use: %s)",
+                             names[variant], t->kern->name);
+    }
+    t->kern = k;
+    return AD_OK;
+}
+
+int ad_tape_kernels(const ad_tape *t)
+{
+    return t ? t->kern->variant : ad__kernels_get(AD_KERNELS_AUTO)->variant;
 }

@@ -3,6 +3,7 @@
  * W is read once for dx and dW. Each vjp_to writes a fresh gradient (see
  * ad__op) instead of adding to it. */
 #include "internal.h"
+#include "dense.h"
 #include "kernels.h"
 
 #include <limits.h>
@@ -47,8 +48,9 @@ static int matvec_shape(const ad_shape *in, int nin, double c, ad_shape *out, ch
     *out = ad_shape_vec(in[0].rows);
     return AD_OK;
 }
-/* y = W x. Shared by matvec and affine. */
-static void mv_fwd(const double *W, const double *x, double *y, size_t rows, size_t n)
+/* y = W x. Shared by matvec and affine. K: the dense kernels (dense.h). */
+static void mv_fwd(const ad__kernels *K, const double *W, const double *x, double *y, size_t rows,
+                   size_t n)
 {
 #ifdef AD_HAVE_CBLAS
     if (BLAS_OK(rows, n, 1)) {
@@ -56,22 +58,17 @@ static void mv_fwd(const double *W, const double *x, double *y, size_t rows, siz
         return;
     }
 #endif
-    size_t i = 0; /* W: (rows, n), x: (n) */
-    for (; i + 4 <= rows; i += 4) {
-        const double *w = W + i * n;
-        ad__kdot4(w, w + n, w + 2 * n, w + 3 * n, x, n, y + i);
-    }
-    for (; i < rows; i++)
-        y[i] = ad__kdot(W + i * n, x, n);
+    K->mv(W, x, y, rows, n); /* W: (rows, n), x: (n) */
 }
 static void matvec_fwd(const ad_call *k)
 {
-    mv_fwd(k->in[0].val, k->in[1].val, k->out.val, k->in[0].shape.rows, k->in[0].shape.cols);
+    mv_fwd(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.val, k->in[0].shape.rows,
+           k->in[0].shape.cols);
 }
 /* dW (=|+=) dy x^T and dx (=|+=) W^T dy; gW or gx may be NULL (no gradient
  * wanted). fW, fx: write instead of add. Shared by matvec and affine. */
-static void mv_vjp(const double *W, const double *x, const double *gy, double *gW, double *gx,
-                   size_t rows, size_t n, int fW, int fx)
+static void mv_vjp(const ad__kernels *K, const double *W, const double *x, const double *gy,
+                   double *gW, double *gx, size_t rows, size_t n, int fW, int fx)
 {
 #ifdef AD_HAVE_CBLAS
     if (BLAS_OK(rows, n, 1)) {
@@ -100,8 +97,8 @@ static void mv_vjp(const double *W, const double *x, const double *gy, double *g
          * dW (AD_SWEEP_ASSIGN, or a tape-owned W) dW is written, never
          * read: W4 at n = 1024 went from 1.16x to 1.0x of hand-written C. */
 #ifdef AD__HAVE_STREAM
-        const int stream =
-            fW && rows * n >= AD__STREAM_MIN && n % 2 == 0 && ((uintptr_t)gW & 15) == 0;
+        const int stream = K->rows4_vjp_stream && fW && rows * n >= AD__STREAM_MIN &&
+                           n % 2 == 0 && ((uintptr_t)gW & 15) == 0;
 #endif
         size_t i = 0;
         for (; i + 4 <= rows; i += 4) {
@@ -109,12 +106,12 @@ static void mv_vjp(const double *W, const double *x, const double *gy, double *g
             const double *w = W + i * n;
 #ifdef AD__HAVE_STREAM
             if (stream)
-                ad__krows4_vjp_stream(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n,
-                                      w + 2 * n, w + 3 * n, n, i == 0 && fx);
+                K->rows4_vjp_stream(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n,
+                                    w + 2 * n, w + 3 * n, n, i == 0 && fx);
             else
 #endif
-                ad__krows4_vjp(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n,
-                               w + 2 * n, w + 3 * n, n, fW, i == 0 && fx);
+                K->rows4_vjp(d, d + n, d + 2 * n, d + 3 * n, gx, gy + i, x, w, w + n, w + 2 * n,
+                             w + 3 * n, n, fW, i == 0 && fx);
         }
 #ifdef AD__HAVE_STREAM
         if (stream)
@@ -122,13 +119,10 @@ static void mv_vjp(const double *W, const double *x, const double *gy, double *g
 #endif
         for (; i < rows; i++)
             ad__krow_vjp(gW + i * n, gx, gy[i], x, W + i * n, n, fW, i == 0 && fx);
-    } else if (gW) {
-        for (size_t i = 0; i < rows; i++)
-            ad__kaxpy_to(gW + i * n, gy[i], x, n, fW);
-    } else if (gx) { /* four rows of W per pass over dx */
-        for (size_t i = 0; i < rows; i += 4)
-            ad__kcombine_to(gx, gy + i, 1, W + i * n, n, rows - i < 4 ? rows - i : 4, n,
-                            i == 0 && fx);
+    } else if (gW) { /* dW (rows x n) = dy (rows x 1) x^T (1 x n) */
+        K->combine(gW, gy, 1, 1, x, rows, 1, n, fW);
+    } else if (gx) { /* dx (1 x n) = dy^T (1 x rows) W (rows x n), four rows per pass */
+        K->combine(gx, gy, 0, 1, W, 1, rows, n, fx);
     }
 }
 static void matvec_vjp_to(const ad_call *k, unsigned fresh);
@@ -136,30 +130,22 @@ static void matvec_vjp_to(const ad_call *k, unsigned fresh);
 /* Columns of the strips in which a fused update gets four rows of dW. */
 #define AD__UPD_STRIP ((size_t)512)
 
-/* mv_vjp with dW given to a fused update u instead of written: four rows
- * of dW at a time into u's scratch, with their part of dx taken from the
- * old rows of W first, then u->fn updates those rows of W. Each row of dW
- * is the same product as mv_vjp's, so the update sees the same numbers. */
-static void mv_vjp_update(double *W, const double *x, const double *gy, double *gx,
-                          size_t rows, size_t n, int fx, const ad__upd *u)
+/* mv_vjp with dW given to a fused update u instead of written: with dx,
+ * four rows of dW at a time into u's scratch, in column strips that stay
+ * in L1, by the kernel mv_vjp uses (so dx and every row of dW are the same
+ * numbers), their part of dx taken from the old rows of W first, then
+ * u->fn updates those rows of W; without dx, row by row, or through
+ * u->scaled with no row stored. */
+static void mv_vjp_update(const ad__kernels *K, double *W, const double *x, const double *gy,
+                          double *gx, size_t rows, size_t n, int fx, const ad__upd *u)
 {
     double *d = u->scratch;
     size_t i = 0;
-    if (u->scaled) {
-        /* row i of dW is gy[i] x: no row is stored. Four rows at a time in
-         * column strips: dx's part from the old strip, then each row's
-         * update, while the strip is in L1. */
-        for (; i < rows; i += 4) {
-            const size_t nr = rows - i < 4 ? rows - i : 4;
-            for (size_t j = 0; j < n; j += AD__UPD_STRIP) {
-                const size_t m = n - j < AD__UPD_STRIP ? n - j : AD__UPD_STRIP;
-                double *wj = W + i * n + j;
-                if (gx)
-                    ad__kcombine_to(gx + j, gy + i, 1, wj, n, nr, m, i == 0 && fx);
-                for (size_t r = 0; r < nr; r++)
-                    u->scaled(u->ud, (i + r) * n + j, wj + r * n, gy[i + r], x + j, m);
-            }
-        }
+    if (u->scaled && !gx) {
+        /* row i of dW is gy[i] x: no row is stored at all (one sample's
+         * first layer: nothing else reads W in this backward) */
+        for (; i < rows; i++)
+            u->scaled(u->ud, i * n, W + i * n, gy[i], x, n);
         return;
     }
     if (!gx) /* a row at a time: the scratch row stays in L1 */
@@ -175,8 +161,8 @@ static void mv_vjp_update(double *W, const double *x, const double *gy, double *
             for (size_t j = 0; j < n; j += AD__UPD_STRIP) {
                 const size_t m = n - j < AD__UPD_STRIP ? n - j : AD__UPD_STRIP;
                 double *wj = w + j;
-                ad__krows4_vjp(d, d + m, d + 2 * m, d + 3 * m, gx + j, gy + i, x + j, wj, wj + n,
-                               wj + 2 * n, wj + 3 * n, m, 1, i == 0 && fx);
+                K->rows4_vjp(d, d + m, d + 2 * m, d + 3 * m, gx + j, gy + i, x + j, wj, wj + n,
+                             wj + 2 * n, wj + 3 * n, m, 1, i == 0 && fx);
                 if (m == n) /* one strip: the four rows are contiguous */
                     u->fn(u->ud, i * n, w, d, 4 * n);
                 else
@@ -202,14 +188,15 @@ static void mv_vjp_update(double *W, const double *x, const double *gy, double *
     }
 }
 
-/* The batch form's dW = dY^T X, row by row into the scratch, each row
- * handed to u (dX, which reads W, is done before). */
-static void nt_vjp_update(const double *X, double *W, const double *gY, size_t batch, size_t n,
-                          size_t kr, const ad__upd *u)
+/* The batch form's dW = dY^T X, four rows at a time into the scratch, each
+ * block handed to u (dX, which reads W, is done before). */
+static void nt_vjp_update(const ad__kernels *K, const double *X, double *W, const double *gY,
+                          size_t batch, size_t n, size_t kr, const ad__upd *u)
 {
-    for (size_t j = 0; j < kr; j++) {
-        ad__kcombine_to(u->scratch, gY + j, kr, X, n, batch, n, 1);
-        u->fn(u->ud, j * n, W + j * n, u->scratch, n);
+    for (size_t j = 0; j < kr; j += 4) {
+        const size_t nr = kr - j < 4 ? kr - j : 4;
+        K->combine(u->scratch, gY + j, 1, kr, X, nr, batch, n, 1);
+        u->fn(u->ud, j * n, W + j * n, u->scratch, nr * n);
     }
 }
 
@@ -219,14 +206,16 @@ static void matvec_vjp_update(const ad_call *k, unsigned fresh, const ad__upd *c
         matvec_vjp_to(k, fresh);
         return;
     }
-    mv_vjp_update(k->in[0].val, k->in[1].val, k->out.grad, k->in[1].grad, k->in[0].shape.rows,
+    mv_vjp_update(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.grad, k->in[1].grad,
+                  k->in[0].shape.rows,
                   k->in[0].shape.cols, AD__FRESH(fresh, 1), upd[0]);
 }
 
 static void matvec_vjp_to(const ad_call *k, unsigned fresh)
 {
-    mv_vjp(k->in[0].val, k->in[1].val, k->out.grad, k->in[0].grad, k->in[1].grad,
-           k->in[0].shape.rows, k->in[0].shape.cols, AD__FRESH(fresh, 0), AD__FRESH(fresh, 1));
+    mv_vjp(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.grad, k->in[0].grad,
+           k->in[1].grad, k->in[0].shape.rows, k->in[0].shape.cols, AD__FRESH(fresh, 0),
+           AD__FRESH(fresh, 1));
 }
 AD__VJP_ADDING(matvec)
 /* dW = g x^T, dx = W^T g */
@@ -374,7 +363,8 @@ static int matmul_nt_shape(const ad_shape *in, int nin, double c, ad_shape *out,
     return AD_OK;
 }
 /* C = A B^T;  A (m x p), B (n x p). Shared by matmul_nt and affine. */
-static void nt_fwd(const double *A, const double *B, double *C, size_t m, size_t p, size_t n)
+static void nt_fwd(const ad__kernels *K, const double *A, const double *B, double *C, size_t m,
+                   size_t p, size_t n)
 {
 #ifdef AD_HAVE_CBLAS
     if (BLAS_OK(m, p, n)) {
@@ -383,41 +373,16 @@ static void nt_fwd(const double *A, const double *B, double *C, size_t m, size_t
         return;
     }
 #endif
-    size_t i = 0;
-    for (; i + 2 <= m; i += 2) { /* C[i..i+1, j..] from 2x4 and 2x2 blocks of dot products */
-        size_t j = 0;
-#if defined(AD__SSE2)
-        for (; j + 4 <= n; j += 4) {
-            double o[8];
-            ad__kdot2x4(A + i * p, A + (i + 1) * p, B + j * p, B + (j + 1) * p, B + (j + 2) * p,
-                        B + (j + 3) * p, p, o);
-            memcpy(C + i * n + j, o, 4 * sizeof *o);
-            memcpy(C + (i + 1) * n + j, o + 4, 4 * sizeof *o);
-        }
-#endif
-        for (; j + 2 <= n; j += 2) {
-            double o[4];
-            ad__kdot2x2(A + i * p, A + (i + 1) * p, B + j * p, B + (j + 1) * p, p, o);
-            C[i * n + j] = o[0], C[i * n + j + 1] = o[1];
-            C[(i + 1) * n + j] = o[2], C[(i + 1) * n + j + 1] = o[3];
-        }
-        for (; j < n; j++) {
-            C[i * n + j] = ad__kdot(A + i * p, B + j * p, p);
-            C[(i + 1) * n + j] = ad__kdot(A + (i + 1) * p, B + j * p, p);
-        }
-    }
-    for (; i < m; i++) /* C[i,j] = A[i,:] . B[j,:] */
-        for (size_t j = 0; j < n; j++)
-            C[i * n + j] = ad__kdot(A + i * p, B + j * p, p);
+    K->nt(A, B, C, m, p, n); /* C[i,j] = A[i,:] . B[j,:] */
 }
 static void matmul_nt_fwd(const ad_call *k)
 {
-    nt_fwd(k->in[0].val, k->in[1].val, k->out.val, k->in[0].shape.rows, k->in[0].shape.cols,
-           k->in[1].shape.rows);
+    nt_fwd(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.val, k->in[0].shape.rows,
+           k->in[0].shape.cols, k->in[1].shape.rows);
 }
 /* dA (=|+=) dC B and dB (=|+=) dC^T A; gA or gB may be NULL. */
-static void nt_vjp(const double *A, const double *B, const double *gC, double *gA, double *gB,
-                   size_t m, size_t p, size_t n, int fA, int fB)
+static void nt_vjp(const ad__kernels *K, const double *A, const double *B, const double *gC,
+                   double *gA, double *gB, size_t m, size_t p, size_t n, int fA, int fB)
 {
 #ifdef AD_HAVE_CBLAS
     if (BLAS_OK(m, p, n)) {
@@ -431,17 +396,15 @@ static void nt_vjp(const double *A, const double *B, const double *gC, double *g
     }
 #endif
     if (gA) /* dA[i,:] += sum_j dC[i,j] B[j,:] */
-        for (size_t i = 0; i < m; i++)
-            ad__kcombine_to(gA + i * p, gC + i * n, 1, B, p, n, p, fA);
+        K->combine(gA, gC, n, 1, B, m, n, p, fA);
     if (gB) /* dB[j,:] += sum_i dC[i,j] A[i,:] */
-        for (size_t j = 0; j < n; j++)
-            ad__kcombine_to(gB + j * p, gC + j, n, A, p, m, p, fB);
+        K->combine(gB, gC, 1, n, A, n, m, p, fB);
 }
 static void matmul_nt_vjp_to(const ad_call *k, unsigned fresh)
 {
-    nt_vjp(k->in[0].val, k->in[1].val, k->out.grad, k->in[0].grad, k->in[1].grad,
-           k->in[0].shape.rows, k->in[0].shape.cols, k->in[1].shape.rows, AD__FRESH(fresh, 0),
-           AD__FRESH(fresh, 1));
+    nt_vjp(ad__kern(k->ud), k->in[0].val, k->in[1].val, k->out.grad, k->in[0].grad,
+           k->in[1].grad, k->in[0].shape.rows, k->in[0].shape.cols, k->in[1].shape.rows,
+           AD__FRESH(fresh, 0), AD__FRESH(fresh, 1));
 }
 AD__VJP_ADDING(matmul_nt)
 /* C = A B^T: dA = G B, dB = G^T A */
@@ -489,9 +452,9 @@ static void affine_fwd(const ad_call *k)
     const size_t kr = k->in[0].shape.rows, n = k->in[0].shape.cols;
     const size_t batch = k->in[1].shape.ndim == 2 ? k->in[1].shape.rows : 1;
     if (k->in[1].shape.ndim == 1)
-        mv_fwd(W, x, y, kr, n);
+        mv_fwd(ad__kern(k->ud), W, x, y, kr, n);
     else
-        nt_fwd(x, W, y, batch, n, kr);
+        nt_fwd(ad__kern(k->ud), x, W, y, batch, n, kr);
     for (size_t r = 0; r < batch; r++)
         for (size_t i = 0; i < kr; i++)
             y[r * kr + i] += b[i];
@@ -507,9 +470,9 @@ static void affine_vjp_to(const ad_call *k, unsigned fresh)
         for (size_t r = 0; r < batch; r++)
             ad__kaxpy_to(gb, 1.0, gy + r * kr, kr, r == 0 && fb);
     if (k->in[1].shape.ndim == 1)
-        mv_vjp(W, x, gy, gW, gx, kr, n, fW, fx);
+        mv_vjp(ad__kern(k->ud), W, x, gy, gW, gx, kr, n, fW, fx);
     else
-        nt_vjp(x, W, gy, gx, gW, batch, n, kr, fx, fW);
+        nt_vjp(ad__kern(k->ud), x, W, gy, gx, gW, batch, n, kr, fx, fW);
 }
 AD__VJP_ADDING(affine)
 /* affine_vjp_to with W (upd[0]) and/or b (upd[2]) updated in the sweep:
@@ -533,14 +496,14 @@ static void affine_vjp_update(const ad_call *k, unsigned fresh, const ad__upd *c
     }
     if (k->in[1].shape.ndim == 1) {
         if (upd[0])
-            mv_vjp_update(W, x, gy, gx, kr, n, fx, upd[0]);
+            mv_vjp_update(ad__kern(k->ud), W, x, gy, gx, kr, n, fx, upd[0]);
         else
-            mv_vjp(W, x, gy, gW, gx, kr, n, fW, fx);
+            mv_vjp(ad__kern(k->ud), W, x, gy, gW, gx, kr, n, fW, fx);
     } else if (upd[0]) {
-        nt_vjp(x, W, gy, gx, NULL, batch, n, kr, fx, 0); /* dX = dY W, old W */
-        nt_vjp_update(x, W, gy, batch, n, kr, upd[0]);
+        nt_vjp(ad__kern(k->ud), x, W, gy, gx, NULL, batch, n, kr, fx, 0); /* dX = dY W, old W */
+        nt_vjp_update(ad__kern(k->ud), x, W, gy, batch, n, kr, upd[0]);
     } else {
-        nt_vjp(x, W, gy, gx, gW, batch, n, kr, fx, fW);
+        nt_vjp(ad__kern(k->ud), x, W, gy, gx, gW, batch, n, kr, fx, fW);
     }
 }
 /* vector: dW = g x^T, dx = W^T g, db = g; batch: dW = G^T X, dX = G W,
@@ -574,9 +537,9 @@ static void affine_jvp(const ad_call *k, const double *const *tin, double *tout,
         if (!tA)
             continue;
         if (vec)
-            mv_fwd(term == 0 ? tA : W, term == 0 ? x : tA, scratch, kr, n);
+            mv_fwd(ad__kern(k->ud), term == 0 ? tA : W, term == 0 ? x : tA, scratch, kr, n);
         else
-            nt_fwd(term == 0 ? x : tA, term == 0 ? tA : W, scratch, batch, n, kr);
+            nt_fwd(ad__kern(k->ud), term == 0 ? x : tA, term == 0 ? tA : W, scratch, batch, n, kr);
         for (size_t i = 0; i < m; i++)
             tout[i] += scratch[i];
     }
@@ -592,9 +555,10 @@ static void affine_so(const ad_call *k, const double *const *tin, double *const 
 {
     const size_t kr = k->in[0].shape.rows, n = k->in[0].shape.cols;
     if (k->in[1].shape.ndim == 1)
-        mv_vjp(tin[0], tin[1], k->out.grad, tg[0], tg[1], kr, n, 0, 0);
+        mv_vjp(ad__kern(k->ud), tin[0], tin[1], k->out.grad, tg[0], tg[1], kr, n, 0, 0);
     else
-        nt_vjp(tin[1], tin[0], k->out.grad, tg[1], tg[0], k->in[1].shape.rows, n, kr, 0, 0);
+        nt_vjp(ad__kern(k->ud), tin[1], tin[0], k->out.grad, tg[1], tg[0], k->in[1].shape.rows, n,
+               kr, 0, 0);
 }
 const ad__op ad__op_affine = {{"affine", 3, affine_shape, affine_fwd, affine_vjp, NULL, AD__NO_MODE_RULES},
                               false, false, affine_vjp_to, affine_jvp, AD__SO_FN, affine_so, affine_rvjp};
