@@ -216,6 +216,28 @@ int main(int argc, char **argv)
             printf("P=%d checkpoint of 1 process resumed at %d ranks: %.3g relative\n", P, P, d);
         close_run(&r);
     }
+    /* 4. errors: room for one pending reduction but four tensors started;
+     * every rank fails the same way, parameters untouched */
+    {
+        CHECK(nn_mpi_new(MPI_COMM_WORLD, 0, NULL, NULL) == NULL, "max_pending 0 accepted");
+        run r;
+        CHECK(open_run(&r, 0, 0) == 0, "setup");
+        r.c = nn_mpi_new(MPI_COMM_WORLD, 1, NULL, NULL);
+        nn_reduce red = nn_mpi_reduce(r.c, 1);
+        CHECK(nn_trainer_set_reduce(r.tr, &red) == NN_OK, "set_reduce");
+        static double before[MAXP];
+        memcpy(before, values(&r), (size_t)n * sizeof(double));
+        const int st = nn_trainer_step(r.tr, X, Y, GB / (uint32_t)P, NULL);
+        CHECK(st == NN_EIO, "status %d", st);
+        CHECK(strcmp(nn_trainer_errmsg(r.tr), "trainer: reduce: start failed with 2 on dense2.b; "
+                     "parameters not updated") == 0, "%s", nn_trainer_errmsg(r.tr));
+        CHECK(strcmp(nn_mpi_errmsg(r.c), "nn_mpi: more than 1 reductions started in one step "
+                     "(nn_mpi_new's max_pending)") == 0, "%s", nn_mpi_errmsg(r.c));
+        CHECK(memcmp(before, values(&r), (size_t)n * sizeof(double)) == 0, "parameters changed");
+        if (rank == 0)
+            printf("P=%d errors: %s\n", P, nn_mpi_errmsg(r.c));
+        close_run(&r); /* waits for the one reduction that was started */
+    }
     close_run(&one);
     MPI_Barrier(MPI_COMM_WORLD);
     if (rank == 0)
