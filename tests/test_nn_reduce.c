@@ -344,8 +344,9 @@ static int failing_start(void *ud, size_t off, double *g, size_t n)
     int *calls = ud;
     return ++*calls == 2 ? 7 : 0;
 }
-static int ok_wait(void *ud) { return (void)ud, 0; }
-static int failing_wait(void *ud) { return (void)ud, 9; }
+/* ud: int[2], the calls to start and to wait */
+static int ok_wait(void *ud) { return ((int *)ud)[1]++, 0; }
+static int failing_wait(void *ud) { return ((int *)ud)[1]++, 9; }
 
 Test(nn_reduce, failures_leave_the_parameters)
 {
@@ -357,20 +358,23 @@ Test(nn_reduce, failures_leave_the_parameters)
     double before[512];
     const size_t n = nn_params_size(p);
     memcpy(before, nn_params_values(p), n * sizeof(double));
-    int calls = 0;
-    nn_reduce red = {sizeof red, 1, 1, failing_start, ok_wait, &calls};
+    int calls[2] = {0, 0};
+    nn_reduce red = {sizeof red, 1, 1, failing_start, ok_wait, calls};
     cr_assert_eq(nn_trainer_set_reduce(tr, &red), NN_OK);
     cr_assert_eq(nn_trainer_step(tr, X, Y, 4, NULL), NN_EIO);
     /* the sweep readies the last layer first: dense2.W, then dense2.b */
     cr_assert_str_eq(nn_trainer_errmsg(tr),
                      "trainer: reduce: start failed with 7 on dense2.b; parameters not updated");
+    cr_assert_eq(calls[0], 2, "a start after the failed one");
+    cr_assert_eq(calls[1], 1, "the started reductions were not completed");
     cr_assert_eq(memcmp(before, nn_params_values(p), n * sizeof(double)), 0);
-    calls = 1;
+    calls[0] = 1;
     red.per_tensor = 0;
     cr_assert_eq(nn_trainer_set_reduce(tr, &red), NN_OK);
     cr_assert_eq(nn_trainer_step(tr, X, Y, 4, NULL), NN_EIO);
     cr_assert_str_eq(nn_trainer_errmsg(tr), "trainer: reduce: start failed with 7 on the "
                      "gradient block; parameters not updated");
+    cr_assert_eq(calls[1], 2);
     red.wait = failing_wait;
     cr_assert_eq(nn_trainer_set_reduce(tr, &red), NN_OK);
     cr_assert_eq(nn_trainer_step(tr, X, Y, 4, NULL), NN_EIO);

@@ -218,14 +218,18 @@ int nn_trainer_step(nn_trainer *tr, const double *X, const double *Y, uint32_t b
     if (fused)
         return NN_OK;
     if (tr->red.start) { /* sum the ranks' gradients, then update */
-        if (tr->red_status != 0)
+        if (tr->red_status != 0) {
+            /* the reductions started before the failure must not write into
+             * the gradient block later: complete them (the result no matter) */
+            (void)tr->red.wait(tr->red.ud);
             return nn__fail(tr->msg, NN_EIO,
                             "trainer: reduce: start failed with %d on %s; parameters not updated",
                             tr->red_status, nn_params_name(m->params, tr->red_piece));
+        }
         if (!tr->red.per_tensor) {
             const int rs = tr->red.start(tr->red.ud, 0, nn_params_grads(m->params),
                                          nn_params_size(m->params));
-            if (rs != 0)
+            if (rs != 0 && (tr->red.wait(tr->red.ud), 1))
                 return nn__fail(tr->msg, NN_EIO,
                                 "trainer: reduce: start failed with %d on the gradient block; "
                                 "parameters not updated", rs);

@@ -85,9 +85,9 @@ static int open_run(run *r, int with_mpi, int per_tensor)
 
 static void close_run(run *r)
 {
+    nn_mpi_free(r->c); /* before the store its reductions write into */
     nn_trainer_free(r->tr);
     nn_model_free(r->m);
-    nn_mpi_free(r->c);
 }
 
 /* Global steps first .. last-1 with ranks ranks (this process is rank r). */
@@ -236,7 +236,7 @@ int main(int argc, char **argv)
         CHECK(memcmp(before, values(&r), (size_t)n * sizeof(double)) == 0, "parameters changed");
         if (rank == 0)
             printf("P=%d errors: %s\n", P, nn_mpi_errmsg(r.c));
-        close_run(&r); /* waits for the one reduction that was started */
+        close_run(&r); /* the trainer waited for the one reduction that was started */
     }
     close_run(&one);
     MPI_Barrier(MPI_COMM_WORLD);

@@ -464,8 +464,11 @@ NN_API void nn_trainer_set_fused(nn_trainer *tr, int on);
  *   wait;  clip (clip_norm);  optimizer step.
  * The optimizer never runs inside the sweep then (nn_trainer_fused is 0).
  * start and wait return 0 on success; anything else fails the step with
- * NN_EIO before the parameters change (a failed collective may leave the
- * other ranks waiting: treat it as fatal for the run). Every rank must set
+ * NN_EIO before the parameters change. After a failed start no further
+ * start is made in that step, and wait is still called, so that no
+ * reduction started before the failure stays in flight (a failed
+ * collective may leave the other ranks waiting: treat it as fatal for the
+ * run). Every rank must set
  * the same reduction options and step with the same batch size, so that
  * the calls come in the same order on every rank. */
 typedef struct nn_reduce {
