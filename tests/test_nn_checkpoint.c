@@ -563,6 +563,27 @@ Test(nn_checkpoint, failed_save_keeps_the_previous_file)
     cr_assert_eq(access(tmp, F_OK), -1, "the temporary was left behind");
     remove(inner);
     rmdir(dir);
+    /* the disk is full: the temporary is a link to /dev/full. A small
+     * file fails at the flush, a large one already while writing; either
+     * way the temporary goes and the checkpoint at path stays. */
+    if (access("/dev/full", W_OK) == 0) {
+        snprintf(tmp, sizeof tmp, "%s.tmp", f.path);
+        cr_assert_eq(symlink("/dev/full", tmp), 0);
+        cr_assert_eq(nn_trainer_save(f.tr, f.path, &f.ck), NN_EIO);
+        snprintf(msg, sizeof msg, "checkpoint: flushing '%s' to disk failed", tmp);
+        cr_assert_str_eq(nn_trainer_errmsg(f.tr), msg);
+        cr_assert_eq(access(tmp, F_OK), -1, "the temporary was left behind");
+        nn_model *big = make_model(1, 100, NULL); /* 6x100: 8 KB of values */
+        nn_trainer *bt = make_trainer(big, NN_OPTIM_SGD, 1);
+        cr_assert_eq(symlink("/dev/full", tmp), 0);
+        cr_assert_eq(nn_trainer_save(bt, f.path, &f.ck), NN_EIO);
+        snprintf(msg, sizeof msg, "checkpoint: writing '%s' failed", tmp);
+        cr_assert_str_eq(nn_trainer_errmsg(bt), msg);
+        cr_assert_eq(access(tmp, F_OK), -1, "the temporary was left behind");
+        nn_trainer_free(bt);
+        nn_model_free(big);
+        cr_assert_eq(nn_trainer_resume(f.tr, f.path, NULL), NN_OK, "%s", nn_trainer_errmsg(f.tr));
+    }
     /* no such directory */
     cr_assert_eq(nn_trainer_save(f.tr, "/nonexistent-dir/ck", &f.ck), NN_EIO);
     cr_assert_str_eq(nn_trainer_errmsg(f.tr),

@@ -220,6 +220,17 @@ int main(int argc, char **argv)
      * every rank fails the same way, parameters untouched */
     {
         CHECK(nn_mpi_new(MPI_COMM_WORLD, 0, NULL, NULL) == NULL, "max_pending 0 accepted");
+        CHECK(nn_mpi_rank(NULL) == 0 && nn_mpi_size(NULL) == 0 && nn_mpi_errmsg(NULL)[0], "NULL");
+        nn_mpi_free(NULL);
+        {
+            run q;
+            CHECK(open_run(&q, 0, 0) == 0, "setup");
+            nn_reduce none = nn_mpi_reduce(NULL, 1);
+            CHECK(nn_trainer_set_reduce(q.tr, &none) == NN_EMISUSE &&
+                  strcmp(nn_trainer_errmsg(q.tr), "trainer: set_reduce: start is NULL") == 0,
+                  "nn_mpi_reduce(NULL): %s", nn_trainer_errmsg(q.tr));
+            close_run(&q);
+        }
         run r;
         CHECK(open_run(&r, 0, 0) == 0, "setup");
         r.c = nn_mpi_new(MPI_COMM_WORLD, 1, NULL, NULL);

@@ -138,7 +138,12 @@ static int wait_none(void *ud) { return (void)ud, 0; }
 
 nn_reduce nn_mpi_reduce(nn_mpi *c, int per_tensor)
 {
-    nn_reduce r = {sizeof r, c ? (uint32_t)c->size : 1, per_tensor != 0,
-                   per_tensor ? start_async : start_block, per_tensor ? wait_async : wait_none, c};
+    nn_reduce r = {sizeof r, 1, per_tensor != 0, NULL, NULL, NULL};
+    if (c) { /* c NULL: no callbacks, which nn_trainer_set_reduce refuses */
+        r.ranks = (uint32_t)c->size;
+        r.start = per_tensor ? start_async : start_block;
+        r.wait = per_tensor ? wait_async : wait_none;
+        r.ud = c;
+    }
     return r;
 }

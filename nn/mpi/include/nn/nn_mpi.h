@@ -49,7 +49,8 @@ int nn_mpi_size(const nn_mpi *c);
  * by MPI_Waitall before the update; per_tensor 0: one MPI_Allreduce over
  * the whole gradient block after the sweep. Summation order: MPI's (every
  * rank gets the same sum; docs/distributed.md). c must outlive the
- * trainer's use of it. */
+ * trainer's use of it. c NULL: start and wait NULL, which
+ * nn_trainer_set_reduce refuses ("start is NULL"). */
 nn_reduce nn_mpi_reduce(nn_mpi *c, int per_tensor);
 
 /* Message of the most recent failure ("" if none), e.g. "nn_mpi:
