@@ -18,8 +18,10 @@
  *    it. Messages never need memory to be written.
  *  - The library never aborts, exits or prints. All memory goes through the
  *    allocator given at creation (an ad_alloc_fn; NULL: realloc/free).
- *    Parameter files are read and written with stdio (and, on POSIX
- *    systems, stat/fstat to refuse loading what is not a regular file).
+ *    Parameter files and checkpoints are read and written with stdio
+ *    (and, on POSIX systems, stat/fstat to refuse loading what is not a
+ *    regular file; fsync, and open/close of the directory, to make a
+ *    checkpoint durable before and after its rename).
  *  - There is no global mutable state. An object may be used by one thread
  *    at a time; different objects by different threads at once.
  *  - Passing NULL where an object is expected is harmless: status functions
