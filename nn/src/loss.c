@@ -15,7 +15,8 @@ const char *nn_loss_name(nn_loss loss)
     }
 }
 
-int nn__loss(nn_model *m, ad_tape *t, nn_loss loss, ad_node yhat, ad_node y, ad_node *out)
+int nn__loss(nn_model *m, ad_tape *t, nn_loss loss, ad_node yhat, ad_node y, uint32_t ranks,
+             ad_node *out)
 {
     *out = ad_nil();
     if (!m)
@@ -36,14 +37,21 @@ int nn__loss(nn_model *m, ad_tape *t, nn_loss loss, ad_node yhat, ad_node y, ad_
     if (ps.ndim != ts.ndim || ps.rows != ts.rows || ps.cols != ts.cols)
         return nn__fail(m->msg, NN_ESHAPE, "loss %s: prediction is %s but target is %s", name,
                         nn__shape_str(ps, a, sizeof a), nn__shape_str(ts, b, sizeof b));
-    const double B = ps.ndim == 2 ? ps.rows : 1;
+    /* A rank's share of a global batch of ranks x B rows: the same sums,
+     * divided by the global count, so the ranks' gradients add up to the
+     * global batch's (ranks 1: the plain loss, the same ops). */
+    const double B = (double)ranks * (ps.ndim == 2 ? ps.rows : 1);
     ad_node L;
     switch (loss) {
     case NN_LOSS_HALF_SSE:
         L = ad_scale(t, ad_sum(t, ad_square(t, ad_sub(t, yhat, y))), 0.5 / B);
         break;
     case NN_LOSS_MSE:
-        L = ad_mean(t, ad_square(t, ad_sub(t, yhat, y)));
+        if (ranks == 1)
+            L = ad_mean(t, ad_square(t, ad_sub(t, yhat, y)));
+        else /* sum / (ranks B n) */
+            L = ad_scale(t, ad_sum(t, ad_square(t, ad_sub(t, yhat, y))),
+                         1.0 / (B * (double)ad_shape_size(ps) / (ps.ndim == 2 ? ps.rows : 1)));
         break;
     default:
         L = ad_scale(t, ad_softmax_xent(t, yhat, y), 1.0 / B);
@@ -59,6 +67,6 @@ int nn__loss(nn_model *m, ad_tape *t, nn_loss loss, ad_node yhat, ad_node y, ad_
 ad_node nn_model_loss(nn_model *m, ad_tape *t, nn_loss loss, ad_node yhat, ad_node y)
 {
     ad_node out;
-    nn__loss(m, t, loss, yhat, y, &out);
+    nn__loss(m, t, loss, yhat, y, 1, &out);
     return out;
 }

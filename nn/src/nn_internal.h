@@ -83,13 +83,71 @@ int nn__forward(nn_model *m, ad_tape *t, ad_node x, int grad, ad_node *out);
  * params[] (nn_params_count entries; others untouched). */
 int nn__forward_params(nn_model *m, ad_tape *t, ad_node x, int grad, ad_node *out,
                        ad_node *params);
-/* Records a loss (see nn_model_loss) the same way. */
-int nn__loss(nn_model *m, ad_tape *t, nn_loss loss, ad_node yhat, ad_node y, ad_node *out);
+/* Records a loss (see nn_model_loss) the same way; ranks > 1: this
+ * rank's share of a global batch of ranks x its rows (see nn_reduce). */
+int nn__loss(nn_model *m, ad_tape *t, nn_loss loss, ad_node yhat, ad_node y, uint32_t ranks,
+             ad_node *out);
 
 /* Makes sure slot s has buffers for batch rows and a tape; records
  * nothing. NN_OK or NN_ENOMEM (message in msg). */
 int nn__slot_reserve(nn__mem *mem, nn__slot *s, uint32_t batch, uint32_t n_in, uint32_t n_out,
                      char *msg);
 void nn__slot_free(nn__mem *mem, nn__slot *s);
+
+/* ---- optimizer and trainer: shared with checkpoint.c ---- */
+
+struct nn_optim {
+    nn__mem mem;
+    nn_optim_opts o;
+    size_t size;
+    double *m1;          /* momentum: velocity; Adam: first moment */
+    double *m2;          /* Adam: second moment                    */
+    uint64_t t;          /* steps taken                            */
+    double b1t, b2t;     /* beta1^t, beta2^t (Adam bias correction) */
+    char msg[NN__MSG_CAP];
+};
+
+struct nn_trainer {
+    nn_model *m;
+    nn_loss loss;
+    double clip;
+    nn_optim *opt;
+    nn__slot slot[2];       /* [0]: the first batch size; [1]: any other */
+    uint64_t version;       /* store version the trainer was made for   */
+    bool assign;            /* the model's layers hold every tensor of the
+                               store: the sweep writes all the gradients
+                               (AD_SWEEP_ASSIGN), no zeroing pass        */
+    uint64_t recordings;
+    bool fused_off;         /* nn_trainer_set_fused(tr, 0)          */
+    struct piece {          /* one hook's target: a tensor of the store */
+        nn_optim *opt;
+        size_t off;
+        size_t n;           /* doubles                              */
+        struct nn_trainer *tr;
+    } *pieces;              /* one per store tensor                 */
+    nn_reduce red;          /* red.start NULL: no reduction         */
+    int red_status;         /* first failed start of this step, or 0 */
+    size_t red_piece;       /* the tensor it failed on              */
+    ad_node *nodes;         /* the recording's parameter nodes      */
+    size_t npieces;
+    char msg[NN__MSG_CAP];
+};
+
+/* ---- file encoding (params_io.c): little-endian whatever the host ---- */
+
+void nn__put_u16(unsigned char *b, uint32_t v);
+void nn__put_u32(unsigned char *b, uint32_t v);
+void nn__put_u64(unsigned char *b, uint64_t v);
+void nn__put_f64(unsigned char *b, double d);
+uint32_t nn__get_u16(const unsigned char *b);
+uint32_t nn__get_u32(const unsigned char *b);
+uint64_t nn__get_u64(const unsigned char *b);
+double nn__get_f64(const unsigned char *b);
+/* Reads the regular file path to its end into a block from mem (*cap
+ * bytes, *len used; free with nn__free(mem, *out, *cap)). Refuses what is
+ * not a regular file before opening it. Messages, prefixed with who, go
+ * to msg. NN_OK, NN_EIO, NN_ELIMIT or NN_ENOMEM. */
+int nn__slurp(nn__mem *mem, char *msg, const char *who, const char *path, unsigned char **out,
+              size_t *len, size_t *cap);
 
 #endif /* NN_INTERNAL_H */

@@ -6,17 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-struct nn_optim {
-    nn__mem mem;
-    nn_optim_opts o;
-    size_t size;
-    double *m1;          /* momentum: velocity; Adam: first moment */
-    double *m2;          /* Adam: second moment                    */
-    uint64_t t;          /* steps taken                            */
-    double b1t, b2t;     /* beta1^t, beta2^t (Adam bias correction) */
-    char msg[NN__MSG_CAP];
-};
-
 nn_optim_opts nn_optim_defaults(nn_optim_kind kind)
 {
     nn_optim_opts o = {kind, kind == NN_OPTIM_ADAM ? 0.001 : 0.01, 0.9, 0.9, 0.999, 1e-8};

@@ -31,37 +31,52 @@
 
 /* ---- little-endian encoding ---- */
 
-static void put_u16(unsigned char *b, uint32_t v)
+void nn__put_u16(unsigned char *b, uint32_t v)
 {
     b[0] = (unsigned char)v;
     b[1] = (unsigned char)(v >> 8);
 }
-static void put_u32(unsigned char *b, uint32_t v)
+void nn__put_u32(unsigned char *b, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
         b[i] = (unsigned char)(v >> (8 * i));
 }
-static void put_f64(unsigned char *b, double d)
+void nn__put_u64(unsigned char *b, uint64_t v)
 {
-    uint64_t v;
-    memcpy(&v, &d, sizeof v); /* IEEE-754 binary64 bits */
     for (int i = 0; i < 8; i++)
         b[i] = (unsigned char)(v >> (8 * i));
 }
-static uint32_t get_u16(const unsigned char *b) { return (uint32_t)b[0] | (uint32_t)b[1] << 8; }
-static uint32_t get_u32(const unsigned char *b)
+void nn__put_f64(unsigned char *b, double d)
+{
+    uint64_t v;
+    memcpy(&v, &d, sizeof v); /* IEEE-754 binary64 bits */
+    nn__put_u64(b, v);
+}
+uint32_t nn__get_u16(const unsigned char *b) { return (uint32_t)b[0] | (uint32_t)b[1] << 8; }
+uint32_t nn__get_u32(const unsigned char *b)
 {
     return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
 }
-static double get_f64(const unsigned char *b)
+uint64_t nn__get_u64(const unsigned char *b)
 {
     uint64_t v = 0;
     for (int i = 0; i < 8; i++)
         v |= (uint64_t)b[i] << (8 * i);
+    return v;
+}
+double nn__get_f64(const unsigned char *b)
+{
+    const uint64_t v = nn__get_u64(b);
     double d;
     memcpy(&d, &v, sizeof d);
     return d;
 }
+#define put_u16 nn__put_u16
+#define put_u32 nn__put_u32
+#define put_f64 nn__put_f64
+#define get_u16 nn__get_u16
+#define get_u32 nn__get_u32
+#define get_f64 nn__get_f64
 
 /* ---- saving ---- */
 
@@ -173,41 +188,42 @@ static size_t size_hint(FILE *f)
 /* Reads the whole file into memory from the store's allocator, to its end
  * whatever size the system reported; *cap is the block's size. Refuses
  * anything but a regular file before opening it (a FIFO would block). */
-static int slurp(nn_params *p, const char *path, unsigned char **out, size_t *len, size_t *cap)
+int nn__slurp(nn__mem *mem, char *msg, const char *who, const char *path, unsigned char **out,
+              size_t *len, size_t *cap)
 {
     const char *kind = not_regular(path, NULL);
     if (kind)
-        return nn__fail(p->msg, NN_EIO, "params: cannot load '%s': not a regular file (%s)", path,
+        return nn__fail(msg, NN_EIO, "%s: cannot load '%s': not a regular file (%s)", who, path,
                         kind);
     FILE *f = fopen(path, "rb");
     if (!f)
-        return nn__fail(p->msg, NN_EIO, "params: cannot open '%s' for reading", path);
+        return nn__fail(msg, NN_EIO, "%s: cannot open '%s' for reading", who, path);
     if ((kind = not_regular(path, f)) != NULL) { /* replaced since the check */
         fclose(f);
-        return nn__fail(p->msg, NN_EIO, "params: cannot load '%s': not a regular file (%s)", path,
+        return nn__fail(msg, NN_EIO, "%s: cannot load '%s': not a regular file (%s)", who, path,
                         kind);
     }
     size_t n = 0, size = size_hint(f);
-    unsigned char *buf = nn__alloc(&p->mem, size);
+    unsigned char *buf = nn__alloc(mem, size);
     int st = NN_OK;
     if (!buf)
-        st = nn__fail(p->msg, NN_ENOMEM, "params: out of memory reading '%s' (%zu bytes)", path,
+        st = nn__fail(msg, NN_ENOMEM, "%s: out of memory reading '%s' (%zu bytes)", who, path,
                       size);
     while (st == NN_OK) {
         n += fread(buf + n, 1, size - n, f);
         if (n < size) { /* the end, or an error */
             if (ferror(f))
-                st = nn__fail(p->msg, NN_EIO, "params: reading '%s' failed", path);
+                st = nn__fail(msg, NN_EIO, "%s: reading '%s' failed", who, path);
             break;
         }
         if (size > NN__MAX_DOUBLES / 2) {
-            st = nn__fail(p->msg, NN_ELIMIT, "params: '%s' is too large (more than %zu bytes)",
+            st = nn__fail(msg, NN_ELIMIT, "%s: '%s' is too large (more than %zu bytes)", who,
                           path, size);
             break;
         }
-        unsigned char *nb = nn__realloc(&p->mem, buf, size, 2 * size);
+        unsigned char *nb = nn__realloc(mem, buf, size, 2 * size);
         if (!nb) {
-            st = nn__fail(p->msg, NN_ENOMEM, "params: out of memory reading '%s' (%zu bytes)",
+            st = nn__fail(msg, NN_ENOMEM, "%s: out of memory reading '%s' (%zu bytes)", who,
                           path, 2 * size);
             break;
         }
@@ -216,7 +232,7 @@ static int slurp(nn_params *p, const char *path, unsigned char **out, size_t *le
     }
     fclose(f);
     if (st != NN_OK) {
-        nn__free(&p->mem, buf, size);
+        nn__free(mem, buf, size);
         return st;
     }
     *out = buf;
@@ -368,7 +384,7 @@ int nn_params_load(nn_params *p, const char *path)
         return nn__fail(p->msg, NN_EMISUSE, "params: load: path is NULL");
     unsigned char *buf = NULL;
     size_t len = 0, cap = 0;
-    int st = slurp(p, path, &buf, &len, &cap);
+    int st = nn__slurp(&p->mem, p->msg, "params", path, &buf, &len, &cap);
     if (st != NN_OK)
         return st;
     unsigned char *seen = nn__alloc(&p->mem, p->count ? p->count : 1);

@@ -65,3 +65,15 @@ uint64_t nn_rng_below(nn_rng *r, uint64_t n)
     while (x >= limit);
     return x % n;
 }
+
+void nn_rng_shuffle(nn_rng *r, uint32_t *idx, size_t n)
+{
+    if (!r || !idx)
+        return;
+    for (size_t i = n; i-- > 1;) { /* swap i with a uniform j in [0, i] */
+        const size_t j = (size_t)nn_rng_below(r, (uint64_t)i + 1);
+        const uint32_t t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+}

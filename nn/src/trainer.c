@@ -8,27 +8,6 @@
 #include <stdbool.h>
 #include <string.h>
 
-struct nn_trainer {
-    nn_model *m;
-    nn_loss loss;
-    double clip;
-    nn_optim *opt;
-    nn__slot slot[2];       /* [0]: the first batch size; [1]: any other */
-    uint64_t version;       /* store version the trainer was made for   */
-    bool assign;            /* the model's layers hold every tensor of the
-                               store: the sweep writes all the gradients
-                               (AD_SWEEP_ASSIGN), no zeroing pass        */
-    uint64_t recordings;
-    bool fused_off;         /* nn_trainer_set_fused(tr, 0)          */
-    struct piece {          /* one hook's target: a tensor of the store */
-        nn_optim *opt;
-        size_t off;
-    } *pieces;              /* one per store tensor                 */
-    ad_node *nodes;         /* the recording's parameter nodes      */
-    size_t npieces;
-    char msg[NN__MSG_CAP];
-};
-
 /* An ad_grad_hook update: the optimizer's step on one tensor's rows. */
 static void apply_piece(void *ud, size_t off, double *w, const double *g, size_t n)
 {
@@ -42,7 +21,25 @@ static void apply_piece_scaled(void *ud, size_t off, double *w, double a, const 
     nn_optim_apply_scaled(p->opt, p->off + off, w, a, x, n);
 }
 
-static bool can_fuse(const nn_trainer *tr) { return tr->assign && tr->clip == 0 && !tr->fused_off; }
+/* An ad_grad_hook ready: tensor complete in the sweep, start its reduction. */
+static void ready_piece(void *ud, ad_node param, const ad_tensor *view)
+{
+    (void)param, (void)view;
+    struct piece *p = ud;
+    nn_trainer *tr = p->tr;
+    if (tr->red_status != 0)
+        return; /* a start failed: the step fails after the sweep */
+    const int st = tr->red.start(tr->red.ud, p->off, nn_params_grads(tr->m->params) + p->off, p->n);
+    if (st != 0) {
+        tr->red_status = st;
+        tr->red_piece = (size_t)(p - tr->pieces);
+    }
+}
+
+static bool can_fuse(const nn_trainer *tr)
+{
+    return tr->assign && tr->clip == 0 && !tr->fused_off && !tr->red.start;
+}
 
 nn_trainer *nn_trainer_new(nn_model *m, const nn_trainer_opts *opts)
 {
@@ -91,6 +88,8 @@ nn_trainer *nn_trainer_new(nn_model *m, const nn_trainer_opts *opts)
     for (size_t i = 0; i < tr->npieces; i++) {
         tr->pieces[i].opt = tr->opt;
         tr->pieces[i].off = (size_t)(nn_params_value(m->params, i) - base);
+        tr->pieces[i].n = ad_shape_size(nn_params_shape(m->params, i));
+        tr->pieces[i].tr = tr;
     }
     return tr;
 }
@@ -135,9 +134,11 @@ static int record(nn_trainer *tr, nn__slot *s, uint32_t batch)
         return nn__fail(tr->msg, nn__from_ad(ad_tape_status(s->tape)), "trainer: %s",
                         ad_tape_errmsg(s->tape));
     ad_node yhat;
+    for (size_t i = 0; i < tr->npieces; i++)
+        tr->nodes[i] = ad_nil(); /* tensors outside the layers stay nil */
     int st = nn__forward_params(m, s->tape, x, 1, &yhat, tr->nodes);
     if (st == NN_OK)
-        st = nn__loss(m, s->tape, tr->loss, yhat, y, &s->out);
+        st = nn__loss(m, s->tape, tr->loss, yhat, y, nn_trainer_ranks(tr), &s->out);
     if (st != NN_OK)
         return nn__fail(tr->msg, st, "trainer: %s", m->msg);
     /* the optimizer inside the sweep: each tensor updated as soon as its
@@ -145,6 +146,16 @@ static int record(nn_trainer *tr, nn__slot *s, uint32_t batch)
      * affine's backward (every store tensor is in a layer: tr->assign) */
     for (size_t i = 0; can_fuse(tr) && i < tr->npieces; i++) {
         ad_grad_hook h = {sizeof h, NULL, apply_piece, &tr->pieces[i], apply_piece_scaled};
+        const int hs = ad_set_grad_hook(s->tape, tr->nodes[i], &h);
+        if (hs != AD_OK)
+            return nn__fail(tr->msg, nn__from_ad(hs), "trainer: %s", ad_tape_errmsg(s->tape));
+    }
+    /* a reduction per tensor: started as soon as its gradient is complete
+     * (tensors outside the layers keep zero gradients on every rank) */
+    for (size_t i = 0; tr->red.start && tr->red.per_tensor && i < tr->npieces; i++) {
+        if (ad_node_is_nil(tr->nodes[i]))
+            continue;
+        ad_grad_hook h = {sizeof h, ready_piece, NULL, &tr->pieces[i], NULL};
         const int hs = ad_set_grad_hook(s->tape, tr->nodes[i], &h);
         if (hs != AD_OK)
             return nn__fail(tr->msg, nn__from_ad(hs), "trainer: %s", ad_tape_errmsg(s->tape));
@@ -198,6 +209,7 @@ int nn_trainer_step(nn_trainer *tr, const double *X, const double *Y, uint32_t b
     const bool fused = can_fuse(tr);
     if (fused)
         nn_optim_begin(tr->opt); /* the hooks apply the step's pieces */
+    tr->red_status = 0;
     st = ad_sweep(s->tape, s->out, NULL, tr->assign ? AD_SWEEP_ASSIGN : 0);
     if (st != AD_OK)
         return nn__fail(tr->msg, nn__from_ad(st), "trainer: backward: %s", ad_tape_errmsg(s->tape));
@@ -205,10 +217,69 @@ int nn_trainer_step(nn_trainer *tr, const double *X, const double *Y, uint32_t b
         *loss = ad_scalar_value(s->tape, s->out);
     if (fused)
         return NN_OK;
+    if (tr->red.start) { /* sum the ranks' gradients, then update */
+        if (tr->red_status != 0) {
+            /* the reductions started before the failure must not write into
+             * the gradient block later: complete them (the result no matter) */
+            (void)tr->red.wait(tr->red.ud);
+            return nn__fail(tr->msg, NN_EIO,
+                            "trainer: reduce: start failed with %d on %s; parameters not updated",
+                            tr->red_status, nn_params_name(m->params, tr->red_piece));
+        }
+        if (!tr->red.per_tensor) {
+            const int rs = tr->red.start(tr->red.ud, 0, nn_params_grads(m->params),
+                                         nn_params_size(m->params));
+            if (rs != 0 && (tr->red.wait(tr->red.ud), 1))
+                return nn__fail(tr->msg, NN_EIO,
+                                "trainer: reduce: start failed with %d on the gradient block; "
+                                "parameters not updated", rs);
+        }
+        const int ws = tr->red.wait(tr->red.ud);
+        if (ws != 0)
+            return nn__fail(tr->msg, NN_EIO,
+                            "trainer: reduce: wait failed with %d; parameters not updated", ws);
+    }
     if (tr->clip > 0)
         nn_params_clip_grad_norm(m->params, tr->clip, NULL);
     st = nn_optim_step(tr->opt, m->params);
     if (st != NN_OK)
         return nn__copy_msg(tr->msg, st, nn_optim_errmsg(tr->opt));
+    return NN_OK;
+}
+
+uint32_t nn_trainer_ranks(const nn_trainer *tr)
+{
+    return !tr ? 0 : tr->red.start ? tr->red.ranks : 1;
+}
+
+int nn_trainer_set_reduce(nn_trainer *tr, const nn_reduce *r)
+{
+    if (!tr)
+        return NN_EMISUSE;
+    if (r) {
+        if (r->size < sizeof *r)
+            return nn__fail(tr->msg, NN_EMISUSE,
+                            "trainer: set_reduce: size %zu is smaller than nn_reduce (%zu)",
+                            r->size, sizeof *r);
+        if (r->ranks == 0)
+            return nn__fail(tr->msg, NN_EMISUSE, "trainer: set_reduce: ranks is 0");
+        if (!r->start || !r->wait)
+            return nn__fail(tr->msg, NN_EMISUSE, "trainer: set_reduce: %s is NULL",
+                            !r->start ? "start" : "wait");
+        tr->red = *r;
+    } else {
+        memset(&tr->red, 0, sizeof tr->red);
+    }
+    tr->slot[0].batch = tr->slot[1].batch = 0; /* record again: loss share, hooks */
+    return NN_OK;
+}
+
+int nn_shard(uint64_t batch, uint32_t ranks, uint32_t rank, uint64_t *begin, uint64_t *end)
+{
+    if (ranks == 0 || rank >= ranks || !begin || !end)
+        return NN_EMISUSE;
+    const uint64_t q = batch / ranks, r = batch % ranks;
+    *begin = rank * q + (rank < r ? rank : r);
+    *end = *begin + q + (rank < r);
     return NN_OK;
 }

@@ -18,8 +18,10 @@
  *    it. Messages never need memory to be written.
  *  - The library never aborts, exits or prints. All memory goes through the
  *    allocator given at creation (an ad_alloc_fn; NULL: realloc/free).
- *    Parameter files are read and written with stdio (and, on POSIX
- *    systems, stat/fstat to refuse loading what is not a regular file).
+ *    Parameter files and checkpoints are read and written with stdio
+ *    (and, on POSIX systems, stat/fstat to refuse loading what is not a
+ *    regular file; fsync, and open/close of the directory, to make a
+ *    checkpoint durable before and after its rename).
  *  - There is no global mutable state. An object may be used by one thread
  *    at a time; different objects by different threads at once.
  *  - Passing NULL where an object is expected is harmless: status functions
@@ -444,6 +446,103 @@ NN_API const char *nn_trainer_errmsg(const nn_trainer *tr);
  * back on. NULL: 0 / no-op. */
 NN_API int nn_trainer_fused(const nn_trainer *tr);
 NN_API void nn_trainer_set_fused(nn_trainer *tr, int on);
+
+/* ------------------------------------------------------------------ */
+/* Data-parallel training: a caller-supplied gradient reduction        */
+/* ------------------------------------------------------------------ */
+
+/* How P processes ("ranks") that each take rows of one global batch sum
+ * their gradients. nn holds no communication code: the caller supplies
+ * start and wait (nn_mpi in nn/mpi/ supplies them over MPI; see
+ * docs/distributed.md). With a reduction set, each rank's loss is its
+ * share of the global batch's: the same per-row terms divided by the
+ * global row count ranks x rows (xent: (1/(P b)) sum of the rank's b rows),
+ * so the sum over the ranks of their gradients is the gradient of the
+ * global batch's loss. Each step then runs:
+ *   sweep (per_tensor: start(off, g, n) for each tensor from its
+ *          gradient-ready hook, while the sweep goes on through the
+ *          earlier layers);
+ *   start(0, whole gradient block) when not per_tensor;
+ *   wait;  clip (clip_norm);  optimizer step.
+ * The optimizer never runs inside the sweep then (nn_trainer_fused is 0).
+ * start and wait return 0 on success; anything else fails the step with
+ * NN_EIO before the parameters change. After a failed start no further
+ * start is made in that step, and wait is still called, so that no
+ * reduction started before the failure stays in flight (a failed
+ * collective may leave the other ranks waiting: treat it as fatal for the
+ * run). Every rank must set
+ * the same reduction options and step with the same batch size, so that
+ * the calls come in the same order on every rank. */
+typedef struct nn_reduce {
+    size_t size;        /* sizeof(nn_reduce): fields past size are not read */
+    uint32_t ranks;     /* P >= 1: processes sharing each global batch        */
+    int per_tensor;     /* 1: start per tensor from the sweep; 0: once after  */
+    /* Begin replacing g[0 .. n) -- elements off .. off+n of the flat
+     * gradient block -- by its sum over the ranks, in place. May return
+     * before that is done (a non-blocking collective). */
+    int (*start)(void *ud, size_t off, double *g, size_t n);
+    /* Completes every reduction started since the last wait. */
+    int (*wait)(void *ud);
+    void *ud;           /* passed to start and wait */
+} nn_reduce;
+
+/* Sets (r NULL: removes) tr's reduction; r is copied. The next step
+ * records again (the loss and the hooks change). Returns NN_OK or
+ * NN_EMISUSE (size too small, ranks 0, start or wait NULL; reason in
+ * nn_trainer_errmsg; the trainer is then unchanged). tr NULL: NN_EMISUSE. */
+NN_API int nn_trainer_set_reduce(nn_trainer *tr, const nn_reduce *r);
+/* Ranks of the reduction set (1 without one). tr NULL: 0. */
+NN_API uint32_t nn_trainer_ranks(const nn_trainer *tr);
+
+/* Rows [*begin, *end) of a global batch of batch rows that rank takes
+ * when ranks share it: contiguous, in rank order, the first batch % ranks
+ * ranks one row more. Returns NN_OK, or NN_EMISUSE when ranks is 0, rank
+ * >= ranks or a pointer is NULL. Rows may be empty (batch < ranks): the
+ * trainer refuses an empty batch, so keep batch >= ranks (and, for steps
+ * equal to one process's, batch a multiple of ranks: see nn_reduce). */
+NN_API int nn_shard(uint64_t batch, uint32_t ranks, uint32_t rank, uint64_t *begin,
+                    uint64_t *end);
+
+/* Fisher-Yates shuffle of idx[0 .. n) drawing from r (nn_rng_below): the
+ * same seed gives the same order on every rank and machine. NULL: no-op. */
+NN_API void nn_rng_shuffle(nn_rng *r, uint32_t *idx, size_t n);
+
+/* ------------------------------------------------------------------ */
+/* Checkpoints                                                         */
+/* ------------------------------------------------------------------ */
+
+/* The caller's side of a training loop's state, stored in a checkpoint
+ * beside the trainer's (parameters, optimizer state and options, learning
+ * rate, step count) so that a resumed run continues bit for bit. */
+typedef struct nn_checkpoint {
+    uint64_t epoch;     /* data-order position: the epoch ...                */
+    uint64_t position;  /* ... and the global rows of it already consumed   */
+    nn_rng rng;         /* the caller's generator (e.g. the shuffling one)   */
+    uint32_t ranks;     /* save: ignored (the trainer's ranks are written);
+                           resume: the ranks of the run that wrote it       */
+} nn_checkpoint;
+
+/* Writes tr's state and *ck to path atomically: into "<path>.tmp", then
+ * fflush, fsync, rename over path, and (POSIX) fsync of the directory. A
+ * crash leaves either the old file or the new one at path, never a
+ * partial one; on failure the temporary is removed and path is untouched.
+ * Layout: docs/distributed.md. Under data parallelism every rank holds the
+ * same state: one rank (rank 0) saves. Returns NN_OK, NN_EIO (cannot
+ * write, sync or rename; the reason names the file), NN_ENOMEM or
+ * NN_EMISUSE (NULL). */
+NN_API int nn_trainer_save(nn_trainer *tr, const char *path, const nn_checkpoint *ck);
+/* Reads a checkpoint written by nn_trainer_save into tr (parameters,
+ * optimizer state, learning rate and options, step count; the model's
+ * generator) and *ck (ck may be NULL). Everything is checked first; on any
+ * error nothing changes. Errors: NN_EIO (not a regular file, cannot read),
+ * NN_EFORMAT (bad magic, other version, truncated, trailing bytes, bad
+ * CRC, malformed), NN_ESHAPE (another architecture -- a tensor's name,
+ * shape or count differs -- or another optimizer kind), NN_ELIMIT,
+ * NN_ENOMEM, NN_EMISUSE; the message (nn_trainer_errmsg) names the
+ * problem. A checkpoint written with another number of ranks is accepted
+ * (re-sharded): the state is the same on every rank and the position
+ * counts global rows; *ck->ranks tells the writer's count. */
+NN_API int nn_trainer_resume(nn_trainer *tr, const char *path, nn_checkpoint *ck);
 
 #ifdef __cplusplus
 }
