@@ -236,9 +236,9 @@ static void train_compare(int batch, int extra_use, int scaled)
         if (batch || !scaled)
             cr_assert_eq(s[0].scaled_calls, 0, "a batch's rows are sums: stored, not scaled");
         if (!extra_use)
-            cr_assert_eq(s[0].max_n, batch ? 4 * (size_t)NI : (size_t)NI,
+            cr_assert_eq(s[0].max_n, batch ? (size_t)NH * NI : (size_t)NI,
                          "W1's update runs inside affine's vjp, by rows (one sample: x has no "
-                         "gradient) or blocks of four rows (a batch)");
+                         "gradient) or blocks of up to 32 rows (a batch)");
         else
             cr_assert_eq(s[0].calls, 1, "W1 used twice: one update over the whole gradient");
         sgd_plain(ref.W1, ref.gW1, NH * NI, 0.1);

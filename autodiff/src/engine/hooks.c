@@ -174,6 +174,8 @@ static size_t fused_scratch(const ad__ext *c, int k)
     if (!ad__vjp_update(c->op))
         return 0;
     const ad_shape s = c->call.in[k].shape;
+    if (k == 0 && s.ndim == 2 && c->call.nin == 3 && c->call.in[1].shape.ndim == 2)
+        return (s.rows < AD__UPD_BATCH_ROWS ? s.rows : AD__UPD_BATCH_ROWS) * (size_t)s.cols;
     if (k == 0 && s.ndim == 2) /* W of matvec / affine */
         return 4 * (size_t)s.cols;
     if (k == 2 && s.ndim == 1 && c->call.nin == 3) /* b of affine */

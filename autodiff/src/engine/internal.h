@@ -440,6 +440,9 @@ typedef struct ad__op {
  * It computes every product that needs operand k's old values before it
  * calls upd[k]->fn on a row of them. NULL: op has no fused form
  * (ops_linalg.c: matvec's W, affine's W and b). */
+/* Rows of dW a batch affine's fused update computes per block (its
+ * scratch: this many rows of W). */
+#define AD__UPD_BATCH_ROWS ((size_t)32)
 typedef void (*ad__vjp_update_fn)(const ad_call *call, unsigned fresh, const ad__upd *const *upd);
 ad__vjp_update_fn ad__vjp_update(unsigned op);
 

@@ -188,13 +188,15 @@ static void mv_vjp_update(const ad__kernels *K, double *W, const double *x, cons
     }
 }
 
-/* The batch form's dW = dY^T X, four rows at a time into the scratch, each
- * block handed to u (dX, which reads W, is done before). */
+/* The batch form's dW = dY^T X, AD__UPD_BATCH_ROWS rows at a time into the
+ * scratch, each block handed to u (dX, which reads W, is done before).
+ * The combine kernels reuse a panel of X across every row they are given,
+ * so blocks of few rows would read X once per block. */
 static void nt_vjp_update(const ad__kernels *K, const double *X, double *W, const double *gY,
                           size_t batch, size_t n, size_t kr, const ad__upd *u)
 {
-    for (size_t j = 0; j < kr; j += 4) {
-        const size_t nr = kr - j < 4 ? kr - j : 4;
+    for (size_t j = 0; j < kr; j += AD__UPD_BATCH_ROWS) {
+        const size_t nr = kr - j < AD__UPD_BATCH_ROWS ? kr - j : AD__UPD_BATCH_ROWS;
         K->combine(u->scratch, gY + j, 1, kr, X, nr, batch, n, 1);
         u->fn(u->ud, j * n, W + j * n, u->scratch, nr * n);
     }
