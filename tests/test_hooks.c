@@ -477,3 +477,35 @@ Test(hooks, planning_allocation_failure_is_reported_and_recoverable)
             break; /* past every allocation */
     }
 }
+
+Test(hooks, affine_batch_fused_in_blocks_of_rows)
+{
+    /* 70 rows: blocks of 32, 32 and 6; dX from the old W */
+    enum { R = 70, C = 9, B = 5 };
+    static double W[R * C], W0[R * C], gW[R * C], gW0[R * C], b[R], gb[R], X[B * C], gX[B * C],
+        gX0[B * C];
+    static unsigned char seen[R * C];
+    test_rng r = {17};
+    for (int i = 0; i < R * C; i++)
+        W[i] = W0[i] = test_uniform(&r, -1, 1);
+    for (int i = 0; i < R; i++)
+        b[i] = test_uniform(&r, -1, 1);
+    for (int i = 0; i < B * C; i++)
+        X[i] = test_uniform(&r, -1, 1);
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node Wn = ad_param(t, ad_shape_mat(R, C), W, gW), bn = ad_param(t, ad_shape_vec(R), b, gb);
+    ad_node Xn = ad_param(t, ad_shape_mat(B, C), X, gX);
+    ad_node J = ad_sum(t, ad_tanh(t, ad_affine(t, Wn, Xn, bn)));
+    cr_assert_eq(ad_sweep(t, J, NULL, AD_SWEEP_ASSIGN), AD_OK);
+    memcpy(gW0, gW, sizeof gW), memcpy(gX0, gX, sizeof gX);
+    count_t k = {0.25, R * C, 0, 0, seen};
+    ad_grad_hook h = {.size = sizeof h, .update = count_update, .ud = &k};
+    cr_assert_eq(ad_set_grad_hook(t, Wn, &h), AD_OK);
+    cr_assert_eq(ad_sweep(t, J, NULL, AD_SWEEP_ASSIGN), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(k.covered, (size_t)R * C);
+    cr_assert_eq(k.calls, 3, "blocks of 32, 32 and 6 rows: %zu calls", k.calls);
+    cr_assert_arr_eq(gX, gX0, sizeof gX, "dX is dY W with the old W");
+    for (int i = 0; i < R * C; i++)
+        cr_assert_eq(W[i], W0[i] - 0.25 * gW0[i], "element %d", i);
+    ad_tape_free(t);
+}
