@@ -267,11 +267,12 @@ Test(kernels, products_add_into_param_buffers)
     free(gW), free(gx);
 }
 
-/* A large written dW (AD_SWEEP_ASSIGN, at the engine's streaming
- * threshold of 2^21 elements) goes out through non-temporal stores on
- * x86-64; so does nothing else. Each form -- aligned and even (streamed),
- * dW one double off 16-byte alignment, an odd row length -- must give the
- * products of the adding sweep bit for bit, and dW = dy x^T exactly. */
+/* A large written dW (AD_SWEEP_ASSIGN, 2^21 elements and more: where a
+ * build with AD__STREAM_MIN defined sends it out through non-temporal
+ * stores; the default build does not, see ops_linalg.c). Each form --
+ * aligned and even, dW one double off 16-byte alignment, an odd row
+ * length -- must give the products of the adding sweep bit for bit, and
+ * dW = dy x^T exactly. */
 static void big_matvec_assign(size_t k, size_t c, size_t offset, const char *what)
 {
     double *W = rnd_array(k * c), *x = rnd_array(c), *s = rnd_array(k);

@@ -11,13 +11,19 @@
 #include <string.h>
 
 /* Elements of dW from which a written dW goes out with non-temporal
- * stores: 16 MiB. Streaming saves the backward pass a read of every line
- * of dW, but whoever reads dW next (an optimizer step) then finds it in
- * memory, not in cache. Measured on a 32 MiB-L3 machine, a replay + sweep
- * + SGD step gained 5-20 % with dW of 16 MiB and more, and lost 30 % with
- * dW of 8 MiB, which the cache still held for the step. */
+ * stores; by default never. Streaming saves the backward pass a read of
+ * every line of dW, but whoever reads dW next (an optimizer step) then
+ * finds it in memory, not in cache. On a 32 MiB-L3 machine a replay +
+ * sweep + SGD step once gained 5-20 % from 16 MiB of dW on (stop 9); on
+ * the same kind of VM in stop 12 the non-temporal stores ran at about
+ * 1 GB/s: W4's backward at n = 4096 took 150-300 ms with them and 17 ms
+ * without (0.54x hand-written C), in either kernel variant, and in the
+ * code of stop 11 too. A gain of a few percent where it works does not
+ * pay for a loss of ten times where it does not, so they are off; define
+ * AD__STREAM_MIN (elements) to turn them on for a machine where they pay.
+ * A training step with the update inside the sweep writes no dW at all. */
 #ifndef AD__STREAM_MIN
-#define AD__STREAM_MIN ((size_t)1 << 21)
+#define AD__STREAM_MIN ((size_t)-1)
 #endif
 
 #ifdef AD_HAVE_CBLAS
