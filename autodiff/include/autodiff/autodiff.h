@@ -82,6 +82,7 @@ typedef enum ad_status {
     AD_EBRANCH,   /* a recorded comparison came out otherwise at this
                      evaluation (replay guards, see ad_replay): every value
                      was computed on the recorded branch; record again  */
+    AD_EIO,       /* writing to a caller's stream failed (ad_codegen)     */
     AD_STATUS_COUNT
 } ad_status;
 
