@@ -881,7 +881,7 @@ static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
         em(g, ";\n");
         break;
     default:
-        em(g, "%s{\n%s    const double da = %s, db = %s, gg = %s, gt = %s;\n", ind, ind, d[0],
+        em(g, "%s{\n%s    const double da = %s, db = %s, gg = %s, go = %s;\n", ind, ind, d[0],
            d[1], r->gv, r->gto);
         em(g, "%s    const double tu = %s, tv = %s;\n", ind, r->has[0] ? r->ta[0] : "0.0",
            r->has[1] ? r->ta[1] : "0.0");
@@ -889,10 +889,10 @@ static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
               "%s    (void)da, (void)db, (void)gaa, (void)gab, (void)gbb, (void)tu, (void)tv;\n",
            ind, P, d[2], P, d[3], P, d[4], ind);
         if (r->has[0])
-            em(g, "%s    %s += %s_SZ(gg, da);\n%s    %s += gt * da + gaa * tu + gab * tv;\n", ind,
+            em(g, "%s    %s += %s_SZ(gg, da);\n%s    %s += go * da + gaa * tu + gab * tv;\n", ind,
                r->ga[0], P, ind, r->gta[0]);
         if (r->has[1])
-            em(g, "%s    %s += %s_SZ(gg, db);\n%s    %s += gt * db + gab * tu + gbb * tv;\n", ind,
+            em(g, "%s    %s += %s_SZ(gg, db);\n%s    %s += go * db + gab * tu + gbb * tv;\n", ind,
                r->ga[1], P, ind, r->gta[1]);
         em(g, "%s}\n", ind);
         break;
@@ -1115,6 +1115,8 @@ static void em_tensor(cg *g, uint32_t id)
         if (cl == CL_BILINEAR) { /* plus the vjp of g at the tangents */
             for (int k = 0; k < x->nin; k++)
                 b.a[k] = tbf[k];
+            if (x->op == AD_OP_AFFINE) /* b's vjp reads no value: no term */
+                b.has[2] = false;
             snprintf(b.g, 64, "w + %zu", gslot(g, id, 0));
             stmt(g);
             em_open(g, x, &b, false);
