@@ -78,7 +78,7 @@ static void *build(ad_tape *t, ad_node out, int n, const ad_node *in, const char
     char cmd[2048], so[512];
     snprintf(so, sizeof so, "%s/%s.so", AD_TEST_TMP, prefix);
     snprintf(cmd, sizeof cmd,
-             "%s -std=c99 -O1 -Wall -Wextra -pedantic -Werror -shared -fPIC -o %s %s/%s.c -lm",
+             "%s -std=c99 -O0 -Wall -Wextra -pedantic -Werror -shared -fPIC -o %s %s/%s.c -lm",
              AD_TEST_CC, so, AD_TEST_TMP, prefix);
     cr_assert_eq(system(cmd), 0, "compiling the generated code failed: %s", cmd);
     void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
@@ -631,7 +631,7 @@ Test(codegen, generated_code_never_allocates)
                "        printf(\"%%.17g\\n\", g[i]);\n    return 0;\n}\n");
     fclose(f);
     snprintf(cmd, sizeof cmd,
-             "%s -std=c99 -O1 -Wall -Wextra -Werror -o %s %s %s/noalloc.c -lm "
+             "%s -std=c99 -O0 -Wall -Wextra -Werror -o %s %s %s/noalloc.c -lm "
              "-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free",
              AD_TEST_CC, exe, drv, AD_TEST_TMP);
     cr_assert_eq(system(cmd), 0, "%s", cmd);

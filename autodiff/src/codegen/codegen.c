@@ -1009,10 +1009,10 @@ static void em_ew(cg *g, uint32_t id)
         em(g, "        (void)g;\n");
     if (g->pass == PASS_H)
         em(g, "        (void)gt;\n");
-    snprintf(r.x, sizeof r.x, "a0[%s]", idx[0]);
+    strcpy(r.x, "xv");
     if (nin > 1)
-        snprintf(r.y, sizeof r.y, "a1[%s]", idx[1]);
-    strcpy(r.o, "o[i]");
+        strcpy(r.y, "yv");
+    strcpy(r.o, g->pass == PASS_F ? "o[i]" : "zv");
     strcpy(r.gv, "g[i]");
     strcpy(r.to, "to[i]");
     strcpy(r.gto, "gt[i]");
@@ -1025,6 +1025,12 @@ static void em_ew(cg *g, uint32_t id)
           "            for (unsigned long j = 0; j < %zuUL; j++) {\n"
           "                const unsigned long i = r * %zuUL + j;\n",
        R, C, C);
+    /* the operands' (and the output's) values, read once */
+    em(g, "                const double xv = a0[%s]%s%s%s;\n", idx[0], nin > 1 ? ", yv = a1[" : "",
+       nin > 1 ? idx[1] : "", nin > 1 ? "]" : "");
+    if (g->pass != PASS_F)
+        em(g, "                const double zv = o[i];\n");
+    em(g, "                (void)i, (void)xv;\n");
     em_ew_body(g, x, &r, "                ");
     em(g, "            }\n");
     if (g->pass == PASS_F && ad__is_compare(x->op))
