@@ -32,6 +32,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -821,6 +822,81 @@ typedef struct ewref {
     bool has[2];
 } ewref;
 
+/* A formula of scalar_ops.h with its variables x, y, z, c replaced by
+ * the C expressions given (token by token: cos, c and copysign stay
+ * apart), in parentheses: what the forward and reverse passes write
+ * inline -- no call per node for the compiler to inline. */
+static void subst(const char *f, const char *X, const char *Y, const char *Z, const char *C,
+                  char *out, size_t cap)
+{
+    size_t n = 0;
+    const char *p = f;
+#define PUT(ch) (n + 1 < cap ? (void)(out[n++] = (ch)) : (void)0)
+    PUT('(');
+    while (*p) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_'
+            || (*p >= '0' && *p <= '9') || *p == '.') {
+            const char *q = p;
+            while ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || *q == '_'
+                   || (*q >= '0' && *q <= '9') || *q == '.')
+                q++;
+            const char *rep = NULL;
+            if (q - p == 1 && !(*p >= '0' && *p <= '9'))
+                rep = *p == 'x' ? X : *p == 'y' ? Y : *p == 'z' ? Z : *p == 'c' ? C : NULL;
+            if (rep)
+                for (const char *r = rep; *r; r++)
+                    PUT(*r);
+            else
+                for (const char *r = p; r < q; r++)
+                    PUT(*r);
+            p = q;
+        } else {
+            PUT(*p);
+            p++;
+        }
+    }
+    PUT(')');
+#undef PUT
+    out[n] = '\0';
+}
+
+/* A derivative that is a finite number whatever the operands (add's 1,
+ * scale's c): *v is it, and g * v needs no strong-zero test. */
+static bool const_der(const char *d, double c, double *v)
+{
+    char *end;
+    if (!strcmp(d, "c")) {
+        *v = c;
+        return c - c == 0.0;
+    }
+    const bool neg = d[0] == '-';
+    const double u = strtod(d + neg, &end);
+    if (*end || end == d + neg)
+        return false;
+    *v = neg ? -u : u;
+    return true;
+}
+
+/* dst += g * d, the strong zero kept unless d is a finite constant */
+static void em_acc(cg *g, const char *ind, const char *dst, const char *gv, const char *der,
+                   double c, const char *X, const char *Y, const char *Z, const char *C)
+{
+    double v;
+    if (const_der(der, c, &v)) {
+        char b[48];
+        if (v == 1.0)
+            em(g, "%s%s += %s;\n", ind, dst, gv);
+        else if (v == -1.0)
+            em(g, "%s%s -= %s;\n", ind, dst, gv);
+        else if (v != 0.0)
+            em(g, "%s%s += %s * %s;\n", ind, dst, gv, num(v, b));
+        return;
+    }
+    char d[1200];
+    subst(der, X, Y, Z, C, d, sizeof d);
+    em(g, "%s%s += %s_SZ(%s, %s);\n", ind, dst, g->P, gv, d);
+}
+
 static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
 {
     const ew_text *e = g->ew[x->op];
@@ -831,12 +907,15 @@ static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
         char d[600];
         snprintf(d, sizeof d, "%s_%s_d(%s, %s, %s)", P, e->name, r->x, r->o, c);
         switch (g->pass) {
-        case PASS_F:
-            em(g, "%s%s = %s_%s_f(%s, %s);\n", ind, r->o, P, e->name, r->x, c);
+        case PASS_F: {
+            char f[1200];
+            subst(e->f, r->x, "0.0", "0.0", c, f, sizeof f);
+            em(g, "%s%s = %s;\n", ind, r->o, f);
             break;
+        }
         case PASS_R:
             if (r->has[0])
-                em(g, "%s%s += %s_SZ(%s, %s);\n", ind, r->ga[0], P, r->gv, d);
+                em_acc(g, ind, r->ga[0], r->gv, e->d[0], x->c, r->x, r->o, "0.0", c);
             break;
         case PASS_T:
             if (r->has[0])
@@ -860,13 +939,16 @@ static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
     for (int k = 0; k < 5; k++)
         snprintf(d[k], sizeof d[k], "%s_%s_%s(%s, %s, %s)", P, e->name, dn[k], r->x, r->y, r->o);
     switch (g->pass) {
-    case PASS_F:
-        em(g, "%s%s = %s_%s_f(%s, %s);\n", ind, r->o, P, e->name, r->x, r->y);
+    case PASS_F: {
+        char f[1200];
+        subst(e->f, r->x, r->y, "0.0", "0.0", f, sizeof f);
+        em(g, "%s%s = %s;\n", ind, r->o, f);
         break;
+    }
     case PASS_R:
         for (int k = 0; k < 2; k++)
             if (r->has[k])
-                em(g, "%s%s += %s_SZ(%s, %s);\n", ind, r->ga[k], P, r->gv, d[k]);
+                em_acc(g, ind, r->ga[k], r->gv, e->d[k], 0.0, r->x, r->y, r->o, "0.0");
         break;
     case PASS_T:
         em(g, "%s%s = ", ind, r->to);
@@ -1406,7 +1488,7 @@ static void em_header(cg *g)
     em(g, "#define %s_N_IN %d /* inputs */\n#define %s_IN_SIZE %zuUL /* their elements */\n"
           "#define %s_OUT_SIZE %zuUL /* the output's elements */\n#define %s_WORK_SIZE %zuUL\n",
        P, g->nin, P, N, P, nsize(&g->n[g->out]), P, g->ws);
-    for (int k = 0; k < g->nin; k++) {
+    for (int k = 0; k < g->nin && g->nin <= 64; k++) { /* not for 10^5 inputs */
         const cgnode *x = &g->n[g->in[k].id_];
         em(g, "#define %s_IN%d_SIZE %zuUL /* %u x %u */\n", P, k, nsize(x), x->shape.rows,
            x->shape.cols);
@@ -1517,6 +1599,23 @@ static void em_api(cg *g)
     const size_t M = nsize(o);
     char b[64];
     em(g, "unsigned long %s_work_size(void)\n{\n    return %zuUL;\n}\n\n", P, g->ws);
+    /* the inputs: their sizes and slots, tables rather than code per input
+     * (W1 has 10^5 inputs) */
+    em(g, "static const unsigned long %s_in_size[%d] = {", P, g->nin);
+    for (int k = 0; k < g->nin; k++)
+        em(g, "%s%zuUL", k ? (k % 8 ? ", " : ",\n    ") : "", nsize(&g->n[g->in[k].id_]));
+    em(g, "};\nstatic const unsigned long %s_in_slot[%d] = {", P, g->nin);
+    for (int k = 0; k < g->nin; k++)
+        em(g, "%s%zuUL", k ? (k % 8 ? ", " : ",\n    ") : "", g->n[g->in[k].id_].off);
+    em(g, "};\n\n");
+    if (g->what & (AD_CODEGEN_VJP | AD_CODEGEN_HVP))
+        em(g, "/* dst[k] = region's slots of input k (dst or dst[k] NULL: skipped) */\n"
+              "static void %s_copy(%s_real *const *dst, const %s_real *region)\n{\n"
+              "    if (dst)\n        for (unsigned long k = 0; k < %dUL; k++)\n"
+              "            if (dst[k])\n"
+              "                for (unsigned long i = 0; i < %s_in_size[k]; i++)\n"
+              "                    dst[k][i] = region[%s_in_slot[k] + i];\n}\n\n",
+           P, P, P, g->nin, P, P);
     em(g, "static int %s_fwd(const %s_real *const *in, %s_real *restrict w)\n{\n    int br = 0;\n", P,
        P, P);
     em_calls(g, PASS_F, "in, w", "    ");
@@ -1543,11 +1642,7 @@ static void em_api(cg *g)
         em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        w[%zuUL + i] = seed[i];\n", M,
            gslot(g, g->out, 0));
         em(g, "    %s_rev(in, w);\n", P);
-        for (int k = 0; k < g->nin; k++)
-            em(g, "    if (grad && grad[%d])\n        for (unsigned long i = 0; i < %zuUL; i++)\n"
-                  "            grad[%d][i] = w[%zuUL + i];\n",
-               k, nsize(&g->n[g->in[k].id_]), k, gslot(g, g->in[k].id_, 0));
-        em(g, "    return br;\n}\n\n");
+        em(g, "    %s_copy(grad, w + %zuUL);\n    return br;\n}\n\n", P, g->gb);
         if (M == 1)
             em(g, "int %s_gradient(const %s_real *const *in, %s_real *out, %s_real *const *grad,\n"
                   "    %s_real *work)\n{\n    static const %s_real one[1] = {1};\n"
@@ -1578,16 +1673,8 @@ static void em_api(cg *g)
         em_zero(g, g->gtb, g->nv);
         em(g, "    w[%zuUL] = 1;\n", gslot(g, g->out, 0));
         em_calls(g, PASS_H, "in, v, w", "    ");
-        for (int k = 0; k < g->nin; k++) {
-            const size_t n = nsize(&g->n[g->in[k].id_]);
-            em(g, "    if (grad && grad[%d])\n        for (unsigned long i = 0; i < %zuUL; i++)\n"
-                  "            grad[%d][i] = w[%zuUL + i];\n",
-               k, n, k, gslot(g, g->in[k].id_, 0));
-            em(g, "    if (hv && hv[%d])\n        for (unsigned long i = 0; i < %zuUL; i++)\n"
-                  "            hv[%d][i] = w[%zuUL + i];\n",
-               k, n, k, gtslot(g, g->in[k].id_, 0));
-        }
-        em(g, "    return br;\n}\n\n");
+        em(g, "    %s_copy(grad, w + %zuUL);\n    %s_copy(hv, w + %zuUL);\n    return br;\n}\n\n",
+           P, g->gb, P, g->gtb);
     }
     if (g->what & AD_CODEGEN_JACOBIAN) {
         size_t N = 0;
@@ -1599,14 +1686,10 @@ static void em_api(cg *g)
         em(g, "        for (unsigned long i = 0; i < %zuUL; i++)\n            w[%zuUL + i] = 0;\n",
            g->nv, g->gb);
         em(g, "        w[%zuUL + r] = 1;\n        %s_rev(in, w);\n", gslot(g, g->out, 0), P);
-        size_t col = 0;
-        for (int k = 0; k < g->nin; k++) {
-            const size_t n = nsize(&g->n[g->in[k].id_]);
-            em(g, "        for (unsigned long i = 0; i < %zuUL; i++)\n"
-                  "            J[r * %zuUL + %zuUL + i] = w[%zuUL + i];\n",
-               n, N, col, gslot(g, g->in[k].id_, 0));
-            col += n;
-        }
+        em(g, "        for (unsigned long k = 0, c = 0; k < %dUL; c += %s_in_size[k], k++)\n"
+              "            for (unsigned long i = 0; i < %s_in_size[k]; i++)\n"
+              "                J[r * %zuUL + c + i] = w[%zuUL + %s_in_slot[k] + i];\n",
+           g->nin, P, P, N, g->gb, P);
         em(g, "    }\n    return br;\n}\n\n");
     }
 }
@@ -1700,7 +1783,7 @@ int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codeg
     g.len = (size_t)maxid + 1;
     g.what = what;
     g.fl = opts->use_float != 0;
-    g.max_stmts = opts->max_stmts ? opts->max_stmts : 2000;
+    g.max_stmts = opts->max_stmts ? opts->max_stmts : 200;
     g.ngd = ad__guards_count(t);
     for (size_t i = 0; i < CG_NEW; i++)
         g.ew[ew_texts[i].code] = &ew_texts[i];
