@@ -1078,11 +1078,14 @@ static void em_ew(cg *g, uint32_t id)
         if (!r.has[k] || g->pass == PASS_F)
             continue;
         if (g->pass != PASS_T)
-            em(g, "        %s_real *g%d = w + %zu;\n", g->P, k, gslot(g, x->in[k], 0));
+            em(g, "        %s_real *g%d = w + %zu;\n        (void)g%d;\n", g->P, k,
+               gslot(g, x->in[k], 0), k);
         if (g->pass == PASS_T || g->pass == PASS_H)
-            em(g, "        const %s_real *t%d = %s;\n", g->P, k, tptr(g, x->in[k], b0));
+            em(g, "        const %s_real *t%d = %s;\n        (void)t%d;\n", g->P, k,
+               tptr(g, x->in[k], b0), k);
         if (g->pass == PASS_H)
-            em(g, "        %s_real *gt%d = w + %zu;\n", g->P, k, gtslot(g, x->in[k], 0));
+            em(g, "        %s_real *gt%d = w + %zu;\n        (void)gt%d;\n", g->P, k,
+               gtslot(g, x->in[k], 0), k);
     }
     em(g, "        (void)o;\n");
     for (int k = 0; k < nin; k++)
@@ -1111,8 +1114,8 @@ static void em_ew(cg *g, uint32_t id)
     em(g, "                const double xv = a0[%s]%s%s%s;\n", idx[0], nin > 1 ? ", yv = a1[" : "",
        nin > 1 ? idx[1] : "", nin > 1 ? "]" : "");
     if (g->pass != PASS_F)
-        em(g, "                const double zv = o[i];\n");
-    em(g, "                (void)i, (void)xv;\n");
+        em(g, "                const double zv = o[i];\n                (void)zv;\n");
+    em(g, "                (void)i, (void)xv%s;\n", nin > 1 ? ", (void)yv" : "");
     em_ew_body(g, x, &r, "                ");
     em(g, "            }\n");
     if (g->pass == PASS_F && ad__is_compare(x->op))
