@@ -67,7 +67,9 @@ enum {
     F_NEED = 2,  /* the output or a replay guard reads it              */
     F_DIFF = 4,  /* carries an adjoint and a tangent                   */
     F_BAKED = 8, /* written out as a constant array                    */
-    F_MAP = 16   /* its index table is written out                     */
+    F_MAP = 16,  /* its index table is written out                     */
+    F_WIDE = 32, /* read by a tensor op or the output: lives in w      */
+    F_LOCAL = 64 /* small tapes: value and adjoint in local variables  */
 };
 
 typedef struct cgnode {
@@ -100,6 +102,7 @@ typedef struct cg {
     size_t max_stmts, stmts;
     unsigned nchunk[4];
     int pass;
+    bool fused; /* writing the one-function forward and vjp of a small tape */
     size_t gcur, ngd; /* replay guards: cursor, count */
     const ew_text *ew[AD__INLINE_END];
     unsigned char used[AD__INLINE_END];
@@ -164,6 +167,8 @@ static const char *vel(const cg *g, uint32_t id, size_t e, char *buf)
     const cgnode *x = &g->n[id];
     if (x->input >= 0)
         snprintf(buf, 64, "in[%d][%zu]", (int)x->input, e);
+    else if (g->fused && (x->flags & F_LOCAL))
+        snprintf(buf, 64, "v%u", (unsigned)id);
     else if (x->flags & F_ACT)
         snprintf(buf, 64, "w[%zu]", x->off + e);
     else
@@ -207,6 +212,15 @@ static const char *tel(const cg *g, uint32_t id, size_t e, char *buf)
     return buf;
 }
 static size_t gslot(const cg *g, uint32_t id, size_t e) { return g->gb + g->n[id].off + e; }
+/* a scalar node's adjoint: a local, or its slot */
+static const char *aref(const cg *g, uint32_t id, char *buf)
+{
+    if (g->fused && (g->n[id].flags & F_LOCAL))
+        snprintf(buf, 64, "u%u", (unsigned)id);
+    else
+        snprintf(buf, 64, "w[%zu]", gslot(g, id, 0));
+    return buf;
+}
 static size_t gtslot(const cg *g, uint32_t id, size_t e) { return g->gtb + g->n[id].off + e; }
 
 /* ---- chunks: functions of at most max_stmts statements ---- */
@@ -238,6 +252,8 @@ static void chunk_close(cg *g)
 /* Before each statement: a new function when this one is full. */
 static void stmt(cg *g)
 {
+    if (g->fused)
+        return;
     if (g->stmts >= g->max_stmts) {
         chunk_close(g);
         chunk_open(g);
@@ -1035,12 +1051,12 @@ static void em_ew(cg *g, uint32_t id)
         vel(g, x->in[0], 0, r.x);
         if (nin > 1)
             vel(g, x->in[1], 0, r.y);
-        snprintf(r.o, sizeof r.o, "w[%zu]", x->off);
-        snprintf(r.gv, sizeof r.gv, "w[%zu]", gslot(g, id, 0));
+        vel(g, id, 0, r.o);
+        aref(g, id, r.gv);
         snprintf(r.to, sizeof r.to, "w[%zu]", g->tb + x->off);
         snprintf(r.gto, sizeof r.gto, "w[%zu]", gtslot(g, id, 0));
         for (int k = 0; k < nin; k++) {
-            snprintf(r.ga[k], sizeof r.ga[k], "w[%zu]", gslot(g, x->in[k], 0));
+            aref(g, x->in[k], r.ga[k]);
             snprintf(r.gta[k], sizeof r.gta[k], "w[%zu]", gtslot(g, x->in[k], 0));
             tel(g, x->in[k], 0, r.ta[k]);
         }
@@ -1268,21 +1284,25 @@ static bool emits(const cg *g, uint32_t id, int pass)
 static void em_pass(cg *g, int pass)
 {
     g->pass = pass;
-    g->nchunk[pass] = 0;
-    chunk_open(g);
+    if (!g->fused) {
+        g->nchunk[pass] = 0;
+        chunk_open(g);
+    }
     const bool back = pass == PASS_R || pass == PASS_H;
     g->gcur = 0;
     for (uint32_t i = 1; i < g->len && !g->err; i++) {
         const uint32_t id = back ? (uint32_t)g->len - i : i;
         if (!emits(g, id, pass))
             continue;
-        stmt(g);
+        if (!g->fused)
+            stmt(g);
         if (is_ew(g->n[id].op))
             em_ew(g, id);
         else
             em_tensor(g, id);
     }
-    chunk_close(g);
+    if (!g->fused)
+        chunk_close(g);
 }
 
 /* ---- analysis ---- */
@@ -1406,6 +1426,23 @@ static int analyse(cg *g)
         }
         if (has_table(x->op))
             x->flags |= F_MAP;
+    }
+    /* small tapes: scalar nodes only elementwise statements read live in
+     * locals (F_LOCAL) in the one-function forward and vjp */
+    g->n[g->out].flags |= F_WIDE;
+    for (uint32_t id = 1; id < g->len; id++) {
+        const cgnode *x = &g->n[id];
+        if ((x->flags & (F_ACT | F_NEED)) != (F_ACT | F_NEED) || x->op == AD_OP_LEAF)
+            continue;
+        if (!(is_ew(x->op) && all_scalar(g, x)))
+            for (int k = 0; k < x->nin; k++)
+                g->n[x->in[k]].flags |= F_WIDE;
+    }
+    for (uint32_t id = 1; id < g->len; id++) {
+        cgnode *x = &g->n[id];
+        if ((x->flags & (F_ACT | F_NEED)) == (F_ACT | F_NEED) && x->input < 0 && is_ew(x->op)
+            && all_scalar(g, x) && !(x->flags & F_WIDE))
+            x->flags |= F_LOCAL;
     }
     /* layout */
     size_t off = 0, zs = 1;
@@ -1595,6 +1632,26 @@ static void em_zero(cg *g, size_t from, size_t n)
     em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        w[%zuUL + i] = 0;\n", n, from);
 }
 
+/* the locals of the one-function forward (and vjp: adjoints too) */
+static void em_locals(cg *g, bool adj)
+{
+    for (uint32_t id = 1; id < g->len; id++)
+        if (g->n[id].flags & F_LOCAL) {
+            em(g, "    %s_real v%u", g->P, (unsigned)id);
+            if (adj)
+                em(g, ", u%u = 0", (unsigned)id);
+            em(g, ";\n");
+        }
+    em(g, "    (void)w;\n");
+}
+static void em_locals_used(cg *g, bool adj)
+{
+    for (uint32_t id = 1; id < g->len; id++)
+        if (g->n[id].flags & F_LOCAL)
+            em(g, adj ? "    (void)v%u, (void)u%u;\n" : "    (void)v%u;\n", (unsigned)id,
+               (unsigned)id);
+}
+
 static void em_api(cg *g)
 {
     const char *P = g->P;
@@ -1619,25 +1676,46 @@ static void em_api(cg *g)
               "                for (unsigned long i = 0; i < %s_in_size[k]; i++)\n"
               "                    dst[k][i] = region[%s_in_slot[k] + i];\n}\n\n",
            P, P, P, g->nin, P, P);
-    em(g, "static int %s_fwd(const %s_real *const *in, %s_real *restrict w)\n{\n    int br = 0;\n", P,
-       P, P);
-    em_calls(g, PASS_F, "in, w", "    ");
-    em(g, "    return br;\n}\n\n");
+    if (g->nchunk[PASS_F]) {
+        em(g, "static int %s_fwd(const %s_real *const *in, %s_real *restrict w)\n{\n"
+              "    int br = 0;\n", P, P, P);
+        em_calls(g, PASS_F, "in, w", "    ");
+        em(g, "    return br;\n}\n\n");
+    }
     em(g, "static void %s_out(const %s_real *const *in, const %s_real *w, %s_real *out)\n{\n"
           "    const %s_real *y = %s;\n    (void)in, (void)w;\n    if (out)\n"
           "        for (unsigned long i = 0; i < %zuUL; i++)\n            out[i] = y[i];\n}\n\n",
        P, P, P, P, P, vptr(g, g->out, b), M);
-    if (g->what & AD_CODEGEN_FORWARD)
+    if ((g->what & AD_CODEGEN_FORWARD) && g->fused) {
+        em(g, "int %s_forward(const %s_real *const *in, %s_real *out, %s_real *w)\n{\n"
+              "    int br = 0;\n", P, P, P, P);
+        em_locals(g, false);
+        em_pass(g, PASS_F);
+        em_locals_used(g, false);
+        em(g, "    %s_out(in, w, out);\n    return br;\n}\n\n", P);
+    } else if (g->what & AD_CODEGEN_FORWARD)
         em(g, "int %s_forward(const %s_real *const *in, %s_real *out, %s_real *work)\n{\n"
               "    const int br = %s_fwd(in, work);\n    %s_out(in, work, out);\n    return br;\n}\n\n",
            P, P, P, P, P, P);
-    /* copies the inputs' adjoints (base: the region) into dst[k] + row offset */
-    if (g->what & (AD_CODEGEN_VJP | AD_CODEGEN_JACOBIAN | AD_CODEGEN_HVP)) {
+    if (g->nchunk[PASS_R]) {
         em(g, "static void %s_rev(const %s_real *const *in, %s_real *restrict w)\n{\n", P, P, P);
         em_calls(g, PASS_R, "in, w", "    ");
         em(g, "}\n\n");
     }
-    if (g->what & AD_CODEGEN_VJP) {
+    if ((g->what & AD_CODEGEN_VJP) && g->fused) {
+        /* one function: values and adjoints of the scalar nodes in locals */
+        em(g, "int %s_vjp(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
+              "    %s_real *const *grad, %s_real *w)\n{\n    int br = 0;\n", P, P, P, P, P, P);
+        em_locals(g, true);
+        em_pass(g, PASS_F);
+        em(g, "    %s_out(in, w, out);\n", P);
+        em_zero(g, g->gb, g->nv);
+        em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        w[%zuUL + i] = seed[i];\n", M,
+           gslot(g, g->out, 0));
+        em_pass(g, PASS_R);
+        em_locals_used(g, true);
+        em(g, "    %s_copy(grad, w + %zuUL);\n    return br;\n}\n\n", P, g->gb);
+    } else if (g->what & AD_CODEGEN_VJP) {
         em(g, "int %s_vjp(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
               "    %s_real *const *grad, %s_real *w)\n{\n    const int br = %s_fwd(in, w);\n"
               "    %s_out(in, w, out);\n", P, P, P, P, P, P, P, P);
@@ -1646,6 +1724,8 @@ static void em_api(cg *g)
            gslot(g, g->out, 0));
         em(g, "    %s_rev(in, w);\n", P);
         em(g, "    %s_copy(grad, w + %zuUL);\n    return br;\n}\n\n", P, g->gb);
+    }
+    if (g->what & AD_CODEGEN_VJP) {
         if (M == 1)
             em(g, "int %s_gradient(const %s_real *const *in, %s_real *out, %s_real *const *grad,\n"
                   "    %s_real *work)\n{\n    static const %s_real one[1] = {1};\n"
@@ -1717,13 +1797,23 @@ static int em_source(cg *g, const char *header_name)
     const int st = em_consts(g);
     if (st != AD_OK)
         return st;
-    em_pass(g, PASS_F);
-    if (g->what & (AD_CODEGEN_VJP | AD_CODEGEN_JACOBIAN | AD_CODEGEN_HVP))
+    /* a small tape: forward and vjp each one function, scalar nodes in
+     * locals (the compiler keeps them in registers); the other modes, and
+     * every mode of a large tape, call the chunks */
+    size_t nstmt = 0;
+    for (uint32_t id = 1; id < g->len; id++)
+        nstmt += emits(g, id, PASS_F) + emits(g, id, PASS_R);
+    const bool fused = nstmt <= g->max_stmts;
+    const unsigned others = AD_CODEGEN_JVP | AD_CODEGEN_HVP | AD_CODEGEN_JACOBIAN;
+    if (!fused || (g->what & others))
+        em_pass(g, PASS_F);
+    if ((!fused && (g->what & AD_CODEGEN_VJP)) || (g->what & (AD_CODEGEN_JACOBIAN | AD_CODEGEN_HVP)))
         em_pass(g, PASS_R);
     if (g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP))
         em_pass(g, PASS_T);
     if (g->what & AD_CODEGEN_HVP)
         em_pass(g, PASS_H);
+    g->fused = fused;
     em_api(g);
     return AD_OK;
 }
