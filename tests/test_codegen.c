@@ -788,3 +788,42 @@ Test(codegen, out_of_memory_is_reported)
     ad_tape_free(t);
     cr_expect_eq(a.bytes, 0, "leaked %zu bytes", (size_t)a.bytes);
 }
+
+/* ---- the worked example of docs/codegen.md: the seed neuron ---- */
+
+Test(codegen, seed_neuron_of_the_docs)
+{
+    need_cc();
+    ad_tape *t = ad_tape_new(NULL);
+    const double W0[3] = {4, 2, -5}, x0[3] = {1, 0, 2};
+    ad_node W = ad_variable(t, ad_shape_vec(3), W0), x = ad_variable(t, ad_shape_vec(3), x0);
+    ad_node b = ad_scalar_var(t, 7);
+    ad_node z = ad_add(t, ad_dot(t, W, x), b);
+    ad_node J = ad_scale(t, ad_square(t, ad_add_const(t, ad_relu(t, z), -5)), 0.5);
+    const ad_node in[3] = {W, x, b};
+    void *so = build(t, J, 3, in, "neuron", AD_CODEGEN_FORWARD | AD_CODEGEN_VJP, 0, 0);
+    double w[64], dW[3], dx[3], db, y;
+    cr_assert_leq(((ws_fn)sym(so, "neuron", "work_size"))(), 64);
+    const double bv = 7, *ins[3] = {W0, x0, &bv};
+    double *grads[3] = {dW, dx, &db};
+    cr_assert_eq(((grad_fn)sym(so, "neuron", "gradient"))(ins, &y, grads, w), 0);
+    /* the lecture notes' numbers (README), exactly */
+    const double want[8] = {8, -4, 0, -8, -16, -8, 20, -4};
+    const double got[8] = {y, dW[0], dW[1], dW[2], dx[0], dx[1], dx[2], db};
+    for (int i = 0; i < 8; i++)
+        cr_expect_eq(got[i], want[i], "entry %d: %g, want %g", i, got[i], want[i]);
+    /* a small tape: forward and vjp are one function each, in locals */
+    char path[512], line[512];
+    snprintf(path, sizeof path, "%s/neuron.c", AD_TEST_TMP);
+    FILE *f = fopen(path, "r");
+    int locals = 0, chunks = 0;
+    while (fgets(line, sizeof line, f)) {
+        locals += strstr(line, "neuron_real v5, u5 = 0;") != NULL;
+        chunks += strncmp(line, "static int neuron_f", 19) == 0;
+    }
+    fclose(f);
+    cr_expect_eq(locals, 1);
+    cr_expect_eq(chunks, 0);
+    dlclose(so);
+    ad_tape_free(t);
+}

@@ -1560,7 +1560,10 @@ static void em_ew_helpers(cg *g)
 {
     const char *P = g->P;
     em(g, "#define %s_SZ(g, d) ((g) == 0 ? 0.0 : (g) * (d)) /* a zero adjoint gives 0 */\n\n", P);
-    for (unsigned op = 1; op < AD__INLINE_END; op++) {
+    /* the forward and reverse passes write the formulas inline; the
+     * tangent passes call these */
+    for (unsigned op = 1; op < AD__INLINE_END && (g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP));
+         op++) {
         if (!g->used[op])
             continue;
         const ew_text *e = g->ew[op];
