@@ -113,13 +113,38 @@ static void em(cg *g, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* Formats into a buffer and fwrite()s it to the caller's stream (the
+ * library never prints: check-abi.sh); a long piece goes through a buffer
+ * from the tape's allocator. */
 static void em(cg *g, const char *fmt, ...)
 {
+    if (g->err)
+        return;
+    char buf[4096];
     va_list ap;
     va_start(ap, fmt);
-    if (vfprintf(g->f, fmt, ap) < 0)
-        g->err = 1;
+    const int n = vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    if (n < 0) {
+        g->err = 1;
+        return;
+    }
+    if ((size_t)n < sizeof buf) {
+        if (fwrite(buf, 1, (size_t)n, g->f) != (size_t)n)
+            g->err = 1;
+        return;
+    }
+    char *big = ad__alloc(&g->t->mem, (size_t)n + 1);
+    if (!big) {
+        g->err = 2; /* out of memory, reported as such */
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    if (fwrite(big, 1, (size_t)n, g->f) != (size_t)n)
+        g->err = 1;
+    ad__free(&g->t->mem, big, (size_t)n + 1);
 }
 
 static const char *opname(unsigned op)
@@ -1892,14 +1917,20 @@ int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codeg
         g.f = hdr;
         em_header(&g);
         hdr_err = g.err || fflush(hdr) != 0 || ferror(hdr);
+        if (g.err == 2)
+            st = AD_ENOMEM;
         g.err = 0;
     }
     if (st == AD_OK && !hdr_err) {
         g.f = src;
         st = em_source(&g, opts->header_name);
         src_err = g.err || fflush(src) != 0 || ferror(src);
+        if (st == AD_OK && g.err == 2)
+            st = AD_ENOMEM;
     }
     ad__free(&t->mem, g.n, g.len * sizeof *g.n);
+    if (st == AD_ENOMEM && (hdr_err || src_err))
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory for a line of output", who);
     if (st != AD_OK)
         return st;
     if (hdr_err || src_err)
