@@ -1680,6 +1680,27 @@ static void em_locals_used(cg *g, bool adj)
                (unsigned)id);
 }
 
+/* the inputs' adjoints into grad: written out element by element when
+ * there are few (small tapes), else the table loop of P_copy */
+static void em_copy_small(cg *g)
+{
+    size_t total = 0;
+    for (int k = 0; k < g->nin; k++)
+        total += nsize(&g->n[g->in[k].id_]);
+    if (g->nin > 8 || total > 32) {
+        em(g, "    %s_copy(grad, w + %zuUL);\n", g->P, g->gb);
+        return;
+    }
+    em(g, "    if (grad) {\n");
+    for (int k = 0; k < g->nin; k++) {
+        em(g, "        if (grad[%d]) {\n", k);
+        for (size_t i = 0; i < nsize(&g->n[g->in[k].id_]); i++)
+            em(g, "            grad[%d][%zu] = w[%zu];\n", k, i, gslot(g, g->in[k].id_, i));
+        em(g, "        }\n");
+    }
+    em(g, "    }\n");
+}
+
 static void em_api(cg *g)
 {
     const char *P = g->P;
@@ -1687,16 +1708,23 @@ static void em_api(cg *g)
     const size_t M = nsize(o);
     char b[64];
     em(g, "unsigned long %s_work_size(void)\n{\n    return %zuUL;\n}\n\n", P, g->ws);
-    /* the inputs: their sizes and slots, tables rather than code per input
-     * (W1 has 10^5 inputs) */
-    em(g, "static const unsigned long %s_in_size[%d] = {", P, g->nin);
+    size_t total = 0;
     for (int k = 0; k < g->nin; k++)
-        em(g, "%s%zuUL", k ? (k % 8 ? ", " : ",\n    ") : "", nsize(&g->n[g->in[k].id_]));
-    em(g, "};\nstatic const unsigned long %s_in_slot[%d] = {", P, g->nin);
-    for (int k = 0; k < g->nin; k++)
-        em(g, "%s%zuUL", k ? (k % 8 ? ", " : ",\n    ") : "", g->n[g->in[k].id_].off);
-    em(g, "};\n\n");
-    if (g->what & (AD_CODEGEN_VJP | AD_CODEGEN_HVP))
+        total += nsize(&g->n[g->in[k].id_]);
+    const bool copy_used = (g->what & AD_CODEGEN_HVP)
+                           || ((g->what & AD_CODEGEN_VJP) && (!g->fused || g->nin > 8 || total > 32));
+    if (copy_used || (g->what & AD_CODEGEN_JACOBIAN)) {
+        /* the inputs: their sizes and slots, tables rather than code per input
+         * (W1 has 10^5 inputs) */
+        em(g, "static const unsigned long %s_in_size[%d] = {", P, g->nin);
+        for (int k = 0; k < g->nin; k++)
+            em(g, "%s%zuUL", k ? (k % 8 ? ", " : ",\n    ") : "", nsize(&g->n[g->in[k].id_]));
+        em(g, "};\nstatic const unsigned long %s_in_slot[%d] = {", P, g->nin);
+        for (int k = 0; k < g->nin; k++)
+            em(g, "%s%zuUL", k ? (k % 8 ? ", " : ",\n    ") : "", g->n[g->in[k].id_].off);
+        em(g, "};\n\n");
+    }
+    if (copy_used)
         em(g, "/* dst[k] = region's slots of input k (dst or dst[k] NULL: skipped) */\n"
               "static void %s_copy(%s_real *const *dst, const %s_real *region)\n{\n"
               "    if (dst)\n        for (unsigned long k = 0; k < %dUL; k++)\n"
@@ -1737,12 +1765,23 @@ static void em_api(cg *g)
         em_locals(g, true);
         em_pass(g, PASS_F);
         em(g, "    %s_out(in, w, out);\n", P);
-        em_zero(g, g->gb, g->nv);
+        /* zero only the adjoints that live in w: inputs and tensor ops' */
+        for (uint32_t id = 1; id < g->len; id++) {
+            const cgnode *x = &g->n[id];
+            if (!(x->flags & F_DIFF) || (x->flags & F_LOCAL))
+                continue;
+            if (nsize(x) <= 4)
+                for (size_t i = 0; i < nsize(x); i++)
+                    em(g, "    w[%zu] = 0;\n", gslot(g, id, i));
+            else
+                em_zero(g, gslot(g, id, 0), nsize(x));
+        }
         em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        w[%zuUL + i] = seed[i];\n", M,
            gslot(g, g->out, 0));
         em_pass(g, PASS_R);
         em_locals_used(g, true);
-        em(g, "    %s_copy(grad, w + %zuUL);\n    return br;\n}\n\n", P, g->gb);
+        em_copy_small(g);
+        em(g, "    return br;\n}\n\n");
     } else if (g->what & AD_CODEGEN_VJP) {
         em(g, "int %s_vjp(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
               "    %s_real *const *grad, %s_real *w)\n{\n    const int br = %s_fwd(in, w);\n"
