@@ -67,6 +67,10 @@ static int generate(ad_tape *t, ad_node out, int n, const ad_node *in, const cha
     return st;
 }
 
+/* An extra source compiled with the generated one (custom ops' functions),
+ * or NULL. */
+static const char *extra_src;
+
 /* Generates, compiles (-Werror) and loads. */
 static void *build(ad_tape *t, ad_node out, int n, const ad_node *in, const char *prefix,
                    unsigned what, int use_float, size_t max_stmts)
@@ -78,8 +82,8 @@ static void *build(ad_tape *t, ad_node out, int n, const ad_node *in, const char
     char cmd[2048], so[512];
     snprintf(so, sizeof so, "%s/%s.so", AD_TEST_TMP, prefix);
     snprintf(cmd, sizeof cmd,
-             "%s -std=c99 -O0 -Wall -Wextra -pedantic -Werror -shared -fPIC -o %s %s/%s.c -lm",
-             AD_TEST_CC, so, AD_TEST_TMP, prefix);
+             "%s -std=c99 -O0 -Wall -Wextra -pedantic -Werror -shared -fPIC -o %s %s/%s.c %s -lm",
+             AD_TEST_CC, so, AD_TEST_TMP, prefix, extra_src ? extra_src : "");
     cr_assert_eq(system(cmd), 0, "compiling the generated code failed: %s", cmd);
     void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
     cr_assert(h, "dlopen: %s", dlerror());
@@ -825,5 +829,81 @@ Test(codegen, seed_neuron_of_the_docs)
     cr_expect_eq(locals, 1);
     cr_expect_eq(chunks, 0);
     dlclose(so);
+    ad_tape_free(t);
+}
+
+/* ---- custom ops: the caller's C functions ---- */
+
+static void wsum_fwd(const ad_call *k) /* y = sum_i (i + 1) x_i^3 * c */
+{
+    double s = 0;
+    for (size_t i = 0; i < ad_shape_size(k->in[0].shape); i++)
+        s += (double)(i + 1) * k->in[0].val[i] * k->in[0].val[i] * k->in[0].val[i];
+    k->out.val[0] = s * k->c;
+}
+static void wsum_vjp(const ad_call *k)
+{
+    for (size_t i = 0; i < ad_shape_size(k->in[0].shape); i++)
+        k->in[0].grad[i] += k->out.grad[0] * k->c * 3.0 * (double)(i + 1) * k->in[0].val[i] * k->in[0].val[i];
+}
+static int wsum_shape(const ad_shape *in, int nin, double c, ad_shape *out, char *msg, size_t cap)
+{
+    (void)in, (void)nin, (void)c, (void)msg, (void)cap;
+    *out = ad_shape_scalar();
+    return AD_OK;
+}
+static const ad_codegen_rule wsum_rule = {"wsum_c", "wsum_vjp_c"};
+static const ad_opdef wsum = {.name = "wsum", .arity = 1, .shape = wsum_shape, .forward = wsum_fwd,
+                              .vjp = wsum_vjp, .size = sizeof(ad_opdef), .codegen = &wsum_rule};
+static const ad_codegen_rule half_rule = {"wsum_c", NULL};
+static const ad_opdef wsum_novjp = {.name = "wsum_fwd_only", .arity = 1, .shape = wsum_shape,
+                                    .forward = wsum_fwd, .vjp = wsum_vjp,
+                                    .size = sizeof(ad_opdef), .codegen = &half_rule};
+static const ad_opdef wsum_norule = {.name = "wsum_old", .arity = 1, .shape = wsum_shape,
+                                     .forward = wsum_fwd, .vjp = wsum_vjp, .codegen = &wsum_rule};
+
+Test(codegen, custom_op_calls_the_callers_functions)
+{
+    need_cc();
+    char path[512];
+    snprintf(path, sizeof path, "%s/wsum_impl.c", AD_TEST_TMP);
+    mkdir(AD_TEST_TMP, 0777);
+    FILE *f = fopen(path, "w");
+    /* the same op in the generated code's terms */
+    fprintf(f, "void wsum_c(const double *const *in, double *out, const unsigned long *sz, double c);\n"
+               "void wsum_vjp_c(const double *const *in, const double *out, const double *g,\n"
+               "    double *const *gin, const unsigned long *sz, double c);\n"
+               "void wsum_c(const double *const *in, double *out, const unsigned long *sz, double c)\n"
+               "{\n    double s = 0;\n    for (unsigned long i = 0; i < sz[0]; i++)\n"
+               "        s += (double)(i + 1) * in[0][i] * in[0][i] * in[0][i];\n"
+               "    out[0] = s * c;\n}\n"
+               "void wsum_vjp_c(const double *const *in, const double *out, const double *g,\n"
+               "    double *const *gin, const unsigned long *sz, double c)\n{\n    (void)out;\n"
+               "    if (gin[0])\n        for (unsigned long i = 0; i < sz[0]; i++)\n"
+               "            gin[0][i] += g[0] * c * 3.0 * (double)(i + 1) * in[0][i] * in[0][i];\n}\n");
+    fclose(f);
+    ad_tape *t = ad_tape_new(NULL);
+    const double xv[4] = {0.5, -1.2, 0.8, 1.5};
+    ad_node x = ad_variable(t, ad_shape_vec(4), xv), s = ad_scalar_var(t, 0.3);
+    ad_node sx = ad_mul(t, x, s);
+    ad_node y = ad_sin(t, ad_apply(t, &wsum, &sx, 1, 0.7));
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    const ad_node in[2] = {x, s};
+    extra_src = path;
+    check_all(t, y, 2, in, "cst", AD_CODEGEN_FORWARD | AD_CODEGEN_VJP | AD_CODEGEN_JACOBIAN, 0);
+    extra_src = NULL;
+    /* what the rule lacks is refused, naming the op */
+    cr_expect_eq(gen_err(t, y, 2, in, "p", AD_CODEGEN_JVP), AD_EMISUSE);
+    EXPECT_MSG("custom op 'wsum' (node ");
+    EXPECT_MSG("has no JVP rule");
+    ad_node y2 = ad_apply(t, &wsum_novjp, &sx, 1, 1.0);
+    cr_expect_eq(gen_err(t, y2, 2, in, "p", 0), AD_EMISUSE);
+    EXPECT_MSG("custom op 'wsum_fwd_only'");
+    EXPECT_MSG("no vjp function");
+    cr_expect_eq(gen_err(t, y2, 2, in, "p", AD_CODEGEN_FORWARD), AD_OK, "%s", ad_tape_errmsg(t));
+    /* a descriptor whose size does not cover the field has no rule */
+    ad_node y3 = ad_apply(t, &wsum_norule, &sx, 1, 1.0);
+    cr_expect_eq(gen_err(t, y3, 2, in, "p", AD_CODEGEN_FORWARD), AD_EMISUSE);
+    EXPECT_MSG("custom op 'wsum_old'");
     ad_tape_free(t);
 }

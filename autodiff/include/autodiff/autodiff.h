@@ -219,6 +219,10 @@ typedef struct ad_opdef {
     unsigned flags; /* AD_OPDEF_LINEAR or AD_OPDEF_BILINEAR, or 0 */
     void (*vjp_ops)(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
                     ad_node *dx);
+    /* Code generation (autodiff/codegen.h): the external C functions that
+     * generated code calls for this op; NULL: ad_codegen refuses the op.
+     * Referenced, not copied. */
+    const struct ad_codegen_rule *codegen;
 } ad_opdef;
 
 #define AD_OPDEF_LINEAR 1u   /* the op is linear: no second-order term   */

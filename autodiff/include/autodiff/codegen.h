@@ -72,6 +72,26 @@ typedef struct ad_codegen_opts {
     const char *header_name;
 } ad_codegen_opts;
 
+/* A custom op in generated code (ad_opdef.codegen; the descriptor's size
+ * must cover the field: size = sizeof(ad_opdef)): the names of two C
+ * functions of yours, declared by the generated source and linked with it.
+ * With R the generated real type (double, or float under use_float), n
+ * the op's arity, sizes[0..n) the operands' element counts and sizes[n]
+ * the output's, c the node's constant:
+ *   void forward(const R *const *in, R *out, const unsigned long *sizes, double c);
+ *       out = the op of in (written);
+ *   void vjp(const R *const *in, const R *out, const R *g, R *const *gin,
+ *            const unsigned long *sizes, double c);
+ *       ADD the vector-Jacobian product with g into gin[k] (NULL: operand
+ *       k needs none).
+ * They must be reentrant and must not allocate if the generated code is to
+ * keep those promises. vjp NULL: the op is refused for the reverse modes.
+ * There is no JVP or HVP rule for a custom op in generated code. */
+typedef struct ad_codegen_rule {
+    const char *forward;
+    const char *vjp;
+} ad_codegen_rule;
+
 /* Writes C source for out (any shape) as a function of the leaves
  * in[0..n) (each a leaf of t: ad_constant, ad_variable, ad_scalar*,
  * ad_param; no leaf twice) to src, and its header to hdr (NULL: none).
@@ -86,7 +106,8 @@ typedef struct ad_codegen_opts {
  *               of a non-scalar output ("codegen: ..."), the output not
  *               depending on any input ("codegen: the output (node 9) does
  *               not depend on any input"), an op with no code generation
- *               rule on the way -- a custom op, or solve, solve_spd,
+ *               rule on the way -- a custom op without ad_opdef.codegen
+ *               (or its vjp for the reverse modes), solve, solve_spd,
  *               logdet -- or with none for a mode asked for ("codegen: op
  *               'softmax' (node 12) has no JVP rule for generated code"),
  *               an index operand (slice, take) that depends on an input;

@@ -147,6 +147,9 @@ static void em(cg *g, const char *fmt, ...)
     ad__free(&g->t->mem, big, (size_t)n + 1);
 }
 
+static bool is_ident(const char *p);
+static const ad_codegen_rule *custom_rule(const ad_opdef *d);
+
 static const char *opname(unsigned op)
 {
     return op < AD_OP_COUNT && ad__ops[op] ? ad__ops[op]->def.name : "custom";
@@ -1196,9 +1199,42 @@ static void em_open(cg *g, const cgnode *x, const binding *b, bool out_written)
             em(g, "        %s_real *g%d = %s;\n", g->P, k, b->gk[k]);
 }
 
+/* A custom op: a call of the caller's function (ad_codegen_rule). */
+static void em_custom(cg *g, uint32_t id)
+{
+    const cgnode *x = &g->n[id];
+    const ad_codegen_rule *rule = custom_rule(ad_node_op(g->t, ad__handle(g->t, id)));
+    char b[64];
+    em(g, "    {\n        const %s_real *ins[%d] = {", g->P, x->nin);
+    for (int k = 0; k < x->nin; k++)
+        em(g, "%s%s", k ? ", " : "", vptr(g, x->in[k], b));
+    em(g, "};\n        static const unsigned long sz[%d] = {", x->nin + 1);
+    for (int k = 0; k < x->nin; k++)
+        em(g, "%zuUL, ", nsize(&g->n[x->in[k]]));
+    char c[48];
+    em(g, "%zuUL};\n", nsize(x));
+    if (g->pass == PASS_F) {
+        em(g, "        %s(ins, w + %zu, sz, %s);\n    }\n", rule->forward, x->off, num(x->c, c));
+        return;
+    }
+    em(g, "        %s_real *gins[%d] = {", g->P, x->nin);
+    for (int k = 0; k < x->nin; k++) {
+        if (diff(g, x->in[k]))
+            em(g, "%sw + %zu", k ? ", " : "", gslot(g, x->in[k], 0));
+        else
+            em(g, "%s0", k ? ", " : "");
+    }
+    em(g, "};\n        %s(ins, w + %zu, w + %zu, gins, sz, %s);\n    }\n", rule->vjp, x->off,
+       gslot(g, id, 0), num(x->c, c));
+}
+
 static void em_tensor(cg *g, uint32_t id)
 {
     const cgnode *x = &g->n[id];
+    if (x->op >= AD_OP_COUNT) { /* only forward and reverse get here */
+        em_custom(g, id);
+        return;
+    }
     char vb[AD_MAX_ARITY][64], tbf[AD_MAX_ARITY][64], zb[64];
     snprintf(zb, sizeof zb, "(w + %zu)", g->zb);
     binding b;
@@ -1346,6 +1382,14 @@ static bool is_ident(const char *p)
     return n <= 64;
 }
 
+/* a custom op's code generation rule, when its descriptor has one */
+static const ad_codegen_rule *custom_rule(const ad_opdef *d)
+{
+    if (!d || d->size < offsetof(ad_opdef, codegen) + sizeof d->codegen)
+        return NULL;
+    return d->codegen;
+}
+
 static const char *mode_name(unsigned what)
 {
     return what & AD_CODEGEN_JVP ? "JVP" : "HVP";
@@ -1422,10 +1466,33 @@ static int analyse(cg *g)
             x->flags |= F_DIFF;
         if (x->op == AD_OP_LEAF)
             continue;
-        if (x->op >= AD_OP_COUNT)
-            return ad__fail_call(t, AD_EMISUSE,
-                                 "%s: custom op '%s' (node %u) has no code generation rule", who,
-                                 ad_node_op(t, ad__handle(t, id))->name, (unsigned)id);
+        if (x->op >= AD_OP_COUNT) {
+            const ad_opdef *d = ad_node_op(t, ad__handle(t, id));
+            const ad_codegen_rule *rule = custom_rule(d);
+            if (!rule || !is_ident(rule->forward))
+                return ad__fail_call(t, AD_EMISUSE,
+                                     "%s: custom op '%s' (node %u) has no code generation rule "
+                                     "(set its descriptor's codegen, with a C function name, and "
+                                     "size = sizeof(ad_opdef))",
+                                     who, d->name, (unsigned)id);
+            if ((x->flags & F_DIFF)
+                && (g->what & (AD_CODEGEN_VJP | AD_CODEGEN_JACOBIAN | AD_CODEGEN_HVP))
+                && !is_ident(rule->vjp))
+                return ad__fail_call(t, AD_EMISUSE,
+                                     "%s: custom op '%s' (node %u) has no vjp function for "
+                                     "generated code (codegen->vjp)",
+                                     who, d->name, (unsigned)id);
+            if ((x->flags & F_DIFF) && (g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP)))
+                return ad__fail_call(t, AD_EMISUSE,
+                                     "%s: custom op '%s' (node %u) has no %s rule for generated "
+                                     "code (leave AD_CODEGEN_%s out of what)",
+                                     who, d->name, (unsigned)id, mode_name(g->what),
+                                     mode_name(g->what));
+            for (int k = 0; k < x->nin; k++)
+                if (!(g->n[x->in[k]].flags & F_ACT))
+                    g->n[x->in[k]].flags |= F_BAKED;
+            continue;
+        }
         if (!supported(x->op))
             return ad__fail_call(t, AD_EMISUSE, "%s: op '%s' (node %u) has no code generation rule",
                                  who, opname(x->op), (unsigned)id);
@@ -1861,6 +1928,27 @@ static int em_source(cg *g, const char *header_name)
     em(g, "\n/* the formulas' helpers (autodiff's scalar_ops.h) */\n");
     em_helpers(g);
     em_ew_helpers(g);
+    /* the caller's functions of custom ops (each name once) */
+    for (uint32_t id = 1; id < g->len; id++) {
+        const cgnode *x = &g->n[id];
+        if (x->op < AD_OP_COUNT || (x->flags & (F_ACT | F_NEED)) != (F_ACT | F_NEED))
+            continue;
+        const ad_codegen_rule *r = custom_rule(ad_node_op(g->t, ad__handle(g->t, id)));
+        bool seen = false;
+        for (uint32_t j = 1; j < id && !seen; j++)
+            if (g->n[j].op >= AD_OP_COUNT && (g->n[j].flags & (F_ACT | F_NEED)) == (F_ACT | F_NEED))
+                seen = custom_rule(ad_node_op(g->t, ad__handle(g->t, j))) == r;
+        if (seen)
+            continue;
+        em(g, "/* custom op '%s': your functions */\n", ad_node_op(g->t, ad__handle(g->t, id))->name);
+        em(g, "void %s(const %s_real *const *in, %s_real *out, const unsigned long *sizes, double c);\n",
+           r->forward, g->P, g->P);
+        if (is_ident(r->vjp))
+            em(g, "void %s(const %s_real *const *in, const %s_real *out, const %s_real *g,\n"
+                  "    %s_real *const *gin, const unsigned long *sizes, double c);\n",
+               r->vjp, g->P, g->P, g->P, g->P);
+    }
+    em(g, "\n");
     const int st = em_consts(g);
     if (st != AD_OK)
         return st;

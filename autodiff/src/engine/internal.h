@@ -439,7 +439,7 @@ ad_node ad__fill(ad_tape *t, ad_shape s, double v);
 
 /* The public descriptor's mode fields of a built-in: its rules are the
  * ad__op's own (jvp, order2, so). */
-#define AD__NO_MODE_RULES 0, NULL, NULL, 0, NULL
+#define AD__NO_MODE_RULES 0, NULL, NULL, 0, NULL, NULL
 
 /* How an op's second-order term is obtained (ad__op.order2). */
 enum {
