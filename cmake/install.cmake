@@ -137,6 +137,7 @@ write_basic_package_version_file(
 install(FILES
   "${PROJECT_BINARY_DIR}/autodiffConfig.cmake"
   "${PROJECT_BINARY_DIR}/autodiffConfigVersion.cmake"
+  "${CMAKE_CURRENT_LIST_DIR}/autodiffCodegen.cmake"
   DESTINATION ${AD_CMAKE_DIR}
   COMPONENT autodiff_dev)
 

@@ -11,10 +11,14 @@ for bin in "$build"/tests/test_*; do
     [ -x "$bin" ] || continue
     name=$(basename "$bin")
     mkdir -p "$logs/$name"
+    # not the system's programs a test runs (test_codegen compiles the
+    # code it generates with cc: the compiler is not ours to check)
     valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
-        --trace-children=yes --log-file="$logs/$name/vg.%p.log" "$bin" --jobs 1 >"$logs/$name/out.txt" 2>&1
+        --trace-children=yes --trace-children-skip='/bin/*,/usr/bin/*,/usr/lib/gcc/*,/usr/libexec/*' \
+        --log-file="$logs/$name/vg.%p.log" "$bin" --jobs 1 >"$logs/$name/out.txt" 2>&1
     rc=$?
-    bad=$(grep -L "ERROR SUMMARY: 0 errors" "$logs/$name"/vg.*.log)
+    # a process that exec'd a skipped program leaves a log without a summary
+    bad=$(grep -l "ERROR SUMMARY" "$logs/$name"/vg.*.log | xargs -r grep -L "ERROR SUMMARY: 0 errors")
     n=$(ls "$logs/$name"/vg.*.log | wc -l)
     if [ -n "$bad" ] || [ $rc -ne 0 ]; then
         echo "FAIL $name (runner rc=$rc); valgrind reports in:"

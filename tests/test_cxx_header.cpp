@@ -68,7 +68,7 @@ int main()
 
     // A custom op defined in C++.
     static const ad_opdef twice = {"twice", 1, nullptr, twice_forward, twice_vjp, nullptr,
-                                   0, nullptr, nullptr, 0, nullptr};
+                                   0, nullptr, nullptr, 0, nullptr, nullptr};
     ad_node v = ad_variable(t.get(), ad_shape_vec(3), nullptr);
     ad_node s = ad_sum(t.get(), ad_apply(t.get(), &twice, &v, 1, 0));
     check(ad_backward(t.get(), s) == AD_OK, ad_tape_errmsg(t.get()));

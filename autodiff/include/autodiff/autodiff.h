@@ -84,6 +84,7 @@ typedef enum ad_status {
                      was computed on the recorded branch; record again  */
     AD_EUNSUPPORTED, /* this CPU or this build lacks what was asked (a
                      kernel variant, see ad_tape_set_kernels)           */
+    AD_EIO,       /* writing to a caller's stream failed (ad_codegen)     */
     AD_STATUS_COUNT
 } ad_status;
 
@@ -220,6 +221,10 @@ typedef struct ad_opdef {
     unsigned flags; /* AD_OPDEF_LINEAR or AD_OPDEF_BILINEAR, or 0 */
     void (*vjp_ops)(ad_tape *t, const ad_node *in, ad_node out, double c, ad_node g,
                     ad_node *dx);
+    /* Code generation (autodiff/codegen.h): the external C functions that
+     * generated code calls for this op; NULL: ad_codegen refuses the op.
+     * Referenced, not copied. */
+    const struct ad_codegen_rule *codegen;
 } ad_opdef;
 
 #define AD_OPDEF_LINEAR 1u   /* the op is linear: no second-order term   */

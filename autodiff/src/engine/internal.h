@@ -492,7 +492,7 @@ ad_node ad__fill(ad_tape *t, ad_shape s, double v);
 
 /* The public descriptor's mode fields of a built-in: its rules are the
  * ad__op's own (jvp, order2, so). */
-#define AD__NO_MODE_RULES 0, NULL, NULL, 0, NULL
+#define AD__NO_MODE_RULES 0, NULL, NULL, 0, NULL, NULL
 
 /* How an op's second-order term is obtained (ad__op.order2). */
 enum {
@@ -575,6 +575,11 @@ int ad__guards_check(ad_tape *t, const char *who);
  * no comparison. AD_OK or AD_ENOMEM. */
 int ad__guards_copy(const ad_tape *t, ad__mem *m, struct ad__guards **out);
 void ad__guards_free_copy(struct ad__guards *g, ad__mem *m);
+/* The recorded comparisons, in tape order (code generation): how many,
+ * and the i-th one's node and recorded outcomes (one byte, 0 or 1, per
+ * element). */
+size_t ad__guards_count(const ad_tape *t);
+void ad__guard_at(const ad_tape *t, size_t i, uint32_t *node, const unsigned char **rec);
 /* The check on a workspace's nodes: AD_OK, or AD_EBRANCH with the message
  * in msg. */
 int ad__guards_check_nodes(const struct ad__guards *g, void *const *nodes, void *const *exts,

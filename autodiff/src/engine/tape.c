@@ -26,6 +26,7 @@ const char *ad_strstatus(int status)
         [AD_ESINGULAR] = "singular or not positive definite matrix",
         [AD_EBRANCH] = "a recorded comparison changed: the tape follows another branch",
         [AD_EUNSUPPORTED] = "not supported by this CPU or this build",
+        [AD_EIO] = "write error on an output stream",
     };
     if (status < 0 || status >= AD_STATUS_COUNT)
         return "unknown status";

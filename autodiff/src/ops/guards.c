@@ -262,3 +262,14 @@ int ad__guards_check_nodes(const ad__guards *gs, void *const *nodes, void *const
     message(msg, cap, who, &h, h.g->name ? gs->names + h.g->name - 1 : NULL, changed);
     return AD_EBRANCH;
 }
+
+/* ---- reading the table (code generation) ---- */
+
+size_t ad__guards_count(const ad_tape *t) { return t->guards ? t->guards->n : 0; }
+
+void ad__guard_at(const ad_tape *t, size_t i, uint32_t *node, const unsigned char **rec)
+{
+    const guard *g = &t->guards->g[i];
+    *node = g->node;
+    *rec = t->guards->rec + g->off;
+}

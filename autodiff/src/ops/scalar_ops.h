@@ -40,61 +40,79 @@
  * not the formula's finite number there (log1p'(-2) = 1/(1 + x) = -1). */
 #define AD__NAN_AT(y, d) ((y) != (y) ? (y) : (d))
 
-/* Round half to even, as PyTorch's torch.round and IEEE's default, in any
- * rounding mode: x - trunc(x) is exact, so the half case is seen exactly. */
-static inline double ad__round_even(double x)
-{
-    const double t = trunc(x), d = fabs(x - t);
-    if (!(d >= 0.5))
-        return d == d ? t : x; /* d NaN: x is +-inf or NaN */
-    const double up = t + copysign(1.0, x);
-    return d > 0.5 || fmod(t, 2.0) != 0.0 ? up : t;
-}
-static inline double ad__sigm(double x) { return 1.0 / (1.0 + exp(-x)); }
-static inline double ad__cube(double d) { return d * d * d; }
-/* 1/sqrt(1 - x^2), as (1 - x)(1 + x): exact near +-1 */
-static inline double ad__rs1mx2(double x) { return 1.0 / sqrt((1.0 - x) * (1.0 + x)); }
-static inline double ad__gelu_d(double x)
-{
-    return 0.5 * erfc(-x * AD__SQRT1_2) + x * AD__1_SQRT2PI * exp(-0.5 * x * x);
-}
-/* pow(x, y): d/dx is 0 where y = 0 (x^0 = 1, as pow_const), d/dy is 0
- * where x = 0 and y >= 0 (PyTorch's rules); the second derivatives are
- * those of the recorded vjp below (ad__pow_ga, ad__pow_gb). */
-static inline double ad__pow_da(double x, double y) { return y == 0.0 ? 0.0 : y * pow(x, y - 1.0); }
-static inline double ad__pow_db(double x, double y, double z)
-{
-    return x == 0.0 && y >= 0.0 ? 0.0 : z * log(x);
-}
-static inline double ad__pow_daa(double x, double y)
-{
-    return y == 0.0 || y == 1.0 ? 0.0 : y * (y - 1.0) * pow(x, y - 2.0);
-}
-static inline double ad__pow_dab(double x, double y)
-{
-    const double e = x == 0.0 && y == 0.0 ? 0.0 : y - 1.0, p = pow(x, e);
-    return p + y * (x == 0.0 && e >= 0.0 ? 0.0 : p * log(x));
-}
-static inline double ad__pow_dbb(double x, double y, double z)
-{
-    const double l = log(x);
-    return x == 0.0 && y >= 0.0 ? 0.0 : z * l * l;
-}
-/* atan2(a, b) with h = hypot(a, b): d/da = b/h^2, d/db = -a/h^2 */
-static inline double ad__atan2_d(double a, double b, int which)
-{
-    const double h = hypot(a, b), sa = a / h, sb = b / h;
-    switch (which) {
-    case 0: return sb / h;                         /* d/da        */
-    case 1: return -sa / h;                        /* d/db        */
-    case 2: return -2.0 * sa * sb / (h * h);       /* d2/da2      */
-    case 3: return (sa - sb) * (sa + sb) / (h * h); /* d2/dadb    */
-    default: return 2.0 * sa * sb / (h * h);       /* d2/db2      */
+/* The helpers the formulas below call, as one macro: expanded here, and
+ * stringized (expanded) by the code generator (codegen/), which writes
+ * them into every generated file, so generated C computes with these
+ * same definitions. Pure functions of their arguments, C99. In order:
+ * round half to even, as PyTorch's torch.round and IEEE's default, in
+ * any rounding mode (x - trunc(x) is exact, so the half case is seen
+ * exactly); sigmoid; cube; 1/sqrt(1 - x^2) as (1 - x)(1 + x), exact
+ * near +-1; gelu'; pow(x, y)'s derivatives: d/dx is 0 where y = 0
+ * (x^0 = 1, as pow_const), d/dy is 0 where x = 0 and y >= 0 (PyTorch's
+ * rules), the second derivatives those of the recorded vjp below
+ * (ad__pow_ga, ad__pow_gb); atan2(a, b)'s derivatives with h = hypot(a,
+ * b): d/da = b/h^2, d/db = -a/h^2 (which: 0 d/da, 1 d/db, 2 d2/da2, 3
+ * d2/dadb, 4 d2/db2); max(a, b) and min(a, b): a tie returns a, a NaN
+ * operand gives NaN. */
+#define AD__SCALAR_HELPERS                                                                    \
+    static inline double ad__round_even(double x)                                             \
+    {                                                                                         \
+        const double t = trunc(x), d = fabs(x - t);                                           \
+        if (!(d >= 0.5))                                                                      \
+            return d == d ? t : x; /* d NaN: x is +-inf or NaN */                             \
+        const double up = t + copysign(1.0, x);                                               \
+        return d > 0.5 || fmod(t, 2.0) != 0.0 ? up : t;                                       \
+    }                                                                                         \
+    static inline double ad__sigm(double x) { return 1.0 / (1.0 + exp(-x)); }                \
+    static inline double ad__cube(double d) { return d * d * d; }                            \
+    static inline double ad__rs1mx2(double x) { return 1.0 / sqrt((1.0 - x) * (1.0 + x)); }  \
+    static inline double ad__gelu_d(double x)                                                 \
+    {                                                                                         \
+        return 0.5 * erfc(-x * AD__SQRT1_2) + x * AD__1_SQRT2PI * exp(-0.5 * x * x);          \
+    }                                                                                         \
+    static inline double ad__pow_da(double x, double y)                                       \
+    {                                                                                         \
+        return y == 0.0 ? 0.0 : y * pow(x, y - 1.0);                                          \
+    }                                                                                         \
+    static inline double ad__pow_db(double x, double y, double z)                             \
+    {                                                                                         \
+        return x == 0.0 && y >= 0.0 ? 0.0 : z * log(x);                                      \
+    }                                                                                         \
+    static inline double ad__pow_daa(double x, double y)                                      \
+    {                                                                                         \
+        return y == 0.0 || y == 1.0 ? 0.0 : y * (y - 1.0) * pow(x, y - 2.0);                  \
+    }                                                                                         \
+    static inline double ad__pow_dab(double x, double y)                                      \
+    {                                                                                         \
+        const double e = x == 0.0 && y == 0.0 ? 0.0 : y - 1.0, p = pow(x, e);                 \
+        return p + y * (x == 0.0 && e >= 0.0 ? 0.0 : p * log(x));                             \
+    }                                                                                         \
+    static inline double ad__pow_dbb(double x, double y, double z)                            \
+    {                                                                                         \
+        const double l = log(x);                                                              \
+        return x == 0.0 && y >= 0.0 ? 0.0 : z * l * l;                                        \
+    }                                                                                         \
+    static inline double ad__atan2_d(double a, double b, int which)                           \
+    {                                                                                         \
+        const double h = hypot(a, b), sa = a / h, sb = b / h;                                 \
+        switch (which) {                                                                      \
+        case 0: return sb / h;                          /* d/da   */                          \
+        case 1: return -sa / h;                         /* d/db   */                          \
+        case 2: return -2.0 * sa * sb / (h * h);        /* d2/da2 */                          \
+        case 3: return (sa - sb) * (sa + sb) / (h * h); /* d2/dadb */                         \
+        default: return 2.0 * sa * sb / (h * h);        /* d2/db2 */                          \
+        }                                                                                     \
+    }                                                                                         \
+    static inline double ad__max(double a, double b)                                          \
+    {                                                                                         \
+        return a > b ? a : (a < b ? b : (a == b ? a : a + b));                                \
+    }                                                                                         \
+    static inline double ad__min(double a, double b)                                          \
+    {                                                                                         \
+        return a < b ? a : (a > b ? b : (a == b ? a : a + b));                                \
     }
-}
-/* max(a, b) and min(a, b): a tie returns a; a NaN operand gives NaN */
-static inline double ad__max(double a, double b) { return a > b ? a : (a < b ? b : (a == b ? a : a + b)); }
-static inline double ad__min(double a, double b) { return a < b ? a : (a > b ? b : (a == b ? a : a + b)); }
+
+AD__SCALAR_HELPERS
 
 /* The recorded-op forms (the gradient as a tape). */
 /* 1 where n is a number, NaN where it is NaN; derivative exactly 0 */

@@ -1,0 +1,126 @@
+/*
+ * codegen.h -- emit self-contained, allocation-free C for a recorded
+ * function and its derivatives (docs/codegen.md).
+ *
+ * From a recorded tape, an output node and a list of input leaves,
+ * ad_codegen writes a C99 source file (and a header for it) that computes
+ * the output and its derivatives with no tape: straight-line code for
+ * scalar nodes, loops for tensor ops, cut into functions of bounded size
+ * so that tapes of a million nodes still compile.
+ *
+ * The generated code depends only on <math.h>, never allocates (the
+ * caller passes a work array of PREFIX_work_size() reals), keeps no
+ * static mutable state (so several threads may call it at once, each with
+ * its own work array), and computes in double or in float as chosen at
+ * generation. Every other leaf the output depends on -- constants,
+ * variables and ad_params not listed as inputs -- is baked into the
+ * generated file with its value at generation time.
+ *
+ * Functions generated, for the prefix P and P_real the chosen type (each
+ * returns 0, or 1 when a recorded comparison -- a replay guard, see
+ * ad_replay -- came out otherwise at these inputs; everything is computed
+ * anyway, on the recorded branch):
+ *   size_t P_work_size(void);  reals the work array needs (every function)
+ *   int P_forward(in, out, work);
+ *   int P_vjp(in, seed, out, grad, work);          seed^T J, into grad[]
+ *   int P_gradient(in, out, grad, work);           scalar output only
+ *   int P_jvp(in, v, out, jv, work);               J v
+ *   int P_hvp(in, v, out, grad, hv, work);         H v, scalar output only
+ *   int P_jacobian(in, out, J, work);              M x N, row-major
+ * where in[i] points to input i's elements, grad[i] / v[i] / hv[i] have
+ * input i's size (a NULL grad[i] or hv[i] is skipped), out (NULL: not
+ * written) and seed have the output's size M, N is the total size of the
+ * inputs. Results are written (=), never added to.
+ */
+#ifndef AUTODIFF_CODEGEN_H
+#define AUTODIFF_CODEGEN_H
+
+#include "autodiff.h"
+
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What to generate (ad_codegen_opts.what; 0: everything the output's
+ * shape allows -- P_gradient and P_hvp only for a scalar output). */
+#define AD_CODEGEN_FORWARD 1u  /* P_forward                          */
+#define AD_CODEGEN_VJP 2u      /* P_vjp, and P_gradient if scalar    */
+#define AD_CODEGEN_JVP 4u      /* P_jvp                              */
+#define AD_CODEGEN_HVP 8u      /* P_hvp (a scalar output)            */
+#define AD_CODEGEN_JACOBIAN 16u /* P_jacobian (M reverse sweeps)     */
+#define AD_CODEGEN_ALL 31u
+
+/* Options. Zero-initialize and set what you need; prefix is required. */
+typedef struct ad_codegen_opts {
+    /* Names every generated symbol (P_forward, P_real, ...): a C
+     * identifier of at most 64 characters that does not start with an
+     * underscore. Copied into the output; not kept. */
+    const char *prefix;
+    unsigned what;           /* AD_CODEGEN_* bits; 0: all that apply   */
+    int use_float;           /* nonzero: P_real is float, else double  */
+    /* Statements per generated function (a scalar node is one, a tensor
+     * op one); 0: 200. Bounds the size of each function the C compiler
+     * sees: GCC's time per statement grows with the function's size (a
+     * 9000-node tape: 10 s at 200, 31 s at 1000, gcc -O2), so compile
+     * time stays linear in the tape. */
+    size_t max_stmts;
+    /* When not NULL, the source starts with #include "header_name" (the
+     * header written to hdr), so the compiler checks one against the
+     * other; NULL: the source stands alone. */
+    const char *header_name;
+} ad_codegen_opts;
+
+/* A custom op in generated code (ad_opdef.codegen; the descriptor's size
+ * must cover the field: size = sizeof(ad_opdef)): the names of two C
+ * functions of yours, declared by the generated source and linked with it.
+ * With R the generated real type (double, or float under use_float), n
+ * the op's arity, sizes[0..n) the operands' element counts and sizes[n]
+ * the output's, c the node's constant:
+ *   void forward(const R *const *in, R *out, const unsigned long *sizes, double c);
+ *       out = the op of in (written);
+ *   void vjp(const R *const *in, const R *out, const R *g, R *const *gin,
+ *            const unsigned long *sizes, double c);
+ *       ADD the vector-Jacobian product with g into gin[k] (NULL: operand
+ *       k needs none).
+ * They must be reentrant and must not allocate if the generated code is to
+ * keep those promises. vjp NULL: the op is refused for the reverse modes.
+ * There is no JVP or HVP rule for a custom op in generated code. */
+typedef struct ad_codegen_rule {
+    const char *forward;
+    const char *vjp;
+} ad_codegen_rule;
+
+/* Writes C source for out (any shape) as a function of the leaves
+ * in[0..n) (each a leaf of t: ad_constant, ad_variable, ad_scalar*,
+ * ad_param; no leaf twice) to src, and its header to hdr (NULL: none).
+ * The tape is only read (its current values are baked for the leaves not
+ * listed); the streams are the caller's, written and flushed, not closed.
+ *
+ * Returns AD_OK, or with the reason in ad_tape_errmsg (not sticky; the
+ * recording stays usable; nothing useful is left in the streams):
+ *   AD_EMISUSE  t, in, src or opts NULL, n < 1, a bad handle, an input that
+ *               is not a leaf or is listed twice, a prefix that is not a C
+ *               identifier, an unknown bit in what, HVP or P_gradient asked
+ *               of a non-scalar output ("codegen: ..."), the output not
+ *               depending on any input ("codegen: the output (node 9) does
+ *               not depend on any input"), an op with no code generation
+ *               rule on the way -- a custom op without ad_opdef.codegen
+ *               (or its vjp for the reverse modes), solve, solve_spd,
+ *               logdet -- or with none for a mode asked for ("codegen: op
+ *               'softmax' (node 12) has no JVP rule for generated code"),
+ *               an index operand (slice, take) that depends on an input;
+ *   AD_ENOMEM   the tape's allocator failed (the scratch is one array of
+ *               about 64 bytes per node);
+ *   AD_ELIMIT   the work array would exceed 2^32 reals;
+ *   AD_EIO      writing src or hdr failed ("codegen: write error on the
+ *               source stream", or header).
+ * On a tape whose recording failed: its status, nothing written. */
+AD_API int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in,
+                      const ad_codegen_opts *opts, FILE *src, FILE *hdr);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AUTODIFF_CODEGEN_H */

@@ -1,0 +1,2067 @@
+/* codegen.c -- ad_codegen: a recorded tape written out as C99 that needs
+ * no tape, no allocator and nothing but <math.h> (docs/codegen.md).
+ *
+ * The plan, in three steps over the node array (never recursion):
+ *   1. analysis: which nodes depend on an input (ACT), which the output or
+ *      a replay guard needs (NEED), which carry derivatives (DIFF); every
+ *      other node the output reads is baked in as a constant;
+ *   2. layout: each ACT and NEED node gets a slot in the value region of
+ *      the work array; its adjoint, tangent and adjoint tangent sit at the
+ *      same offset in the regions after it;
+ *   3. emission: a pass (forward values, reverse adjoints, forward
+ *      tangents, forward-over-reverse) writes one statement per scalar
+ *      node and one loop nest per tensor op, cut into functions of at most
+ *      max_stmts statements, then the public functions call them in order.
+ *
+ * Elementwise ops are written from their lines in scalar_ops.h: FWD, DER,
+ * D2 (binary: DA, DB, DAA, DAB, DBB) are stringized, macros expanded, into
+ * one small inline function each, and the helpers those formulas call are
+ * the stringized AD__SCALAR_HELPERS -- so the generated code and the tape
+ * compute from one text. Tensor ops are loops here, one rule per op
+ * (forward, vjp); forward mode and forward-over-reverse of a tensor op
+ * come from those two by its class: linear ops run forward on the
+ * tangents and their vjp on the adjoint tangents, bilinear ones
+ * (products) add the vjp at the tangents; the others have no such rule
+ * yet and are refused for those modes, naming the op. Structure ops
+ * (reshape, slice, take, concat, slice_add, index_add) become gathers
+ * through an index table that the library's own forward kernel computes,
+ * run once on 0, 1, 2, ... at generation. */
+#include "internal.h"
+#include "scalar_ops.h"
+#include "autodiff/codegen.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#define CG_STR_(...) #__VA_ARGS__
+#define CG_STR(...) CG_STR_(__VA_ARGS__)
+
+/* ---- the elementwise formulas, as text ---- */
+
+typedef struct ew_text {
+    const char *name;
+    unsigned code;
+    int binary, takes_c;
+    const char *f, *d[5]; /* unary: d[0] = DER, d[1] = D2; binary: DA DB DAA DAB DBB */
+} ew_text;
+
+#define CG_UN(NAME, CODE, TAKES_C, FWD, DER, D2, GOPS)                                       \
+    {#NAME, CODE, 0, TAKES_C, CG_STR(FWD), {CG_STR(DER), CG_STR(D2), NULL, NULL, NULL}},
+#define CG_BIN(NAME, CODE, FWD, DA, DB, DAA, DAB, DBB, GA, GB)                               \
+    {#NAME, CODE, 1, 0, CG_STR(FWD), {CG_STR(DA), CG_STR(DB), CG_STR(DAA), CG_STR(DAB), CG_STR(DBB)}},
+static const ew_text ew_texts[] = {AD__UNARY_OPS(CG_UN) AD__BINARY_OPS(CG_BIN)
+                                       AD__COMPARE_OPS(CG_BIN)};
+#define CG_NEW (sizeof ew_texts / sizeof ew_texts[0])
+_Static_assert(sizeof ew_texts / sizeof ew_texts[0] == AD__INLINE_END - 1,
+               "every op with an inline form has its formulas as text");
+
+static const char cg_helpers[] = CG_STR(AD__SCALAR_HELPERS);
+
+/* ---- state ---- */
+
+enum {
+    F_ACT = 1,   /* depends on an input: computed by the generated code */
+    F_NEED = 2,  /* the output or a replay guard reads it              */
+    F_DIFF = 4,  /* carries an adjoint and a tangent                   */
+    F_BAKED = 8, /* written out as a constant array                    */
+    F_MAP = 16,  /* its index table is written out                     */
+    F_WIDE = 32, /* read by a tensor op or the output: lives in w      */
+    F_LOCAL = 64 /* small tapes: value and adjoint in local variables  */
+};
+
+typedef struct cgnode {
+    const double *val; /* its value now (baked when not ACT) */
+    double c;
+    size_t off; /* slot in each region */
+    ad_shape shape;
+    uint32_t in[AD_MAX_ARITY];
+    int32_t input; /* index into the inputs, or -1 */
+    uint16_t op;
+    uint8_t nin, flags;
+} cgnode;
+
+enum { PASS_F, PASS_R, PASS_T, PASS_H };
+
+typedef struct cg {
+    ad_tape *t;
+    FILE *f;
+    int err;     /* a write failed */
+    int status;  /* first error found while emitting (a refused op) */
+    const char *P;
+    cgnode *n;
+    size_t len;
+    uint32_t out;
+    int nin;
+    const ad_node *in;
+    size_t nv, gb, tb, gtb, zb, ws, zsize;
+    unsigned what;
+    int fl;
+    size_t max_stmts, stmts;
+    unsigned nchunk[4];
+    int pass;
+    bool fused; /* writing the one-function forward and vjp of a small tape */
+    size_t gcur, ngd; /* replay guards: cursor, count */
+    const ew_text *ew[AD__INLINE_END];
+    unsigned char used[AD__INLINE_END];
+} cg;
+
+static void em(cg *g, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Formats into a buffer and fwrite()s it to the caller's stream (the
+ * library never prints: check-abi.sh); a long piece goes through a buffer
+ * from the tape's allocator. */
+static void em(cg *g, const char *fmt, ...)
+{
+    if (g->err)
+        return;
+    char buf[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    const int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        g->err = 1;
+        return;
+    }
+    if ((size_t)n < sizeof buf) {
+        if (fwrite(buf, 1, (size_t)n, g->f) != (size_t)n)
+            g->err = 1;
+        return;
+    }
+    char *big = ad__alloc(&g->t->mem, (size_t)n + 1);
+    if (!big) {
+        g->err = 2; /* out of memory, reported as such */
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    if (fwrite(big, 1, (size_t)n, g->f) != (size_t)n)
+        g->err = 1;
+    ad__free(&g->t->mem, big, (size_t)n + 1);
+}
+
+static bool is_ident(const char *p);
+static const ad_codegen_rule *custom_rule(const ad_opdef *d);
+
+static const char *opname(unsigned op)
+{
+    return op < AD_OP_COUNT && ad__ops[op] ? ad__ops[op]->def.name : "custom";
+}
+
+/* A double as a C literal that reads back exactly. */
+static const char *num(double v, char *buf)
+{
+    if (v != v)
+        return strcpy(buf, "NAN");
+    if (v > 1e308 * 10)
+        return strcpy(buf, "HUGE_VAL");
+    if (v < -1e308 * 10)
+        return strcpy(buf, "(-HUGE_VAL)");
+    snprintf(buf, 40, "%.17g", v);
+    if (!strpbrk(buf, ".en"))
+        strcat(buf, ".0");
+    if (buf[0] == '-') { /* (-1.0): safe after any operator */
+        memmove(buf + 1, buf, strlen(buf) + 1);
+        buf[0] = '(';
+        strcat(buf, ")");
+    }
+    return buf;
+}
+
+static size_t nsize(const cgnode *x) { return ad_shape_size(x->shape); }
+static bool is_ew(unsigned op) { return op > AD_OP_LEAF && op < AD__INLINE_END; }
+static bool all_scalar(const cg *g, const cgnode *x)
+{
+    if (nsize(x) != 1)
+        return false;
+    for (int k = 0; k < x->nin; k++)
+        if (nsize(&g->n[x->in[k]]) != 1)
+            return false;
+    return true;
+}
+
+/* ---- references ---- */
+
+/* Element e of node id's value: in[k][e], w[...], or a literal. */
+static const char *vel(const cg *g, uint32_t id, size_t e, char *buf)
+{
+    const cgnode *x = &g->n[id];
+    if (x->input >= 0)
+        snprintf(buf, 64, "in[%d][%zu]", (int)x->input, e);
+    else if (g->fused && (x->flags & F_LOCAL))
+        snprintf(buf, 64, "v%u", (unsigned)id);
+    else if (x->flags & F_ACT)
+        snprintf(buf, 64, "w[%zu]", x->off + e);
+    else
+        num(x->val[e], buf);
+    return buf;
+}
+/* Node id's value as a pointer expression. */
+static const char *vptr(const cg *g, uint32_t id, char *buf)
+{
+    const cgnode *x = &g->n[id];
+    if (x->input >= 0)
+        snprintf(buf, 64, "in[%d]", (int)x->input);
+    else if (x->flags & F_ACT)
+        snprintf(buf, 64, "(w + %zu)", x->off);
+    else
+        snprintf(buf, 64, "%s_k%u", g->P, (unsigned)id);
+    return buf;
+}
+static bool diff(const cg *g, uint32_t id) { return (g->n[id].flags & F_DIFF) != 0; }
+/* tangent: v[k] for an input, the zero region for a node without one */
+static const char *tptr(const cg *g, uint32_t id, char *buf)
+{
+    const cgnode *x = &g->n[id];
+    if (x->input >= 0)
+        snprintf(buf, 64, "v[%d]", (int)x->input);
+    else if (x->flags & F_DIFF)
+        snprintf(buf, 64, "(w + %zu)", g->tb + x->off);
+    else
+        snprintf(buf, 64, "(w + %zu)", g->zb);
+    return buf;
+}
+static const char *tel(const cg *g, uint32_t id, size_t e, char *buf)
+{
+    const cgnode *x = &g->n[id];
+    if (x->input >= 0)
+        snprintf(buf, 64, "v[%d][%zu]", (int)x->input, e);
+    else if (x->flags & F_DIFF)
+        snprintf(buf, 64, "w[%zu]", g->tb + x->off + e);
+    else
+        strcpy(buf, "0.0");
+    return buf;
+}
+static size_t gslot(const cg *g, uint32_t id, size_t e) { return g->gb + g->n[id].off + e; }
+/* a scalar node's adjoint: a local, or its slot */
+static const char *aref(const cg *g, uint32_t id, char *buf)
+{
+    if (g->fused && (g->n[id].flags & F_LOCAL))
+        snprintf(buf, 64, "u%u", (unsigned)id);
+    else
+        snprintf(buf, 64, "w[%zu]", gslot(g, id, 0));
+    return buf;
+}
+static size_t gtslot(const cg *g, uint32_t id, size_t e) { return g->gtb + g->n[id].off + e; }
+
+/* ---- chunks: functions of at most max_stmts statements ---- */
+
+static const char pass_letter[4] = {'f', 'r', 't', 'h'};
+
+static void chunk_open(cg *g)
+{
+    const char L = pass_letter[g->pass];
+    const unsigned k = g->nchunk[g->pass]++;
+    if (g->pass == PASS_F)
+        em(g, "static int %s_%c%u(const %s_real *const *in, %s_real *restrict w)\n{\n"
+              "    int br = 0;\n    (void)in;\n",
+           g->P, L, k, g->P, g->P);
+    else if (g->pass == PASS_R)
+        em(g, "static void %s_%c%u(const %s_real *const *in, %s_real *restrict w)\n{\n"
+              "    (void)in;\n",
+           g->P, L, k, g->P, g->P);
+    else
+        em(g, "static void %s_%c%u(const %s_real *const *in, const %s_real *const *v, "
+              "%s_real *restrict w)\n{\n    (void)in;\n    (void)v;\n",
+           g->P, L, k, g->P, g->P, g->P);
+    g->stmts = 0;
+}
+static void chunk_close(cg *g)
+{
+    em(g, g->pass == PASS_F ? "    return br;\n}\n\n" : "}\n\n");
+}
+/* Before each statement: a new function when this one is full. */
+static void stmt(cg *g)
+{
+    if (g->fused)
+        return;
+    if (g->stmts >= g->max_stmts) {
+        chunk_close(g);
+        chunk_open(g);
+    }
+    g->stmts++;
+}
+
+/* ---- index tables of the structure ops ---- */
+
+/* Runs the op's own forward on 0, 1, 2, ...: out[j] is then the element
+ * of the (first, or a and b joined) data operand that out[j] reads. For
+ * slice_add and index_add, the slice / take of x that v is added to. */
+static int index_table(cg *g, uint32_t id, double **tab, size_t *ntab)
+{
+    const cgnode *x = &g->n[id];
+    unsigned op = x->op;
+    ad_shape xs = g->n[x->in[0]].shape, os = x->shape;
+    size_t nx = ad_shape_size(xs);
+    if (op == AD_OP_CONCAT)
+        nx += nsize(&g->n[x->in[1]]);
+    if (op == AD_OP_SLICE_ADD || op == AD_OP_INDEX_ADD) {
+        os = g->n[x->in[2]].shape;
+        op = op == AD_OP_SLICE_ADD ? AD_OP_SLICE : AD_OP_TAKE;
+    }
+    const size_t no = ad_shape_size(os);
+    double *buf = ad__alloc(&g->t->mem, (nx + no) * sizeof *buf);
+    if (!buf)
+        return AD_ENOMEM;
+    for (size_t i = 0; i < nx; i++)
+        buf[i] = (double)i;
+    ad_tensor args[2];
+    memset(args, 0, sizeof args);
+    args[0].val = buf, args[0].shape = xs;
+    if (x->op == AD_OP_CONCAT)
+        args[1].val = buf + ad_shape_size(xs), args[1].shape = g->n[x->in[1]].shape;
+    else
+        args[1].val = (double *)g->n[x->in[1]].val, args[1].shape = g->n[x->in[1]].shape;
+    ad_call call;
+    memset(&call, 0, sizeof call);
+    call.out.val = buf + nx, call.out.shape = os;
+    call.in = args, call.nin = 2, call.c = x->c;
+    ad__ops[op]->def.forward(&call);
+    *tab = buf;
+    *ntab = no;
+    return AD_OK;
+}
+
+static bool has_table(unsigned op)
+{
+    return op == AD_OP_SLICE || op == AD_OP_TAKE || op == AD_OP_CONCAT
+           || op == AD_OP_SLICE_ADD || op == AD_OP_INDEX_ADD;
+}
+
+/* ---- tensor ops: forward and vjp rules ---- */
+
+/* rows and columns: a vector is one row */
+static void rows_cols(ad_shape s, size_t *R, size_t *C)
+{
+    *R = s.ndim == 2 ? s.rows : 1;
+    *C = s.ndim == 2 ? s.cols : s.rows;
+}
+/* the reduced view of the axis ops: G groups of L, element (gi, l) at gi gs + l ls */
+static void red_of(ad_shape x, double axis, size_t *G, size_t *L, size_t *gs, size_t *ls)
+{
+    *G = 1, *L = ad_shape_size(x), *gs = 0, *ls = 1;
+    if (x.ndim == 2 && axis == 0.0)
+        *G = x.cols, *L = x.rows, *gs = 1, *ls = x.cols;
+    else if (x.ndim == 2)
+        *G = x.rows, *L = x.cols, *gs = x.cols, *ls = 1;
+}
+
+typedef enum { CL_NONE, CL_LINEAR, CL_BILINEAR } opclass;
+
+static opclass class_of(unsigned op)
+{
+    switch (op) {
+    case AD_OP_SUM: case AD_OP_MEAN: case AD_OP_TRANSPOSE: case AD_OP_TRACE:
+    case AD_OP_SUM_AXIS: case AD_OP_MEAN_AXIS: case AD_OP_MAX_AXIS: case AD_OP_MIN_AXIS:
+    case AD_OP_SELECT: case AD_OP_RESHAPE: case AD_OP_SLICE: case AD_OP_TAKE:
+    case AD_OP_CONCAT: case AD_OP_SLICE_ADD: case AD_OP_INDEX_ADD:
+        return CL_LINEAR;
+    case AD_OP_DOT: case AD_OP_MATVEC: case AD_OP_MATVEC_T: case AD_OP_MATMUL:
+    case AD_OP_MATMUL_NT: case AD_OP_OUTER: case AD_OP_AFFINE:
+        return CL_BILINEAR;
+    default:
+        return CL_NONE;
+    }
+}
+/* tensor ops with a forward and a vjp here */
+static bool supported(unsigned op)
+{
+    return is_ew(op) || class_of(op) != CL_NONE || op == AD_OP_MAX_MASK
+           || op == AD_OP_LOGSUMEXP || op == AD_OP_SOFTMAX || op == AD_OP_LOG_SOFTMAX
+           || op == AD_OP_SOFTMAX_XENT || op == AD_OP_NORM;
+}
+
+/* The argmax / argmin loop of max_axis, min_axis and max_mask (the first
+ * extreme; a NaN is the extreme), leaving the index in b. */
+static void em_arg(cg *g, size_t gs, size_t L, size_t ls, bool min)
+{
+    em(g, "        unsigned long b = gi * %zuUL;\n", gs);
+    em(g, "        %s_real m = a0[b];\n", g->P);
+    em(g, "        for (unsigned long l = 1; l < %zuUL && m == m; l++) {\n", L);
+    em(g, "            const %s_real u = a0[gi * %zuUL + l * %zuUL];\n", g->P, gs, ls);
+    em(g, "            if (u %c m || u != u) {\n", min ? '<' : '>');
+    em(g, "                m = u;\n                b = gi * %zuUL + l * %zuUL;\n", gs, ls);
+    em(g, "            }\n        }\n");
+}
+
+/* Forward of a tensor op into o (as: "=" or "+="), operands a0..a3; pick
+ * names the array max_axis / min_axis read at the extreme (a0, or t0 for
+ * its tangent). */
+static void em_fwd(cg *g, uint32_t id, const char *as, const char *pick)
+{
+    const cgnode *x = &g->n[id];
+    const char *R_ = g->P;
+    const size_t N = nsize(x);
+    const ad_shape s0 = g->n[x->in[0]].shape;
+    const size_t n0 = ad_shape_size(s0);
+    switch (x->op) {
+    case AD_OP_SUM: case AD_OP_MEAN:
+        em(g, "    {\n        %s_real s = 0;\n        for (unsigned long i = 0; i < %zuUL; i++)\n"
+              "            s += a0[i];\n        o[0] %s s",
+           R_, n0, as);
+        if (x->op == AD_OP_MEAN)
+            em(g, " / %zu.0", n0);
+        em(g, ";\n    }\n");
+        break;
+    case AD_OP_TRACE: {
+        const size_t n = s0.rows;
+        em(g, "    {\n        %s_real s = 0;\n        for (unsigned long i = 0; i < %zuUL; i++)\n"
+              "            s += a0[i * %zuUL];\n        o[0] %s s;\n    }\n",
+           R_, n, n + 1, as);
+        break;
+    }
+    case AD_OP_DOT:
+        em(g, "    {\n        %s_real s = 0;\n        for (unsigned long i = 0; i < %zuUL; i++)\n"
+              "            s += a0[i] * a1[i];\n        o[0] %s s;\n    }\n",
+           R_, n0, as);
+        break;
+    case AD_OP_MATVEC: /* W (k, n) x (n) */
+        em(g, "    for (unsigned long r = 0; r < %uUL; r++) {\n        %s_real s = 0;\n"
+              "        for (unsigned long j = 0; j < %uUL; j++)\n"
+              "            s += a0[r * %uUL + j] * a1[j];\n        o[r] %s s;\n    }\n",
+           s0.rows, R_, s0.cols, s0.cols, as);
+        break;
+    case AD_OP_MATVEC_T: /* W (k, n)^T x (k) */
+        em(g, "    for (unsigned long j = 0; j < %uUL; j++) {\n        %s_real s = 0;\n"
+              "        for (unsigned long r = 0; r < %uUL; r++)\n"
+              "            s += a0[r * %uUL + j] * a1[r];\n        o[j] %s s;\n    }\n",
+           s0.cols, R_, s0.rows, s0.cols, as);
+        break;
+    case AD_OP_MATMUL: { /* A (m, k) B (k, n) */
+        const unsigned m = s0.rows, k = s0.cols, n = g->n[x->in[1]].shape.cols;
+        em(g, "    for (unsigned long i = 0; i < %uUL; i++)\n"
+              "        for (unsigned long j = 0; j < %uUL; j++) {\n            %s_real s = 0;\n"
+              "            for (unsigned long p = 0; p < %uUL; p++)\n"
+              "                s += a0[i * %uUL + p] * a1[p * %uUL + j];\n"
+              "            o[i * %uUL + j] %s s;\n        }\n",
+           m, n, R_, k, k, n, n, as);
+        break;
+    }
+    case AD_OP_MATMUL_NT: { /* A (m, k) B (n, k)^T */
+        const unsigned m = s0.rows, k = s0.cols, n = g->n[x->in[1]].shape.rows;
+        em(g, "    for (unsigned long i = 0; i < %uUL; i++)\n"
+              "        for (unsigned long j = 0; j < %uUL; j++) {\n            %s_real s = 0;\n"
+              "            for (unsigned long p = 0; p < %uUL; p++)\n"
+              "                s += a0[i * %uUL + p] * a1[j * %uUL + p];\n"
+              "            o[i * %uUL + j] %s s;\n        }\n",
+           m, n, R_, k, k, k, n, as);
+        break;
+    }
+    case AD_OP_OUTER: { /* u (m) v (n) */
+        const size_t n = nsize(&g->n[x->in[1]]);
+        em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "            o[i * %zuUL + j] %s a0[i] * a1[j];\n",
+           n0, n, n, as);
+        break;
+    }
+    case AD_OP_TRANSPOSE: /* A (m, n) -> (n, m) */
+        em(g, "    for (unsigned long i = 0; i < %uUL; i++)\n"
+              "        for (unsigned long j = 0; j < %uUL; j++)\n"
+              "            o[j * %uUL + i] %s a0[i * %uUL + j];\n",
+           s0.rows, s0.cols, s0.rows, as, s0.cols);
+        break;
+    case AD_OP_AFFINE: { /* W (k, n), x (n) or X (B, n), b (k) */
+        const unsigned k = s0.rows, n = s0.cols;
+        const ad_shape xs = g->n[x->in[1]].shape;
+        const unsigned B = xs.ndim == 2 ? xs.rows : 1;
+        em(g, "    for (unsigned long s = 0; s < %uUL; s++)\n"
+              "        for (unsigned long r = 0; r < %uUL; r++) {\n            %s_real acc = 0;\n"
+              "            for (unsigned long j = 0; j < %uUL; j++)\n"
+              "                acc += a0[r * %uUL + j] * a1[s * %uUL + j];\n"
+              "            o[s * %uUL + r] %s acc + a2[r];\n        }\n",
+           B, k, R_, n, n, n, k, as);
+        break;
+    }
+    case AD_OP_SUM_AXIS: case AD_OP_MEAN_AXIS: {
+        size_t G, L, gs, ls;
+        red_of(s0, x->c, &G, &L, &gs, &ls);
+        char sc[48];
+        num(x->op == AD_OP_MEAN_AXIS ? 1.0 / (double)L : 1.0, sc);
+        em(g, "    for (unsigned long gi = 0; gi < %zuUL; gi++) {\n        %s_real s = 0;\n"
+              "        for (unsigned long l = 0; l < %zuUL; l++)\n"
+              "            s += a0[gi * %zuUL + l * %zuUL];\n        o[gi] %s s * %s;\n    }\n",
+           G, R_, L, gs, ls, as, sc);
+        break;
+    }
+    case AD_OP_MAX_AXIS: case AD_OP_MIN_AXIS: {
+        size_t G, L, gs, ls;
+        red_of(s0, x->c, &G, &L, &gs, &ls);
+        em(g, "    for (unsigned long gi = 0; gi < %zuUL; gi++) {\n", G);
+        em_arg(g, gs, L, ls, x->op == AD_OP_MIN_AXIS);
+        em(g, "        o[gi] %s %s[b];\n    }\n", as, pick);
+        break;
+    }
+    case AD_OP_MAX_MASK: {
+        size_t G, L, gs, ls;
+        red_of(s0, x->c, &G, &L, &gs, &ls);
+        em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        o[i] = 0;\n", N);
+        em(g, "    for (unsigned long gi = 0; gi < %zuUL; gi++) {\n", G);
+        em_arg(g, gs, L, ls, false);
+        em(g, "        o[b] = 1;\n    }\n");
+        break;
+    }
+    case AD_OP_SELECT: {
+        const size_t sc = nsize(&g->n[x->in[0]]) == 1 && N != 1 ? 0 : 1;
+        const size_t sa = nsize(&g->n[x->in[1]]) == 1 && N != 1 ? 0 : 1;
+        const size_t sb = nsize(&g->n[x->in[2]]) == 1 && N != 1 ? 0 : 1;
+        em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n"
+              "        o[i] %s a0[i * %zuUL] != 0 ? a1[i * %zuUL] : a2[i * %zuUL];\n",
+           N, as, sc, sa, sb);
+        break;
+    }
+    case AD_OP_RESHAPE:
+        em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        o[i] %s a0[i];\n", N, as);
+        break;
+    case AD_OP_SLICE: case AD_OP_TAKE:
+        em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        o[i] %s a0[%s_m%u[i]];\n", N,
+           as, g->P, (unsigned)id);
+        break;
+    case AD_OP_CONCAT:
+        em(g, "    for (unsigned long i = 0; i < %zuUL; i++) {\n"
+              "        const unsigned long m = %s_m%u[i];\n"
+              "        o[i] %s m < %zuUL ? a0[m] : a1[m - %zuUL];\n    }\n",
+           N, g->P, (unsigned)id, as, n0, n0);
+        break;
+    case AD_OP_SLICE_ADD: case AD_OP_INDEX_ADD: {
+        const size_t nvv = nsize(&g->n[x->in[2]]);
+        em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        o[i] %s a0[i];\n", N, as);
+        em(g, "    for (unsigned long k = 0; k < %zuUL; k++)\n        o[%s_m%u[k]] += a2[k];\n",
+           nvv, g->P, (unsigned)id);
+        break;
+    }
+    case AD_OP_LOGSUMEXP: case AD_OP_SOFTMAX: case AD_OP_LOG_SOFTMAX: {
+        size_t R, C;
+        rows_cols(s0, &R, &C);
+        const bool lse = x->op == AD_OP_LOGSUMEXP;
+        em(g, "    for (unsigned long r = 0; r < %zuUL; r++) {\n", R);
+        em(g, "        const %s_real *z = a0 + r * %zuUL;\n        %s_real m = z[0], s = 0;\n", R_,
+           C, R_);
+        if (lse) /* logsumexp's max: the plain one (ops_loss.c) */
+            em(g, "        for (unsigned long j = 1; j < %zuUL; j++)\n"
+                  "            m = z[j] > m ? z[j] : m;\n", C);
+        else /* softmax's: a NaN is the max (ops_axis.c) */
+            em(g, "        for (unsigned long j = 1; j < %zuUL && m == m; j++)\n"
+                  "            m = z[j] > m || z[j] != z[j] ? z[j] : m;\n", C);
+        em(g, "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "            s += exp(z[j] - m);\n", C);
+        if (lse)
+            em(g, "        o[r] %s m + log(s);\n    }\n", as);
+        else if (x->op == AD_OP_SOFTMAX)
+            em(g, "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+                  "            o[r * %zuUL + j] %s exp(z[j] - m) / s;\n    }\n", C, C, as);
+        else
+            em(g, "        {\n            const %s_real l = m + log(s);\n"
+                  "            for (unsigned long j = 0; j < %zuUL; j++)\n"
+                  "                o[r * %zuUL + j] %s z[j] - l;\n        }\n    }\n",
+               R_, C, C, as);
+        break;
+    }
+    case AD_OP_SOFTMAX_XENT: {
+        size_t R, C;
+        rows_cols(s0, &R, &C);
+        em(g, "    {\n        %s_real loss = 0;\n", R_);
+        em(g, "        for (unsigned long r = 0; r < %zuUL; r++) {\n", R);
+        em(g, "            const %s_real *z = a0 + r * %zuUL, *y = a1 + r * %zuUL;\n", R_, C, C);
+        em(g, "            %s_real m = z[0], s = 0, lse;\n", R_);
+        em(g, "            for (unsigned long j = 1; j < %zuUL; j++)\n"
+              "                m = z[j] > m ? z[j] : m;\n"
+              "            for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "                s += exp(z[j] - m);\n            lse = m + log(s);\n"
+              "            for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "                loss += y[j] * (lse - z[j]);\n        }\n"
+              "        o[0] %s loss;\n    }\n",
+           C, C, C, as);
+        break;
+    }
+    case AD_OP_NORM:
+        em(g, "    {\n        %s_real s = 0, mx = 0, q = 0, y;\n"
+              "        for (unsigned long i = 0; i < %zuUL; i++)\n            s += a0[i] * a0[i];\n"
+              "        if (s >= 2.2250738585072014e-308 && s <= 1.7976931348623157e308) {\n"
+              "            y = sqrt(s);\n        } else {\n"
+              "            for (unsigned long i = 0; i < %zuUL; i++) {\n"
+              "                const %s_real u = fabs(a0[i]);\n"
+              "                if (u != u) { mx = u; break; }\n"
+              "                mx = u > mx ? u : mx;\n            }\n"
+              "            if (mx != mx || mx == 0 || mx > 1.7976931348623157e308) {\n"
+              "                y = mx;\n            } else {\n"
+              "                for (unsigned long i = 0; i < %zuUL; i++)\n"
+              "                    q += (a0[i] / mx) * (a0[i] / mx);\n"
+              "                y = mx * sqrt(q);\n            }\n        }\n"
+              "        o[0] %s y;\n    }\n",
+           R_, n0, n0, R_, n0, as);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Vjp of a tensor op: adds into g0..g3 (has[k]: operand k gets one) from
+ * g, values a0..a3 and o. */
+static void em_vjp(cg *g, uint32_t id, const bool *has)
+{
+    const cgnode *x = &g->n[id];
+    const char *R_ = g->P;
+    const size_t N = nsize(x);
+    const ad_shape s0 = g->n[x->in[0]].shape;
+    const size_t n0 = ad_shape_size(s0);
+    switch (x->op) {
+    case AD_OP_SUM: case AD_OP_MEAN:
+        if (has[0]) {
+            em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        g0[i] += g[0]", n0);
+            if (x->op == AD_OP_MEAN)
+                em(g, " / %zu.0", n0);
+            em(g, ";\n");
+        }
+        break;
+    case AD_OP_TRACE:
+        if (has[0])
+            em(g, "    for (unsigned long i = 0; i < %uUL; i++)\n        g0[i * %uUL] += g[0];\n",
+               s0.rows, s0.rows + 1);
+        break;
+    case AD_OP_DOT:
+        for (int k = 0; k < 2; k++)
+            if (has[k])
+                em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n"
+                      "        g%d[i] += g[0] * a%d[i];\n", n0, k, 1 - k);
+        break;
+    case AD_OP_MATVEC: /* dW = g x^T, dx = W^T g */
+        if (has[0])
+            em(g, "    for (unsigned long r = 0; r < %uUL; r++)\n"
+                  "        for (unsigned long j = 0; j < %uUL; j++)\n"
+                  "            g0[r * %uUL + j] += g[r] * a1[j];\n", s0.rows, s0.cols, s0.cols);
+        if (has[1])
+            em(g, "    for (unsigned long r = 0; r < %uUL; r++)\n"
+                  "        for (unsigned long j = 0; j < %uUL; j++)\n"
+                  "            g1[j] += a0[r * %uUL + j] * g[r];\n", s0.rows, s0.cols, s0.cols);
+        break;
+    case AD_OP_MATVEC_T: /* y = W^T x: dW = x g^T, dx = W g */
+        if (has[0])
+            em(g, "    for (unsigned long r = 0; r < %uUL; r++)\n"
+                  "        for (unsigned long j = 0; j < %uUL; j++)\n"
+                  "            g0[r * %uUL + j] += a1[r] * g[j];\n", s0.rows, s0.cols, s0.cols);
+        if (has[1])
+            em(g, "    for (unsigned long r = 0; r < %uUL; r++) {\n        %s_real s = 0;\n"
+                  "        for (unsigned long j = 0; j < %uUL; j++)\n"
+                  "            s += a0[r * %uUL + j] * g[j];\n        g1[r] += s;\n    }\n",
+               s0.rows, R_, s0.cols, s0.cols);
+        break;
+    case AD_OP_MATMUL: { /* dA = G B^T, dB = A^T G */
+        const unsigned m = s0.rows, k = s0.cols, n = g->n[x->in[1]].shape.cols;
+        if (has[0])
+            em(g, "    for (unsigned long i = 0; i < %uUL; i++)\n"
+                  "        for (unsigned long p = 0; p < %uUL; p++) {\n            %s_real s = 0;\n"
+                  "            for (unsigned long j = 0; j < %uUL; j++)\n"
+                  "                s += g[i * %uUL + j] * a1[p * %uUL + j];\n"
+                  "            g0[i * %uUL + p] += s;\n        }\n", m, k, R_, n, n, n, k);
+        if (has[1])
+            em(g, "    for (unsigned long i = 0; i < %uUL; i++)\n"
+                  "        for (unsigned long p = 0; p < %uUL; p++)\n"
+                  "            for (unsigned long j = 0; j < %uUL; j++)\n"
+                  "                g1[p * %uUL + j] += a0[i * %uUL + p] * g[i * %uUL + j];\n",
+               m, k, n, n, k, n);
+        break;
+    }
+    case AD_OP_MATMUL_NT: { /* C = A B^T: dA = G B, dB = G^T A */
+        const unsigned m = s0.rows, k = s0.cols, n = g->n[x->in[1]].shape.rows;
+        if (has[0])
+            em(g, "    for (unsigned long i = 0; i < %uUL; i++)\n"
+                  "        for (unsigned long j = 0; j < %uUL; j++)\n"
+                  "            for (unsigned long p = 0; p < %uUL; p++)\n"
+                  "                g0[i * %uUL + p] += g[i * %uUL + j] * a1[j * %uUL + p];\n",
+               m, n, k, k, n, k);
+        if (has[1])
+            em(g, "    for (unsigned long i = 0; i < %uUL; i++)\n"
+                  "        for (unsigned long j = 0; j < %uUL; j++)\n"
+                  "            for (unsigned long p = 0; p < %uUL; p++)\n"
+                  "                g1[j * %uUL + p] += g[i * %uUL + j] * a0[i * %uUL + p];\n",
+               m, n, k, k, n, k);
+        break;
+    }
+    case AD_OP_OUTER: {
+        const size_t n = nsize(&g->n[x->in[1]]);
+        if (has[0])
+            em(g, "    for (unsigned long i = 0; i < %zuUL; i++) {\n        %s_real s = 0;\n"
+                  "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+                  "            s += g[i * %zuUL + j] * a1[j];\n        g0[i] += s;\n    }\n",
+               n0, R_, n, n);
+        if (has[1])
+            em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n"
+                  "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+                  "            g1[j] += g[i * %zuUL + j] * a0[i];\n", n0, n, n);
+        break;
+    }
+    case AD_OP_TRANSPOSE:
+        if (has[0])
+            em(g, "    for (unsigned long i = 0; i < %uUL; i++)\n"
+                  "        for (unsigned long j = 0; j < %uUL; j++)\n"
+                  "            g0[i * %uUL + j] += g[j * %uUL + i];\n",
+               s0.rows, s0.cols, s0.cols, s0.rows);
+        break;
+    case AD_OP_AFFINE: {
+        const unsigned k = s0.rows, n = s0.cols;
+        const ad_shape xs = g->n[x->in[1]].shape;
+        const unsigned B = xs.ndim == 2 ? xs.rows : 1;
+        if (has[0])
+            em(g, "    for (unsigned long s = 0; s < %uUL; s++)\n"
+                  "        for (unsigned long r = 0; r < %uUL; r++)\n"
+                  "            for (unsigned long j = 0; j < %uUL; j++)\n"
+                  "                g0[r * %uUL + j] += g[s * %uUL + r] * a1[s * %uUL + j];\n",
+               B, k, n, n, k, n);
+        if (has[1])
+            em(g, "    for (unsigned long s = 0; s < %uUL; s++)\n"
+                  "        for (unsigned long r = 0; r < %uUL; r++)\n"
+                  "            for (unsigned long j = 0; j < %uUL; j++)\n"
+                  "                g1[s * %uUL + j] += g[s * %uUL + r] * a0[r * %uUL + j];\n",
+               B, k, n, n, k, n);
+        if (has[2])
+            em(g, "    for (unsigned long s = 0; s < %uUL; s++)\n"
+                  "        for (unsigned long r = 0; r < %uUL; r++)\n"
+                  "            g2[r] += g[s * %uUL + r];\n", B, k, k);
+        break;
+    }
+    case AD_OP_SUM_AXIS: case AD_OP_MEAN_AXIS: {
+        size_t G, L, gs, ls;
+        red_of(s0, x->c, &G, &L, &gs, &ls);
+        char sc[48];
+        num(x->op == AD_OP_MEAN_AXIS ? 1.0 / (double)L : 1.0, sc);
+        if (has[0])
+            em(g, "    for (unsigned long gi = 0; gi < %zuUL; gi++)\n"
+                  "        for (unsigned long l = 0; l < %zuUL; l++)\n"
+                  "            g0[gi * %zuUL + l * %zuUL] += g[gi] * %s;\n", G, L, gs, ls, sc);
+        break;
+    }
+    case AD_OP_MAX_AXIS: case AD_OP_MIN_AXIS: {
+        size_t G, L, gs, ls;
+        red_of(s0, x->c, &G, &L, &gs, &ls);
+        if (has[0]) {
+            em(g, "    for (unsigned long gi = 0; gi < %zuUL; gi++) {\n", G);
+            em_arg(g, gs, L, ls, x->op == AD_OP_MIN_AXIS);
+            em(g, "        g0[b] += g[gi];\n    }\n");
+        }
+        break;
+    }
+    case AD_OP_SELECT: { /* the taken branch gets g, the other exactly nothing */
+        const size_t sc = nsize(&g->n[x->in[0]]) == 1 && N != 1 ? 0 : 1;
+        const size_t sa = nsize(&g->n[x->in[1]]) == 1 && N != 1 ? 0 : 1;
+        const size_t sb = nsize(&g->n[x->in[2]]) == 1 && N != 1 ? 0 : 1;
+        if (has[1] || has[2]) {
+            em(g, "    for (unsigned long i = 0; i < %zuUL; i++) {\n", N);
+            em(g, "        if (a0[i * %zuUL] != 0) {\n", sc);
+            if (has[1])
+                em(g, "            g1[i * %zuUL] += g[i];\n", sa);
+            em(g, "        } else {\n");
+            if (has[2])
+                em(g, "            g2[i * %zuUL] += g[i];\n", sb);
+            em(g, "        }\n    }\n");
+        }
+        break;
+    }
+    case AD_OP_RESHAPE:
+        if (has[0])
+            em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        g0[i] += g[i];\n", N);
+        break;
+    case AD_OP_SLICE: case AD_OP_TAKE:
+        if (has[0])
+            em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        g0[%s_m%u[i]] += g[i];\n",
+               N, g->P, (unsigned)id);
+        break;
+    case AD_OP_CONCAT:
+        if (has[0] || has[1]) {
+            em(g, "    for (unsigned long i = 0; i < %zuUL; i++) {\n"
+                  "        const unsigned long m = %s_m%u[i];\n", N, g->P, (unsigned)id);
+            em(g, "        if (m < %zuUL) {\n", n0);
+            if (has[0])
+                em(g, "            g0[m] += g[i];\n");
+            em(g, "        } else {\n");
+            if (has[1])
+                em(g, "            g1[m - %zuUL] += g[i];\n", n0);
+            em(g, "        }\n    }\n");
+        }
+        break;
+    case AD_OP_SLICE_ADD: case AD_OP_INDEX_ADD: {
+        const size_t nvv = nsize(&g->n[x->in[2]]);
+        if (has[0])
+            em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        g0[i] += g[i];\n", N);
+        if (has[2])
+            em(g, "    for (unsigned long k = 0; k < %zuUL; k++)\n        g2[k] += g[%s_m%u[k]];\n",
+               nvv, g->P, (unsigned)id);
+        break;
+    }
+    case AD_OP_LOGSUMEXP: {
+        size_t R, C;
+        rows_cols(s0, &R, &C);
+        if (has[0])
+            em(g, "    for (unsigned long r = 0; r < %zuUL; r++)\n"
+                  "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+                  "            g0[r * %zuUL + j] += g[r] * exp(a0[r * %zuUL + j] - o[r]);\n",
+               R, C, C, C);
+        break;
+    }
+    case AD_OP_SOFTMAX: case AD_OP_LOG_SOFTMAX: {
+        size_t R, C;
+        rows_cols(s0, &R, &C);
+        if (!has[0])
+            break;
+        em(g, "    for (unsigned long r = 0; r < %zuUL; r++) {\n"
+              "        const %s_real *y = o + r * %zuUL, *gy = g + r * %zuUL;\n"
+              "        %s_real s = 0;\n", R, R_, C, C, R_);
+        if (x->op == AD_OP_SOFTMAX) /* dx = y (g - <g, y>) */
+            em(g, "        for (unsigned long j = 0; j < %zuUL; j++)\n            s += gy[j] * y[j];\n"
+                  "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+                  "            g0[r * %zuUL + j] += y[j] * (gy[j] - s);\n    }\n", C, C, C);
+        else /* dx = g - exp(y) sum g */
+            em(g, "        for (unsigned long j = 0; j < %zuUL; j++)\n            s += gy[j];\n"
+                  "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+                  "            g0[r * %zuUL + j] += gy[j] - exp(y[j]) * s;\n    }\n", C, C, C);
+        break;
+    }
+    case AD_OP_SOFTMAX_XENT: {
+        size_t R, C;
+        rows_cols(s0, &R, &C);
+        if (!has[0] && !has[1])
+            break;
+        em(g, "    for (unsigned long r = 0; r < %zuUL; r++) {\n", R);
+        em(g, "        const %s_real *z = a0 + r * %zuUL, *y = a1 + r * %zuUL;\n", R_, C, C);
+        em(g, "        %s_real m = z[0], s = 0, lse, ys = 0;\n", R_);
+        em(g, "        for (unsigned long j = 1; j < %zuUL; j++)\n"
+              "            m = z[j] > m ? z[j] : m;\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "            s += exp(z[j] - m);\n        lse = m + log(s);\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n            ys += y[j];\n"
+              "        (void)ys;\n", C, C, C);
+        if (has[0])
+            em(g, "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+                  "            g0[r * %zuUL + j] += g[0] * (exp(z[j] - lse) * ys - y[j]);\n", C, C);
+        if (has[1])
+            em(g, "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+                  "            g1[r * %zuUL + j] += g[0] * (lse - z[j]);\n", C, C);
+        em(g, "    }\n");
+        break;
+    }
+    case AD_OP_NORM:
+        if (has[0])
+            em(g, "    {\n        const %s_real s = o[0] == 0 ? 0 : g[0] / o[0];\n"
+                  "        for (unsigned long i = 0; i < %zuUL; i++)\n"
+                  "            g0[i] += s * a0[i];\n    }\n", R_, n0);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- elementwise ops: one statement (a scalar) or one loop nest ---- */
+
+/* The strings an elementwise body is written with. */
+typedef struct ewref {
+    char x[128], y[128], o[128], gv[128], to[128], gto[128];
+    char ga[2][128], ta[2][128], gta[2][128];
+    bool has[2];
+} ewref;
+
+/* A formula of scalar_ops.h with its variables x, y, z, c replaced by
+ * the C expressions given (token by token: cos, c and copysign stay
+ * apart), in parentheses: what the forward and reverse passes write
+ * inline -- no call per node for the compiler to inline. */
+static void subst(const char *f, const char *X, const char *Y, const char *Z, const char *C,
+                  char *out, size_t cap)
+{
+    size_t n = 0;
+    const char *p = f;
+#define PUT(ch) (n + 1 < cap ? (void)(out[n++] = (ch)) : (void)0)
+    PUT('(');
+    while (*p) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_'
+            || (*p >= '0' && *p <= '9') || *p == '.') {
+            const char *q = p;
+            while ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || *q == '_'
+                   || (*q >= '0' && *q <= '9') || *q == '.')
+                q++;
+            const char *rep = NULL;
+            if (q - p == 1 && !(*p >= '0' && *p <= '9'))
+                rep = *p == 'x' ? X : *p == 'y' ? Y : *p == 'z' ? Z : *p == 'c' ? C : NULL;
+            if (rep)
+                for (const char *r = rep; *r; r++)
+                    PUT(*r);
+            else
+                for (const char *r = p; r < q; r++)
+                    PUT(*r);
+            p = q;
+        } else {
+            PUT(*p);
+            p++;
+        }
+    }
+    PUT(')');
+#undef PUT
+    out[n] = '\0';
+}
+
+/* A derivative that is a finite number whatever the operands (add's 1,
+ * scale's c): *v is it, and g * v needs no strong-zero test. */
+static bool const_der(const char *d, double c, double *v)
+{
+    char *end;
+    if (!strcmp(d, "c")) {
+        *v = c;
+        return c - c == 0.0;
+    }
+    const bool neg = d[0] == '-';
+    const double u = strtod(d + neg, &end);
+    if (*end || end == d + neg)
+        return false;
+    *v = neg ? -u : u;
+    return true;
+}
+
+/* dst += g * d, the strong zero kept unless d is a finite constant */
+static void em_acc(cg *g, const char *ind, const char *dst, const char *gv, const char *der,
+                   double c, const char *X, const char *Y, const char *Z, const char *C)
+{
+    double v;
+    if (const_der(der, c, &v)) {
+        char b[48];
+        if (v == 1.0)
+            em(g, "%s%s += %s;\n", ind, dst, gv);
+        else if (v == -1.0)
+            em(g, "%s%s -= %s;\n", ind, dst, gv);
+        else if (v != 0.0)
+            em(g, "%s%s += %s * %s;\n", ind, dst, gv, num(v, b));
+        return;
+    }
+    char d[1200];
+    subst(der, X, Y, Z, C, d, sizeof d);
+    em(g, "%s%s += %s_SZ(%s, %s);\n", ind, dst, g->P, gv, d);
+}
+
+static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
+{
+    const ew_text *e = g->ew[x->op];
+    const char *P = g->P;
+    char cbuf[48];
+    const char *c = num(e->takes_c ? x->c : 0.0, cbuf);
+    if (!e->binary) {
+        char d[600];
+        snprintf(d, sizeof d, "%s_%s_d(%s, %s, %s)", P, e->name, r->x, r->o, c);
+        switch (g->pass) {
+        case PASS_F: {
+            char f[1200];
+            subst(e->f, r->x, "0.0", "0.0", c, f, sizeof f);
+            em(g, "%s%s = %s;\n", ind, r->o, f);
+            break;
+        }
+        case PASS_R:
+            if (r->has[0])
+                em_acc(g, ind, r->ga[0], r->gv, e->d[0], x->c, r->x, r->o, "0.0", c);
+            break;
+        case PASS_T:
+            if (r->has[0])
+                em(g, "%s%s = %s * %s;\n", ind, r->to, d, r->ta[0]);
+            else
+                em(g, "%s%s = 0;\n", ind, r->to);
+            break;
+        default: /* forward over reverse: ga += g f'; gta += gto f' + g f'' ta */
+            if (r->has[0])
+                em(g, "%s{\n%s    const double d = %s, gg = %s;\n"
+                      "%s    %s += %s_SZ(gg, d);\n"
+                      "%s    %s += %s * d + %s_SZ(gg, %s_%s_d2(%s, %s, %s)) * %s;\n%s}\n",
+                   ind, ind, d, r->gv, ind, r->ga[0], P, ind, r->gta[0], r->gto, P, P, e->name,
+                   r->x, r->o, c, r->ta[0], ind);
+            break;
+        }
+        return;
+    }
+    static const char *const dn[5] = {"da", "db", "daa", "dab", "dbb"};
+    char d[5][600];
+    for (int k = 0; k < 5; k++)
+        snprintf(d[k], sizeof d[k], "%s_%s_%s(%s, %s, %s)", P, e->name, dn[k], r->x, r->y, r->o);
+    switch (g->pass) {
+    case PASS_F: {
+        char f[1200];
+        subst(e->f, r->x, r->y, "0.0", "0.0", f, sizeof f);
+        em(g, "%s%s = %s;\n", ind, r->o, f);
+        break;
+    }
+    case PASS_R:
+        for (int k = 0; k < 2; k++)
+            if (r->has[k])
+                em_acc(g, ind, r->ga[k], r->gv, e->d[k], 0.0, r->x, r->y, r->o, "0.0");
+        break;
+    case PASS_T:
+        em(g, "%s%s = ", ind, r->to);
+        if (r->has[0])
+            em(g, "%s * %s", d[0], r->ta[0]);
+        if (r->has[0] && r->has[1])
+            em(g, " + ");
+        if (r->has[1])
+            em(g, "%s * %s", d[1], r->ta[1]);
+        if (!r->has[0] && !r->has[1])
+            em(g, "0");
+        em(g, ";\n");
+        break;
+    default:
+        em(g, "%s{\n%s    const double da = %s, db = %s, gg = %s, go = %s;\n", ind, ind, d[0],
+           d[1], r->gv, r->gto);
+        em(g, "%s    const double tu = %s, tv = %s;\n", ind, r->has[0] ? r->ta[0] : "0.0",
+           r->has[1] ? r->ta[1] : "0.0");
+        em(g, "%s    const double gaa = %s_SZ(gg, %s), gab = %s_SZ(gg, %s), gbb = %s_SZ(gg, %s);\n"
+              "%s    (void)da, (void)db, (void)gaa, (void)gab, (void)gbb, (void)tu, (void)tv;\n",
+           ind, P, d[2], P, d[3], P, d[4], ind);
+        if (r->has[0])
+            em(g, "%s    %s += %s_SZ(gg, da);\n%s    %s += go * da + gaa * tu + gab * tv;\n", ind,
+               r->ga[0], P, ind, r->gta[0]);
+        if (r->has[1])
+            em(g, "%s    %s += %s_SZ(gg, db);\n%s    %s += go * db + gab * tu + gbb * tv;\n", ind,
+               r->ga[1], P, ind, r->gta[1]);
+        em(g, "%s}\n", ind);
+        break;
+    }
+}
+
+/* The replay guard of comparison id, if it has one: br set when an
+ * element differs from its recorded outcome. o: the value's element
+ * (scalar) or pointer (tensor). */
+static void em_guard(cg *g, uint32_t id, bool scalar, const char *o, const char *ind)
+{
+    uint32_t node = 0;
+    const unsigned char *rec = NULL;
+    while (g->gcur < g->ngd) {
+        ad__guard_at(g->t, g->gcur, &node, &rec);
+        if (node >= id)
+            break;
+        g->gcur++;
+    }
+    if (g->gcur >= g->ngd || node != id)
+        return;
+    if (scalar) {
+        em(g, "%sbr |= %s != %d;\n", ind, o, rec[0] ? 1 : 0);
+        return;
+    }
+    const size_t n = nsize(&g->n[id]);
+    em(g, "%s{\n%s    static const unsigned char rec[%zu] = {", ind, ind, n);
+    for (size_t i = 0; i < n; i++)
+        em(g, "%s%d", i ? (i % 32 ? "," : ",\n        ") : "", rec[i] ? 1 : 0);
+    em(g, "};\n%s    for (unsigned long i = 0; i < %zuUL; i++)\n%s        br |= o[i] != rec[i];\n"
+          "%s}\n", ind, n, ind, ind);
+}
+
+/* operand k's strides over the output's rows x cols (broadcasting) */
+static void bstride(ad_shape s, size_t R, size_t C, size_t *rs, size_t *cs)
+{
+    const size_t n = ad_shape_size(s);
+    if (n == R * C)
+        *rs = C, *cs = 1;
+    else if (n == 1)
+        *rs = 0, *cs = 0;
+    else if (s.ndim == 2 && s.cols == 1 && s.rows == R)
+        *rs = 1, *cs = 0; /* a column */
+    else
+        *rs = 0, *cs = 1; /* a row */
+}
+
+static void em_ew(cg *g, uint32_t id)
+{
+    const cgnode *x = &g->n[id];
+    ewref r;
+    memset(&r, 0, sizeof r);
+    const int nin = x->nin;
+    for (int k = 0; k < nin; k++)
+        r.has[k] = diff(g, x->in[k]);
+    char b0[64], b1[64];
+    if (all_scalar(g, x)) {
+        vel(g, x->in[0], 0, r.x);
+        if (nin > 1)
+            vel(g, x->in[1], 0, r.y);
+        vel(g, id, 0, r.o);
+        aref(g, id, r.gv);
+        snprintf(r.to, sizeof r.to, "w[%zu]", g->tb + x->off);
+        snprintf(r.gto, sizeof r.gto, "w[%zu]", gtslot(g, id, 0));
+        for (int k = 0; k < nin; k++) {
+            aref(g, x->in[k], r.ga[k]);
+            snprintf(r.gta[k], sizeof r.gta[k], "w[%zu]", gtslot(g, x->in[k], 0));
+            tel(g, x->in[k], 0, r.ta[k]);
+        }
+        em_ew_body(g, x, &r, "    ");
+        if (g->pass == PASS_F && ad__is_compare(x->op))
+            em_guard(g, id, true, r.o, "    ");
+        return;
+    }
+    /* a loop nest over the output's rows x cols */
+    size_t R, C;
+    if (x->shape.ndim == 2)
+        R = x->shape.rows, C = x->shape.cols;
+    else
+        R = 1, C = nsize(x);
+    char idx[2][48];
+    for (int k = 0; k < nin; k++) {
+        size_t rs, cs;
+        bstride(g->n[x->in[k]].shape, R, C, &rs, &cs);
+        snprintf(idx[k], 64, "r * %zuUL + j * %zuUL", rs, cs);
+    }
+    em(g, "    {\n");
+    for (int k = 0; k < nin; k++)
+        em(g, "        const %s_real *a%d = %s;\n", g->P, k, vptr(g, x->in[k], k ? b1 : b0));
+    if (g->pass == PASS_F)
+        em(g, "        %s_real *o = w + %zu;\n", g->P, x->off);
+    else
+        em(g, "        const %s_real *o = w + %zu;\n", g->P, x->off);
+    if (g->pass == PASS_R || g->pass == PASS_H)
+        em(g, "        const %s_real *g = w + %zu;\n", g->P, gslot(g, id, 0));
+    if (g->pass == PASS_T)
+        em(g, "        %s_real *to = w + %zu;\n", g->P, g->tb + x->off);
+    if (g->pass == PASS_H)
+        em(g, "        const %s_real *gt = w + %zu;\n", g->P, gtslot(g, id, 0));
+    for (int k = 0; k < nin; k++) {
+        if (!r.has[k] || g->pass == PASS_F)
+            continue;
+        if (g->pass != PASS_T)
+            em(g, "        %s_real *g%d = w + %zu;\n        (void)g%d;\n", g->P, k,
+               gslot(g, x->in[k], 0), k);
+        if (g->pass == PASS_T || g->pass == PASS_H)
+            em(g, "        const %s_real *t%d = %s;\n        (void)t%d;\n", g->P, k,
+               tptr(g, x->in[k], b0), k);
+        if (g->pass == PASS_H)
+            em(g, "        %s_real *gt%d = w + %zu;\n        (void)gt%d;\n", g->P, k,
+               gtslot(g, x->in[k], 0), k);
+    }
+    em(g, "        (void)o;\n");
+    for (int k = 0; k < nin; k++)
+        em(g, "        (void)a%d;\n", k);
+    if (g->pass == PASS_R || g->pass == PASS_H)
+        em(g, "        (void)g;\n");
+    if (g->pass == PASS_H)
+        em(g, "        (void)gt;\n");
+    strcpy(r.x, "xv");
+    if (nin > 1)
+        strcpy(r.y, "yv");
+    strcpy(r.o, g->pass == PASS_F ? "o[i]" : "zv");
+    strcpy(r.gv, "g[i]");
+    strcpy(r.to, "to[i]");
+    strcpy(r.gto, "gt[i]");
+    for (int k = 0; k < nin; k++) {
+        snprintf(r.ga[k], sizeof r.ga[k], "g%d[%s]", k, idx[k]);
+        snprintf(r.ta[k], sizeof r.ta[k], "t%d[%s]", k, idx[k]);
+        snprintf(r.gta[k], sizeof r.gta[k], "gt%d[%s]", k, idx[k]);
+    }
+    em(g, "        for (unsigned long r = 0; r < %zuUL; r++)\n"
+          "            for (unsigned long j = 0; j < %zuUL; j++) {\n"
+          "                const unsigned long i = r * %zuUL + j;\n",
+       R, C, C);
+    /* the operands' (and the output's) values, read once */
+    em(g, "                const double xv = a0[%s]%s%s%s;\n", idx[0], nin > 1 ? ", yv = a1[" : "",
+       nin > 1 ? idx[1] : "", nin > 1 ? "]" : "");
+    if (g->pass != PASS_F)
+        em(g, "                const double zv = o[i];\n                (void)zv;\n");
+    em(g, "                (void)i, (void)xv%s;\n", nin > 1 ? ", (void)yv" : "");
+    em_ew_body(g, x, &r, "                ");
+    em(g, "            }\n");
+    if (g->pass == PASS_F && ad__is_compare(x->op))
+        em_guard(g, id, false, "o", "        ");
+    em(g, "    }\n");
+}
+
+/* ---- tensor ops in each pass ---- */
+
+/* operand k is read through a pointer (an index operand is not: its
+ * table is written out instead) */
+static bool reads_operand(unsigned op, int k) { return !(has_table(op) && op != AD_OP_CONCAT && k == 1); }
+
+/* Opens a block binding a0..: values (tangents: tan[k] set), o, g, g0..:
+ * adjoints (or adjoint tangents), has[k] set. */
+typedef struct binding {
+    const char *a[AD_MAX_ARITY]; /* pointer expressions; NULL: not read */
+    char o[64], g[64], gk[AD_MAX_ARITY][64];
+    bool has[AD_MAX_ARITY];
+    const char *t0; /* max_axis's tangent */
+} binding;
+
+static void em_open(cg *g, const cgnode *x, const binding *b, bool out_written)
+{
+    em(g, "    {\n");
+    for (int k = 0; k < x->nin; k++)
+        if (b->a[k])
+            em(g, "        const %s_real *a%d = %s;\n        (void)a%d;\n", g->P, k, b->a[k], k);
+    if (b->t0)
+        em(g, "        const %s_real *t0 = %s;\n", g->P, b->t0);
+    em(g, "        %s%s_real *o = %s;\n        (void)o;\n", out_written ? "" : "const ", g->P,
+       b->o);
+    if (b->g[0])
+        em(g, "        const %s_real *g = %s;\n", g->P, b->g);
+    for (int k = 0; k < x->nin; k++)
+        if (b->has[k])
+            em(g, "        %s_real *g%d = %s;\n", g->P, k, b->gk[k]);
+}
+
+/* A custom op: a call of the caller's function (ad_codegen_rule). */
+static void em_custom(cg *g, uint32_t id)
+{
+    const cgnode *x = &g->n[id];
+    const ad_codegen_rule *rule = custom_rule(ad_node_op(g->t, ad__handle(g->t, id)));
+    char b[64];
+    em(g, "    {\n        const %s_real *ins[%d] = {", g->P, x->nin);
+    for (int k = 0; k < x->nin; k++)
+        em(g, "%s%s", k ? ", " : "", vptr(g, x->in[k], b));
+    em(g, "};\n        static const unsigned long sz[%d] = {", x->nin + 1);
+    for (int k = 0; k < x->nin; k++)
+        em(g, "%zuUL, ", nsize(&g->n[x->in[k]]));
+    char c[48];
+    em(g, "%zuUL};\n", nsize(x));
+    if (g->pass == PASS_F) {
+        em(g, "        %s(ins, w + %zu, sz, %s);\n    }\n", rule->forward, x->off, num(x->c, c));
+        return;
+    }
+    em(g, "        %s_real *gins[%d] = {", g->P, x->nin);
+    for (int k = 0; k < x->nin; k++) {
+        if (diff(g, x->in[k]))
+            em(g, "%sw + %zu", k ? ", " : "", gslot(g, x->in[k], 0));
+        else
+            em(g, "%s0", k ? ", " : "");
+    }
+    em(g, "};\n        %s(ins, w + %zu, w + %zu, gins, sz, %s);\n    }\n", rule->vjp, x->off,
+       gslot(g, id, 0), num(x->c, c));
+}
+
+static void em_tensor(cg *g, uint32_t id)
+{
+    const cgnode *x = &g->n[id];
+    if (x->op >= AD_OP_COUNT) { /* only forward and reverse get here */
+        em_custom(g, id);
+        return;
+    }
+    char vb[AD_MAX_ARITY][64], tbf[AD_MAX_ARITY][64], zb[64];
+    snprintf(zb, sizeof zb, "(w + %zu)", g->zb);
+    binding b;
+    memset(&b, 0, sizeof b);
+    for (int k = 0; k < x->nin; k++) {
+        vptr(g, x->in[k], vb[k]);
+        tptr(g, x->in[k], tbf[k]);
+    }
+    const opclass cl = class_of(x->op);
+    bool grad_to[AD_MAX_ARITY] = {false, false, false, false};
+    for (int k = 0; k < x->nin; k++)
+        grad_to[k] = reads_operand(x->op, k) && diff(g, x->in[k])
+                     && !(x->op == AD_OP_SELECT && k == 0);
+    switch (g->pass) {
+    case PASS_F:
+        for (int k = 0; k < x->nin; k++)
+            b.a[k] = reads_operand(x->op, k) ? vb[k] : NULL;
+        snprintf(b.o, 64, "w + %zu", x->off);
+        em_open(g, x, &b, true);
+        em_fwd(g, id, "=", "a0");
+        em(g, "    }\n");
+        break;
+    case PASS_R:
+    case PASS_H: {
+        /* the adjoints: vjp of g at the values */
+        for (int k = 0; k < x->nin; k++) {
+            b.a[k] = reads_operand(x->op, k) ? vb[k] : NULL;
+            b.has[k] = grad_to[k];
+            snprintf(b.gk[k], 64, "w + %zu", gslot(g, x->in[k], 0));
+        }
+        snprintf(b.o, 64, "w + %zu", x->off);
+        snprintf(b.g, 64, "w + %zu", gslot(g, id, 0));
+        em_open(g, x, &b, false);
+        em_vjp(g, id, b.has);
+        em(g, "    }\n");
+        if (g->pass == PASS_R)
+            break;
+        /* adjoint tangents: the vjp (linear in g) of the adjoint tangent */
+        for (int k = 0; k < x->nin; k++)
+            snprintf(b.gk[k], 64, "w + %zu", gtslot(g, x->in[k], 0));
+        snprintf(b.g, 64, "w + %zu", gtslot(g, id, 0));
+        stmt(g);
+        em_open(g, x, &b, false);
+        em_vjp(g, id, b.has);
+        em(g, "    }\n");
+        if (cl == CL_BILINEAR) { /* plus the vjp of g at the tangents */
+            for (int k = 0; k < x->nin; k++)
+                b.a[k] = tbf[k];
+            if (x->op == AD_OP_AFFINE) /* b's vjp reads no value: no term */
+                b.has[2] = false;
+            snprintf(b.g, 64, "w + %zu", gslot(g, id, 0));
+            stmt(g);
+            em_open(g, x, &b, false);
+            em_vjp(g, id, b.has);
+            em(g, "    }\n");
+        }
+        break;
+    }
+    case PASS_T:
+        snprintf(b.o, 64, "w + %zu", g->tb + x->off);
+        if (cl == CL_LINEAR) {
+            for (int k = 0; k < x->nin; k++)
+                b.a[k] = reads_operand(x->op, k) ? tbf[k] : NULL;
+            const char *pick = "a0";
+            if (x->op == AD_OP_SELECT)
+                b.a[0] = vb[0]; /* the condition's value decides */
+            if (x->op == AD_OP_MAX_AXIS || x->op == AD_OP_MIN_AXIS)
+                b.a[0] = vb[0], b.t0 = tbf[0], pick = "t0";
+            em_open(g, x, &b, true);
+            em_fwd(g, id, "=", pick);
+            em(g, "    }\n");
+        } else { /* bilinear: f(ta, b) + f(a, tb) */
+            int terms = 0;
+            for (int k = 0; k < 2; k++) {
+                const bool bias = x->op == AD_OP_AFFINE && k == 0 && diff(g, x->in[2]);
+                if (!diff(g, x->in[k]) && !bias)
+                    continue;
+                for (int j = 0; j < x->nin; j++)
+                    b.a[j] = j == k ? tbf[j] : vb[j];
+                if (x->op == AD_OP_AFFINE)
+                    b.a[2] = k == 0 ? tbf[2] : zb;
+                if (terms)
+                    stmt(g);
+                em_open(g, x, &b, true);
+                em_fwd(g, id, terms ? "+=" : "=", "a0");
+                em(g, "    }\n");
+                terms++;
+            }
+            if (x->op == AD_OP_AFFINE && !terms) /* unreachable: DIFF has a diff operand */
+                em(g, "    /* no tangent */\n");
+        }
+        break;
+    }
+}
+
+/* ---- passes ---- */
+
+static bool emits(const cg *g, uint32_t id, int pass)
+{
+    const cgnode *x = &g->n[id];
+    if (x->op == AD_OP_LEAF || !(x->flags & F_NEED) || !(x->flags & F_ACT))
+        return false;
+    if (pass == PASS_F)
+        return true;
+    return (x->flags & F_DIFF) != 0;
+}
+
+static void em_pass(cg *g, int pass)
+{
+    g->pass = pass;
+    if (!g->fused) {
+        g->nchunk[pass] = 0;
+        chunk_open(g);
+    }
+    const bool back = pass == PASS_R || pass == PASS_H;
+    g->gcur = 0;
+    for (uint32_t i = 1; i < g->len && !g->err; i++) {
+        const uint32_t id = back ? (uint32_t)g->len - i : i;
+        if (!emits(g, id, pass))
+            continue;
+        if (!g->fused)
+            stmt(g);
+        if (is_ew(g->n[id].op))
+            em_ew(g, id);
+        else
+            em_tensor(g, id);
+    }
+    if (!g->fused)
+        chunk_close(g);
+}
+
+/* ---- analysis ---- */
+
+static bool is_ident(const char *p)
+{
+    size_t n = 0;
+    if (!p || !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
+        return false;
+    for (; p[n]; n++) {
+        const char ch = p[n];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
+              || ch == '_'))
+            return false;
+    }
+    return n <= 64;
+}
+
+/* a custom op's code generation rule, when its descriptor has one */
+static const ad_codegen_rule *custom_rule(const ad_opdef *d)
+{
+    if (!d || d->size < offsetof(ad_opdef, codegen) + sizeof d->codegen)
+        return NULL;
+    return d->codegen;
+}
+
+static const char *mode_name(unsigned what)
+{
+    return what & AD_CODEGEN_JVP ? "JVP" : "HVP";
+}
+
+static int analyse(cg *g)
+{
+    ad_tape *t = g->t;
+    static const char who[] = "codegen";
+    for (uint32_t id = 1; id < g->len; id++) {
+        cgnode *x = &g->n[id];
+        const ad__node *nd = ad__N(t, id);
+        const uint64_t h = nd->h;
+        memset(x, 0, sizeof *x);
+        x->input = -1;
+        if (!(h & AD__EXT)) {
+            x->op = (uint16_t)ad__opc(h);
+            x->val = &nd->v;
+            x->shape = ad_shape_scalar();
+            if (x->op != AD_OP_LEAF) {
+                const ew_text *e = g->ew[x->op];
+                x->nin = e->binary ? 2 : 1;
+                x->in[0] = ad__a(h);
+                if (e->binary)
+                    x->in[1] = ad__b(h);
+                x->c = e->takes_c ? t->consts[ad__b(h)] : 0.0;
+            }
+        } else {
+            const ad__ext *r = ad__X(t, ad__a(h));
+            x->op = ad__opc(h) == AD_OP_LEAF ? AD_OP_LEAF : r->op;
+            x->val = r->call.out.val;
+            x->shape = r->call.out.shape;
+            x->c = r->call.c;
+            x->nin = x->op == AD_OP_LEAF ? 0 : (uint8_t)r->call.nin;
+            for (int k = 0; k < x->nin; k++)
+                x->in[k] = r->in[k];
+        }
+    }
+    for (int k = 0; k < g->nin; k++) {
+        cgnode *x = &g->n[g->in[k].id_];
+        x->input = k;
+        x->flags |= F_ACT | F_NEED;
+    }
+    for (uint32_t id = 1; id < g->len; id++) {
+        cgnode *x = &g->n[id];
+        for (int k = 0; k < x->nin; k++)
+            if (g->n[x->in[k]].flags & F_ACT)
+                x->flags |= F_ACT;
+    }
+    if (!(g->n[g->out].flags & F_ACT))
+        return ad__fail_call(t, AD_EMISUSE, "%s: the output (node %u) does not depend on any input",
+                             who, (unsigned)g->out);
+    g->n[g->out].flags |= F_NEED;
+    /* every comparison before the output is a replay guard to check */
+    for (size_t i = 0; i < g->ngd; i++) {
+        uint32_t node;
+        const unsigned char *rec;
+        ad__guard_at(t, i, &node, &rec);
+        if (node < g->out && (g->n[node].flags & F_ACT))
+            g->n[node].flags |= F_NEED;
+    }
+    for (uint32_t id = (uint32_t)g->len - 1; id >= 1; id--) {
+        cgnode *x = &g->n[id];
+        if ((x->flags & (F_ACT | F_NEED)) != (F_ACT | F_NEED))
+            continue;
+        for (int k = 0; k < x->nin; k++)
+            g->n[x->in[k]].flags |= F_NEED;
+    }
+    for (uint32_t id = 1; id < g->len; id++) {
+        cgnode *x = &g->n[id];
+        if ((x->flags & (F_ACT | F_NEED)) != (F_ACT | F_NEED))
+            continue;
+        if (!ad__is_compare(x->op) && x->op != AD_OP_MAX_MASK)
+            x->flags |= F_DIFF;
+        if (x->op == AD_OP_LEAF)
+            continue;
+        if (x->op >= AD_OP_COUNT) {
+            const ad_opdef *d = ad_node_op(t, ad__handle(t, id));
+            const ad_codegen_rule *rule = custom_rule(d);
+            if (!rule || !is_ident(rule->forward))
+                return ad__fail_call(t, AD_EMISUSE,
+                                     "%s: custom op '%s' (node %u) has no code generation rule "
+                                     "(set its descriptor's codegen, with a C function name, and "
+                                     "size = sizeof(ad_opdef))",
+                                     who, d->name, (unsigned)id);
+            if ((x->flags & F_DIFF)
+                && (g->what & (AD_CODEGEN_VJP | AD_CODEGEN_JACOBIAN | AD_CODEGEN_HVP))
+                && !is_ident(rule->vjp))
+                return ad__fail_call(t, AD_EMISUSE,
+                                     "%s: custom op '%s' (node %u) has no vjp function for "
+                                     "generated code (codegen->vjp)",
+                                     who, d->name, (unsigned)id);
+            if ((x->flags & F_DIFF) && (g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP)))
+                return ad__fail_call(t, AD_EMISUSE,
+                                     "%s: custom op '%s' (node %u) has no %s rule for generated "
+                                     "code (leave AD_CODEGEN_%s out of what)",
+                                     who, d->name, (unsigned)id, mode_name(g->what),
+                                     mode_name(g->what));
+            for (int k = 0; k < x->nin; k++)
+                if (!(g->n[x->in[k]].flags & F_ACT))
+                    g->n[x->in[k]].flags |= F_BAKED;
+            continue;
+        }
+        if (!supported(x->op))
+            return ad__fail_call(t, AD_EMISUSE, "%s: op '%s' (node %u) has no code generation rule",
+                                 who, opname(x->op), (unsigned)id);
+        if (has_table(x->op) && x->op != AD_OP_CONCAT && (g->n[x->in[1]].flags & F_ACT))
+            return ad__fail_call(t, AD_EMISUSE,
+                                 "%s: op '%s' (node %u): its index operand (node %u) depends on an "
+                                 "input; generated code fixes indices at generation",
+                                 who, opname(x->op), (unsigned)id, (unsigned)x->in[1]);
+        if ((g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP)) && (x->flags & F_DIFF)
+            && !is_ew(x->op) && class_of(x->op) == CL_NONE)
+            return ad__fail_call(t, AD_EMISUSE,
+                                 "%s: op '%s' (node %u) has no %s rule for generated code (leave "
+                                 "AD_CODEGEN_%s out of what)",
+                                 who, opname(x->op), (unsigned)id, mode_name(g->what),
+                                 mode_name(g->what));
+        if (is_ew(x->op))
+            g->used[x->op] = 1;
+        const bool by_ptr = !(is_ew(x->op) && all_scalar(g, x));
+        for (int k = 0; k < x->nin; k++) {
+            cgnode *a = &g->n[x->in[k]];
+            if (!(a->flags & F_ACT) && by_ptr && reads_operand(x->op, k))
+                a->flags |= F_BAKED;
+        }
+        if (has_table(x->op))
+            x->flags |= F_MAP;
+    }
+    /* small tapes: scalar nodes only elementwise statements read live in
+     * locals (F_LOCAL) in the one-function forward and vjp */
+    g->n[g->out].flags |= F_WIDE;
+    for (uint32_t id = 1; id < g->len; id++) {
+        const cgnode *x = &g->n[id];
+        if ((x->flags & (F_ACT | F_NEED)) != (F_ACT | F_NEED) || x->op == AD_OP_LEAF)
+            continue;
+        if (!(is_ew(x->op) && all_scalar(g, x)))
+            for (int k = 0; k < x->nin; k++)
+                g->n[x->in[k]].flags |= F_WIDE;
+    }
+    for (uint32_t id = 1; id < g->len; id++) {
+        cgnode *x = &g->n[id];
+        if ((x->flags & (F_ACT | F_NEED)) == (F_ACT | F_NEED) && x->input < 0 && is_ew(x->op)
+            && all_scalar(g, x) && !(x->flags & F_WIDE))
+            x->flags |= F_LOCAL;
+    }
+    /* layout */
+    size_t off = 0, zs = 1;
+    for (uint32_t id = 1; id < g->len; id++) {
+        cgnode *x = &g->n[id];
+        if ((x->flags & (F_ACT | F_NEED)) != (F_ACT | F_NEED))
+            continue;
+        x->off = off;
+        off += nsize(x);
+        zs = nsize(x) > zs ? nsize(x) : zs;
+    }
+    g->nv = off;
+    g->zsize = zs;
+    const bool need_g = (g->what & (AD_CODEGEN_VJP | AD_CODEGEN_HVP | AD_CODEGEN_JACOBIAN)) != 0;
+    const bool need_t = (g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP)) != 0;
+    const bool need_gt = (g->what & AD_CODEGEN_HVP) != 0;
+    g->gb = off;
+    off += need_g ? g->nv : 0;
+    g->tb = off;
+    off += need_t ? g->nv : 0;
+    g->gtb = off;
+    off += need_gt ? g->nv : 0;
+    g->zb = off;
+    off += need_t ? zs : 0;
+    g->ws = off ? off : 1;
+    return AD_OK;
+}
+
+/* ---- the files ---- */
+
+static void em_decls(cg *g)
+{
+    const char *P = g->P;
+    em(g, "/* Reals the work array needs (for every function below). */\n"
+          "unsigned long %s_work_size(void);\n", P);
+    if (g->what & AD_CODEGEN_FORWARD)
+        em(g, "/* out = f(in). */\n"
+              "int %s_forward(const %s_real *const *in, %s_real *out, %s_real *work);\n", P, P, P,
+           P);
+    if (g->what & AD_CODEGEN_VJP)
+        em(g, "/* grad[i] = seed^T J_i (grad NULL or grad[i] NULL: skipped); out = f(in). */\n"
+              "int %s_vjp(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
+              "    %s_real *const *grad, %s_real *work);\n", P, P, P, P, P, P);
+    if ((g->what & AD_CODEGEN_VJP) && nsize(&g->n[g->out]) == 1)
+        em(g, "/* grad[i] = d out / d in[i] (grad NULL or grad[i] NULL: skipped). */\n"
+              "int %s_gradient(const %s_real *const *in, %s_real *out, %s_real *const *grad,\n"
+              "    %s_real *work);\n", P, P, P, P, P);
+    if (g->what & AD_CODEGEN_JVP)
+        em(g, "/* jv = J v, v[i] of in[i]'s size. */\n"
+              "int %s_jvp(const %s_real *const *in, const %s_real *const *v, %s_real *out,\n"
+              "    %s_real *jv, %s_real *work);\n", P, P, P, P, P, P);
+    if (g->what & AD_CODEGEN_HVP)
+        em(g, "/* hv[i] = (H v)_i and grad[i] = d out / d in[i] (NULL: skipped). */\n"
+              "int %s_hvp(const %s_real *const *in, const %s_real *const *v, %s_real *out,\n"
+              "    %s_real *const *grad, %s_real *const *hv, %s_real *work);\n", P, P, P, P, P, P,
+           P);
+    if (g->what & AD_CODEGEN_JACOBIAN)
+        em(g, "/* J[r * %s_IN_SIZE + c] = d out_r / d x_c, x the inputs joined. */\n"
+              "int %s_jacobian(const %s_real *const *in, %s_real *out, %s_real *J, %s_real *work);\n",
+           P, P, P, P, P, P);
+}
+
+static void em_typedef(cg *g)
+{
+    em(g, "#ifndef %s_REAL_DEFINED\n#define %s_REAL_DEFINED\ntypedef %s %s_real;\n#endif\n\n", g->P,
+       g->P, g->fl ? "float" : "double", g->P);
+}
+
+static void em_header(cg *g)
+{
+    const char *P = g->P;
+    em(g, "/* %s.h -- generated by autodiff %s (ad_codegen); do not edit.\n"
+          " * Every function returns 0, or 1 when a recorded comparison (a replay\n"
+          " * guard) came out otherwise: the results are then those of the\n"
+          " * recorded branch. work: %s_work_size() reals, one array per thread. */\n",
+       P, AD_VERSION_STRING, P);
+    em(g, "#ifndef %s_GENERATED_H\n#define %s_GENERATED_H\n\n#ifdef __cplusplus\nextern \"C\" {\n"
+          "#endif\n\n", P, P);
+    em_typedef(g);
+    size_t N = 0;
+    for (int k = 0; k < g->nin; k++)
+        N += nsize(&g->n[g->in[k].id_]);
+    em(g, "#define %s_N_IN %d /* inputs */\n#define %s_IN_SIZE %zuUL /* their elements */\n"
+          "#define %s_OUT_SIZE %zuUL /* the output's elements */\n#define %s_WORK_SIZE %zuUL\n",
+       P, g->nin, P, N, P, nsize(&g->n[g->out]), P, g->ws);
+    for (int k = 0; k < g->nin && g->nin <= 64; k++) { /* not for 10^5 inputs */
+        const cgnode *x = &g->n[g->in[k].id_];
+        em(g, "#define %s_IN%d_SIZE %zuUL /* %u x %u */\n", P, k, nsize(x), x->shape.rows,
+           x->shape.cols);
+    }
+    em(g, "\n");
+    em_decls(g);
+    em(g, "\n#ifdef __cplusplus\n}\n#endif\n#endif\n");
+}
+
+/* the stringized helpers, a function per line, each marked as maybe
+ * unused (clang warns of an unused static inline function) */
+static void em_helpers(cg *g)
+{
+    static const char si[] = "static inline ";
+    em(g, "#if defined(__GNUC__)\n#define %s_HELPER static inline __attribute__((unused))\n#else\n"
+          "#define %s_HELPER static inline\n#endif\n", g->P, g->P);
+    const char *p = strstr(cg_helpers, si);
+    while (p) {
+        p += sizeof si - 1;
+        const char *q = strstr(p, si);
+        const int len = q ? (int)(q - p) : (int)strlen(p);
+        em(g, "%s_HELPER %.*s\n", g->P, len, p);
+        p = q;
+    }
+    em(g, "\n");
+}
+
+static void em_ew_helpers(cg *g)
+{
+    const char *P = g->P;
+    em(g, "#define %s_SZ(g, d) ((g) == 0 ? 0.0 : (g) * (d)) /* a zero adjoint gives 0 */\n\n", P);
+    /* the forward and reverse passes write the formulas inline; the
+     * tangent passes call these */
+    for (unsigned op = 1; op < AD__INLINE_END && (g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP));
+         op++) {
+        if (!g->used[op])
+            continue;
+        const ew_text *e = g->ew[op];
+        if (!e->binary) {
+            em(g, "%s_HELPER double %s_%s_f(double x, double c)\n{\n    (void)c;\n"
+                  "    return %s;\n}\n", P, P, e->name, e->f);
+            static const char *const sfx[2] = {"d", "d2"};
+            for (int k = 0; k < 2; k++)
+                em(g, "%s_HELPER double %s_%s_%s(double x, double y, double c)\n{\n"
+                      "    (void)x, (void)y, (void)c;\n    return %s;\n}\n", P, P, e->name, sfx[k],
+                   e->d[k]);
+        } else {
+            em(g, "%s_HELPER double %s_%s_f(double x, double y)\n{\n    return %s;\n}\n", P, P,
+               e->name, e->f);
+            static const char *const sfx[5] = {"da", "db", "daa", "dab", "dbb"};
+            for (int k = 0; k < 5; k++)
+                em(g, "%s_HELPER double %s_%s_%s(double x, double y, double z)\n{\n"
+                      "    (void)x, (void)y, (void)z;\n    return %s;\n}\n", P, P, e->name, sfx[k],
+                   e->d[k]);
+        }
+    }
+    em(g, "\n");
+}
+
+/* baked constants and index tables */
+static int em_consts(cg *g)
+{
+    char b[48];
+    for (uint32_t id = 1; id < g->len && !g->err; id++) {
+        const cgnode *x = &g->n[id];
+        if (x->flags & F_BAKED) {
+            const size_t n = nsize(x);
+            em(g, "static const %s_real %s_k%u[%zu] = {", g->P, g->P, (unsigned)id, n);
+            for (size_t i = 0; i < n; i++)
+                em(g, "%s%s", i ? (i % 4 ? ", " : ",\n    ") : "", num(x->val[i], b));
+            em(g, "};\n");
+        }
+        if ((x->flags & F_MAP) && (x->flags & F_NEED) && (x->flags & F_ACT)) {
+            double *tab;
+            size_t n;
+            if (index_table(g, id, &tab, &n) != AD_OK)
+                return ad__fail_call(g->t, AD_ENOMEM, "codegen: out of memory for the index "
+                                                      "table of node %u", (unsigned)id);
+            const double *m = tab + (x->op == AD_OP_CONCAT
+                                         ? nsize(&g->n[x->in[0]]) + nsize(&g->n[x->in[1]])
+                                         : nsize(&g->n[x->in[0]]));
+            em(g, "static const unsigned long %s_m%u[%zu] = {", g->P, (unsigned)id, n);
+            for (size_t i = 0; i < n; i++)
+                em(g, "%s%luUL", i ? (i % 8 ? ", " : ",\n    ") : "", (unsigned long)m[i]);
+            em(g, "};\n");
+            const size_t nx = x->op == AD_OP_CONCAT ? nsize(&g->n[x->in[0]]) + nsize(&g->n[x->in[1]])
+                                                    : nsize(&g->n[x->in[0]]);
+            ad__free(&g->t->mem, tab, (nx + n) * sizeof *tab);
+        }
+    }
+    em(g, "\n");
+    return AD_OK;
+}
+
+static void em_calls(cg *g, int pass, const char *args, const char *ind)
+{
+    for (unsigned k = 0; k < g->nchunk[pass]; k++)
+        em(g, "%s%s%s_%c%u(%s);\n", ind, pass == PASS_F ? "br |= " : "", g->P, pass_letter[pass], k,
+           args);
+}
+
+static void em_zero(cg *g, size_t from, size_t n)
+{
+    em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        w[%zuUL + i] = 0;\n", n, from);
+}
+
+/* the locals of the one-function forward (and vjp: adjoints too) */
+static void em_locals(cg *g, bool adj)
+{
+    for (uint32_t id = 1; id < g->len; id++)
+        if (g->n[id].flags & F_LOCAL) {
+            em(g, "    %s_real v%u", g->P, (unsigned)id);
+            if (adj)
+                em(g, ", u%u = 0", (unsigned)id);
+            em(g, ";\n");
+        }
+    em(g, "    (void)w;\n");
+}
+static void em_locals_used(cg *g, bool adj)
+{
+    for (uint32_t id = 1; id < g->len; id++)
+        if (g->n[id].flags & F_LOCAL)
+            em(g, adj ? "    (void)v%u, (void)u%u;\n" : "    (void)v%u;\n", (unsigned)id,
+               (unsigned)id);
+}
+
+/* the inputs' adjoints into grad: written out element by element when
+ * there are few (small tapes), else the table loop of P_copy */
+static void em_copy_small(cg *g)
+{
+    size_t total = 0;
+    for (int k = 0; k < g->nin; k++)
+        total += nsize(&g->n[g->in[k].id_]);
+    if (g->nin > 8 || total > 32) {
+        em(g, "    %s_copy(grad, w + %zuUL);\n", g->P, g->gb);
+        return;
+    }
+    em(g, "    if (grad) {\n");
+    for (int k = 0; k < g->nin; k++) {
+        em(g, "        if (grad[%d]) {\n", k);
+        for (size_t i = 0; i < nsize(&g->n[g->in[k].id_]); i++)
+            em(g, "            grad[%d][%zu] = w[%zu];\n", k, i, gslot(g, g->in[k].id_, i));
+        em(g, "        }\n");
+    }
+    em(g, "    }\n");
+}
+
+static void em_api(cg *g)
+{
+    const char *P = g->P;
+    const cgnode *o = &g->n[g->out];
+    const size_t M = nsize(o);
+    char b[64];
+    em(g, "unsigned long %s_work_size(void)\n{\n    return %zuUL;\n}\n\n", P, g->ws);
+    size_t total = 0;
+    for (int k = 0; k < g->nin; k++)
+        total += nsize(&g->n[g->in[k].id_]);
+    const bool copy_used = (g->what & AD_CODEGEN_HVP)
+                           || ((g->what & AD_CODEGEN_VJP) && (!g->fused || g->nin > 8 || total > 32));
+    if (copy_used || (g->what & AD_CODEGEN_JACOBIAN)) {
+        /* the inputs: their sizes and slots, tables rather than code per input
+         * (W1 has 10^5 inputs) */
+        em(g, "static const unsigned long %s_in_size[%d] = {", P, g->nin);
+        for (int k = 0; k < g->nin; k++)
+            em(g, "%s%zuUL", k ? (k % 8 ? ", " : ",\n    ") : "", nsize(&g->n[g->in[k].id_]));
+        em(g, "};\nstatic const unsigned long %s_in_slot[%d] = {", P, g->nin);
+        for (int k = 0; k < g->nin; k++)
+            em(g, "%s%zuUL", k ? (k % 8 ? ", " : ",\n    ") : "", g->n[g->in[k].id_].off);
+        em(g, "};\n\n");
+    }
+    if (copy_used)
+        em(g, "/* dst[k] = region's slots of input k (dst or dst[k] NULL: skipped) */\n"
+              "static void %s_copy(%s_real *const *dst, const %s_real *region)\n{\n"
+              "    if (dst)\n        for (unsigned long k = 0; k < %dUL; k++)\n"
+              "            if (dst[k])\n"
+              "                for (unsigned long i = 0; i < %s_in_size[k]; i++)\n"
+              "                    dst[k][i] = region[%s_in_slot[k] + i];\n}\n\n",
+           P, P, P, g->nin, P, P);
+    if (g->nchunk[PASS_F]) {
+        em(g, "static int %s_fwd(const %s_real *const *in, %s_real *restrict w)\n{\n"
+              "    int br = 0;\n", P, P, P);
+        em_calls(g, PASS_F, "in, w", "    ");
+        em(g, "    return br;\n}\n\n");
+    }
+    em(g, "static void %s_out(const %s_real *const *in, const %s_real *w, %s_real *out)\n{\n"
+          "    const %s_real *y = %s;\n    (void)in, (void)w;\n    if (out)\n"
+          "        for (unsigned long i = 0; i < %zuUL; i++)\n            out[i] = y[i];\n}\n\n",
+       P, P, P, P, P, vptr(g, g->out, b), M);
+    if ((g->what & AD_CODEGEN_FORWARD) && g->fused) {
+        em(g, "int %s_forward(const %s_real *const *in, %s_real *out, %s_real *w)\n{\n"
+              "    int br = 0;\n", P, P, P, P);
+        em_locals(g, false);
+        em_pass(g, PASS_F);
+        em_locals_used(g, false);
+        em(g, "    %s_out(in, w, out);\n    return br;\n}\n\n", P);
+    } else if (g->what & AD_CODEGEN_FORWARD)
+        em(g, "int %s_forward(const %s_real *const *in, %s_real *out, %s_real *work)\n{\n"
+              "    const int br = %s_fwd(in, work);\n    %s_out(in, work, out);\n    return br;\n}\n\n",
+           P, P, P, P, P, P);
+    if (g->nchunk[PASS_R]) {
+        em(g, "static void %s_rev(const %s_real *const *in, %s_real *restrict w)\n{\n", P, P, P);
+        em_calls(g, PASS_R, "in, w", "    ");
+        em(g, "}\n\n");
+    }
+    if ((g->what & AD_CODEGEN_VJP) && g->fused) {
+        /* one function: values and adjoints of the scalar nodes in locals */
+        em(g, "int %s_vjp(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
+              "    %s_real *const *grad, %s_real *w)\n{\n    int br = 0;\n", P, P, P, P, P, P);
+        em_locals(g, true);
+        em_pass(g, PASS_F);
+        em(g, "    %s_out(in, w, out);\n", P);
+        /* zero only the adjoints that live in w: inputs and tensor ops' */
+        for (uint32_t id = 1; id < g->len; id++) {
+            const cgnode *x = &g->n[id];
+            if (!(x->flags & F_DIFF) || (x->flags & F_LOCAL))
+                continue;
+            if (nsize(x) <= 4)
+                for (size_t i = 0; i < nsize(x); i++)
+                    em(g, "    w[%zu] = 0;\n", gslot(g, id, i));
+            else
+                em_zero(g, gslot(g, id, 0), nsize(x));
+        }
+        em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        w[%zuUL + i] = seed[i];\n", M,
+           gslot(g, g->out, 0));
+        em_pass(g, PASS_R);
+        em_locals_used(g, true);
+        em_copy_small(g);
+        em(g, "    return br;\n}\n\n");
+    } else if (g->what & AD_CODEGEN_VJP) {
+        em(g, "int %s_vjp(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
+              "    %s_real *const *grad, %s_real *w)\n{\n    const int br = %s_fwd(in, w);\n"
+              "    %s_out(in, w, out);\n", P, P, P, P, P, P, P, P);
+        em_zero(g, g->gb, g->nv);
+        em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        w[%zuUL + i] = seed[i];\n", M,
+           gslot(g, g->out, 0));
+        em(g, "    %s_rev(in, w);\n", P);
+        em(g, "    %s_copy(grad, w + %zuUL);\n    return br;\n}\n\n", P, g->gb);
+    }
+    if (g->what & AD_CODEGEN_VJP) {
+        if (M == 1)
+            em(g, "int %s_gradient(const %s_real *const *in, %s_real *out, %s_real *const *grad,\n"
+                  "    %s_real *work)\n{\n    static const %s_real one[1] = {1};\n"
+                  "    return %s_vjp(in, one, out, grad, work);\n}\n\n", P, P, P, P, P, P, P);
+    }
+    if (g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP)) {
+        em(g, "static void %s_tan(const %s_real *const *in, const %s_real *const *v, "
+              "%s_real *restrict w)\n{\n", P, P, P, P);
+        em_zero(g, g->zb, g->zsize);
+        em_calls(g, PASS_T, "in, v, w", "    ");
+        em(g, "}\n\n");
+    }
+    if (g->what & AD_CODEGEN_JVP) {
+        em(g, "int %s_jvp(const %s_real *const *in, const %s_real *const *v, %s_real *out,\n"
+              "    %s_real *jv, %s_real *w)\n{\n    const int br = %s_fwd(in, w);\n"
+              "    %s_out(in, w, out);\n    %s_tan(in, v, w);\n", P, P, P, P, P, P, P, P, P);
+        em(g, "    {\n        const %s_real *t = %s;\n"
+              "        for (unsigned long i = 0; i < %zuUL; i++)\n            jv[i] = t[i];\n    }\n",
+           P, tptr(g, g->out, b), M);
+        em(g, "    return br;\n}\n\n");
+    }
+    if (g->what & AD_CODEGEN_HVP) {
+        em(g, "int %s_hvp(const %s_real *const *in, const %s_real *const *v, %s_real *out,\n"
+              "    %s_real *const *grad, %s_real *const *hv, %s_real *w)\n{\n"
+              "    const int br = %s_fwd(in, w);\n    %s_out(in, w, out);\n    %s_tan(in, v, w);\n",
+           P, P, P, P, P, P, P, P, P, P);
+        em_zero(g, g->gb, g->nv);
+        em_zero(g, g->gtb, g->nv);
+        em(g, "    w[%zuUL] = 1;\n", gslot(g, g->out, 0));
+        em_calls(g, PASS_H, "in, v, w", "    ");
+        em(g, "    %s_copy(grad, w + %zuUL);\n    %s_copy(hv, w + %zuUL);\n    return br;\n}\n\n",
+           P, g->gb, P, g->gtb);
+    }
+    if (g->what & AD_CODEGEN_JACOBIAN) {
+        size_t N = 0;
+        for (int k = 0; k < g->nin; k++)
+            N += nsize(&g->n[g->in[k].id_]);
+        em(g, "int %s_jacobian(const %s_real *const *in, %s_real *out, %s_real *J, %s_real *w)\n{\n"
+              "    const int br = %s_fwd(in, w);\n    %s_out(in, w, out);\n"
+              "    for (unsigned long r = 0; r < %zuUL; r++) {\n", P, P, P, P, P, P, P, M);
+        em(g, "        for (unsigned long i = 0; i < %zuUL; i++)\n            w[%zuUL + i] = 0;\n",
+           g->nv, g->gb);
+        em(g, "        w[%zuUL + r] = 1;\n        %s_rev(in, w);\n", gslot(g, g->out, 0), P);
+        em(g, "        for (unsigned long k = 0, c = 0; k < %dUL; c += %s_in_size[k], k++)\n"
+              "            for (unsigned long i = 0; i < %s_in_size[k]; i++)\n"
+              "                J[r * %zuUL + c + i] = w[%zuUL + %s_in_slot[k] + i];\n",
+           g->nin, P, P, N, g->gb, P);
+        em(g, "    }\n    return br;\n}\n\n");
+    }
+}
+
+static int em_source(cg *g, const char *header_name)
+{
+    size_t nodes = 0;
+    for (uint32_t id = 1; id < g->len; id++)
+        nodes += emits(g, id, PASS_F);
+    em(g, "/* Generated by autodiff %s (ad_codegen): %s, %zu nodes computed, %s.\n"
+          " * Do not edit; regenerate from the tape. Depends only on <math.h>; no\n"
+          " * allocation; no static mutable state: reentrant with one work array per\n"
+          " * thread. */\n", AD_VERSION_STRING, g->P, nodes, g->fl ? "float" : "double");
+    if (header_name)
+        em(g, "#include \"%s\"\n", header_name);
+    em(g, "#include <math.h>\n\n");
+    em_typedef(g);
+    em_decls(g);
+    em(g, "\n/* the formulas' helpers (autodiff's scalar_ops.h) */\n");
+    em_helpers(g);
+    em_ew_helpers(g);
+    /* the caller's functions of custom ops (each name once) */
+    for (uint32_t id = 1; id < g->len; id++) {
+        const cgnode *x = &g->n[id];
+        if (x->op < AD_OP_COUNT || (x->flags & (F_ACT | F_NEED)) != (F_ACT | F_NEED))
+            continue;
+        const ad_codegen_rule *r = custom_rule(ad_node_op(g->t, ad__handle(g->t, id)));
+        bool seen = false;
+        for (uint32_t j = 1; j < id && !seen; j++)
+            if (g->n[j].op >= AD_OP_COUNT && (g->n[j].flags & (F_ACT | F_NEED)) == (F_ACT | F_NEED))
+                seen = custom_rule(ad_node_op(g->t, ad__handle(g->t, j))) == r;
+        if (seen)
+            continue;
+        em(g, "/* custom op '%s': your functions */\n", ad_node_op(g->t, ad__handle(g->t, id))->name);
+        em(g, "void %s(const %s_real *const *in, %s_real *out, const unsigned long *sizes, double c);\n",
+           r->forward, g->P, g->P);
+        if (is_ident(r->vjp))
+            em(g, "void %s(const %s_real *const *in, const %s_real *out, const %s_real *g,\n"
+                  "    %s_real *const *gin, const unsigned long *sizes, double c);\n",
+               r->vjp, g->P, g->P, g->P, g->P);
+    }
+    em(g, "\n");
+    const int st = em_consts(g);
+    if (st != AD_OK)
+        return st;
+    /* a small tape: forward and vjp each one function, scalar nodes in
+     * locals (the compiler keeps them in registers); the other modes, and
+     * every mode of a large tape, call the chunks */
+    size_t nstmt = 0;
+    for (uint32_t id = 1; id < g->len; id++)
+        nstmt += emits(g, id, PASS_F) + emits(g, id, PASS_R);
+    const bool fused = nstmt <= g->max_stmts;
+    const unsigned others = AD_CODEGEN_JVP | AD_CODEGEN_HVP | AD_CODEGEN_JACOBIAN;
+    if (!fused || (g->what & others))
+        em_pass(g, PASS_F);
+    if ((!fused && (g->what & AD_CODEGEN_VJP)) || (g->what & (AD_CODEGEN_JACOBIAN | AD_CODEGEN_HVP)))
+        em_pass(g, PASS_R);
+    if (g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP))
+        em_pass(g, PASS_T);
+    if (g->what & AD_CODEGEN_HVP)
+        em_pass(g, PASS_H);
+    g->fused = fused;
+    em_api(g);
+    return AD_OK;
+}
+
+int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codegen_opts *opts,
+               FILE *src, FILE *hdr)
+{
+    static const char who[] = "codegen";
+    if (!t)
+        return AD_EMISUSE;
+    if (ad__begin_call(t) != AD_OK)
+        return t->status;
+    if (!opts || !src || !in || n < 1)
+        return ad__fail_call(t, AD_EMISUSE, "%s: %s", who,
+                             !opts  ? "opts is NULL"
+                             : !src ? "the source stream is NULL"
+                             : !in  ? "in is NULL"
+                                    : "no inputs (n < 1)");
+    if (!is_ident(opts->prefix))
+        return ad__fail_call(t, AD_EMISUSE,
+                             "%s: the prefix '%.64s' is not a C identifier (a letter, then letters, "
+                             "digits or '_'; at most 64)",
+                             who, opts->prefix ? opts->prefix : "(null)");
+    if (opts->what & ~AD_CODEGEN_ALL)
+        return ad__fail_call(t, AD_EMISUSE, "%s: unknown bits 0x%x in what", who,
+                             opts->what & ~AD_CODEGEN_ALL);
+    if (!ad__check_call(t, out, who, 1))
+        return t->call_status;
+    uint32_t maxid = out.id_;
+    for (int k = 0; k < n; k++) {
+        ad__node *nd = ad__check_call(t, in[k], who, k + 3);
+        if (!nd)
+            return t->call_status;
+        if (ad__opc(nd->h) != AD_OP_LEAF)
+            return ad__fail_call(t, AD_EMISUSE, "%s: input %d (node %u) is not a leaf but op '%s'",
+                                 who, k, (unsigned)in[k].id_, ad_node_op(t, in[k])->name);
+        for (int j = 0; j < k; j++)
+            if (in[j].id_ == in[k].id_)
+                return ad__fail_call(t, AD_EMISUSE, "%s: input %d (node %u) is input %d too", who,
+                                     k, (unsigned)in[k].id_, j);
+        maxid = in[k].id_ > maxid ? in[k].id_ : maxid;
+    }
+    const bool scalar_out = ad_shape_size(ad_node_shape(t, out)) == 1;
+    unsigned what = opts->what;
+    if (what == 0)
+        what = scalar_out ? AD_CODEGEN_ALL : AD_CODEGEN_ALL & ~AD_CODEGEN_HVP;
+    if ((what & AD_CODEGEN_HVP) && !scalar_out) {
+        char sb[48];
+        return ad__fail_call(t, AD_EMISUSE, "%s: HVP asked of an output that is %s, not a scalar",
+                             who, ad__shape_str(ad_node_shape(t, out), sb, sizeof sb));
+    }
+
+    cg g;
+    memset(&g, 0, sizeof g);
+    g.t = t;
+    g.P = opts->prefix;
+    g.out = out.id_;
+    g.nin = n;
+    g.in = in;
+    g.len = (size_t)maxid + 1;
+    g.what = what;
+    g.fl = opts->use_float != 0;
+    g.max_stmts = opts->max_stmts ? opts->max_stmts : 200;
+    g.ngd = ad__guards_count(t);
+    for (size_t i = 0; i < CG_NEW; i++)
+        g.ew[ew_texts[i].code] = &ew_texts[i];
+    g.n = ad__alloc(&t->mem, g.len * sizeof *g.n);
+    if (!g.n)
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory for %zu nodes", who, g.len);
+    int st = analyse(&g);
+    bool src_err = false, hdr_err = false;
+    if (st == AD_OK && hdr) {
+        g.f = hdr;
+        em_header(&g);
+        hdr_err = g.err || fflush(hdr) != 0 || ferror(hdr);
+        if (g.err == 2)
+            st = AD_ENOMEM;
+        g.err = 0;
+    }
+    if (st == AD_OK && !hdr_err) {
+        g.f = src;
+        st = em_source(&g, opts->header_name);
+        src_err = g.err || fflush(src) != 0 || ferror(src);
+        if (st == AD_OK && g.err == 2)
+            st = AD_ENOMEM;
+    }
+    ad__free(&t->mem, g.n, g.len * sizeof *g.n);
+    if (st == AD_ENOMEM && (hdr_err || src_err))
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory for a line of output", who);
+    if (st != AD_OK)
+        return st;
+    if (hdr_err || src_err)
+        return ad__fail_call(t, AD_EIO, "%s: write error on the %s stream", who,
+                             hdr_err ? "header" : "source");
+    return AD_OK;
+}
