@@ -504,7 +504,7 @@ Test(codegen, random_graphs_split_into_small_functions)
     int chunks = 0;
     char line[4096];
     while (fgets(line, sizeof line, f))
-        chunks += strncmp(line, "static int rgs5_f", 17) == 0;
+        chunks += strncmp(line, "rgs5_CHUNK int rgs5_f", 21) == 0;
     fclose(f);
     cr_expect_gt(chunks, 20, "only %d forward functions with 5 statements each", chunks);
     ad_tape_free(t);

@@ -6,7 +6,9 @@
  * ad_codegen writes a C99 source file (and a header for it) that computes
  * the output and its derivatives with no tape: straight-line code for
  * scalar nodes, loops for tensor ops, cut into functions of bounded size
- * so that tapes of a million nodes still compile.
+ * so that tapes of a million nodes still compile; a block of scalar
+ * statements repeated with indices advancing by a fixed step (one term of
+ * a sum, W1's eight ops per term) is written once, as a loop.
  *
  * The generated code depends only on <math.h>, never allocates (the
  * caller passes a work array of PREFIX_work_size() reals), keeps no

@@ -99,7 +99,7 @@ typedef struct cg {
     size_t nv, gb, tb, gtb, zb, ws, zsize;
     unsigned what;
     int fl;
-    size_t max_stmts, stmts;
+    size_t max_stmts, fuse_max, stmts;
     unsigned nchunk[4];
     int pass;
     bool fused; /* writing the one-function forward and vjp of a small tape */
@@ -260,17 +260,17 @@ static void chunk_open(cg *g)
     const char L = pass_letter[g->pass];
     const unsigned k = g->nchunk[g->pass]++;
     if (g->pass == PASS_F)
-        em(g, "static int %s_%c%u(const %s_real *const *in, %s_real *restrict w)\n{\n"
+        em(g, "%s_CHUNK int %s_%c%u(const %s_real *const *in, %s_real *restrict w)\n{\n"
               "    int br = 0;\n    (void)in;\n",
-           g->P, L, k, g->P, g->P);
+           g->P, g->P, L, k, g->P, g->P);
     else if (g->pass == PASS_R)
-        em(g, "static void %s_%c%u(const %s_real *const *in, %s_real *restrict w)\n{\n"
+        em(g, "%s_CHUNK void %s_%c%u(const %s_real *const *in, %s_real *restrict w)\n{\n"
               "    (void)in;\n",
-           g->P, L, k, g->P, g->P);
+           g->P, g->P, L, k, g->P, g->P);
     else
-        em(g, "static void %s_%c%u(const %s_real *const *in, const %s_real *const *v, "
+        em(g, "%s_CHUNK void %s_%c%u(const %s_real *const *in, const %s_real *const *v, "
               "%s_real *restrict w)\n{\n    (void)in;\n    (void)v;\n",
-           g->P, L, k, g->P, g->P, g->P);
+           g->P, g->P, L, k, g->P, g->P, g->P);
     g->stmts = 0;
 }
 static void chunk_close(cg *g)
@@ -2178,7 +2178,10 @@ static int em_source(cg *g, const char *header_name)
                   "    %s_real *const *gin, const unsigned long *sizes, double c);\n",
                r->vjp, g->P, g->P, g->P, g->P);
     }
-    em(g, "\n");
+    /* each chunk is called once: GCC would inline them all into one function
+     * of the whole pass, whose compile time grows faster than its size */
+    em(g, "\n#if defined(__GNUC__)\n#define %s_CHUNK static __attribute__((noinline))\n#else\n"
+          "#define %s_CHUNK static\n#endif\n\n", g->P, g->P);
     const int st = em_consts(g);
     if (st != AD_OK)
         return st;
@@ -2188,7 +2191,7 @@ static int em_source(cg *g, const char *header_name)
     size_t nstmt = 0;
     for (uint32_t id = 1; id < g->len; id++)
         nstmt += emits(g, id, PASS_F) + emits(g, id, PASS_R);
-    const bool fused = nstmt <= g->max_stmts;
+    const bool fused = nstmt <= g->fuse_max;
     const unsigned others = AD_CODEGEN_JVP | AD_CODEGEN_HVP | AD_CODEGEN_JACOBIAN;
     if (!fused || (g->what & others))
         em_pass(g, PASS_F);
@@ -2257,7 +2260,8 @@ int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codeg
     g.len = (size_t)maxid + 1;
     g.what = what;
     g.fl = opts->use_float != 0;
-    g.max_stmts = opts->max_stmts ? opts->max_stmts : 200;
+    g.max_stmts = opts->max_stmts ? opts->max_stmts : 50;
+    g.fuse_max = opts->max_stmts ? opts->max_stmts : 200;
     g.ngd = ad__guards_count(t);
     for (size_t i = 0; i < CG_NEW; i++)
         g.ew[ew_texts[i].code] = &ew_texts[i];
