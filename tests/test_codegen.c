@@ -504,9 +504,59 @@ Test(codegen, random_graphs_split_into_small_functions)
     int chunks = 0;
     char line[4096];
     while (fgets(line, sizeof line, f))
-        chunks += strncmp(line, "static int rgs5_f", 17) == 0;
+        chunks += strncmp(line, "rgs5_CHUNK int rgs5_f", 21) == 0;
     fclose(f);
     cr_expect_gt(chunks, 20, "only %d forward functions with 5 statements each", chunks);
+    ad_tape_free(t);
+}
+
+/* ---- repeated blocks: rerolled into loops ---- */
+
+/* loops over blocks in the generated file prefix.c */
+static int count_loops(const char *prefix)
+{
+    char path[512], line[4096];
+    snprintf(path, sizeof path, "%s/%s.c", AD_TEST_TMP, prefix);
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "cannot read %s", path);
+    int loops = 0;
+    while (fgets(line, sizeof line, f))
+        loops += strstr(line, "for (unsigned long it") != NULL;
+    fclose(f);
+    return loops;
+}
+
+Test(codegen, repeated_blocks_become_loops)
+{
+    need_cc();
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node x[16], rev[16];
+    for (int i = 0; i < 16; i++)
+        x[i] = ad_scalar_var(t, 0.3 + 0.11 * i - 0.02 * i * i);
+    for (int i = 0; i < 16; i++)
+        rev[i] = x[15 - i]; /* inputs listed backward: indices step by -1 */
+    /* one block per term, 11 ops: unary, binary, with constants, baked
+     * operands (one, 2.5), the running sum carried from block to block */
+    ad_node one = ad_scalar(t, 1.0), f = ad_scalar(t, 0.0);
+    for (int i = 0; i + 1 < 16; i++) {
+        ad_node a = ad_mul(t, ad_sin(t, x[i]), x[i + 1]);
+        ad_node b = ad_exp(t, ad_scale(t, x[i], 0.1));
+        ad_node c = ad_add(t, one, ad_square(t, x[i + 1]));
+        ad_node d = ad_pow_const(t, c, 2.5);
+        f = ad_add(t, f, ad_add(t, a, ad_div(t, b, d)));
+    }
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    /* 40 statements per function: not the one-function form, so every
+     * pass (forward, reverse, tangent, forward over reverse) is chunked
+     * and rerolled; each is compared with the tape */
+    check_all(t, f, 16, x, "rep", AD_CODEGEN_ALL, 40);
+    cr_expect_geq(count_loops("rep"), 4, "forward, reverse, tangent, hvp: each a loop");
+    check_all(t, f, 16, rev, "repr", AD_CODEGEN_ALL, 40);
+    cr_expect_geq(count_loops("repr"), 4, "inputs backward: still loops");
+    /* no repetition (random graphs) or a small tape: no loop */
+    ad_node g = ad_add(t, ad_sin(t, x[0]), ad_mul(t, x[1], x[2]));
+    generate(t, g, 3, x, "norep", 0, 0, 2);
+    cr_expect_eq(count_loops("norep"), 0);
     ad_tape_free(t);
 }
 

@@ -99,7 +99,7 @@ typedef struct cg {
     size_t nv, gb, tb, gtb, zb, ws, zsize;
     unsigned what;
     int fl;
-    size_t max_stmts, stmts;
+    size_t max_stmts, fuse_max, stmts;
     unsigned nchunk[4];
     int pass;
     bool fused; /* writing the one-function forward and vjp of a small tape */
@@ -260,17 +260,17 @@ static void chunk_open(cg *g)
     const char L = pass_letter[g->pass];
     const unsigned k = g->nchunk[g->pass]++;
     if (g->pass == PASS_F)
-        em(g, "static int %s_%c%u(const %s_real *const *in, %s_real *restrict w)\n{\n"
+        em(g, "%s_CHUNK int %s_%c%u(const %s_real *const *in, %s_real *restrict w)\n{\n"
               "    int br = 0;\n    (void)in;\n",
-           g->P, L, k, g->P, g->P);
+           g->P, g->P, L, k, g->P, g->P);
     else if (g->pass == PASS_R)
-        em(g, "static void %s_%c%u(const %s_real *const *in, %s_real *restrict w)\n{\n"
+        em(g, "%s_CHUNK void %s_%c%u(const %s_real *const *in, %s_real *restrict w)\n{\n"
               "    (void)in;\n",
-           g->P, L, k, g->P, g->P);
+           g->P, g->P, L, k, g->P, g->P);
     else
-        em(g, "static void %s_%c%u(const %s_real *const *in, const %s_real *const *v, "
+        em(g, "%s_CHUNK void %s_%c%u(const %s_real *const *in, const %s_real *const *v, "
               "%s_real *restrict w)\n{\n    (void)in;\n    (void)v;\n",
-           g->P, L, k, g->P, g->P, g->P);
+           g->P, g->P, L, k, g->P, g->P, g->P);
     g->stmts = 0;
 }
 static void chunk_close(cg *g)
@@ -1066,6 +1066,27 @@ static void bstride(ad_shape s, size_t R, size_t C, size_t *rs, size_t *cs)
         *rs = 0, *cs = 1; /* a row */
 }
 
+/* The references of a scalar elementwise node's statement. */
+static void scalar_refs(const cg *g, uint32_t id, ewref *r)
+{
+    const cgnode *x = &g->n[id];
+    memset(r, 0, sizeof *r);
+    for (int k = 0; k < x->nin; k++)
+        r->has[k] = diff(g, x->in[k]);
+    vel(g, x->in[0], 0, r->x);
+    if (x->nin > 1)
+        vel(g, x->in[1], 0, r->y);
+    vel(g, id, 0, r->o);
+    aref(g, id, r->gv);
+    snprintf(r->to, sizeof r->to, "w[%zu]", g->tb + x->off);
+    snprintf(r->gto, sizeof r->gto, "w[%zu]", gtslot(g, id, 0));
+    for (int k = 0; k < x->nin; k++) {
+        aref(g, x->in[k], r->ga[k]);
+        snprintf(r->gta[k], sizeof r->gta[k], "w[%zu]", gtslot(g, x->in[k], 0));
+        tel(g, x->in[k], 0, r->ta[k]);
+    }
+}
+
 static void em_ew(cg *g, uint32_t id)
 {
     const cgnode *x = &g->n[id];
@@ -1076,18 +1097,7 @@ static void em_ew(cg *g, uint32_t id)
         r.has[k] = diff(g, x->in[k]);
     char b0[64], b1[64];
     if (all_scalar(g, x)) {
-        vel(g, x->in[0], 0, r.x);
-        if (nin > 1)
-            vel(g, x->in[1], 0, r.y);
-        vel(g, id, 0, r.o);
-        aref(g, id, r.gv);
-        snprintf(r.to, sizeof r.to, "w[%zu]", g->tb + x->off);
-        snprintf(r.gto, sizeof r.gto, "w[%zu]", gtslot(g, id, 0));
-        for (int k = 0; k < nin; k++) {
-            aref(g, x->in[k], r.ga[k]);
-            snprintf(r.gta[k], sizeof r.gta[k], "w[%zu]", gtslot(g, x->in[k], 0));
-            tel(g, x->in[k], 0, r.ta[k]);
-        }
+        scalar_refs(g, id, &r);
         em_ew_body(g, x, &r, "    ");
         if (g->pass == PASS_F && ad__is_compare(x->op))
             em_guard(g, id, true, r.o, "    ");
@@ -1330,6 +1340,173 @@ static void em_tensor(cg *g, uint32_t id)
     }
 }
 
+
+/* ---- runs: a block of scalar statements repeated, rerolled into a loop ----
+ *
+ * A chunked pass looks for runs among its statements: a block of L
+ * scalar elementwise statements (no comparison) followed by R - 1 more
+ * blocks that are its twins -- the same ops, constants, baked operands and
+ * flags -- whose every slot and input index advances by one fixed step per
+ * block (W1: 8 statements per term, slots by 8, inputs by 1). Such a run is
+ * written as a loop over the blocks (backward in the reverse passes) whose
+ * body is block 0 with each index i0 as i0 + it * step. The loop executes
+ * the very statements the straight-line code would, in the same order, so
+ * the results are the same bit for bit; the compiler sees L statements
+ * instead of L * R. */
+
+enum { RUN_MAXL = 32, RUN_MINR = 4, RUN_MINS = 32 };
+
+typedef struct run {
+    size_t p, L, R; /* statements ids[p .. p + L * R), blocks of L */
+} run;
+
+/* statement a has statement b's form: op, constant, flags, operand kinds */
+static bool twin(const cg *g, uint32_t a, uint32_t b)
+{
+    const cgnode *x = &g->n[a], *y = &g->n[b];
+    if (x->op != y->op || !is_ew(x->op) || ad__is_compare(x->op) || !all_scalar(g, x)
+        || !all_scalar(g, y) || memcmp(&x->c, &y->c, sizeof x->c) != 0
+        || (x->flags & F_DIFF) != (y->flags & F_DIFF))
+        return false;
+    for (int k = 0; k < x->nin; k++) {
+        const cgnode *u = &g->n[x->in[k]], *v = &g->n[y->in[k]];
+        if ((u->input >= 0) != (v->input >= 0)
+            || (u->flags & (F_ACT | F_DIFF)) != (v->flags & (F_ACT | F_DIFF)))
+            return false;
+        if (!(u->flags & F_ACT) && memcmp(u->val, v->val, sizeof *u->val) != 0)
+            return false; /* baked: the same literal */
+    }
+    return true;
+}
+
+/* the numbers a statement's references are made of: its slot, each
+ * operand's slot and input index */
+static int coords(const cg *g, uint32_t id, long long *c)
+{
+    const cgnode *x = &g->n[id];
+    int n = 0;
+    c[n++] = (long long)x->off;
+    for (int k = 0; k < x->nin; k++) {
+        c[n++] = (long long)g->n[x->in[k]].off;
+        c[n++] = g->n[x->in[k]].input;
+    }
+    return n;
+}
+
+/* block r of the run from p (blocks of L) is block 0's twin, each number
+ * r steps (block 1 - block 0) on */
+static bool block_fits(const cg *g, const uint32_t *ids, size_t p, size_t L, size_t r)
+{
+    for (size_t j = 0; j < L; j++) {
+        const uint32_t a0 = ids[p + j], a1 = ids[p + L + j], ar = ids[p + r * L + j];
+        if (!twin(g, a0, ar))
+            return false;
+        long long c0[1 + 2 * AD_MAX_ARITY], c1[1 + 2 * AD_MAX_ARITY], cr[1 + 2 * AD_MAX_ARITY];
+        const int n = coords(g, a0, c0);
+        coords(g, a1, c1);
+        coords(g, ar, cr);
+        for (int k = 0; k < n; k++)
+            if (cr[k] - c0[k] != (long long)r * (c1[k] - c0[k]))
+                return false;
+    }
+    return true;
+}
+
+/* the runs among the m statements ids[], the shortest block first at
+ * each place; returns their count (at most m / RUN_MINS) */
+static size_t find_runs(const cg *g, const uint32_t *ids, size_t m, run *runs)
+{
+    size_t nr = 0;
+    for (size_t p = 0; p < m;) {
+        size_t L = 1, R = 0;
+        for (; L <= RUN_MAXL && p + RUN_MINR * L <= m; L++) {
+            R = 1;
+            while (p + (R + 1) * L <= m && block_fits(g, ids, p, L, R))
+                R++;
+            if (R >= RUN_MINR && L * R >= RUN_MINS)
+                break;
+            R = 0;
+        }
+        if (R) {
+            runs[nr].p = p, runs[nr].L = L, runs[nr].R = R;
+            nr++;
+            p += L * R;
+        } else
+            p++;
+    }
+    return nr;
+}
+
+/* t = s0 with each index (a number right after '[') that differs in s1,
+ * block 1's text, written as a function of it; false if the texts differ
+ * elsewhere */
+static bool idx_text(const char *s0, const char *s1, char *t, size_t cap)
+{
+    size_t n = 0;
+    char prev = 0;
+    while (*s0 && *s1) {
+        if (prev == '[' && *s0 >= '0' && *s0 <= '9' && *s1 >= '0' && *s1 <= '9') {
+            char *e0, *e1;
+            const unsigned long a = strtoul(s0, &e0, 10), b = strtoul(s1, &e1, 10);
+            const int k = a == b  ? snprintf(t + n, cap - n, "%lu", a)
+                          : b > a ? snprintf(t + n, cap - n, "%luUL + it * %luUL", a, b - a)
+                                  : snprintf(t + n, cap - n, "%luUL - it * %luUL", a, a - b);
+            if (k < 0 || (size_t)k >= cap - n)
+                return false;
+            n += (size_t)k;
+            s0 = e0, s1 = e1;
+            prev = '0';
+            continue;
+        }
+        if (*s0 != *s1 || n + 1 >= cap)
+            return false;
+        prev = t[n++] = *s0;
+        s0++, s1++;
+    }
+    t[n] = '\0';
+    return !*s0 && !*s1;
+}
+
+/* statement j of a run's block, its references as functions of it */
+static bool run_refs(const cg *g, const uint32_t *ids, const run *u, size_t j, ewref *r)
+{
+    ewref r0, r1;
+    scalar_refs(g, ids[u->p + j], &r0);
+    scalar_refs(g, ids[u->p + u->L + j], &r1);
+    memset(r, 0, sizeof *r);
+    r->has[0] = r0.has[0], r->has[1] = r0.has[1];
+#define CG_IDX(F) idx_text(r0.F, r1.F, r->F, sizeof r->F)
+    bool ok = CG_IDX(x) && CG_IDX(y) && CG_IDX(o) && CG_IDX(gv) && CG_IDX(to) && CG_IDX(gto);
+    for (int k = 0; k < 2; k++)
+        ok = ok && CG_IDX(ga[k]) && CG_IDX(ta[k]) && CG_IDX(gta[k]);
+#undef CG_IDX
+    return ok;
+}
+
+/* a run as a loop (backward: blocks and statements in reverse order);
+ * false, nothing written, if it cannot be (then its statements are
+ * written one by one) */
+static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
+{
+    ewref r;
+    for (size_t j = 0; j < u->L; j++)
+        if (!run_refs(g, ids, u, j, &r))
+            return false;
+    stmt(g);
+    g->stmts += u->L - 1; /* the loop's body counts */
+    if (back)
+        em(g, "    for (unsigned long it = %zuUL; it-- > 0;) {\n", u->R);
+    else
+        em(g, "    for (unsigned long it = 0; it < %zuUL; it++) {\n", u->R);
+    for (size_t jj = 0; jj < u->L; jj++) {
+        const size_t j = back ? u->L - 1 - jj : jj;
+        run_refs(g, ids, u, j, &r);
+        em_ew_body(g, &g->n[ids[u->p + j]], &r, "        ");
+    }
+    em(g, "    }\n");
+    return true;
+}
+
 /* ---- passes ---- */
 
 static bool emits(const cg *g, uint32_t id, int pass)
@@ -1342,6 +1519,16 @@ static bool emits(const cg *g, uint32_t id, int pass)
     return (x->flags & F_DIFF) != 0;
 }
 
+static void em_stmt(cg *g, uint32_t id)
+{
+    if (!g->fused)
+        stmt(g);
+    if (is_ew(g->n[id].op))
+        em_ew(g, id);
+    else
+        em_tensor(g, id);
+}
+
 static void em_pass(cg *g, int pass)
 {
     g->pass = pass;
@@ -1351,17 +1538,57 @@ static void em_pass(cg *g, int pass)
     }
     const bool back = pass == PASS_R || pass == PASS_H;
     g->gcur = 0;
-    for (uint32_t i = 1; i < g->len && !g->err; i++) {
-        const uint32_t id = back ? (uint32_t)g->len - i : i;
-        if (!emits(g, id, pass))
-            continue;
-        if (!g->fused)
-            stmt(g);
-        if (is_ew(g->n[id].op))
-            em_ew(g, id);
-        else
-            em_tensor(g, id);
+    /* a chunked pass: its statements in tape order, and the runs among
+     * them (without the scratch -- the allocator failed -- none: the
+     * same results, written one by one) */
+    size_t m = 0, nr = 0;
+    for (uint32_t id = 1; id < g->len && !g->fused; id++)
+        m += emits(g, id, pass);
+    uint32_t *ids = m ? ad__alloc(&g->t->mem, m * sizeof *ids) : NULL;
+    const size_t rcap = m / RUN_MINS + 1;
+    run *runs = ids ? ad__alloc(&g->t->mem, rcap * sizeof *runs) : NULL;
+    if (runs) {
+        size_t q = 0;
+        for (uint32_t id = 1; id < g->len; id++)
+            if (emits(g, id, pass))
+                ids[q++] = id;
+        nr = find_runs(g, ids, m, runs);
     }
+    if (!nr) {
+        for (uint32_t i = 1; i < g->len && !g->err; i++) {
+            const uint32_t id = back ? (uint32_t)g->len - i : i;
+            if (emits(g, id, pass))
+                em_stmt(g, id);
+        }
+    } else if (!back) {
+        size_t k = 0;
+        for (size_t q = 0; q < m && !g->err;) {
+            if (k < nr && runs[k].p == q) {
+                const run *u = &runs[k++];
+                if (em_run(g, ids, u, false)) {
+                    q += u->L * u->R;
+                    continue;
+                }
+            }
+            em_stmt(g, ids[q++]);
+        }
+    } else {
+        size_t k = nr;
+        for (size_t q = m; q-- > 0 && !g->err;) {
+            if (k > 0 && runs[k - 1].p + runs[k - 1].L * runs[k - 1].R - 1 == q) {
+                const run *u = &runs[--k];
+                if (em_run(g, ids, u, true)) {
+                    q = u->p;
+                    continue;
+                }
+            }
+            em_stmt(g, ids[q]);
+        }
+    }
+    if (runs)
+        ad__free(&g->t->mem, runs, rcap * sizeof *runs);
+    if (ids)
+        ad__free(&g->t->mem, ids, m * sizeof *ids);
     if (!g->fused)
         chunk_close(g);
 }
@@ -1430,6 +1657,9 @@ static int analyse(cg *g)
     }
     for (int k = 0; k < g->nin; k++) {
         cgnode *x = &g->n[g->in[k].id_];
+        if (x->input >= 0) /* marked here: linear in the inputs (W1 has 10^5) */
+            return ad__fail_call(t, AD_EMISUSE, "%s: input %d (node %u) is input %d too", who, k,
+                                 (unsigned)g->in[k].id_, (int)x->input);
         x->input = k;
         x->flags |= F_ACT | F_NEED;
     }
@@ -1948,7 +2178,10 @@ static int em_source(cg *g, const char *header_name)
                   "    %s_real *const *gin, const unsigned long *sizes, double c);\n",
                r->vjp, g->P, g->P, g->P, g->P);
     }
-    em(g, "\n");
+    /* each chunk is called once: GCC would inline them all into one function
+     * of the whole pass, whose compile time grows faster than its size */
+    em(g, "\n#if defined(__GNUC__)\n#define %s_CHUNK static __attribute__((noinline))\n#else\n"
+          "#define %s_CHUNK static\n#endif\n\n", g->P, g->P);
     const int st = em_consts(g);
     if (st != AD_OK)
         return st;
@@ -1958,7 +2191,7 @@ static int em_source(cg *g, const char *header_name)
     size_t nstmt = 0;
     for (uint32_t id = 1; id < g->len; id++)
         nstmt += emits(g, id, PASS_F) + emits(g, id, PASS_R);
-    const bool fused = nstmt <= g->max_stmts;
+    const bool fused = nstmt <= g->fuse_max;
     const unsigned others = AD_CODEGEN_JVP | AD_CODEGEN_HVP | AD_CODEGEN_JACOBIAN;
     if (!fused || (g->what & others))
         em_pass(g, PASS_F);
@@ -2005,10 +2238,6 @@ int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codeg
         if (ad__opc(nd->h) != AD_OP_LEAF)
             return ad__fail_call(t, AD_EMISUSE, "%s: input %d (node %u) is not a leaf but op '%s'",
                                  who, k, (unsigned)in[k].id_, ad_node_op(t, in[k])->name);
-        for (int j = 0; j < k; j++)
-            if (in[j].id_ == in[k].id_)
-                return ad__fail_call(t, AD_EMISUSE, "%s: input %d (node %u) is input %d too", who,
-                                     k, (unsigned)in[k].id_, j);
         maxid = in[k].id_ > maxid ? in[k].id_ : maxid;
     }
     const bool scalar_out = ad_shape_size(ad_node_shape(t, out)) == 1;
@@ -2031,7 +2260,8 @@ int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codeg
     g.len = (size_t)maxid + 1;
     g.what = what;
     g.fl = opts->use_float != 0;
-    g.max_stmts = opts->max_stmts ? opts->max_stmts : 200;
+    g.max_stmts = opts->max_stmts ? opts->max_stmts : 50;
+    g.fuse_max = opts->max_stmts ? opts->max_stmts : 200;
     g.ngd = ad__guards_count(t);
     for (size_t i = 0; i < CG_NEW; i++)
         g.ew[ew_texts[i].code] = &ew_texts[i];
