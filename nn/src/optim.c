@@ -172,43 +172,6 @@ void nn_optim_apply(nn_optim *o, size_t off, double *restrict w, const double *r
     }
 }
 
-/* nn_optim_apply with g[k] = a * x[k], the product formed here as the
- * unfused sweep forms it (dW = dy x^T), so the step is the same bit for bit. */
-void nn_optim_apply_scaled(nn_optim *o, size_t off, double *restrict w, double a,
-                           const double *restrict x, size_t n)
-{
-    if (!o || off > o->size || n > o->size - off)
-        return;
-    const double lr = o->o.lr;
-    switch (o->o.kind) {
-    case NN_OPTIM_SGD:
-        for (size_t k = 0; k < n; k++)
-            w[k] -= lr * (a * x[k]);
-        break;
-    case NN_OPTIM_MOMENTUM: {
-        double *restrict v = o->m1 + off;
-        const double mu = o->o.momentum;
-        for (size_t k = 0; k < n; k++) {
-            v[k] = mu * v[k] + a * x[k];
-            w[k] -= lr * v[k];
-        }
-        break;
-    }
-    default: {
-        double *restrict m1 = o->m1 + off, *restrict m2 = o->m2 + off;
-        const double b1 = o->o.beta1, b2 = o->o.beta2, eps = o->o.eps;
-        const double c1 = 1.0 / (1.0 - o->b1t), c2 = 1.0 / (1.0 - o->b2t);
-        for (size_t k = 0; k < n; k++) {
-            const double g = a * x[k];
-            m1[k] = b1 * m1[k] + (1.0 - b1) * g;
-            m2[k] = b2 * m2[k] + (1.0 - b2) * g * g;
-            w[k] -= lr * (m1[k] * c1) / (sqrt(m2[k] * c2) + eps);
-        }
-        break;
-    }
-    }
-}
-
 int nn_optim_step(nn_optim *o, nn_params *p)
 {
     if (!o)

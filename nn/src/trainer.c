@@ -15,12 +15,6 @@ static void apply_piece(void *ud, size_t off, double *w, const double *g, size_t
     nn_optim_apply(p->opt, p->off + off, w, g, n);
 }
 
-static void apply_piece_scaled(void *ud, size_t off, double *w, double a, const double *x, size_t n)
-{
-    const struct piece *p = ud;
-    nn_optim_apply_scaled(p->opt, p->off + off, w, a, x, n);
-}
-
 /* An ad_grad_hook ready: tensor complete in the sweep, start its reduction. */
 static void ready_piece(void *ud, ad_node param, const ad_tensor *view)
 {
@@ -141,11 +135,12 @@ static int record(nn_trainer *tr, nn__slot *s, uint32_t batch)
         st = nn__loss(m, s->tape, tr->loss, yhat, y, nn_trainer_ranks(tr), &s->out);
     if (st != NN_OK)
         return nn__fail(tr->msg, st, "trainer: %s", m->msg);
-    /* the optimizer inside the sweep: each tensor updated as soon as its
-     * gradient is complete, the layers' weights row by row in their
-     * affine's backward (every store tensor is in a layer: tr->assign) */
+    /* the optimizer inside the sweep: the engine hands each tensor's
+     * gradient (in pieces, as the sweep completes them) to the update hook,
+     * which applies the step to it; the gradient itself is the sweep's
+     * alone. Every store tensor is in a layer (can_fuse: tr->assign). */
     for (size_t i = 0; can_fuse(tr) && i < tr->npieces; i++) {
-        ad_grad_hook h = {sizeof h, NULL, apply_piece, &tr->pieces[i], apply_piece_scaled};
+        ad_grad_hook h = {.size = sizeof h, .update = apply_piece, .ud = &tr->pieces[i]};
         const int hs = ad_set_grad_hook(s->tape, tr->nodes[i], &h);
         if (hs != AD_OK)
             return nn__fail(tr->msg, nn__from_ad(hs), "trainer: %s", ad_tape_errmsg(s->tape));

@@ -377,10 +377,6 @@ NN_API int nn_optim_step(nn_optim *o, nn_params *p);
  * optimizer was made for is ignored; NULL: no-op. */
 NN_API void nn_optim_begin(nn_optim *o);
 NN_API void nn_optim_apply(nn_optim *o, size_t off, double *w, const double *g, size_t n);
-/* nn_optim_apply for a piece whose gradient is g[k] = a * x[k] (a row of
- * one sample's dW = dy x^T: ad_grad_hook.update_scaled), formed here. */
-NN_API void nn_optim_apply_scaled(nn_optim *o, size_t off, double *w, double a, const double *x,
-                                  size_t n);
 /* Zeroes the state and the step count. NULL: no-op. */
 NN_API void nn_optim_reset(nn_optim *o);
 /* Changes the learning rate (e.g. for a schedule). NN_OK or NN_EMISUSE. */
