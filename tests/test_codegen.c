@@ -560,6 +560,112 @@ Test(codegen, repeated_blocks_become_loops)
     ad_tape_free(t);
 }
 
+/* ---- big tapes without repetition: level order, groups, tables ---- */
+
+/* lines of the generated prefix.c that contain pat */
+static int count_lines(const char *prefix, const char *pat)
+{
+    char path[512], line[8192];
+    snprintf(path, sizeof path, "%s/%s.c", AD_TEST_TMP, prefix);
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "cannot read %s", path);
+    int k = 0;
+    while (fgets(line, sizeof line, f))
+        k += strstr(line, pat) != NULL;
+    fclose(f);
+    return k;
+}
+
+/* A chain of steps each reading two of the last 12 nodes (so the levels
+ * are deep and narrow: few twins per level) with constants that differ,
+ * comparisons and selects (replay guards written out of node order), a
+ * vector input broadcast now and then. */
+static ad_node chain_graph(ad_tape *t, test_rng *r, const ad_node *leaves, int nl, int steps)
+{
+    ad_node ring[12];
+    for (int i = 0; i < 12; i++)
+        ring[i] = leaves[i % (nl - 1)];
+    ad_node acc = ad_scalar(t, 0.0);
+    for (int s = 0; s < steps; s++) {
+        ad_node a = ring[test_rng_next(r) % 12], b = ring[test_rng_next(r) % 12];
+        const double c = 0.5 + 0.001 * (double)(test_rng_next(r) % 500);
+        ad_node y;
+        switch (test_rng_next(r) % 10) {
+        case 0: y = s % 5 ? ad_add(t, a, b) : ad_scale(t, ad_sum(t, ad_mul(t, leaves[nl - 1], a)), 0.3); break;
+        case 1: y = ad_mul(t, ad_tanh(t, a), b); break;
+        case 2: y = ad_sin(t, ad_scale(t, a, c)); break;
+        case 3: y = ad_add_const(t, ad_scale(t, b, c), -0.25); break;
+        case 4: y = ad_sub(t, a, ad_scale(t, b, c)); break;
+        case 5: y = ad_select(t, ad_gt(t, a, b), ad_cos(t, a), ad_mul(t, b, b)); break;
+        case 6: y = ad_div(t, a, ad_add_const(t, ad_square(t, b), 1.0)); break;
+        case 7: y = ad_tanh(t, ad_add(t, a, b)); break;
+        case 8: y = ad_hypot(t, a, ad_add_const(t, b, 0.5)); break;
+        default: y = ad_exp(t, ad_scale(t, ad_tanh(t, a), c)); break;
+        }
+        ring[test_rng_next(r) % 12] = y;
+        if (s % 50 == 49)
+            acc = ad_add(t, acc, y);
+    }
+    return acc;
+}
+
+Test(codegen, big_irregular_tapes_become_loops_and_tables)
+{
+    need_cc();
+    ad_tape *t = ad_tape_new(NULL);
+    test_rng r = {0xb16};
+    const double vv[3] = {0.3, -0.7, 1.1};
+    ad_node in[6];
+    for (int i = 0; i < 5; i++)
+        in[i] = ad_scalar_var(t, 0.2 * i - 0.45);
+    in[5] = ad_variable(t, ad_shape_vec(3), vv);
+    ad_node F = chain_graph(t, &r, in, 6, 3000);
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_replay(t), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_gt(ad_tape_len(t), 6000);
+    /* every pass in level order, each compared with the tape (adjoints
+     * may sum in another order: within the test's 1e-13) */
+    check_all(t, F, 6, in, "chain", AD_CODEGEN_ALL & ~AD_CODEGEN_JACOBIAN, 0);
+    cr_expect_geq(count_lines("chain", "switch (sf[it])"), 4,
+                  "forward, reverse, tangent, hvp: the irregular stretches as tables");
+    /* the compiler sees each form once, not each node: few statements
+     * left one by one */
+    cr_expect_lt(count_lines("chain", "    w["), (int)ad_tape_len(t) / 10);
+
+    /* W1 with a different constant in each term: one run, c from a table */
+    ad_tape *u = ad_tape_new(NULL);
+    ad_node x[16];
+    for (int i = 0; i < 16; i++)
+        x[i] = ad_scalar_var(u, 0.3 + 0.11 * i - 0.02 * i * i);
+    ad_node one = ad_scalar(u, 1.0), f = ad_scalar(u, 0.0);
+    for (int i = 0; i + 1 < 16; i++) {
+        ad_node a = ad_sub(u, x[i + 1], ad_square(u, x[i]));
+        ad_node b = ad_sub(u, one, x[i]);
+        f = ad_add(u, f, ad_add(u, ad_scale(u, ad_square(u, a), 100.0 + 0.5 * i), ad_square(u, b)));
+    }
+    check_all(u, f, 16, x, "w1c", AD_CODEGEN_ALL, 40);
+    cr_expect_geq(count_loops("w1c"), 4, "constants that differ: still loops");
+    cr_expect_geq(count_lines("w1c", "static const double lc"), 4, "their table");
+    ad_tape_free(u);
+
+    /* a wide level: many twins side by side with irregular operands
+     * (inputs read in a scrambled order), grouped into loops */
+    ad_tape *v = ad_tape_new(NULL);
+    ad_node y[16];
+    for (int i = 0; i < 16; i++)
+        y[i] = ad_scalar_var(v, 0.1 * i - 0.7);
+    ad_node s = ad_scalar(v, 0.0);
+    for (int i = 0; i < 2400; i++) {
+        const int a = (int)((unsigned)(i * 7 + 3) % 16u), b = (int)((unsigned)(i * 11 + 5) % 16u);
+        ad_node p = ad_mul(v, ad_sin(v, y[a]), ad_scale(v, y[b], 1.0 + 0.001 * i));
+        s = ad_add(v, s, p);
+    }
+    check_all(v, s, 16, y, "wide", AD_CODEGEN_ALL & ~AD_CODEGEN_JACOBIAN, 0);
+    cr_expect_geq(count_lines("wide", "static const unsigned long lt"), 2, "groups with tables");
+    ad_tape_free(v);
+    ad_tape_free(t);
+}
+
 /* ---- float ---- */
 
 typedef int (*fgrad_fn)(const float *const *, float *, float *const *, float *);

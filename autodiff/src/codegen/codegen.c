@@ -103,7 +103,7 @@ typedef struct cg {
     unsigned nchunk[4];
     int pass;
     bool fused; /* writing the one-function forward and vjp of a small tape */
-    size_t gcur, ngd; /* replay guards: cursor, count */
+    size_t ngd; /* replay guards: count */
     const ew_text *ew[AD__INLINE_END];
     unsigned char used[AD__INLINE_END];
 } cg;
@@ -863,6 +863,7 @@ static void em_vjp(cg *g, uint32_t id, const bool *has)
 typedef struct ewref {
     char x[128], y[128], o[128], gv[128], to[128], gto[128];
     char ga[2][128], ta[2][128], gta[2][128];
+    char c[64]; /* the constant when it varies in a loop (else empty) */
     bool has[2];
 } ewref;
 
@@ -923,9 +924,14 @@ static bool const_der(const char *d, double c, double *v)
 
 /* dst += g * d, the strong zero kept unless d is a finite constant */
 static void em_acc(cg *g, const char *ind, const char *dst, const char *gv, const char *der,
-                   double c, const char *X, const char *Y, const char *Z, const char *C)
+                   double c, const char *X, const char *Y, const char *Z, const char *C,
+                   bool cvar)
 {
     double v;
+    if (cvar && !strcmp(der, "c")) {
+        em(g, "%s%s += %s * %s;\n", ind, dst, gv, C); /* c from a loop's table: finite */
+        return;
+    }
     if (const_der(der, c, &v)) {
         char b[48];
         if (v == 1.0)
@@ -946,7 +952,7 @@ static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
     const ew_text *e = g->ew[x->op];
     const char *P = g->P;
     char cbuf[48];
-    const char *c = num(e->takes_c ? x->c : 0.0, cbuf);
+    const char *c = r->c[0] ? r->c : num(e->takes_c ? x->c : 0.0, cbuf);
     if (!e->binary) {
         char d[600];
         snprintf(d, sizeof d, "%s_%s_d(%s, %s, %s)", P, e->name, r->x, r->o, c);
@@ -959,7 +965,7 @@ static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
         }
         case PASS_R:
             if (r->has[0])
-                em_acc(g, ind, r->ga[0], r->gv, e->d[0], x->c, r->x, r->o, "0.0", c);
+                em_acc(g, ind, r->ga[0], r->gv, e->d[0], x->c, r->x, r->o, "0.0", c, r->c[0]);
             break;
         case PASS_T:
             if (r->has[0])
@@ -992,7 +998,7 @@ static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
     case PASS_R:
         for (int k = 0; k < 2; k++)
             if (r->has[k])
-                em_acc(g, ind, r->ga[k], r->gv, e->d[k], 0.0, r->x, r->y, r->o, "0.0");
+                em_acc(g, ind, r->ga[k], r->gv, e->d[k], 0.0, r->x, r->y, r->o, "0.0", false);
         break;
     case PASS_T:
         em(g, "%s%s = ", ind, r->to);
@@ -1028,17 +1034,32 @@ static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
 /* The replay guard of comparison id, if it has one: br set when an
  * element differs from its recorded outcome. o: the value's element
  * (scalar) or pointer (tensor). */
-static void em_guard(cg *g, uint32_t id, bool scalar, const char *o, const char *ind)
+/* Comparison id's replay guard: its recorded outcomes, or NULL if it has
+ * none (guards are kept in node order; statements may come in level
+ * order). */
+static const unsigned char *guard_rec(const cg *g, uint32_t id)
 {
     uint32_t node = 0;
     const unsigned char *rec = NULL;
-    while (g->gcur < g->ngd) {
-        ad__guard_at(g->t, g->gcur, &node, &rec);
-        if (node >= id)
-            break;
-        g->gcur++;
+    size_t lo = 0, hi = g->ngd;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        ad__guard_at(g->t, mid, &node, &rec);
+        if (node < id)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    if (g->gcur >= g->ngd || node != id)
+    if (lo >= g->ngd)
+        return NULL;
+    ad__guard_at(g->t, lo, &node, &rec);
+    return node == id ? rec : NULL;
+}
+
+static void em_guard(cg *g, uint32_t id, bool scalar, const char *o, const char *ind)
+{
+    const unsigned char *rec = guard_rec(g, id);
+    if (!rec)
         return;
     if (scalar) {
         em(g, "%sbr |= %s != %d;\n", ind, o, rec[0] ? 1 : 0);
@@ -1341,32 +1362,47 @@ static void em_tensor(cg *g, uint32_t id)
 }
 
 
-/* ---- runs: a block of scalar statements repeated, rerolled into a loop ----
+/* ---- loops: statements of one form written once ----
  *
- * A chunked pass looks for runs among its statements: a block of L
- * scalar elementwise statements (no comparison) followed by R - 1 more
- * blocks that are its twins -- the same ops, constants, baked operands and
- * flags -- whose every slot and input index advances by one fixed step per
- * block (W1: 8 statements per term, slots by 8, inputs by 1). Such a run is
- * written as a loop over the blocks (backward in the reverse passes) whose
- * body is block 0 with each index i0 as i0 + it * step. The loop executes
- * the very statements the straight-line code would, in the same order, so
- * the results are the same bit for bit; the compiler sees L statements
- * instead of L * R. */
+ * A chunked pass writes statements of one form as one loop, two ways:
+ *  - runs: a block of L scalar elementwise statements (no comparison)
+ *    followed by R - 1 blocks that are its twins, every slot and input
+ *    index advancing by one fixed step per block (W1: 8 statements per
+ *    term, slots by 8, inputs by 1). The loop executes the statements the
+ *    straight-line code would, in the same order: the same results bit for
+ *    bit.
+ *  - groups: when a pass keeps more than LEVEL_MIN statements outside runs
+ *    (a large tape with no repetition in node order), its statements are
+ *    ordered by level -- 1 + the highest level among the operands computed
+ *    in the pass -- which puts every operand before its uses, and every use
+ *    before the operand's adjoint is read. The twins of one level do not
+ *    read each other, so GROUP_MIN or more of them are one loop. Values come
+ *    out the same bit for bit; an adjoint sums the same terms, possibly in
+ *    another order (rounding of the order: 1e-16 relative per term).
+ * A number that differs between the blocks -- a slot, an input index, a
+ * constant c -- comes from the loop counter when it advances by one fixed
+ * step, and from a static const table otherwise; the compiler sees one
+ * body instead of R. */
 
 enum { RUN_MAXL = 32, RUN_MINR = 4, RUN_MINS = 32 };
+enum { LEVEL_MIN = 2048, GROUP_MIN = 8, GROUP_SCAN = 16 };
 
 typedef struct run {
     size_t p, L, R; /* statements ids[p .. p + L * R), blocks of L */
 } run;
 
-/* statement a has statement b's form: op, constant, flags, operand kinds */
-static bool twin(const cg *g, uint32_t a, uint32_t b)
+static bool finite_c(double c) { return c - c == 0.0; }
+
+/* statement a has statement b's form: op, flags, operand kinds, baked
+ * literals; constants c equal, or both finite (then a table holds them) */
+static bool twin_ex(const cg *g, uint32_t a, uint32_t b, bool cmp)
 {
     const cgnode *x = &g->n[a], *y = &g->n[b];
-    if (x->op != y->op || !is_ew(x->op) || ad__is_compare(x->op) || !all_scalar(g, x)
-        || !all_scalar(g, y) || memcmp(&x->c, &y->c, sizeof x->c) != 0
-        || (x->flags & F_DIFF) != (y->flags & F_DIFF))
+    if (x->op != y->op || !is_ew(x->op) || (!cmp && ad__is_compare(x->op)) || !all_scalar(g, x)
+        || !all_scalar(g, y) || (x->flags & F_DIFF) != (y->flags & F_DIFF))
+        return false;
+    if (memcmp(&x->c, &y->c, sizeof x->c) != 0
+        && !(g->ew[x->op]->takes_c && finite_c(x->c) && finite_c(y->c)))
         return false;
     for (int k = 0; k < x->nin; k++) {
         const cgnode *u = &g->n[x->in[k]], *v = &g->n[y->in[k]];
@@ -1378,6 +1414,9 @@ static bool twin(const cg *g, uint32_t a, uint32_t b)
     }
     return true;
 }
+
+/* runs and groups: no comparison (each has its own replay guard) */
+static bool twin(const cg *g, uint32_t a, uint32_t b) { return twin_ex(g, a, b, false); }
 
 /* the numbers a statement's references are made of: its slot, each
  * operand's slot and input index */
@@ -1437,74 +1476,209 @@ static size_t find_runs(const cg *g, const uint32_t *ids, size_t m, run *runs)
     return nr;
 }
 
-/* t = s0 with each index (a number right after '[') that differs in s1,
- * block 1's text, written as a function of it; false if the texts differ
- * elsewhere */
-static bool idx_text(const char *s0, const char *s1, char *t, size_t cap)
+/* The fields of an ewref that hold indices, each with at most LQ numbers
+ * right after a '[' (in[3][0]: two). */
+enum { LNF = 12, LQ = 3, LNC = LNF * LQ };
+enum { LC_LIT, LC_AFF, LC_TAB };
+
+typedef struct lcol {
+    unsigned char kind;
+    unsigned long base;
+    long long step;
+    size_t tab; /* LC_TAB: its column in the statement's table */
+} lcol;
+
+/* statement j of a loop's body: block 0's references and its columns */
+typedef struct lstmt {
+    ewref r0;
+    char skel[LNF][128]; /* its fields without the numbers */
+    int q[LNF];
+    lcol col[LNC];
+    size_t ntab;
+    bool cvar; /* c differs between the blocks: from a table */
+    uint32_t first; /* a table's form: its first statement */
+} lstmt;
+
+static char *lfield(ewref *r, int f)
 {
-    size_t n = 0;
+    switch (f) {
+    case 0: return r->x;
+    case 1: return r->y;
+    case 2: return r->o;
+    case 3: return r->gv;
+    case 4: return r->to;
+    case 5: return r->gto;
+    default: break;
+    }
+    f -= 6;
+    return f < 2 ? r->ga[f] : f < 4 ? r->ta[f - 2] : r->gta[f - 4];
+}
+
+/* The numbers right after a '[' in s, into v (at most LQ), and s without
+ * them into skel; -1 when there are more or one is too large. */
+static int lnums(const char *s, unsigned long *v, char *skel)
+{
+    int q = 0;
     char prev = 0;
-    while (*s0 && *s1) {
-        if (prev == '[' && *s0 >= '0' && *s0 <= '9' && *s1 >= '0' && *s1 <= '9') {
-            char *e0, *e1;
-            const unsigned long a = strtoul(s0, &e0, 10), b = strtoul(s1, &e1, 10);
-            const int k = a == b  ? snprintf(t + n, cap - n, "%lu", a)
-                          : b > a ? snprintf(t + n, cap - n, "%luUL + it * %luUL", a, b - a)
-                                  : snprintf(t + n, cap - n, "%luUL - it * %luUL", a, a - b);
-            if (k < 0 || (size_t)k >= cap - n)
-                return false;
-            n += (size_t)k;
-            s0 = e0, s1 = e1;
+    while (*s) {
+        if (prev == '[' && *s >= '0' && *s <= '9') {
+            char *e;
+            const unsigned long long u = strtoull(s, &e, 10);
+            if (q == LQ || u > 0xffffffffULL)
+                return -1;
+            v[q++] = (unsigned long)u;
+            s = e;
             prev = '0';
             continue;
         }
-        if (*s0 != *s1 || n + 1 >= cap)
-            return false;
-        prev = t[n++] = *s0;
-        s0++, s1++;
+        prev = *skel++ = *s++;
     }
-    t[n] = '\0';
-    return !*s0 && !*s1;
+    *skel = '\0';
+    return q;
 }
 
-/* statement j of a run's block, its references as functions of it */
-static bool run_refs(const cg *g, const uint32_t *ids, const run *u, size_t j, ewref *r)
+/* Block 0's text of field f with its numbers as functions of it (a
+ * table's: tab[it * stride + column]). */
+static void lrender(const lstmt *S, const char *tab, size_t stride, int f, char *out, size_t cap)
 {
-    ewref r0, r1;
-    scalar_refs(g, ids[u->p + j], &r0);
-    scalar_refs(g, ids[u->p + u->L + j], &r1);
-    memset(r, 0, sizeof *r);
-    r->has[0] = r0.has[0], r->has[1] = r0.has[1];
-#define CG_IDX(F) idx_text(r0.F, r1.F, r->F, sizeof r->F)
-    bool ok = CG_IDX(x) && CG_IDX(y) && CG_IDX(o) && CG_IDX(gv) && CG_IDX(to) && CG_IDX(gto);
-    for (int k = 0; k < 2; k++)
-        ok = ok && CG_IDX(ga[k]) && CG_IDX(ta[k]) && CG_IDX(gta[k]);
-#undef CG_IDX
+    ewref r0 = S->r0;
+    const char *s = lfield(&r0, f);
+    size_t n = 0;
+    int k = 0;
+    char prev = 0;
+    while (*s && n + 1 < cap) {
+        if (prev == '[' && *s >= '0' && *s <= '9') {
+            char *e;
+            strtoull(s, &e, 10);
+            const lcol *c = &S->col[f * LQ + k++];
+            int w;
+            if (c->kind == LC_LIT)
+                w = snprintf(out + n, cap - n, "%lu", c->base);
+            else if (c->kind == LC_AFF)
+                w = snprintf(out + n, cap - n, "%luUL %c it * %lluUL", c->base,
+                             c->step < 0 ? '-' : '+',
+                             (unsigned long long)(c->step < 0 ? -c->step : c->step));
+            else
+                w = snprintf(out + n, cap - n, "%s[it * %zuUL + %zuUL]", tab, stride, c->tab);
+            if (w < 0 || (size_t)w >= cap - n)
+                break;
+            n += (size_t)w;
+            s = e;
+            prev = '0';
+            continue;
+        }
+        prev = out[n++] = *s++;
+    }
+    out[n] = '\0';
+}
+
+/* Statements base[it * L + j] (block it, statement j) as one loop over
+ * it (back: blocks and statements in reverse order). The blocks must be
+ * twins whose statements can run in this order. false, nothing written,
+ * if their references do not line up or the scratch cannot be had (then
+ * the caller writes them one by one). */
+static bool em_loop(cg *g, const uint32_t *base, size_t L, size_t R, bool back)
+{
+    ad__mem *mem = &g->t->mem;
+    lstmt *S = ad__alloc(mem, L * sizeof *S);
+    unsigned long *V = ad__alloc(mem, R * L * LNC * sizeof *V);
+    double *C = ad__alloc(mem, R * L * sizeof *C);
+    bool ok = S && V && C;
+    char skel[128], fx[128];
+    for (size_t j = 0; j < L && ok; j++) {
+        lstmt *s = &S[j];
+        memset(s, 0, sizeof *s);
+        for (size_t it = 0; it < R && ok; it++) {
+            const uint32_t id = base[it * L + j];
+            ewref r;
+            scalar_refs(g, id, &r);
+            unsigned long *v = V + (it * L + j) * LNC;
+            C[it * L + j] = g->n[id].c;
+            if (it == 0)
+                s->r0 = r;
+            for (int f = 0; f < LNF && ok; f++) {
+                const int q = lnums(lfield(&r, f), v + f * LQ, it ? skel : s->skel[f]);
+                if (it == 0)
+                    s->q[f] = q, ok = q >= 0;
+                else
+                    ok = q == s->q[f] && !strcmp(skel, s->skel[f]);
+            }
+        }
+        /* each number: the same in every block, a fixed step, or a table */
+        for (int c = 0; c < LNC && ok; c++) {
+            lcol *col = &s->col[c];
+            if (c % LQ >= s->q[c / LQ])
+                continue;
+            const unsigned long v0 = V[j * LNC + c];
+            const long long st = R > 1 ? (long long)V[(L + j) * LNC + c] - (long long)v0 : 0;
+            bool lit = true, aff = true;
+            for (size_t it = 1; it < R; it++) {
+                const unsigned long vi = V[(it * L + j) * LNC + c];
+                lit = lit && vi == v0;
+                aff = aff && (long long)vi - (long long)v0 == (long long)it * st;
+            }
+            col->base = v0, col->step = st;
+            col->kind = lit ? LC_LIT : aff ? LC_AFF : LC_TAB;
+            if (col->kind == LC_TAB)
+                col->tab = s->ntab++;
+        }
+        for (size_t it = 1; it < R && ok; it++)
+            s->cvar = s->cvar || memcmp(&C[it * L + j], &C[j], sizeof *C) != 0;
+    }
+    if (ok) {
+        stmt(g);
+        g->stmts += L - 1; /* the loop's body counts */
+        em(g, "    {\n");
+        for (size_t j = 0; j < L; j++) {
+            const lstmt *s = &S[j];
+            if (s->ntab) {
+                em(g, "        static const unsigned long lt%zu[%zu] = {", j, R * s->ntab);
+                size_t k = 0;
+                for (size_t it = 0; it < R; it++)
+                    for (int c = 0; c < LNC; c++)
+                        if (c % LQ < s->q[c / LQ] && s->col[c].kind == LC_TAB)
+                            em(g, "%s%lu", k++ % 16 ? "," : (k > 1 ? ",\n            " : ""),
+                               V[(it * L + j) * LNC + c]);
+                em(g, "};\n");
+            }
+            if (s->cvar) {
+                char b[48];
+                em(g, "        static const double lc%zu[%zu] = {", j, R);
+                for (size_t it = 0; it < R; it++)
+                    em(g, "%s%s", it % 8 ? ", " : (it ? ",\n            " : ""),
+                       num(C[it * L + j], b));
+                em(g, "};\n");
+            }
+        }
+        if (back)
+            em(g, "        for (unsigned long it = %zuUL; it-- > 0;) {\n", R);
+        else
+            em(g, "        for (unsigned long it = 0; it < %zuUL; it++) {\n", R);
+        for (size_t jj = 0; jj < L; jj++) {
+            const size_t j = back ? L - 1 - jj : jj;
+            const lstmt *s = &S[j];
+            ewref r;
+            memset(&r, 0, sizeof r);
+            r.has[0] = s->r0.has[0], r.has[1] = s->r0.has[1];
+            char tab[32];
+            snprintf(tab, sizeof tab, "lt%zu", j);
+            for (int f = 0; f < LNF; f++) {
+                lrender(s, tab, s->ntab, f, fx, sizeof fx);
+                strcpy(lfield(&r, f), fx);
+            }
+            if (s->cvar)
+                snprintf(r.c, sizeof r.c, "lc%zu[it]", j);
+            em_ew_body(g, &g->n[base[j]], &r, "            ");
+        }
+        em(g, "        }\n    }\n");
+    }
+    if (C)
+        ad__free(mem, C, R * L * sizeof *C);
+    if (V)
+        ad__free(mem, V, R * L * LNC * sizeof *V);
+    if (S)
+        ad__free(mem, S, L * sizeof *S);
     return ok;
-}
-
-/* a run as a loop (backward: blocks and statements in reverse order);
- * false, nothing written, if it cannot be (then its statements are
- * written one by one) */
-static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
-{
-    ewref r;
-    for (size_t j = 0; j < u->L; j++)
-        if (!run_refs(g, ids, u, j, &r))
-            return false;
-    stmt(g);
-    g->stmts += u->L - 1; /* the loop's body counts */
-    if (back)
-        em(g, "    for (unsigned long it = %zuUL; it-- > 0;) {\n", u->R);
-    else
-        em(g, "    for (unsigned long it = 0; it < %zuUL; it++) {\n", u->R);
-    for (size_t jj = 0; jj < u->L; jj++) {
-        const size_t j = back ? u->L - 1 - jj : jj;
-        run_refs(g, ids, u, j, &r);
-        em_ew_body(g, &g->n[ids[u->p + j]], &r, "        ");
-    }
-    em(g, "    }\n");
-    return true;
 }
 
 /* ---- passes ---- */
@@ -1529,61 +1703,400 @@ static void em_stmt(cg *g, uint32_t id)
         em_tensor(g, id);
 }
 
+/* Statements ids[0..m) in that order (back: the reverse), the runs among
+ * them (nr of them, found by find_runs) as loops. */
+static void em_seq(cg *g, const uint32_t *ids, size_t m, const run *runs, size_t nr, bool back)
+{
+    for (size_t i = 0; i <= nr && !g->err; i++) {
+        /* forward: the gap before run i, then run i; back: run nr - i,
+         * then the gap before it, each backward */
+        const size_t k = back ? nr - i : i;
+        const size_t gap0 = k ? runs[k - 1].p + runs[k - 1].L * runs[k - 1].R : 0;
+        const size_t gap1 = k < nr ? runs[k].p : m;
+        for (size_t q = gap0; q < gap1 && !back; q++)
+            em_stmt(g, ids[q]);
+        if (k < nr) {
+            const run *u = &runs[k];
+            if (!em_loop(g, ids + u->p, u->L, u->R, back))
+                for (size_t q = 0; q < u->L * u->R; q++)
+                    em_stmt(g, ids[back ? u->p + u->L * u->R - 1 - q : u->p + q]);
+        }
+        for (size_t q = gap1; q > gap0 && back; q--)
+            em_stmt(g, ids[q - 1]);
+    }
+}
+
+/* ---- level order, and tables for what stays irregular ----
+ *
+ * A pass in level order (see "loops" above) is planned first: each level's
+ * groups, then its other statements, among which runs are still found (a
+ * chain of sums, one per level, is one). What is left are stretches of
+ * statements of no common form, each with different operands: a long
+ * irregular tape, a chain of different ops. Those of SW_MIN or more scalar
+ * elementwise statements (comparisons too) become records of one table
+ * per pass: the statement's form, the numbers of its references, its
+ * constant, its replay guard. One function per pass, P_tab_<pass>, runs
+ * records a..b through a switch on the form, whose cases are the forms'
+ * texts with the record's numbers; each stretch is one call of it. The
+ * compiler sees each form once instead of each node. */
+
+enum { SW_MIN = 4, SW_FORMS = 255 };
+enum { LO_ONE, LO_RUN, LO_GROUP, LO_SW };
+
+typedef struct lop {
+    unsigned char kind;
+    size_t p, n, L, R, r0; /* seq[p ..]: n statements (a run: L x R); LO_SW: first record */
+} lop;
+
+typedef struct lkey {
+    uint32_t lev, op, id;
+} lkey;
+
+static int lkey_cmp(const void *a, const void *b)
+{
+    const lkey *x = a, *y = b;
+    if (x->lev != y->lev)
+        return x->lev < y->lev ? -1 : 1;
+    if (x->op != y->op)
+        return x->op < y->op ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static bool switchable(const cg *g, uint32_t id) { return twin_ex(g, id, id, true); }
+
+/* The forms of the records (the LO_SW pieces' statements, in order) into
+ * F[], each record's into form[]; their count, or 0 when there are more
+ * than SW_FORMS, or too many for the records (the cases would be as long
+ * as the statements). */
+static size_t sw_forms(const cg *g, const uint32_t *seq, const lop *op, size_t nop, lstmt *F,
+                       unsigned char *form)
+{
+    size_t nf = 0, q = 0;
+    unsigned long v[LNC];
+    char skel[128];
+    for (size_t o = 0; o < nop; o++) {
+        if (op[o].kind != LO_SW)
+            continue;
+        for (size_t i = 0; i < op[o].n; i++, q++) {
+            const uint32_t id = seq[op[o].p + i];
+            size_t f = 0;
+            while (f < nf && !twin_ex(g, F[f].first, id, true))
+                f++;
+            if (f == nf) {
+                if (nf == SW_FORMS)
+                    return 0;
+                lstmt *s = &F[nf++];
+                memset(s, 0, sizeof *s);
+                scalar_refs(g, id, &s->r0);
+                s->first = id;
+                for (int k = 0; k < LNF; k++)
+                    if ((s->q[k] = lnums(lfield(&s->r0, k), v + k * LQ, s->skel[k])) < 0)
+                        return 0;
+            } else {
+                ewref r;
+                scalar_refs(g, id, &r);
+                for (int k = 0; k < LNF; k++)
+                    if (lnums(lfield(&r, k), v + k * LQ, skel) != F[f].q[k]
+                        || strcmp(skel, F[f].skel[k]) != 0)
+                        return 0;
+            }
+            form[q] = (unsigned char)f;
+        }
+    }
+    return 2 * nf <= q ? nf : 0;
+}
+
+/* The table function of this pass (records 0..nrec), before its chunks. */
+static void em_tabfn(cg *g, const uint32_t *seq, const lop *op, size_t nop, lstmt *F, size_t nf,
+                     const unsigned char *form, size_t nrec)
+{
+    const char *P = g->P, L = pass_letter[g->pass];
+    size_t K = 1;
+    for (size_t f = 0; f < nf; f++) {
+        size_t t = 0;
+        for (int c = 0; c < LNC; c++)
+            if (c % LQ < F[f].q[c / LQ])
+                F[f].col[c].kind = LC_TAB, F[f].col[c].tab = t++;
+        K = t > K ? t : K;
+    }
+    bool cvar = false, guards = false;
+    for (size_t o = 0, q = 0; o < nop; o++)
+        for (size_t i = 0; op[o].kind == LO_SW && i < op[o].n; i++, q++) {
+            const cgnode *x = &g->n[seq[op[o].p + i]];
+            cvar = cvar || memcmp(&x->c, &g->n[F[form[q]].first].c, sizeof x->c) != 0;
+            guards = guards || (g->pass == PASS_F && ad__is_compare(x->op));
+        }
+    if (g->pass == PASS_F)
+        em(g, "static int %s_tab_%c(const %s_real *const *in, %s_real *restrict w, "
+              "unsigned long a, unsigned long b)\n{\n    int br = 0;\n",
+           P, L, P, P);
+    else if (g->pass == PASS_R)
+        em(g, "static void %s_tab_%c(const %s_real *const *in, %s_real *restrict w, "
+              "unsigned long a, unsigned long b)\n{\n",
+           P, L, P, P);
+    else
+        em(g, "static void %s_tab_%c(const %s_real *const *in, const %s_real *const *v, "
+              "%s_real *restrict w, unsigned long a, unsigned long b)\n{\n    (void)v;\n",
+           P, L, P, P, P);
+    em(g, "    static const unsigned char sf[%zu] = {", nrec);
+    for (size_t q = 0; q < nrec; q++)
+        em(g, "%s%u", q % 32 ? "," : (q ? ",\n        " : ""), form[q]);
+    em(g, "};\n    static const unsigned long st[%zu] = {", nrec * K);
+    size_t w = 0;
+    char skel[128], b[48];
+    unsigned long v[LNC];
+    for (size_t o = 0; o < nop; o++)
+        for (size_t i = 0; op[o].kind == LO_SW && i < op[o].n; i++) {
+            ewref r;
+            scalar_refs(g, seq[op[o].p + i], &r);
+            size_t t = 0;
+            for (int k = 0; k < LNF; k++) {
+                const int q = lnums(lfield(&r, k), v, skel);
+                for (int j = 0; j < q; j++, t++)
+                    em(g, "%s%lu", w++ % 16 ? "," : (w > 1 ? ",\n        " : ""), v[j]);
+            }
+            for (; t < K; t++)
+                em(g, "%s0", w++ % 16 ? "," : (w > 1 ? ",\n        " : ""));
+        }
+    em(g, "};\n");
+    if (cvar) {
+        em(g, "    static const double sc[%zu] = {", nrec);
+        size_t q = 0;
+        for (size_t o = 0; o < nop; o++)
+            for (size_t i = 0; op[o].kind == LO_SW && i < op[o].n; i++, q++)
+                em(g, "%s%s", q % 8 ? ", " : (q ? ",\n        " : ""),
+                   num(g->n[seq[op[o].p + i]].c, b));
+        em(g, "};\n");
+    }
+    if (guards) { /* the comparisons' recorded outcomes; 2: none */
+        em(g, "    static const unsigned char sg[%zu] = {", nrec);
+        size_t q = 0;
+        for (size_t o = 0; o < nop; o++)
+            for (size_t i = 0; op[o].kind == LO_SW && i < op[o].n; i++, q++) {
+                const uint32_t id = seq[op[o].p + i];
+                const unsigned char *rec = ad__is_compare(g->n[id].op) ? guard_rec(g, id) : NULL;
+                em(g, "%s%d", q % 32 ? "," : (q ? ",\n        " : ""), rec ? rec[0] != 0 : 2);
+            }
+        em(g, "};\n");
+    }
+    if (g->pass == PASS_R || g->pass == PASS_H)
+        em(g, "    for (unsigned long it = b; it-- > a;) {\n");
+    else
+        em(g, "    for (unsigned long it = a; it < b; it++) {\n");
+    em(g, "        switch (sf[it]) {\n");
+    for (size_t f = 0; f < nf; f++) {
+        const lstmt *s = &F[f];
+        ewref r;
+        char fx[128];
+        memset(&r, 0, sizeof r);
+        r.has[0] = s->r0.has[0], r.has[1] = s->r0.has[1];
+        for (int k = 0; k < LNF; k++) {
+            lrender(s, "st", K, k, fx, sizeof fx);
+            strcpy(lfield(&r, k), fx);
+        }
+        if (cvar)
+            strcpy(r.c, "sc[it]");
+        em(g, "        case %zu:\n", f);
+        em_ew_body(g, &g->n[s->first], &r, "            ");
+        if (guards && ad__is_compare(g->n[s->first].op))
+            em(g, "            br |= sg[it] < 2 && %s != sg[it];\n", r.o);
+        em(g, "            break;\n");
+    }
+    em(g, "        default:\n            break;\n        }\n    }\n    (void)in;\n%s}\n\n",
+       g->pass == PASS_F ? "    return br;\n" : "");
+}
+
+/* Plans the pass (statements ids[0..m), ascending) in level order, writes
+ * its table function and its chunks (opened here; the caller closes the
+ * last). false, nothing written, if the scratch cannot be had. */
+static bool em_levels(cg *g, const uint32_t *ids, size_t m, bool back)
+{
+    ad__mem *mem = &g->t->mem;
+    const size_t rcap = m / RUN_MINS + 1;
+    uint32_t *lev = ad__alloc(mem, g->len * sizeof *lev);
+    lkey *k = ad__alloc(mem, m * sizeof *k);
+    int32_t *cls = ad__alloc(mem, m * sizeof *cls);
+    uint32_t *seq = ad__alloc(mem, m * sizeof *seq), *tmp = ad__alloc(mem, m * sizeof *tmp);
+    lop *op = ad__alloc(mem, m * sizeof *op);
+    run *runs = ad__alloc(mem, rcap * sizeof *runs);
+    lstmt *F = ad__alloc(mem, SW_FORMS * sizeof *F);
+    unsigned char *form = ad__alloc(mem, m);
+    const bool ok = lev && k && cls && seq && tmp && op && runs && F && form;
+    size_t nop = 0, out = 0, nrec = 0;
+    if (ok) {
+        memset(lev, 0, g->len * sizeof *lev);
+        for (size_t q = 0; q < m; q++) { /* ids ascend: operands first */
+            const cgnode *x = &g->n[ids[q]];
+            uint32_t l = 0;
+            for (int j = 0; j < x->nin; j++)
+                l = lev[x->in[j]] > l ? lev[x->in[j]] : l;
+            lev[ids[q]] = l + 1;
+            k[q].lev = l + 1, k[q].op = x->op, k[q].id = ids[q];
+        }
+        qsort(k, m, sizeof *k, lkey_cmp);
+        size_t st0 = 0; /* the stretch of other statements not yet planned: seq[st0 .. out) */
+        for (size_t s = 0; s <= m; ) {
+            size_t le = s, ns = 0;
+            while (le < m && k[le].lev == k[s].lev)
+                le++;
+            /* this level's groups (when it has any, or at the end, the
+             * stretch before them is planned first) */
+            size_t ng = 0;
+            for (size_t a = s; a < le;) { /* an op: k[a .. b), its twins into classes */
+                size_t b = a;
+                while (b < le && k[b].op == k[a].op)
+                    b++;
+                uint32_t rep[GROUP_SCAN];
+                size_t cnt[GROUP_SCAN], nc = 0;
+                for (size_t q = a; q < b; q++) {
+                    int32_t c = -1;
+                    for (size_t r = 0; r < nc && c < 0; r++)
+                        if (twin(g, rep[r], k[q].id))
+                            c = (int32_t)r;
+                    if (c < 0 && nc < GROUP_SCAN && twin(g, k[q].id, k[q].id))
+                        rep[nc] = k[q].id, cnt[nc] = 0, c = (int32_t)nc++;
+                    cls[q] = c;
+                    if (c >= 0)
+                        cnt[c]++;
+                }
+                for (size_t q = a; q < b; q++)
+                    if (cls[q] >= 0 && cnt[cls[q]] >= GROUP_MIN)
+                        ng++;
+                    else
+                        tmp[ns++] = k[q].id, cls[q] = -2; /* not in a group */
+                a = b;
+            }
+            if ((ng || le == m) && out > st0) { /* the stretch: runs, tables, single statements */
+                const size_t n = out - st0, nr = find_runs(g, seq + st0, n, runs);
+                for (size_t i = 0, x = 0; i <= nr; i++) {
+                    const size_t gap1 = i < nr ? runs[i].p : n;
+                    while (x < gap1) {
+                        size_t y = x;
+                        while (y < gap1 && switchable(g, seq[st0 + y]))
+                            y++;
+                        if (y - x >= SW_MIN) {
+                            op[nop].kind = LO_SW, op[nop].p = st0 + x, op[nop].n = y - x;
+                            op[nop++].r0 = nrec;
+                            nrec += y - x;
+                            x = y;
+                        } else {
+                            y = y > x ? y : x + 1;
+                            for (; x < y; x++)
+                                op[nop].kind = LO_ONE, op[nop++].p = st0 + x;
+                        }
+                    }
+                    if (i < nr) {
+                        op[nop].kind = LO_RUN, op[nop].p = st0 + runs[i].p;
+                        op[nop].L = runs[i].L, op[nop++].R = runs[i].R;
+                        x = runs[i].p + runs[i].L * runs[i].R;
+                    }
+                }
+                st0 = out;
+            }
+            if (s == m)
+                break;
+            /* the groups, each contiguous in seq */
+            for (size_t a = s; a < le; a++) {
+                if (cls[a] < 0)
+                    continue;
+                const int32_t c = cls[a];
+                op[nop].kind = LO_GROUP, op[nop].p = out, op[nop].n = 0;
+                for (size_t q = a; q < le; q++)
+                    if (cls[q] == c && k[q].op == k[a].op)
+                        seq[out++] = k[q].id, op[nop].n++, cls[q] = -1;
+                nop++;
+                st0 = out;
+            }
+            memcpy(seq + out, tmp, ns * sizeof *tmp);
+            out += ns;
+            s = le;
+        }
+        size_t nf = nrec ? sw_forms(g, seq, op, nop, F, form) : 0;
+        if (nf)
+            em_tabfn(g, seq, op, nop, F, nf, form, nrec);
+        g->nchunk[g->pass] = 0;
+        chunk_open(g);
+        for (size_t i = 0; i < nop && !g->err; i++) {
+            const lop *u = &op[back ? nop - 1 - i : i];
+            size_t cnt = u->kind == LO_ONE ? 1 : u->kind == LO_RUN ? u->L * u->R : u->n;
+            if (u->kind == LO_SW && nf) {
+                stmt(g);
+                if (g->pass == PASS_F)
+                    em(g, "    br |= %s_tab_f(in, w, %zuUL, %zuUL);\n", g->P, u->r0, u->r0 + u->n);
+                else if (g->pass == PASS_R)
+                    em(g, "    %s_tab_r(in, w, %zuUL, %zuUL);\n", g->P, u->r0, u->r0 + u->n);
+                else
+                    em(g, "    %s_tab_%c(in, v, w, %zuUL, %zuUL);\n", g->P, pass_letter[g->pass],
+                       u->r0, u->r0 + u->n);
+                continue;
+            }
+            if ((u->kind == LO_RUN && em_loop(g, seq + u->p, u->L, u->R, back))
+                || (u->kind == LO_GROUP && em_loop(g, seq + u->p, 1, u->n, back)))
+                continue;
+            for (size_t q = 0; q < cnt; q++) /* one by one */
+                em_stmt(g, seq[back ? u->p + cnt - 1 - q : u->p + q]);
+        }
+    }
+    if (form)
+        ad__free(mem, form, m);
+    if (F)
+        ad__free(mem, F, SW_FORMS * sizeof *F);
+    if (runs)
+        ad__free(mem, runs, rcap * sizeof *runs);
+    if (op)
+        ad__free(mem, op, m * sizeof *op);
+    if (tmp)
+        ad__free(mem, tmp, m * sizeof *tmp);
+    if (seq)
+        ad__free(mem, seq, m * sizeof *seq);
+    if (cls)
+        ad__free(mem, cls, m * sizeof *cls);
+    if (k)
+        ad__free(mem, k, m * sizeof *k);
+    if (lev)
+        ad__free(mem, lev, g->len * sizeof *lev);
+    return ok;
+}
+
 static void em_pass(cg *g, int pass)
 {
     g->pass = pass;
-    if (!g->fused) {
-        g->nchunk[pass] = 0;
-        chunk_open(g);
-    }
     const bool back = pass == PASS_R || pass == PASS_H;
-    g->gcur = 0;
-    /* a chunked pass: its statements in tape order, and the runs among
-     * them (without the scratch -- the allocator failed -- none: the
-     * same results, written one by one) */
-    size_t m = 0, nr = 0;
+    size_t m = 0;
     for (uint32_t id = 1; id < g->len && !g->fused; id++)
         m += emits(g, id, pass);
+    /* a chunked pass: its statements in tape order and the runs among
+     * them; planned in level order when many stay outside runs (without
+     * the scratch -- the allocator failed -- neither: the same results,
+     * one by one) */
     uint32_t *ids = m ? ad__alloc(&g->t->mem, m * sizeof *ids) : NULL;
     const size_t rcap = m / RUN_MINS + 1;
     run *runs = ids ? ad__alloc(&g->t->mem, rcap * sizeof *runs) : NULL;
+    size_t nr = 0;
+    bool done = false;
     if (runs) {
-        size_t q = 0;
+        size_t q = 0, inside = 0;
         for (uint32_t id = 1; id < g->len; id++)
             if (emits(g, id, pass))
                 ids[q++] = id;
         nr = find_runs(g, ids, m, runs);
+        for (size_t r = 0; r < nr; r++)
+            inside += runs[r].L * runs[r].R;
+        done = m - inside > LEVEL_MIN && em_levels(g, ids, m, back);
     }
-    if (!nr) {
-        for (uint32_t i = 1; i < g->len && !g->err; i++) {
-            const uint32_t id = back ? (uint32_t)g->len - i : i;
-            if (emits(g, id, pass))
-                em_stmt(g, id);
+    if (!done) {
+        if (!g->fused) {
+            g->nchunk[pass] = 0;
+            chunk_open(g);
         }
-    } else if (!back) {
-        size_t k = 0;
-        for (size_t q = 0; q < m && !g->err;) {
-            if (k < nr && runs[k].p == q) {
-                const run *u = &runs[k++];
-                if (em_run(g, ids, u, false)) {
-                    q += u->L * u->R;
-                    continue;
-                }
+        if (runs)
+            em_seq(g, ids, m, runs, nr, back);
+        else
+            for (uint32_t i = 1; i < g->len && !g->err; i++) {
+                const uint32_t id = back ? (uint32_t)g->len - i : i;
+                if (emits(g, id, pass))
+                    em_stmt(g, id);
             }
-            em_stmt(g, ids[q++]);
-        }
-    } else {
-        size_t k = nr;
-        for (size_t q = m; q-- > 0 && !g->err;) {
-            if (k > 0 && runs[k - 1].p + runs[k - 1].L * runs[k - 1].R - 1 == q) {
-                const run *u = &runs[--k];
-                if (em_run(g, ids, u, true)) {
-                    q = u->p;
-                    continue;
-                }
-            }
-            em_stmt(g, ids[q]);
-        }
     }
     if (runs)
         ad__free(&g->t->mem, runs, rcap * sizeof *runs);
