@@ -729,6 +729,96 @@ Test(codegen, float_within_bound)
     ad_tape_free(t);
 }
 
+typedef int (*ffwd_fn)(const float *const *, float *, float *);
+typedef int (*fvjp_fn)(const float *const *, const float *, float *, float *const *, float *);
+typedef int (*fjvp_fn)(const float *const *, const float *const *, float *, float *, float *);
+typedef int (*fhvp_fn)(const float *const *, const float *const *, float *, float *const *,
+                       float *const *, float *);
+typedef int (*fjac_fn)(const float *const *, float *, float *, float *);
+
+/* float against the 1e-5 bound, every mode: the generated functions of
+ * (t, out, in) in float, inputs, seed and direction rounded to float,
+ * against the double tape (the gradient and the HVP when out is a
+ * scalar) */
+static void check_float(ad_tape *t, ad_node out, int n, const ad_node *in, const char *prefix)
+{
+    const size_t M = ad_shape_size(ad_node_shape(t, out));
+    const unsigned what = M == 1 ? AD_CODEGEN_ALL : AD_CODEGEN_ALL & ~AD_CODEGEN_HVP;
+    void *so = build(t, out, n, in, prefix, what, 1, 0);
+    size_t N = 0, off[8];
+    cr_assert(n <= 8);
+    for (int k = 0; k < n; k++)
+        off[k] = N, N += ad_shape_size(ad_node_shape(t, in[k]));
+    float *xf = malloc(N * sizeof *xf), *vf = malloc(N * sizeof *vf), *gf = malloc(N * sizeof *gf);
+    float *hf = malloc(N * sizeof *hf), *yf = malloc(M * sizeof *yf), *sf = malloc(M * sizeof *sf);
+    float *jf = malloc(M * N * sizeof *jf), *jvf = malloc(M * sizeof *jvf);
+    float *w = malloc(((ws_fn)sym(so, prefix, "work_size"))() * sizeof *w);
+    double *vd = malloc(N * sizeof *vd), *got = malloc(M * N * sizeof *got);
+    double *want = malloc((M + 2) * N * sizeof *want), *sd = malloc(M * sizeof *sd);
+    const float *x[8], *v[8];
+    float *g[8], *h[8];
+    double *vk[8], *hk[8], *gk[8];
+    test_rng r = {777};
+    for (int k = 0; k < n; k++) {
+        const size_t sz = ad_shape_size(ad_node_shape(t, in[k]));
+        for (size_t i = 0; i < sz; i++) {
+            xf[off[k] + i] = (float)ad_value(t, in[k])[i];
+            vf[off[k] + i] = (float)test_signed(&r, 0.5, 1.5);
+            vd[off[k] + i] = vf[off[k] + i];
+        }
+        x[k] = xf + off[k], v[k] = vf + off[k], g[k] = gf + off[k], h[k] = hf + off[k];
+        vk[k] = vd + off[k], hk[k] = want + off[k], gk[k] = want + N + off[k];
+    }
+    for (size_t i = 0; i < M; i++)
+        sf[i] = (float)test_signed(&r, 0.5, 1.5), sd[i] = sf[i];
+#define CMP_F(F, D, LEN, WHAT)                                                                     \
+    for (size_t i_ = 0; i_ < (LEN); i_++)                                                          \
+        cr_expect(test_err((F)[i_], (D)[i_]) <= 1e-5, "%s: %s[%zu]: %.9g, tape %.17g", prefix,   \
+                  WHAT, i_, (double)(F)[i_], (D)[i_])
+    cr_assert_eq(ad_replay(t), AD_OK);
+    cr_assert_eq(((ffwd_fn)sym(so, prefix, "forward"))(x, yf, w), 0);
+    CMP_F(yf, ad_value(t, out), M, "forward");
+    cr_assert_eq(((fvjp_fn)sym(so, prefix, "vjp"))(x, sf, yf, g, w), 0);
+    cr_assert_eq(ad_backward_seed(t, out, sd), AD_OK);
+    for (int k = 0; k < n; k++)
+        CMP_F(g[k], ad_grad(t, in[k]), ad_shape_size(ad_node_shape(t, in[k])), "vjp");
+    cr_assert_eq(((fjvp_fn)sym(so, prefix, "jvp"))(x, v, yf, jvf, w), 0);
+    cr_assert_eq(ad_jvp(t, out, n, in, (const double *const *)vk, got), AD_OK);
+    CMP_F(jvf, got, M, "jvp");
+    cr_assert_eq(((fjac_fn)sym(so, prefix, "jacobian"))(x, yf, jf, w), 0);
+    cr_assert_eq(ad_jacobian(t, out, n, in, want, AD_JAC_REVERSE), AD_OK);
+    CMP_F(jf, want, M * N, "jacobian");
+    if (M == 1) {
+        cr_assert_eq(((fhvp_fn)sym(so, prefix, "hvp"))(x, v, yf, g, h, w), 0);
+        cr_assert_eq(ad_hvp(t, out, n, in, (const double *const *)vk, hk, gk), AD_OK);
+        CMP_F(hf, want, N, "hvp");
+        CMP_F(gf, want + N, N, "hvp's gradient");
+    }
+#undef CMP_F
+    free(xf), free(vf), free(gf), free(hf), free(yf), free(sf), free(jf), free(jvf), free(w);
+    free(vd), free(got), free(want), free(sd);
+    dlclose(so);
+}
+
+/* the nonlinear tensor ops and the solvers in float (LU and Cholesky in
+ * float, the pivot threshold n FLT_EPSILON max|A_ij|) */
+Test(codegen, float_nonlinear_ops_and_solvers)
+{
+    need_cc();
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node in[7];
+    ad_node V = tensor_graph(t, in, true);
+    check_float(t, V, 7, in, "fnlv");
+    check_float(t, ad_sum(t, ad_mul(t, V, ad_sin(t, V))), 7, in, "fnls");
+    ad_tape_free(t);
+    t = ad_tape_new(NULL);
+    ad_node sin_[4];
+    ad_node S = solver_graph(t, sin_);
+    check_float(t, S, 4, sin_, "fslv");
+    check_float(t, ad_sum(t, ad_mul(t, S, ad_sin(t, S))), 4, sin_, "fsls");
+    ad_tape_free(t);
+}
+
 /* ---- conditionals: replay guards and the untaken branch ---- */
 
 Test(codegen, replay_guards_and_exact_zero_adjoints)
