@@ -370,6 +370,8 @@ static ad_node tensor_graph(ad_tape *t, ad_node *in, bool nonlinear)
         p[n++] = ad_softmax_xent(t, u, z); /* target active too */
         p[n++] = ad_norm(t, A);
         p[n++] = ad_mul(t, ad_norm(t, u), ad_sum(t, v));
+        /* an operand that carries no derivative (a mask): no tangent, no term */
+        p[n++] = flat(t, ad_mul(t, ad_softmax(t, ad_max_mask(t, A, 1)), A));
         return ad_concat(t, 0, n, p);
     }
     const uint32_t idx[5] = {2, 0, 1, 1, 3};

@@ -1076,7 +1076,7 @@ static void em_jvp(cg *g, uint32_t id, const bool *tan)
 /* The second-order term of a nonlinear tensor op (own_rules), the tape's
  * so: the derivative of its vjp at the adjoint g along the tangents t0..
  * (tan[k] false: 0), added into the operands' adjoint tangents g0..
- * (has[k]). */
+ * (has[k]); some tangent and some has[k] are set (else there is none). */
 static void em_so(cg *g, uint32_t id, const bool *tan, const bool *has)
 {
     const cgnode *x = &g->n[id];
@@ -1085,8 +1085,6 @@ static void em_so(cg *g, uint32_t id, const bool *tan, const bool *has)
     const ad_shape s0 = g->n[x->in[0]].shape;
     const size_t n0 = ad_shape_size(s0);
     const bool t0 = tan[0], t1 = x->nin > 1 && tan[1];
-    if ((!t0 && !t1) || (!has[0] && !(x->nin > 1 && has[1])))
-        return; /* no tangent, or nothing to add to: no term */
     size_t R, C;
     rows_cols(s0, &R, &C);
     switch (x->op) {
@@ -1565,13 +1563,13 @@ static void em_open(cg *g, const cgnode *x, const binding *b, bool out_written)
             em(g, "        const %s_real *a%d = %s;\n        (void)a%d;\n", g->P, k, b->a[k], k);
     for (int k = 0; k < x->nin; k++)
         if (b->tk[k])
-            em(g, "        const %s_real *t%d = %s;\n", g->P, k, b->tk[k]);
+            em(g, "        const %s_real *t%d = %s;\n        (void)t%d;\n", g->P, k, b->tk[k], k);
     if (b->to)
         em(g, "        %s_real *to = %s;\n", g->P, b->to);
     em(g, "        %s%s_real *o = %s;\n        (void)o;\n", out_written ? "" : "const ", g->P,
        b->o);
-    if (b->g[0])
-        em(g, "        const %s_real *g = %s;\n", g->P, b->g);
+    if (b->g[0]) /* (void): an op whose operands need no adjoint reads no g */
+        em(g, "        const %s_real *g = %s;\n        (void)g;\n", g->P, b->g);
     for (int k = 0; k < x->nin; k++)
         if (b->has[k])
             em(g, "        %s_real *g%d = %s;\n", g->P, k, b->gk[k]);
@@ -1658,10 +1656,14 @@ static void em_tensor(cg *g, uint32_t id)
         em_open(g, x, &b, false);
         em_vjp(g, id, b.has);
         em(g, "    }\n");
-        if (own_rules(x->op)) { /* plus its second-order term along the tangents */
-            bool tan[AD_MAX_ARITY] = {false, false, false, false};
+        bool tan[AD_MAX_ARITY] = {false, false, false, false}, any_tan = false, any_has = false;
+        for (int k = 0; k < x->nin; k++) {
+            tan[k] = diff(g, x->in[k]);
+            any_tan |= tan[k], any_has |= b.has[k];
+        }
+        if (own_rules(x->op) && any_tan && any_has) { /* plus its second-order term */
             for (int k = 0; k < x->nin; k++)
-                tan[k] = diff(g, x->in[k]), b.tk[k] = tan[k] ? tbf[k] : NULL;
+                b.tk[k] = tan[k] ? tbf[k] : NULL;
             snprintf(b.g, 64, "w + %zu", gslot(g, id, 0));
             stmt(g);
             em_open(g, x, &b, false);
