@@ -21,8 +21,12 @@
  * (forward, vjp); forward mode and forward-over-reverse of a tensor op
  * come from those two by its class: linear ops run forward on the
  * tangents and their vjp on the adjoint tangents, bilinear ones
- * (products) add the vjp at the tangents; the others have no such rule
- * yet and are refused for those modes, naming the op. Structure ops
+ * (products) add the vjp at the tangents; the nonlinear ones (softmax,
+ * norm, the solvers, ...) have their own tangent and second-order rules,
+ * the tape's jvp and so (em_jvp, em_so). solve, solve_spd and logdet
+ * keep their factors in the work array from the forward, and call
+ * helpers written into the file (LU, Cholesky; ops_solve.c's
+ * algorithms); a singular matrix sets flag 2. Structure ops
  * (reshape, slice, take, concat, slice_add, index_add) become gathers
  * through an index table that the library's own forward kernel computes,
  * run once on 0, 1, 2, ... at generation. */
