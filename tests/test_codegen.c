@@ -867,7 +867,15 @@ Test(codegen, generated_code_never_allocates)
     ad_tape *t = ad_tape_new(NULL);
     ad_node in[6];
     ad_node V = ew_graph(t, in);
-    ad_node F = ad_sum(t, V);
+    /* and the solvers (their factors and scratch in the work array too):
+     * M's left block + I, its Gram matrix + I, right-hand sides from x */
+    const double I2[4] = {1, 0, 0, 1};
+    ad_node I = ad_constant(t, ad_shape_mat(2, 2), I2);
+    ad_node Ms = ad_add(t, ad_slice_block(t, in[4], 0, 2, 0, 2), I);
+    ad_node Ss = ad_add(t, ad_matmul_nt(t, Ms, Ms), I);
+    ad_node lin[3] = {ad_sum(t, ad_solve(t, Ms, ad_slice(t, in[0], 0, 2))), ad_logdet(t, Ms),
+                      ad_sum(t, ad_solve_spd(t, Ss, ad_slice(t, in[1], 1, 2)))};
+    ad_node F = ad_add(t, ad_sum(t, V), ad_sum(t, ad_concat(t, 0, 3, lin)));
     cr_assert_eq(generate(t, F, 6, in, "noalloc", 0, 0, 0), AD_OK, "%s", ad_tape_errmsg(t));
     cr_assert_eq(ad_backward(t, F), AD_OK);
     char drv[512], exe[512], cmd[2048];
