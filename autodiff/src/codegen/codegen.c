@@ -395,11 +395,13 @@ static bool supported(unsigned op)
 /* ---- solve, solve_spd, logdet: the factors ----
  * Forward factors A as ops_solve.c does (LU with partial pivoting; for
  * solve_spd Cholesky of S = (A + A^T) / 2) into the node's slot of region
- * X, which the derivative passes then solve with:
- *   x[0]  0; k + 1 when pivot k failed (singular: NaN, flag 2); -1 when
- *         A has a NaN or infinite entry (NaN, no flag) -- the tape's INFO
- *   x[1]  logdet: 1 when A^-T below is that of these factors
- *   x + 2 the factors (n x n), then LU's perm (n), logdet's A^-T (n x n).
+ * X, fx in the generated code, which the derivative passes then solve
+ * with:
+ *   fx[0]  0; k + 1 when pivot k failed (singular: NaN, flag 2); -1 when
+ *          A has a NaN or infinite entry (NaN, no flag) -- the tape's INFO
+ *   fx[1]  logdet: 1 when A^-T below is that of these factors (the
+ *          forward clears it; made once per call, as the tape's inv_t)
+ *   fx + 2 the factors (n x n), then LU's perm (n), logdet's A^-T (n x n).
  * Region S is the scratch of one node at a time (3 n x m, logdet n x n). */
 enum { LIN_LU = 1, LIN_CHOL = 2, LIN_INV = 4 };
 static bool is_solver(unsigned op)
