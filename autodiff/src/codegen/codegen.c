@@ -2022,6 +2022,25 @@ static const char *mode_name(unsigned what)
     return what & AD_CODEGEN_JVP ? "JVP" : "HVP";
 }
 
+/* Regions X (the solvers' factors, every mode) and S (their scratch, for
+ * the derivatives) from off on; returns the end. (A layout of its own --
+ * another pass's -- calls it after its regions.) */
+static size_t lin_layout(cg *g, size_t off, bool scratch)
+{
+    size_t ss = 0;
+    g->xb = off;
+    for (uint32_t id = 1; id < g->len && g->lin; id++) {
+        cgnode *x = &g->n[id];
+        if ((x->flags & (F_ACT | F_NEED)) != (F_ACT | F_NEED) || !is_solver(x->op))
+            continue;
+        x->aux = off - g->xb;
+        off += aux_size(g, x);
+        ss = scratch_size(g, x) > ss ? scratch_size(g, x) : ss;
+    }
+    g->sb = off;
+    return off + (scratch ? ss : 0);
+}
+
 static int analyse(cg *g)
 {
     ad_tape *t = g->t;
@@ -2193,19 +2212,7 @@ static int analyse(cg *g)
     off += need_gt ? g->nv : 0;
     g->zb = off;
     off += need_t ? zs : 0;
-    /* the solvers' factors (every mode) and their scratch (derivatives) */
-    size_t ss = 0;
-    g->xb = off;
-    for (uint32_t id = 1; id < g->len && g->lin; id++) {
-        cgnode *x = &g->n[id];
-        if ((x->flags & (F_ACT | F_NEED)) != (F_ACT | F_NEED) || !is_solver(x->op))
-            continue;
-        x->aux = off - g->xb;
-        off += aux_size(g, x);
-        ss = scratch_size(g, x) > ss ? scratch_size(g, x) : ss;
-    }
-    g->sb = off;
-    off += need_g || need_t ? ss : 0;
+    off = lin_layout(g, off, need_g || need_t);
     g->ws = off ? off : 1;
     return AD_OK;
 }
