@@ -118,13 +118,14 @@ static void close_to(const double *got, const double *want, size_t n, double tol
     }
 }
 
-/* Every generated function of (t, out, in) against the tape: forward,
- * vjp (random seed), jvp (random direction), jacobian, and for a scalar
- * output gradient and hvp -- as far as what asks. */
-static void check_all(ad_tape *t, ad_node out, int n, const ad_node *in, const char *prefix,
-                      unsigned what, size_t max_stmts)
+/* Every generated function of so (made from (t, out, in)) against the
+ * tape at the leaves' current values: forward, vjp (random seed), jvp
+ * (random direction), jacobian, and for a scalar output gradient and hvp
+ * -- as far as what asks. Each generated function must return flag, each
+ * tape call status (or AD_OK where it does not evaluate). */
+static void check_so(void *so, ad_tape *t, ad_node out, int n, const ad_node *in,
+                     const char *prefix, unsigned what, int flag, int status)
 {
-    void *so = build(t, out, n, in, prefix, what, 0, max_stmts);
     const size_t M = ad_shape_size(ad_node_shape(t, out));
     size_t N = 0, sz[16];
     const double *x[16];
@@ -139,10 +140,10 @@ static void check_all(ad_tape *t, ad_node out, int n, const ad_node *in, const c
     double *flat = malloc(N * sizeof *flat), *flat2 = malloc(N * sizeof *flat2);
     double *grad[16], *tg[16];
     test_rng r = {0x5eed + M + N};
-    cr_assert_eq(ad_replay(t), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_replay(t), status, "%s", ad_tape_errmsg(t));
     memcpy(want, ad_value(t, out), M * sizeof *want);
 
-    cr_assert_eq(((fwd_fn)sym(so, prefix, "forward"))(x, y, w), 0);
+    cr_assert_eq(((fwd_fn)sym(so, prefix, "forward"))(x, y, w), flag);
     close_to(y, want, M, TOL, "forward");
 
     /* vjp with a random seed */
@@ -153,13 +154,15 @@ static void check_all(ad_tape *t, ad_node out, int n, const ad_node *in, const c
     for (int k = 0; k < n; k++, o += sz[k - 1])
         grad[k] = flat + o;
     memset(y, 0, M * sizeof *y);
-    cr_assert_eq(((vjp_fn)sym(so, prefix, "vjp"))(x, seed, y, grad, w), 0);
-    close_to(y, want, M, TOL, "vjp's value");
-    cr_assert_eq(ad_backward_seed(t, out, seed), AD_OK, "%s", ad_tape_errmsg(t));
-    for (int k = 0; k < n; k++) {
-        const double *gt = ad_grad(t, in[k]);
-        cr_assert(gt);
-        close_to(grad[k], gt, sz[k], TOL, "vjp");
+    if (what & AD_CODEGEN_VJP) {
+        cr_assert_eq(((vjp_fn)sym(so, prefix, "vjp"))(x, seed, y, grad, w), flag);
+        close_to(y, want, M, TOL, "vjp's value");
+        cr_assert_eq(ad_backward_seed(t, out, seed), AD_OK, "%s", ad_tape_errmsg(t));
+        for (int k = 0; k < n; k++) {
+            const double *gt = ad_grad(t, in[k]);
+            cr_assert(gt);
+            close_to(grad[k], gt, sz[k], TOL, "vjp");
+        }
     }
 
     /* jvp along a random direction */
@@ -171,23 +174,24 @@ static void check_all(ad_tape *t, ad_node out, int n, const ad_node *in, const c
     for (size_t i = 0; i < N; i++)
         vflat[i] = test_signed(&r, 0.5, 1.5);
     if (what & AD_CODEGEN_JVP) {
-        cr_assert_eq(((jvp_fn)sym(so, prefix, "jvp"))(x, (const double *const *)v, y, jv, w), 0);
-        cr_assert_eq(ad_jvp(t, out, n, in, (const double *const *)v, jw), AD_OK, "%s",
+        cr_assert_eq(((jvp_fn)sym(so, prefix, "jvp"))(x, (const double *const *)v, y, jv, w),
+                     flag);
+        cr_assert_eq(ad_jvp(t, out, n, in, (const double *const *)v, jw), status, "%s",
                      ad_tape_errmsg(t));
         close_to(jv, jw, M, TOL, "jvp");
     }
     if (what & AD_CODEGEN_JACOBIAN) {
         double *J = malloc(M * N * sizeof *J), *Jt = malloc(M * N * sizeof *Jt);
-        cr_assert_eq(((jac_fn)sym(so, prefix, "jacobian"))(x, y, J, w), 0);
+        cr_assert_eq(((jac_fn)sym(so, prefix, "jacobian"))(x, y, J, w), flag);
         close_to(y, want, M, TOL, "jacobian's value");
-        cr_assert_eq(ad_jacobian(t, out, n, in, Jt, AD_JAC_REVERSE), AD_OK, "%s",
+        cr_assert_eq(ad_jacobian(t, out, n, in, Jt, AD_JAC_REVERSE), status, "%s",
                      ad_tape_errmsg(t));
         close_to(J, Jt, M * N, TOL, "jacobian");
         free(J);
         free(Jt);
     }
     if (M == 1 && (what & AD_CODEGEN_VJP)) {
-        cr_assert_eq(((grad_fn)sym(so, prefix, "gradient"))(x, y, grad, w), 0);
+        cr_assert_eq(((grad_fn)sym(so, prefix, "gradient"))(x, y, grad, w), flag);
         cr_assert_eq(ad_backward(t, out), AD_OK);
         for (int k = 0; k < n; k++)
             close_to(grad[k], ad_grad(t, in[k]), sz[k], TOL, "gradient");
@@ -200,8 +204,8 @@ static void check_all(ad_tape *t, ad_node out, int n, const ad_node *in, const c
             hv[k] = hflat + o, hw[k] = hwflat + o, tg[k] = flat2 + o, gw[k] = flat + o;
         }
         cr_assert_eq(((hvp_fn)sym(so, prefix, "hvp"))(x, (const double *const *)v, y, tg, hv, w),
-                     0);
-        cr_assert_eq(ad_hvp(t, out, n, in, (const double *const *)v, hw, gw), AD_OK, "%s",
+                     flag);
+        cr_assert_eq(ad_hvp(t, out, n, in, (const double *const *)v, hw, gw), status, "%s",
                      ad_tape_errmsg(t));
         for (int k = 0; k < n; k++) {
             close_to(hv[k], hw[k], sz[k], TOL, "hvp");
@@ -212,6 +216,15 @@ static void check_all(ad_tape *t, ad_node out, int n, const ad_node *in, const c
     }
     free(seed), free(vflat), free(jv), free(jw);
     free(w), free(y), free(want), free(flat), free(flat2);
+}
+
+/* check_so on a file made for (t, out, in): every function agrees with
+ * the tape, no flag */
+static void check_all(ad_tape *t, ad_node out, int n, const ad_node *in, const char *prefix,
+                      unsigned what, size_t max_stmts)
+{
+    void *so = build(t, out, n, in, prefix, what, 0, max_stmts);
+    check_so(so, t, out, n, in, prefix, what, 0, AD_OK);
     dlclose(so);
 }
 
@@ -239,18 +252,17 @@ static const char *const tensor_ops[] = {
     "sum",       "mean",     "dot",     "matvec",    "matvec_t",   "matmul",    "matmul_nt",
     "outer",     "transpose", "softmax_xent", "affine", "logsumexp", "select", "reshape",
     "slice",     "slice_add", "take",   "index_add", "concat",     "sum_axis",  "mean_axis",
-    "max_axis",  "min_axis", "max_mask", "softmax",  "log_softmax", "norm",     "trace"};
-/* no code generation rule (refused with a message, tested below) */
-static const char *const refused_ops[] = {"solve", "solve_spd", "logdet"};
+    "max_axis",  "min_axis", "max_mask", "softmax",  "log_softmax", "norm",     "trace",
+    "solve",     "solve_spd", "logdet"};
 
 static bool listed(const char *name)
 {
     for (size_t i = 0; i < sizeof unary_ops / sizeof unary_ops[0]; i++)
         if (!strcmp(name, unary_ops[i].name))
             return true;
-    const char *const *lists[] = {binary_ops, compare_ops, tensor_ops, refused_ops};
-    const size_t lens[] = {9, 6, sizeof tensor_ops / sizeof tensor_ops[0], 3};
-    for (int l = 0; l < 4; l++)
+    const char *const *lists[] = {binary_ops, compare_ops, tensor_ops};
+    const size_t lens[] = {9, 6, sizeof tensor_ops / sizeof tensor_ops[0]};
+    for (int l = 0; l < 3; l++)
         for (size_t i = 0; i < lens[l]; i++)
             if (!strcmp(name, lists[l][i]))
                 return true;
@@ -358,6 +370,8 @@ static ad_node tensor_graph(ad_tape *t, ad_node *in, bool nonlinear)
         p[n++] = ad_softmax_xent(t, u, z); /* target active too */
         p[n++] = ad_norm(t, A);
         p[n++] = ad_mul(t, ad_norm(t, u), ad_sum(t, v));
+        /* an operand that carries no derivative (a mask): no tangent, no term */
+        p[n++] = flat(t, ad_mul(t, ad_softmax(t, ad_max_mask(t, A, 1)), A));
         return ad_concat(t, 0, n, p);
     }
     const uint32_t idx[5] = {2, 0, 1, 1, 3};
@@ -422,24 +436,141 @@ Test(codegen, tensor_ops_all_modes)
     ad_tape_free(t);
 }
 
-Test(codegen, nonlinear_tensor_ops_forward_and_reverse)
+/* logsumexp softmax log_softmax softmax_xent norm: vectors and rows of
+ * matrices, a target that is an input and one that is baked */
+Test(codegen, nonlinear_tensor_ops_all_modes)
 {
     need_cc();
     ad_tape *t = ad_tape_new(NULL);
     ad_node in[7];
     ad_node V = tensor_graph(t, in, true);
     cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
-    const unsigned rev = AD_CODEGEN_FORWARD | AD_CODEGEN_VJP | AD_CODEGEN_JACOBIAN;
-    check_all(t, V, 7, in, "nlv", rev, 0);
-    /* no forward-mode rule for them yet: refused, naming the op */
-    FILE *f = tmpfile();
-    ad_codegen_opts o = {.prefix = "nl", .what = AD_CODEGEN_JVP};
-    cr_assert_eq(ad_codegen(t, V, 7, in, &o, f, NULL), AD_EMISUSE);
-    cr_assert(strstr(ad_tape_errmsg(t), "op 'logsumexp'") && strstr(ad_tape_errmsg(t), "no JVP rule"),
-              "%s", ad_tape_errmsg(t));
-    o.what = 0; /* everything that applies: for a vector output, not HVP, but JVP */
-    cr_assert_eq(ad_codegen(t, V, 7, in, &o, f, NULL), AD_EMISUSE);
-    fclose(f);
+    check_all(t, V, 7, in, "nlv", AD_CODEGEN_ALL & ~AD_CODEGEN_HVP, 0);
+    /* a nonlinear scalar of them: HVP (second-order terms of every op, the
+     * vjp of their adjoint tangents); chunked too */
+    ad_node F = ad_sum(t, ad_mul(t, V, ad_sin(t, V)));
+    check_all(t, F, 7, in, "nls", AD_CODEGEN_ALL, 0);
+    check_all(t, F, 7, in, "nls3", AD_CODEGEN_ALL, 3);
+    /* each op alone as the output: its own rule with nothing after it */
+    const ad_node u = in[3], A = in[0], z = in[6];
+    const ad_node outs[5] = {ad_logsumexp(t, u), ad_softmax_xent(t, A, ad_softmax(t, A)),
+                             ad_norm(t, A), ad_sum(t, ad_log_softmax(t, u)), ad_dot(t, z, ad_softmax(t, u))};
+    for (int i = 0; i < 5; i++) {
+        char pre[16];
+        snprintf(pre, sizeof pre, "nl1_%d", i);
+        check_all(t, outs[i], 7, in, pre, AD_CODEGEN_ALL, 0);
+    }
+    ad_tape_free(t);
+}
+
+/* ---- solve, solve_spd, logdet ---- */
+
+/* A needs row exchanges (a tiny leading entry), S's symmetric part is
+ * positive definite but S is not symmetric; right-hand sides a vector and
+ * a matrix, each of them an input or baked, a solve of a solve. */
+static ad_node solver_graph(ad_tape *t, ad_node *in)
+{
+    const double Av[9] = {1e-3, 2.0, -1.0, 0.5, -0.3, 4.0, 3.0, 1.0, 0.7};
+    const double Sv[9] = {4.0, 1.2, 0.5, 0.6, 3.0, -0.2, 0.3, -0.6, 2.5};
+    const double bv[3] = {0.3, -1.1, 0.7}, Bv[6] = {0.5, -0.2, 1.3, 0.9, -0.7, 0.4};
+    const double Cv[9] = {2.0, 0.1, 0.3, -0.4, 1.5, 0.2, 0.6, 0.7, -1.8};
+    ad_node A = ad_variable(t, ad_shape_mat(3, 3), Av), S = ad_variable(t, ad_shape_mat(3, 3), Sv);
+    ad_node b = ad_variable(t, ad_shape_vec(3), bv), B = ad_variable(t, ad_shape_mat(3, 2), Bv);
+    in[0] = A, in[1] = S, in[2] = b, in[3] = B;
+    ad_node C = ad_constant(t, ad_shape_mat(3, 3), Cv), c = ad_constant(t, ad_shape_vec(3), bv);
+    ad_node p[16];
+    int n = 0;
+    p[n++] = ad_solve(t, A, b);
+    p[n++] = flat(t, ad_solve(t, A, B));
+    p[n++] = ad_solve_spd(t, S, b);
+    p[n++] = flat(t, ad_solve_spd(t, S, B));
+    p[n++] = ad_logdet(t, A);
+    p[n++] = ad_logdet(t, S);
+    p[n++] = ad_solve(t, C, ad_sin(t, b));        /* a baked matrix */
+    p[n++] = ad_solve(t, ad_mul(t, A, C), c);     /* a baked right-hand side */
+    p[n++] = flat(t, ad_solve_spd(t, ad_scale(t, S, 2.0), ad_solve(t, A, B)));
+    p[n++] = ad_logdet(t, ad_matmul(t, A, S));
+    return ad_concat(t, 0, n, p);
+}
+
+Test(codegen, solvers_all_modes)
+{
+    need_cc();
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node in[4];
+    ad_node V = solver_graph(t, in);
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    check_all(t, V, 4, in, "slv", AD_CODEGEN_ALL & ~AD_CODEGEN_HVP, 0);
+    ad_node F = ad_sum(t, ad_mul(t, V, ad_sin(t, V)));
+    check_all(t, F, 4, in, "sls", AD_CODEGEN_ALL, 0);
+    check_all(t, F, 4, in, "sls3", AD_CODEGEN_ALL, 3);
+    /* each alone as the output (a matrix of right-hand sides, a scalar) */
+    const ad_node outs[4] = {ad_solve(t, in[0], in[3]), ad_solve_spd(t, in[1], in[3]),
+                             ad_logdet(t, in[0]), ad_sum(t, ad_solve(t, in[1], in[2]))};
+    for (int i = 0; i < 4; i++) {
+        char pre[16];
+        snprintf(pre, sizeof pre, "sl1_%d", i);
+        const bool scalar = ad_shape_size(ad_node_shape(t, outs[i])) == 1;
+        check_all(t, outs[i], 4, in, pre, scalar ? AD_CODEGEN_ALL : AD_CODEGEN_ALL & ~AD_CODEGEN_HVP, 0);
+    }
+    /* forward only: no scratch, the factors still in the work array */
+    void *so = build(t, V, 4, in, "slf", AD_CODEGEN_FORWARD, 0, 0);
+    check_so(so, t, V, 4, in, "slf", AD_CODEGEN_FORWARD, 0, AD_OK);
+    dlclose(so);
+    ad_tape_free(t);
+}
+
+/* A singular matrix: the tape reports AD_ESINGULAR with NaN from the
+ * solve on; the generated code returns 2 with the same NaN (and the same
+ * finite numbers elsewhere); 3 with a replay guard that fired too. A
+ * matrix with an infinity is NaN without an error, in both. */
+Test(codegen, solvers_singular_matrix)
+{
+    need_cc();
+    ad_tape *t = ad_tape_new(NULL);
+    const double Av[9] = {1e-3, 2.0, -1.0, 0.5, -0.3, 4.0, 3.0, 1.0, 0.7};
+    const double Sv[9] = {4.0, 1.2, 0.5, 0.6, 3.0, -0.2, 0.3, -0.6, 2.5};
+    const double bv[3] = {0.3, -1.1, 0.7};
+    ad_node A = ad_variable(t, ad_shape_mat(3, 3), Av), S = ad_variable(t, ad_shape_mat(3, 3), Sv);
+    ad_node b = ad_variable(t, ad_shape_vec(3), bv);
+    const ad_node in[3] = {A, S, b};
+    (void)ad_gt(t, ad_sum(t, b), ad_scalar(t, 0.0)); /* a guard: sum b < 0 at home */
+    ad_node p[4] = {ad_solve(t, A, b), ad_logdet(t, A), ad_solve_spd(t, S, b),
+                    ad_sin(t, ad_dot(t, b, b))};
+    ad_node V = ad_concat(t, 0, 4, p);
+    ad_node F = ad_sum(t, ad_mul(t, V, V));
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    void *sv = build(t, V, 3, in, "sgv", AD_CODEGEN_ALL & ~AD_CODEGEN_HVP, 0, 0);
+    void *ss = build(t, F, 3, in, "sgs", AD_CODEGEN_ALL, 0, 4);
+    check_so(sv, t, V, 3, in, "sgv", AD_CODEGEN_ALL & ~AD_CODEGEN_HVP, 0, AD_OK);
+    /* row 2 = row 0 + row 1: a zero pivot */
+    const double As[9] = {1.0, 2.0, -1.0, 0.5, -0.5, 4.0, 1.5, 1.5, 3.0};
+    cr_assert_eq(ad_set_value(t, A, As), AD_OK);
+    check_so(sv, t, V, 3, in, "sgv", AD_CODEGEN_ALL & ~AD_CODEGEN_HVP, 2, AD_ESINGULAR);
+    check_so(ss, t, F, 3, in, "sgs", AD_CODEGEN_ALL, 2, AD_ESINGULAR);
+    /* S not positive definite: solve_spd's turn */
+    const double Sn[9] = {1.0, 0.0, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0, 1.0};
+    cr_assert_eq(ad_set_value(t, A, Av), AD_OK);
+    cr_assert_eq(ad_set_value(t, S, Sn), AD_OK);
+    check_so(sv, t, V, 3, in, "sgv", AD_CODEGEN_ALL & ~AD_CODEGEN_HVP, 2, AD_ESINGULAR);
+    /* singular and the guard: 3 (the tape: AD_EBRANCH, which wins) */
+    const double bn[3] = {1.3, -1.1, 0.7}; /* sum b > 0 */
+    cr_assert_eq(ad_set_value(t, b, bn), AD_OK);
+    check_so(sv, t, V, 3, in, "sgv", AD_CODEGEN_ALL & ~AD_CODEGEN_HVP, 3, AD_EBRANCH);
+    /* an infinity in A: NaN, no flag, no error */
+    double Ai[9];
+    memcpy(Ai, Av, sizeof Ai);
+    Ai[4] = INFINITY;
+    cr_assert_eq(ad_set_value(t, A, Ai), AD_OK);
+    cr_assert_eq(ad_set_value(t, S, Sv), AD_OK);
+    cr_assert_eq(ad_set_value(t, b, bv), AD_OK);
+    check_so(sv, t, V, 3, in, "sgv", AD_CODEGEN_ALL & ~AD_CODEGEN_HVP, 0, AD_OK);
+    check_so(ss, t, F, 3, in, "sgs", AD_CODEGEN_ALL, 0, AD_OK);
+    /* back home: nothing left over in the work array changes a result */
+    cr_assert_eq(ad_set_value(t, A, Av), AD_OK);
+    check_so(ss, t, F, 3, in, "sgs", AD_CODEGEN_ALL, 0, AD_OK);
+    dlclose(sv);
+    dlclose(ss);
     ad_tape_free(t);
 }
 
@@ -706,6 +837,96 @@ Test(codegen, float_within_bound)
     ad_tape_free(t);
 }
 
+typedef int (*ffwd_fn)(const float *const *, float *, float *);
+typedef int (*fvjp_fn)(const float *const *, const float *, float *, float *const *, float *);
+typedef int (*fjvp_fn)(const float *const *, const float *const *, float *, float *, float *);
+typedef int (*fhvp_fn)(const float *const *, const float *const *, float *, float *const *,
+                       float *const *, float *);
+typedef int (*fjac_fn)(const float *const *, float *, float *, float *);
+
+/* float against the 1e-5 bound, every mode: the generated functions of
+ * (t, out, in) in float, inputs, seed and direction rounded to float,
+ * against the double tape (the gradient and the HVP when out is a
+ * scalar) */
+static void check_float(ad_tape *t, ad_node out, int n, const ad_node *in, const char *prefix)
+{
+    const size_t M = ad_shape_size(ad_node_shape(t, out));
+    const unsigned what = M == 1 ? AD_CODEGEN_ALL : AD_CODEGEN_ALL & ~AD_CODEGEN_HVP;
+    void *so = build(t, out, n, in, prefix, what, 1, 0);
+    size_t N = 0, off[8];
+    cr_assert(n <= 8);
+    for (int k = 0; k < n; k++)
+        off[k] = N, N += ad_shape_size(ad_node_shape(t, in[k]));
+    float *xf = malloc(N * sizeof *xf), *vf = malloc(N * sizeof *vf), *gf = malloc(N * sizeof *gf);
+    float *hf = malloc(N * sizeof *hf), *yf = malloc(M * sizeof *yf), *sf = malloc(M * sizeof *sf);
+    float *jf = malloc(M * N * sizeof *jf), *jvf = malloc(M * sizeof *jvf);
+    float *w = malloc(((ws_fn)sym(so, prefix, "work_size"))() * sizeof *w);
+    double *vd = malloc(N * sizeof *vd), *got = malloc(M * N * sizeof *got);
+    double *want = malloc((M + 2) * N * sizeof *want), *sd = malloc(M * sizeof *sd);
+    const float *x[8], *v[8];
+    float *g[8], *h[8];
+    double *vk[8], *hk[8], *gk[8];
+    test_rng r = {777};
+    for (int k = 0; k < n; k++) {
+        const size_t sz = ad_shape_size(ad_node_shape(t, in[k]));
+        for (size_t i = 0; i < sz; i++) {
+            xf[off[k] + i] = (float)ad_value(t, in[k])[i];
+            vf[off[k] + i] = (float)test_signed(&r, 0.5, 1.5);
+            vd[off[k] + i] = vf[off[k] + i];
+        }
+        x[k] = xf + off[k], v[k] = vf + off[k], g[k] = gf + off[k], h[k] = hf + off[k];
+        vk[k] = vd + off[k], hk[k] = want + off[k], gk[k] = want + N + off[k];
+    }
+    for (size_t i = 0; i < M; i++)
+        sf[i] = (float)test_signed(&r, 0.5, 1.5), sd[i] = sf[i];
+#define CMP_F(F, D, LEN, WHAT)                                                                     \
+    for (size_t i_ = 0; i_ < (LEN); i_++)                                                          \
+        cr_expect(test_err((F)[i_], (D)[i_]) <= 1e-5, "%s: %s[%zu]: %.9g, tape %.17g", prefix,   \
+                  WHAT, i_, (double)(F)[i_], (D)[i_])
+    cr_assert_eq(ad_replay(t), AD_OK);
+    cr_assert_eq(((ffwd_fn)sym(so, prefix, "forward"))(x, yf, w), 0);
+    CMP_F(yf, ad_value(t, out), M, "forward");
+    cr_assert_eq(((fvjp_fn)sym(so, prefix, "vjp"))(x, sf, yf, g, w), 0);
+    cr_assert_eq(ad_backward_seed(t, out, sd), AD_OK);
+    for (int k = 0; k < n; k++)
+        CMP_F(g[k], ad_grad(t, in[k]), ad_shape_size(ad_node_shape(t, in[k])), "vjp");
+    cr_assert_eq(((fjvp_fn)sym(so, prefix, "jvp"))(x, v, yf, jvf, w), 0);
+    cr_assert_eq(ad_jvp(t, out, n, in, (const double *const *)vk, got), AD_OK);
+    CMP_F(jvf, got, M, "jvp");
+    cr_assert_eq(((fjac_fn)sym(so, prefix, "jacobian"))(x, yf, jf, w), 0);
+    cr_assert_eq(ad_jacobian(t, out, n, in, want, AD_JAC_REVERSE), AD_OK);
+    CMP_F(jf, want, M * N, "jacobian");
+    if (M == 1) {
+        cr_assert_eq(((fhvp_fn)sym(so, prefix, "hvp"))(x, v, yf, g, h, w), 0);
+        cr_assert_eq(ad_hvp(t, out, n, in, (const double *const *)vk, hk, gk), AD_OK);
+        CMP_F(hf, want, N, "hvp");
+        CMP_F(gf, want + N, N, "hvp's gradient");
+    }
+#undef CMP_F
+    free(xf), free(vf), free(gf), free(hf), free(yf), free(sf), free(jf), free(jvf), free(w);
+    free(vd), free(got), free(want), free(sd);
+    dlclose(so);
+}
+
+/* the nonlinear tensor ops and the solvers in float (LU and Cholesky in
+ * float, the pivot threshold n FLT_EPSILON max|A_ij|) */
+Test(codegen, float_nonlinear_ops_and_solvers)
+{
+    need_cc();
+    ad_tape *t = ad_tape_new(NULL);
+    ad_node in[7];
+    ad_node V = tensor_graph(t, in, true);
+    check_float(t, V, 7, in, "fnlv");
+    check_float(t, ad_sum(t, ad_mul(t, V, ad_sin(t, V))), 7, in, "fnls");
+    ad_tape_free(t);
+    t = ad_tape_new(NULL);
+    ad_node sin_[4];
+    ad_node S = solver_graph(t, sin_);
+    check_float(t, S, 4, sin_, "fslv");
+    check_float(t, ad_sum(t, ad_mul(t, S, ad_sin(t, S))), 4, sin_, "fsls");
+    ad_tape_free(t);
+}
+
 /* ---- conditionals: replay guards and the untaken branch ---- */
 
 Test(codegen, replay_guards_and_exact_zero_adjoints)
@@ -752,7 +973,15 @@ Test(codegen, generated_code_never_allocates)
     ad_tape *t = ad_tape_new(NULL);
     ad_node in[6];
     ad_node V = ew_graph(t, in);
-    ad_node F = ad_sum(t, V);
+    /* and the solvers (their factors and scratch in the work array too):
+     * M's left block + I, its Gram matrix + I, right-hand sides from x */
+    const double I2[4] = {1, 0, 0, 1};
+    ad_node I = ad_constant(t, ad_shape_mat(2, 2), I2);
+    ad_node Ms = ad_add(t, ad_slice_block(t, in[4], 0, 2, 0, 2), I);
+    ad_node Ss = ad_add(t, ad_matmul_nt(t, Ms, Ms), I);
+    ad_node lin[3] = {ad_sum(t, ad_solve(t, Ms, ad_slice(t, in[0], 0, 2))), ad_logdet(t, Ms),
+                      ad_sum(t, ad_solve_spd(t, Ss, ad_slice(t, in[1], 1, 2)))};
+    ad_node F = ad_add(t, ad_sum(t, V), ad_sum(t, ad_concat(t, 0, 3, lin)));
     cr_assert_eq(generate(t, F, 6, in, "noalloc", 0, 0, 0), AD_OK, "%s", ad_tape_errmsg(t));
     cr_assert_eq(ad_backward(t, F), AD_OK);
     char drv[512], exe[512], cmd[2048];
@@ -849,17 +1078,15 @@ Test(codegen, errors_name_the_problem)
         cr_expect_eq(gen_err(t, y, 1, &x, bad[i], 0), AD_EMISUSE, "prefix %s", bad[i]);
         EXPECT_MSG("is not a C identifier");
     }
-    /* unsupported ops: on the way, and custom */
-    ad_node s = ad_sum(t, ad_solve(t, A, b));
-    cr_expect_eq(gen_err(t, s, 2, (ad_node[]){A, b}, "p", 0), AD_EMISUSE);
-    EXPECT_MSG("op 'solve' (node ");
-    EXPECT_MSG("has no code generation rule");
-    ad_node ld = ad_logdet(t, A);
-    cr_expect_eq(gen_err(t, ld, 1, &A, "p", 0), AD_EMISUSE);
-    EXPECT_MSG("op 'logdet'");
+    /* an op without a rule: a custom op without ad_opdef.codegen, on the
+     * way to the output (every built-in op has its rules) */
     ad_node cu = ad_apply(t, &cube, &x, 1, 0.0);
     cr_expect_eq(gen_err(t, cu, 1, &x, "p", 0), AD_EMISUSE);
     EXPECT_MSG("custom op 'cube3'");
+    EXPECT_MSG("has no code generation rule");
+    ad_node s = ad_sum(t, ad_solve(t, A, ad_mul(t, b, ad_apply(t, &cube, &x, 1, 0.0))));
+    cr_expect_eq(gen_err(t, s, 3, (ad_node[]){A, b, x}, "p", 0), AD_EMISUSE);
+    EXPECT_MSG("custom op 'cube3' (node ");
     /* output not reachable from the inputs */
     ad_node k2 = ad_exp(t, c);
     cr_expect_eq(gen_err(t, k2, 1, &x, "p", 0), AD_EMISUSE);

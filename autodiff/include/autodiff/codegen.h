@@ -19,9 +19,14 @@
  * generated file with its value at generation time.
  *
  * Functions generated, for the prefix P and P_real the chosen type (each
- * returns 0, or 1 when a recorded comparison -- a replay guard, see
- * ad_replay -- came out otherwise at these inputs; everything is computed
- * anyway, on the recorded branch):
+ * returns 0, or a combination of two flags: 1 when a recorded comparison
+ * -- a replay guard, see ad_replay -- came out otherwise at these inputs,
+ * everything being computed anyway, on the recorded branch; 2 when the
+ * matrix of a solve, solve_spd or logdet is singular (not positive
+ * definite) to working precision: that op's results, and everything
+ * computed from them, are NaN, as the tape's are when it reports
+ * AD_ESINGULAR. A matrix with a NaN or infinite entry gives NaN without
+ * a flag, as on the tape):
  *   size_t P_work_size(void);  reals the work array needs (every function)
  *   int P_forward(in, out, work);
  *   int P_vjp(in, seed, out, grad, work);          seed^T J, into grad[]
@@ -111,12 +116,13 @@ typedef struct ad_codegen_rule {
  *               depending on any input ("codegen: the output (node 9) does
  *               not depend on any input"), an op with no code generation
  *               rule on the way -- a custom op without ad_opdef.codegen
- *               (or its vjp for the reverse modes), solve, solve_spd,
- *               logdet -- or with none for a mode asked for ("codegen: op
- *               'softmax' (node 12) has no JVP rule for generated code"),
+ *               (or its vjp for the reverse modes; every built-in op has
+ *               its rules in every mode) -- or with none for a mode asked
+ *               for ("codegen: custom op 'wsum' (node 12) has no JVP rule
+ *               for generated code": custom ops have no JVP or HVP rule),
  *               an index operand (slice, take) that depends on an input;
  *   AD_ENOMEM   the tape's allocator failed (the scratch is one array of
- *               about 64 bytes per node);
+ *               about 72 bytes per node);
  *   AD_ELIMIT   the work array would exceed 2^32 reals;
  *   AD_EIO      writing src or hdr failed ("codegen: write error on the
  *               source stream", or header).

@@ -21,8 +21,12 @@
  * (forward, vjp); forward mode and forward-over-reverse of a tensor op
  * come from those two by its class: linear ops run forward on the
  * tangents and their vjp on the adjoint tangents, bilinear ones
- * (products) add the vjp at the tangents; the others have no such rule
- * yet and are refused for those modes, naming the op. Structure ops
+ * (products) add the vjp at the tangents; the nonlinear ones (softmax,
+ * norm, the solvers, ...) have their own tangent and second-order rules,
+ * the tape's jvp and so (em_jvp, em_so). solve, solve_spd and logdet
+ * keep their factors in the work array from the forward, and call
+ * helpers written into the file (LU, Cholesky; ops_solve.c's
+ * algorithms); a singular matrix sets flag 2. Structure ops
  * (reshape, slice, take, concat, slice_add, index_add) become gathers
  * through an index table that the library's own forward kernel computes,
  * run once on 0, 1, 2, ... at generation. */
@@ -30,6 +34,7 @@
 #include "scalar_ops.h"
 #include "autodiff/codegen.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -76,6 +81,7 @@ typedef struct cgnode {
     const double *val; /* its value now (baked when not ACT) */
     double c;
     size_t off; /* slot in each region */
+    size_t aux; /* solve, solve_spd, logdet: their factors' slot in region X */
     ad_shape shape;
     uint32_t in[AD_MAX_ARITY];
     int32_t input; /* index into the inputs, or -1 */
@@ -97,6 +103,8 @@ typedef struct cg {
     int nin;
     const ad_node *in;
     size_t nv, gb, tb, gtb, zb, ws, zsize;
+    size_t xb, sb;  /* regions X (factors) and S (their scratch) */
+    unsigned lin;   /* LIN_* bits: the solvers' helpers to write */
     unsigned what;
     int fl;
     size_t max_stmts, fuse_max, stmts;
@@ -370,12 +378,65 @@ static opclass class_of(unsigned op)
         return CL_NONE;
     }
 }
+/* the nonlinear tensor ops: their own tangent (em_jvp) and second-order
+ * (em_so) rules, as the tape's jvp and so */
+static bool own_rules(unsigned op)
+{
+    return op == AD_OP_LOGSUMEXP || op == AD_OP_SOFTMAX || op == AD_OP_LOG_SOFTMAX
+           || op == AD_OP_SOFTMAX_XENT || op == AD_OP_NORM || op == AD_OP_SOLVE
+           || op == AD_OP_SOLVE_SPD || op == AD_OP_LOGDET;
+}
 /* tensor ops with a forward and a vjp here */
 static bool supported(unsigned op)
 {
-    return is_ew(op) || class_of(op) != CL_NONE || op == AD_OP_MAX_MASK
-           || op == AD_OP_LOGSUMEXP || op == AD_OP_SOFTMAX || op == AD_OP_LOG_SOFTMAX
-           || op == AD_OP_SOFTMAX_XENT || op == AD_OP_NORM;
+    return is_ew(op) || class_of(op) != CL_NONE || op == AD_OP_MAX_MASK || own_rules(op);
+}
+
+/* ---- solve, solve_spd, logdet: the factors ----
+ * Forward factors A as ops_solve.c does (LU with partial pivoting; for
+ * solve_spd Cholesky of S = (A + A^T) / 2) into the node's slot of region
+ * X, fx in the generated code, which the derivative passes then solve
+ * with:
+ *   fx[0]  0; k + 1 when pivot k failed (singular: NaN, flag 2); -1 when
+ *          A has a NaN or infinite entry (NaN, no flag) -- the tape's INFO
+ *   fx[1]  logdet: 1 when A^-T below is that of these factors (the
+ *          forward clears it; made once per call, as the tape's inv_t)
+ *   fx + 2 the factors (n x n), then LU's perm (n), logdet's A^-T (n x n).
+ * Region S is the scratch of one node at a time (3 n x m, logdet n x n). */
+enum { LIN_LU = 1, LIN_CHOL = 2, LIN_INV = 4 };
+static bool is_solver(unsigned op)
+{
+    return op == AD_OP_SOLVE || op == AD_OP_SOLVE_SPD || op == AD_OP_LOGDET;
+}
+static size_t aux_size(const cg *g, const cgnode *x)
+{
+    const size_t n = g->n[x->in[0]].shape.rows;
+    return 2 + n * n + (x->op != AD_OP_SOLVE_SPD ? n : 0) + (x->op == AD_OP_LOGDET ? n * n : 0);
+}
+static size_t scratch_size(const cg *g, const cgnode *x)
+{
+    const size_t n = g->n[x->in[0]].shape.rows;
+    return x->op == AD_OP_LOGDET ? n * n : 3 * nsize(x);
+}
+/* a solve's n, m (right-hand sides per row) and the pointers to its
+ * factors: fx (the slot), f, perm */
+static void em_factors(cg *g, const cgnode *x, bool write, size_t *n, size_t *m)
+{
+    *n = g->n[x->in[0]].shape.rows;
+    *m = x->shape.ndim == 2 ? x->shape.cols : 1;
+    em(g, "        %s%s_real *fx = w + %zu;\n        const %s_real *f = fx + 2", write ? "" : "const ",
+       g->P, g->xb + x->aux, g->P);
+    if (x->op != AD_OP_SOLVE_SPD)
+        em(g, ", *perm = fx + %zu", 2 + *n * *n);
+    em(g, ";\n        (void)f;\n");
+    if (x->op != AD_OP_SOLVE_SPD)
+        em(g, "        (void)perm;\n");
+}
+/* NaN into n elements of p (+=: adjoints stay NaN when added to) */
+static void em_nan(cg *g, const char *p, size_t n, const char *as)
+{
+    em(g, "            for (unsigned long i = 0; i < %zuUL; i++)\n                %s[i] %s NAN;\n", n,
+       p, as);
 }
 
 /* The argmax / argmin loop of max_axis, min_axis and max_mask (the first
@@ -598,6 +659,31 @@ static void em_fwd(cg *g, uint32_t id, const char *as, const char *pick)
               "        o[0] %s y;\n    }\n",
            R_, n0, n0, R_, n0, as);
         break;
+    case AD_OP_SOLVE: case AD_OP_SOLVE_SPD: case AD_OP_LOGDET: {
+        /* factor (singular: NaN and flag 2, as the tape's AD_ESINGULAR) */
+        size_t n, m;
+        const bool spd = x->op == AD_OP_SOLVE_SPD;
+        em(g, "    {\n");
+        em_factors(g, x, true, &n, &m);
+        if (spd)
+            em(g, "        const long st = %s_chol(a0, %zuUL, fx + 2);\n", R_, n);
+        else
+            em(g, "        const long st = %s_lu(a0, %zuUL, fx + 2, fx + %zu);\n", R_, n, 2 + n * n);
+        em(g, "        fx[0] = (%s_real)st;\n        fx[1] = 0;\n        if (st != 0) {\n", R_);
+        em_nan(g, "o", N, "=");
+        em(g, "            if (st > 0)\n                br |= 2;\n        } else {\n");
+        if (x->op == AD_OP_SOLVE)
+            em(g, "            %s_lu_solve(f, perm, %zuUL, %zuUL, a1, o);\n", R_, n, m);
+        else if (spd)
+            em(g, "            for (unsigned long i = 0; i < %zuUL; i++)\n                o[i] = a1[i];\n"
+                  "            %s_chol_solve(f, %zuUL, %zuUL, o);\n", N, R_, n, m);
+        else /* log|det A| = sum log|U_kk| */
+            em(g, "            %s_real s = 0;\n            for (unsigned long i = 0; i < %zuUL; i++)\n"
+                  "                s += log(fabs(f[i * %zuUL]));\n            o[0] = s;\n",
+               R_, n, n + 1);
+        em(g, "        }\n    }\n");
+        break;
+    }
     default:
         break;
     }
@@ -852,6 +938,288 @@ static void em_vjp(cg *g, uint32_t id, const bool *has)
                   "        for (unsigned long i = 0; i < %zuUL; i++)\n"
                   "            g0[i] += s * a0[i];\n    }\n", R_, n0);
         break;
+    case AD_OP_SOLVE: case AD_OP_SOLVE_SPD: { /* dB = A^-T G, dA = -dB X^T (spd: sym) */
+        if (!has[0] && !has[1])
+            break;
+        size_t n, m;
+        const int spd = x->op == AD_OP_SOLVE_SPD;
+        em(g, "    {\n");
+        em_factors(g, x, false, &n, &m);
+        em(g, "        %s_real *s1 = w + %zu, *s2 = s1 + %zu;\n        (void)s2;\n"
+              "        if (fx[0] != 0) {\n", R_, g->sb, N);
+        if (has[0])
+            em_nan(g, "g0", n * n, "+=");
+        if (has[1])
+            em_nan(g, "g1", N, "+=");
+        em(g, "        } else {\n");
+        if (spd)
+            em(g, "            for (unsigned long i = 0; i < %zuUL; i++)\n                s1[i] = g[i];\n"
+                  "            %s_chol_solve(f, %zuUL, %zuUL, s1);\n", N, R_, n, m);
+        else
+            em(g, "            %s_lu_solve_t(f, perm, %zuUL, %zuUL, g, s1, s2);\n", R_, n, m);
+        if (has[1])
+            em(g, "            for (unsigned long i = 0; i < %zuUL; i++)\n                g1[i] += s1[i];\n",
+               N);
+        if (has[0])
+            em(g, "            %s_sub_pqt(g0, s1, o, %zuUL, %zuUL, %d);\n", R_, n, m, spd);
+        em(g, "        }\n    }\n");
+        break;
+    }
+    case AD_OP_LOGDET: /* dA = g A^-T */
+        if (!has[0])
+            break;
+        em(g, "    {\n");
+        {
+            size_t n, m;
+            em_factors(g, x, true, &n, &m);
+            em(g, "        if (fx[0] != 0) {\n");
+            em_nan(g, "g0", n * n, "+=");
+            em(g, "        } else {\n            const %s_real *Z = %s_inv_t(fx, %zuUL, w + %zu);\n"
+                  "            for (unsigned long i = 0; i < %zuUL; i++)\n"
+                  "                g0[i] += g[0] * Z[i];\n        }\n    }\n",
+               R_, R_, n, g->sb, n * n);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* The tangent of a nonlinear tensor op (own_rules), the tape's jvp: into
+ * to from the values a0.., o and the operands' tangents t0.. (tan[k]
+ * false: operand k has none, its terms are left out). */
+static void em_jvp(cg *g, uint32_t id, const bool *tan)
+{
+    const cgnode *x = &g->n[id];
+    const char *R_ = g->P;
+    const size_t N = nsize(x);
+    const ad_shape s0 = g->n[x->in[0]].shape;
+    const size_t n0 = ad_shape_size(s0);
+    const bool t0 = tan[0], t1 = x->nin > 1 && tan[1];
+    if (!t0 && !t1) { /* no operand moves: 0, as the tape's sweep */
+        em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        to[i] = 0;\n", N);
+        return;
+    }
+    size_t R, C;
+    rows_cols(s0, &R, &C);
+    switch (x->op) {
+    case AD_OP_LOGSUMEXP: /* ty_r = p_r . tz_r */
+        em(g, "    for (unsigned long r = 0; r < %zuUL; r++) {\n        %s_real s = 0;\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "            s += exp(a0[r * %zuUL + j] - o[r]) * t0[r * %zuUL + j];\n"
+              "        to[r] = s;\n    }\n", R, R_, C, C, C);
+        break;
+    case AD_OP_SOFTMAX: /* ty = y (tx - <y, tx>) */
+        em(g, "    for (unsigned long r = 0; r < %zuUL; r++) {\n"
+              "        const %s_real *y = o + r * %zuUL, *tx = t0 + r * %zuUL;\n        %s_real b = 0;\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n            b += y[j] * tx[j];\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "            to[r * %zuUL + j] = y[j] * (tx[j] - b);\n    }\n", R, R_, C, C, R_, C, C, C);
+        break;
+    case AD_OP_LOG_SOFTMAX: /* ty = tx - <p, tx> */
+        em(g, "    for (unsigned long r = 0; r < %zuUL; r++) {\n"
+              "        const %s_real *y = o + r * %zuUL, *tx = t0 + r * %zuUL;\n        %s_real b = 0;\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n            b += exp(y[j]) * tx[j];\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "            to[r * %zuUL + j] = tx[j] - b;\n    }\n", R, R_, C, C, R_, C, C, C);
+        break;
+    case AD_OP_SOFTMAX_XENT: /* tL = sum (p S - y) tz + (lse - z) ty, per row */
+        em(g, "    {\n        %s_real tl = 0;\n", R_);
+        em(g, "        for (unsigned long r = 0; r < %zuUL; r++) {\n", R);
+        em(g, "            const %s_real *z = a0 + r * %zuUL, *y = a1 + r * %zuUL;\n", R_, C, C);
+        em(g, "            %s_real m = z[0], s = 0, lse, S = 0;\n", R_);
+        em(g, "            for (unsigned long j = 1; j < %zuUL; j++)\n"
+              "                m = z[j] > m ? z[j] : m;\n"
+              "            for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "                s += exp(z[j] - m);\n            lse = m + log(s);\n"
+              "            for (unsigned long j = 0; j < %zuUL; j++)\n                S += y[j];\n"
+              "            (void)S, (void)lse;\n"
+              "            for (unsigned long j = 0; j < %zuUL; j++) {\n", C, C, C, C);
+        if (t0)
+            em(g, "                tl += (exp(z[j] - lse) * S - y[j]) * t0[r * %zuUL + j];\n", C);
+        if (t1)
+            em(g, "                tl += (lse - z[j]) * t1[r * %zuUL + j];\n", C);
+        em(g, "            }\n        }\n        to[0] = tl;\n    }\n");
+        break;
+    case AD_OP_NORM: /* ty = <x, tx> / y; 0 at y = 0 */
+        em(g, "    {\n        %s_real s = 0;\n        for (unsigned long i = 0; i < %zuUL; i++)\n"
+              "            s += a0[i] * t0[i];\n        to[0] = o[0] != 0 ? s / o[0] : 0;\n    }\n",
+           R_, n0);
+        break;
+    case AD_OP_SOLVE: case AD_OP_SOLVE_SPD: { /* tX = A^-1 (tB - tA X) (spd: tS) */
+        size_t n, m;
+        const bool spd = x->op == AD_OP_SOLVE_SPD;
+        em(g, "    {\n");
+        em_factors(g, x, false, &n, &m);
+        em(g, "        %s_real *s1 = w + %zu;\n        (void)s1;\n        if (fx[0] != 0) {\n", R_,
+           g->sb);
+        em_nan(g, "to", N, "=");
+        em(g, "        } else {\n");
+        em(g, "            %s_residual(%s, %s, %s, o, %zuUL, %zuUL, %d);\n", R_, spd ? "to" : "s1",
+           t1 ? "t1" : "0", t0 ? "t0" : "0", n, m, spd);
+        if (spd)
+            em(g, "            %s_chol_solve(f, %zuUL, %zuUL, to);\n", R_, n, m);
+        else
+            em(g, "            %s_lu_solve(f, perm, %zuUL, %zuUL, s1, to);\n", R_, n, m);
+        em(g, "        }\n    }\n");
+        break;
+    }
+    case AD_OP_LOGDET: { /* ty = <A^-T, tA> */
+        size_t n, m;
+        em(g, "    {\n");
+        em_factors(g, x, true, &n, &m);
+        em(g, "        if (fx[0] != 0) {\n            to[0] = NAN;\n        } else {\n"
+              "            const %s_real *Z = %s_inv_t(fx, %zuUL, w + %zu);\n            %s_real s = 0;\n"
+              "            for (unsigned long i = 0; i < %zuUL; i++)\n                s += Z[i] * t0[i];\n"
+              "            to[0] = s;\n        }\n    }\n", R_, R_, n, g->sb, R_, n * n);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* The second-order term of a nonlinear tensor op (own_rules), the tape's
+ * so: the derivative of its vjp at the adjoint g along the tangents t0..
+ * (tan[k] false: 0), added into the operands' adjoint tangents g0..
+ * (has[k]); some tangent and some has[k] are set (else there is none). */
+static void em_so(cg *g, uint32_t id, const bool *tan, const bool *has)
+{
+    const cgnode *x = &g->n[id];
+    const char *R_ = g->P;
+    const size_t N = nsize(x);
+    const ad_shape s0 = g->n[x->in[0]].shape;
+    const size_t n0 = ad_shape_size(s0);
+    const bool t0 = tan[0], t1 = x->nin > 1 && tan[1];
+    size_t R, C;
+    rows_cols(s0, &R, &C);
+    switch (x->op) {
+    case AD_OP_LOGSUMEXP: /* g_r p_r (tz_r - p_r . tz_r), a row of g = 0 skipped */
+        em(g, "    for (unsigned long r = 0; r < %zuUL; r++) {\n"
+              "        const %s_real gr = g[r], y = o[r];\n        %s_real pz = 0;\n"
+              "        if (gr == 0)\n            continue;\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "            pz += exp(a0[r * %zuUL + j] - y) * t0[r * %zuUL + j];\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "            g0[r * %zuUL + j] += gr * exp(a0[r * %zuUL + j] - y) * (t0[r * %zuUL + j] - pz);\n"
+              "    }\n", R, R_, R_, C, C, C, C, C, C, C);
+        break;
+    case AD_OP_SOFTMAX: /* ty (g - <g, y>) - y <g, ty>, ty = y (tx - <y, tx>) */
+        em(g, "    for (unsigned long r = 0; r < %zuUL; r++) {\n"
+              "        const %s_real *y = o + r * %zuUL, *gy = g + r * %zuUL, *tx = t0 + r * %zuUL;\n"
+              "        %s_real a = 0, b = 0, gty = 0;\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n            a += gy[j] * y[j];\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n            b += y[j] * tx[j];\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "            gty += gy[j] * y[j] * (tx[j] - b);\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "            g0[r * %zuUL + j] += y[j] * (tx[j] - b) * (gy[j] - a) - y[j] * gty;\n    }\n",
+           R, R_, C, C, C, R_, C, C, C, C, C);
+        break;
+    case AD_OP_LOG_SOFTMAX: /* -sum(g) p (tx - <p, tx>), a row with sum(g) = 0 skipped */
+        em(g, "    for (unsigned long r = 0; r < %zuUL; r++) {\n"
+              "        const %s_real *y = o + r * %zuUL, *gy = g + r * %zuUL, *tx = t0 + r * %zuUL;\n"
+              "        %s_real S = 0, b = 0;\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n            S += gy[j];\n"
+              "        if (S == 0)\n            continue;\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n            b += exp(y[j]) * tx[j];\n"
+              "        for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "            g0[r * %zuUL + j] -= S * exp(y[j]) * (tx[j] - b);\n    }\n",
+           R, R_, C, C, C, R_, C, C, C, C);
+        break;
+    case AD_OP_SOFTMAX_XENT: { /* per row, pz = p . tz, tS = sum ty:
+                                * tgz += g (S p (tz - pz) + p tS - ty), tgy += g (pz - tz) */
+        char TZ[64] = "0", TY[64] = "0";
+        if (t0)
+            snprintf(TZ, sizeof TZ, "t0[r * %zuUL + j]", C);
+        if (t1)
+            snprintf(TY, sizeof TY, "t1[r * %zuUL + j]", C);
+        em(g, "    if (g[0] != 0)\n        for (unsigned long r = 0; r < %zuUL; r++) {\n", R);
+        em(g, "            const %s_real *z = a0 + r * %zuUL, *y = a1 + r * %zuUL;\n", R_, C, C);
+        em(g, "            %s_real m = z[0], s = 0, lse, S = 0, tS = 0, pz = 0;\n", R_);
+        em(g, "            for (unsigned long j = 1; j < %zuUL; j++)\n"
+              "                m = z[j] > m ? z[j] : m;\n"
+              "            for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "                s += exp(z[j] - m);\n            lse = m + log(s);\n", C, C);
+        em(g, "            for (unsigned long j = 0; j < %zuUL; j++) {\n                S += y[j];\n"
+              "                tS += %s;\n                pz += exp(z[j] - lse) * %s;\n            }\n",
+           C, TY, TZ);
+        em(g, "            for (unsigned long j = 0; j < %zuUL; j++) {\n"
+              "                const %s_real p = exp(z[j] - lse);\n                (void)p;\n", C, R_);
+        if (has[0])
+            em(g, "                g0[r * %zuUL + j] += g[0] * (S * p * (%s - pz) + p * tS - %s);\n",
+               C, TZ, TY);
+        if (has[1])
+            em(g, "                g1[r * %zuUL + j] += g[0] * (pz - %s);\n", C, TZ);
+        em(g, "            }\n        }\n");
+        break;
+    }
+    case AD_OP_NORM: /* g (tx - x <x, tx> / y^2) / y; 0 at y = 0 */
+        em(g, "    if (o[0] != 0 && g[0] != 0) {\n        %s_real s = 0, u;\n"
+              "        for (unsigned long i = 0; i < %zuUL; i++)\n            s += a0[i] * t0[i];\n"
+              "        u = s / (o[0] * o[0]);\n        for (unsigned long i = 0; i < %zuUL; i++)\n"
+              "            g0[i] += g[0] * (t0[i] - a0[i] * u) / o[0];\n    }\n", R_, n0, n0);
+        break;
+    case AD_OP_SOLVE: case AD_OP_SOLVE_SPD: {
+        /* dB = A^-T G, tX = A^-1 (tB - tA X): d(dB) = -A^-T tA^T dB,
+         * d(dA) = -d(dB) X^T - dB tX^T (spd: A^-1, tS, symmetric parts) */
+        size_t n, m;
+        const int spd = x->op == AD_OP_SOLVE_SPD;
+        const char *T0 = t0 ? "t0" : "0", *T1 = t1 ? "t1" : "0";
+        em(g, "    {\n");
+        em_factors(g, x, false, &n, &m);
+        em(g, "        %s_real *s1 = w + %zu, *s2 = s1 + %zu, *s3 = s2 + %zu;\n"
+              "        if (fx[0] != 0) {\n", R_, g->sb, N, N);
+        if (has[0])
+            em_nan(g, "g0", n * n, "+=");
+        if (has[1])
+            em_nan(g, "g1", N, "+=");
+        em(g, "        } else {\n");
+        if (spd)
+            em(g, "            for (unsigned long i = 0; i < %zuUL; i++)\n                s1[i] = g[i];\n"
+                  "            %s_chol_solve(f, %zuUL, %zuUL, s1);\n"
+                  "            %s_residual(s2, %s, %s, o, %zuUL, %zuUL, 1);\n"
+                  "            %s_chol_solve(f, %zuUL, %zuUL, s2);\n",
+               N, R_, n, m, R_, T1, T0, n, m, R_, n, m);
+        else
+            em(g, "            %s_lu_solve_t(f, perm, %zuUL, %zuUL, g, s1, s2);\n"
+                  "            %s_residual(s3, %s, %s, o, %zuUL, %zuUL, 0);\n"
+                  "            %s_lu_solve(f, perm, %zuUL, %zuUL, s3, s2);\n",
+               R_, n, m, R_, T1, T0, n, m, R_, n, m);
+        if (has[0]) /* s1 = dB, s2 = tX */
+            em(g, "            %s_sub_pqt(g0, s1, s2, %zuUL, %zuUL, %d);\n", R_, n, m, spd);
+        em(g, "            %s_mul_mt(s3, %s, s1, %zuUL, %zuUL, %d);\n", R_, T0, n, m, spd);
+        if (spd)
+            em(g, "            %s_chol_solve(f, %zuUL, %zuUL, s3);\n", R_, n, m);
+        else
+            em(g, "            %s_lu_solve_t(f, perm, %zuUL, %zuUL, s3, s3, s2);\n", R_, n, m);
+        if (has[1]) /* s3 = d(dB) */
+            em(g, "            for (unsigned long i = 0; i < %zuUL; i++)\n                g1[i] += s3[i];\n",
+               N);
+        if (has[0])
+            em(g, "            %s_sub_pqt(g0, s3, o, %zuUL, %zuUL, %d);\n", R_, n, m, spd);
+        em(g, "        }\n    }\n");
+        break;
+    }
+    case AD_OP_LOGDET: { /* d(g A^-T) along tA = -g Z tA^T Z, Z = A^-T */
+        size_t n, m;
+        em(g, "    {\n");
+        em_factors(g, x, true, &n, &m);
+        em(g, "        if (fx[0] != 0) {\n");
+        em_nan(g, "g0", n * n, "+=");
+        em(g, "        } else {\n            %s_real *W = w + %zu;\n"
+              "            const %s_real *Z = %s_inv_t(fx, %zuUL, W);\n"
+              "            %s_mul_mt(W, t0, Z, %zuUL, %zuUL, 0);\n"
+              "            for (unsigned long i = 0; i < %zuUL; i++)\n"
+              "                for (unsigned long j = 0; j < %zuUL; j++) {\n"
+              "                    %s_real acc = 0;\n"
+              "                    for (unsigned long q = 0; q < %zuUL; q++)\n"
+              "                        acc += Z[i * %zuUL + q] * W[q * %zuUL + j];\n"
+              "                    g0[i * %zuUL + j] += g[0] * acc;\n                }\n"
+              "        }\n    }\n",
+           R_, g->sb, R_, R_, n, R_, n, n, n, n, R_, n, n, n, n);
+        break;
+    }
     default:
         break;
     }
@@ -1210,7 +1578,8 @@ typedef struct binding {
     const char *a[AD_MAX_ARITY]; /* pointer expressions; NULL: not read */
     char o[64], g[64], gk[AD_MAX_ARITY][64];
     bool has[AD_MAX_ARITY];
-    const char *t0; /* max_axis's tangent */
+    const char *tk[AD_MAX_ARITY]; /* tangents: max_axis's, own_rules' (NULL: none) */
+    const char *to;               /* own_rules' tangent out */
 } binding;
 
 static void em_open(cg *g, const cgnode *x, const binding *b, bool out_written)
@@ -1219,12 +1588,15 @@ static void em_open(cg *g, const cgnode *x, const binding *b, bool out_written)
     for (int k = 0; k < x->nin; k++)
         if (b->a[k])
             em(g, "        const %s_real *a%d = %s;\n        (void)a%d;\n", g->P, k, b->a[k], k);
-    if (b->t0)
-        em(g, "        const %s_real *t0 = %s;\n", g->P, b->t0);
+    for (int k = 0; k < x->nin; k++)
+        if (b->tk[k])
+            em(g, "        const %s_real *t%d = %s;\n        (void)t%d;\n", g->P, k, b->tk[k], k);
+    if (b->to)
+        em(g, "        %s_real *to = %s;\n", g->P, b->to);
     em(g, "        %s%s_real *o = %s;\n        (void)o;\n", out_written ? "" : "const ", g->P,
        b->o);
-    if (b->g[0])
-        em(g, "        const %s_real *g = %s;\n", g->P, b->g);
+    if (b->g[0]) /* (void): an op whose operands need no adjoint reads no g */
+        em(g, "        const %s_real *g = %s;\n        (void)g;\n", g->P, b->g);
     for (int k = 0; k < x->nin; k++)
         if (b->has[k])
             em(g, "        %s_real *g%d = %s;\n", g->P, k, b->gk[k]);
@@ -1311,6 +1683,20 @@ static void em_tensor(cg *g, uint32_t id)
         em_open(g, x, &b, false);
         em_vjp(g, id, b.has);
         em(g, "    }\n");
+        bool tan[AD_MAX_ARITY] = {false, false, false, false}, any_tan = false, any_has = false;
+        for (int k = 0; k < x->nin; k++) {
+            tan[k] = diff(g, x->in[k]);
+            any_tan |= tan[k], any_has |= b.has[k];
+        }
+        if (own_rules(x->op) && any_tan && any_has) { /* plus its second-order term */
+            for (int k = 0; k < x->nin; k++)
+                b.tk[k] = tan[k] ? tbf[k] : NULL;
+            snprintf(b.g, 64, "w + %zu", gslot(g, id, 0));
+            stmt(g);
+            em_open(g, x, &b, false);
+            em_so(g, id, tan, b.has);
+            em(g, "    }\n");
+        }
         if (cl == CL_BILINEAR) { /* plus the vjp of g at the tangents */
             for (int k = 0; k < x->nin; k++)
                 b.a[k] = tbf[k];
@@ -1326,14 +1712,28 @@ static void em_tensor(cg *g, uint32_t id)
     }
     case PASS_T:
         snprintf(b.o, 64, "w + %zu", g->tb + x->off);
-        if (cl == CL_LINEAR) {
+        if (own_rules(x->op)) { /* its own rule: from the values and the tangents */
+            bool tan[AD_MAX_ARITY] = {false, false, false, false};
+            char to[64];
+            memcpy(to, b.o, sizeof to);
+            for (int k = 0; k < x->nin; k++) {
+                b.a[k] = vb[k];
+                tan[k] = diff(g, x->in[k]);
+                b.tk[k] = tan[k] ? tbf[k] : NULL;
+            }
+            snprintf(b.o, 64, "w + %zu", x->off);
+            b.to = to;
+            em_open(g, x, &b, false);
+            em_jvp(g, id, tan);
+            em(g, "    }\n");
+        } else if (cl == CL_LINEAR) {
             for (int k = 0; k < x->nin; k++)
                 b.a[k] = reads_operand(x->op, k) ? tbf[k] : NULL;
             const char *pick = "a0";
             if (x->op == AD_OP_SELECT)
                 b.a[0] = vb[0]; /* the condition's value decides */
             if (x->op == AD_OP_MAX_AXIS || x->op == AD_OP_MIN_AXIS)
-                b.a[0] = vb[0], b.t0 = tbf[0], pick = "t0";
+                b.a[0] = vb[0], b.tk[0] = tbf[0], pick = "t0";
             em_open(g, x, &b, true);
             em_fwd(g, id, "=", pick);
             em(g, "    }\n");
@@ -2135,6 +2535,25 @@ static const char *mode_name(unsigned what)
     return what & AD_CODEGEN_JVP ? "JVP" : "HVP";
 }
 
+/* Regions X (the solvers' factors, every mode) and S (their scratch, for
+ * the derivatives) from off on; returns the end. (A layout of its own --
+ * another pass's -- calls it after its regions.) */
+static size_t lin_layout(cg *g, size_t off, bool scratch)
+{
+    size_t ss = 0;
+    g->xb = off;
+    for (uint32_t id = 1; id < g->len && g->lin; id++) {
+        cgnode *x = &g->n[id];
+        if ((x->flags & (F_ACT | F_NEED)) != (F_ACT | F_NEED) || !is_solver(x->op))
+            continue;
+        x->aux = off - g->xb;
+        off += aux_size(g, x);
+        ss = scratch_size(g, x) > ss ? scratch_size(g, x) : ss;
+    }
+    g->sb = off;
+    return off + (scratch ? ss : 0);
+}
+
 static int analyse(cg *g)
 {
     ad_tape *t = g->t;
@@ -2245,7 +2664,7 @@ static int analyse(cg *g)
                                  "input; generated code fixes indices at generation",
                                  who, opname(x->op), (unsigned)id, (unsigned)x->in[1]);
         if ((g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP)) && (x->flags & F_DIFF)
-            && !is_ew(x->op) && class_of(x->op) == CL_NONE)
+            && !is_ew(x->op) && class_of(x->op) == CL_NONE && !own_rules(x->op))
             return ad__fail_call(t, AD_EMISUSE,
                                  "%s: op '%s' (node %u) has no %s rule for generated code (leave "
                                  "AD_CODEGEN_%s out of what)",
@@ -2261,6 +2680,10 @@ static int analyse(cg *g)
         }
         if (has_table(x->op))
             x->flags |= F_MAP;
+        if (is_solver(x->op))
+            g->lin |= x->op == AD_OP_SOLVE_SPD ? LIN_CHOL
+                      : x->op == AD_OP_LOGDET  ? LIN_LU | LIN_INV
+                                               : LIN_LU;
     }
     /* small tapes: scalar nodes only elementwise statements read live in
      * locals (F_LOCAL) in the one-function forward and vjp */
@@ -2302,6 +2725,7 @@ static int analyse(cg *g)
     off += need_gt ? g->nv : 0;
     g->zb = off;
     off += need_t ? zs : 0;
+    off = lin_layout(g, off, need_g || need_t);
     g->ws = off ? off : 1;
     return AD_OK;
 }
@@ -2352,8 +2776,14 @@ static void em_header(cg *g)
     em(g, "/* %s.h -- generated by autodiff %s (ad_codegen); do not edit.\n"
           " * Every function returns 0, or 1 when a recorded comparison (a replay\n"
           " * guard) came out otherwise: the results are then those of the\n"
-          " * recorded branch. work: %s_work_size() reals, one array per thread. */\n",
-       P, AD_VERSION_STRING, P);
+          " * recorded branch.%s work: %s_work_size() reals, one array per\n"
+          " * thread. */\n",
+       P, AD_VERSION_STRING,
+       g->lin ? " Bit 2 (2, or 3 with a guard) is set when a solve's\n"
+                " * matrix is singular to working precision: its results are NaN\n"
+                " * (the tape's AD_ESINGULAR)."
+              : "",
+       P);
     em(g, "#ifndef %s_GENERATED_H\n#define %s_GENERATED_H\n\n#ifdef __cplusplus\nextern \"C\" {\n"
           "#endif\n\n", P, P);
     em_typedef(g);
@@ -2420,6 +2850,193 @@ static void em_ew_helpers(cg *g)
                    e->d[k]);
         }
     }
+    em(g, "\n");
+}
+
+/* ---- the solvers' helpers, written into the file when a solve,
+ * solve_spd or logdet is on the way: the algorithms of ops_solve.c (the
+ * same factorisation, pivoting, order of operations and singular test),
+ * on P_real arrays. In the text, $ stands for the prefix and ~ for the
+ * pivot threshold's epsilon (that of the generated type). ---- */
+
+static const char lin_lu[] =
+    "/* P A = L U, partial pivoting: f holds L below the diagonal (unit\n"
+    " * diagonal) and U on and above it; row i of P A is row perm[i] of A.\n"
+    " * Returns 0; k + 1 when pivot k is at most n eps max|A_ij| in magnitude\n"
+    " * (singular to working precision); -1 when A has a NaN or infinity. */\n"
+    "$_HELPER long $_lu(const $_real *A, unsigned long n, $_real *f, $_real *perm)\n{\n"
+    "    double amax = 0, lim;\n"
+    "    for (unsigned long i = 0; i < n * n; i++) {\n"
+    "        const double a = fabs(A[i]);\n"
+    "        if (!(a <= 1.7976931348623157e308))\n            return -1;\n"
+    "        amax = a > amax ? a : amax;\n    }\n"
+    "    lim = (double)n * ~ * amax;\n"
+    "    for (unsigned long i = 0; i < n * n; i++)\n        f[i] = A[i];\n"
+    "    for (unsigned long i = 0; i < n; i++)\n        perm[i] = ($_real)i;\n"
+    "    for (unsigned long k = 0; k < n; k++) {\n"
+    "        unsigned long p = k;\n        double best = fabs(f[k * n + k]);\n        $_real d;\n"
+    "        for (unsigned long i = k + 1; i < n; i++)\n"
+    "            if (fabs(f[i * n + k]) > best) {\n"
+    "                best = fabs(f[i * n + k]);\n                p = i;\n            }\n"
+    "        if (p != k) {\n            $_real s;\n"
+    "            for (unsigned long j = 0; j < n; j++) {\n"
+    "                s = f[k * n + j];\n                f[k * n + j] = f[p * n + j];\n"
+    "                f[p * n + j] = s;\n            }\n"
+    "            s = perm[k];\n            perm[k] = perm[p];\n            perm[p] = s;\n        }\n"
+    "        d = f[k * n + k];\n"
+    "        if (!(fabs(d) > lim))\n            return (long)k + 1;\n"
+    "        for (unsigned long i = k + 1; i < n; i++) {\n"
+    "            const $_real l = f[i * n + k] / d;\n            f[i * n + k] = l;\n"
+    "            if (l != 0)\n"
+    "                for (unsigned long j = k + 1; j < n; j++)\n"
+    "                    f[i * n + j] -= l * f[k * n + j];\n        }\n    }\n    return 0;\n}\n"
+    "/* X = A^-1 B (n x m) with the factors; B and X distinct */\n"
+    "$_HELPER void $_lu_solve(const $_real *f, const $_real *perm, unsigned long n,\n"
+    "    unsigned long m, const $_real *B, $_real *X)\n{\n"
+    "    for (unsigned long i = 0; i < n; i++)\n"
+    "        for (unsigned long c = 0; c < m; c++)\n"
+    "            X[i * m + c] = B[(unsigned long)perm[i] * m + c];\n"
+    "    for (unsigned long i = 1; i < n; i++) /* L y = P B */\n"
+    "        for (unsigned long k = 0; k < i; k++) {\n"
+    "            const $_real a = f[i * n + k];\n"
+    "            if (a != 0)\n                for (unsigned long c = 0; c < m; c++)\n"
+    "                    X[i * m + c] -= a * X[k * m + c];\n        }\n"
+    "    for (unsigned long i = n; i-- > 0;) { /* U x = y */\n"
+    "        $_real d;\n"
+    "        for (unsigned long k = i + 1; k < n; k++) {\n"
+    "            const $_real a = f[i * n + k];\n"
+    "            if (a != 0)\n                for (unsigned long c = 0; c < m; c++)\n"
+    "                    X[i * m + c] -= a * X[k * m + c];\n        }\n"
+    "        d = f[i * n + i];\n"
+    "        for (unsigned long c = 0; c < m; c++)\n            X[i * m + c] /= d;\n    }\n}\n"
+    "/* Y = A^-T G (n x m): U^T z = G, L^T w = z, Y = P^T w; W scratch, G may be Y */\n"
+    "$_HELPER void $_lu_solve_t(const $_real *f, const $_real *perm, unsigned long n,\n"
+    "    unsigned long m, const $_real *G, $_real *Y, $_real *W)\n{\n"
+    "    for (unsigned long i = 0; i < n * m; i++)\n        W[i] = G[i];\n"
+    "    for (unsigned long k = 0; k < n; k++) {\n"
+    "        const $_real d = f[k * n + k];\n"
+    "        for (unsigned long c = 0; c < m; c++)\n            W[k * m + c] /= d;\n"
+    "        for (unsigned long i = k + 1; i < n; i++) {\n"
+    "            const $_real a = f[k * n + i];\n"
+    "            if (a != 0)\n                for (unsigned long c = 0; c < m; c++)\n"
+    "                    W[i * m + c] -= a * W[k * m + c];\n        }\n    }\n"
+    "    for (unsigned long k = n; k-- > 0;)\n"
+    "        for (unsigned long i = 0; i < k; i++) {\n"
+    "            const $_real a = f[k * n + i];\n"
+    "            if (a != 0)\n                for (unsigned long c = 0; c < m; c++)\n"
+    "                    W[i * m + c] -= a * W[k * m + c];\n        }\n"
+    "    for (unsigned long i = 0; i < n; i++)\n"
+    "        for (unsigned long c = 0; c < m; c++)\n"
+    "            Y[(unsigned long)perm[i] * m + c] = W[i * m + c];\n}\n";
+
+static const char lin_chol[] =
+    "/* S = L L^T, S = (A + A^T) / 2, L lower (zeros above). Returns 0; j + 1\n"
+    " * when pivot j is at most n eps max|S_ij| (not positive definite); -1\n"
+    " * when A has a NaN or infinity. */\n"
+    "$_HELPER long $_chol(const $_real *A, unsigned long n, $_real *L)\n{\n"
+    "    double amax = 0, lim;\n"
+    "    for (unsigned long i = 0; i < n; i++)\n"
+    "        for (unsigned long j = 0; j < n; j++) {\n"
+    "            const double a = fabs(0.5 * (A[i * n + j] + A[j * n + i]));\n"
+    "            if (!(a <= 1.7976931348623157e308))\n                return -1;\n"
+    "            amax = a > amax ? a : amax;\n        }\n"
+    "    lim = (double)n * ~ * amax;\n"
+    "    for (unsigned long i = 0; i < n * n; i++)\n        L[i] = 0;\n"
+    "    for (unsigned long j = 0; j < n; j++) {\n"
+    "        $_real d = A[j * n + j], r;\n"
+    "        for (unsigned long k = 0; k < j; k++)\n            d -= L[j * n + k] * L[j * n + k];\n"
+    "        if (!(d > lim))\n            return (long)j + 1;\n"
+    "        r = sqrt(d);\n        L[j * n + j] = r;\n"
+    "        for (unsigned long i = j + 1; i < n; i++) {\n"
+    "            $_real s = 0.5 * (A[i * n + j] + A[j * n + i]);\n"
+    "            for (unsigned long k = 0; k < j; k++)\n"
+    "                s -= L[i * n + k] * L[j * n + k];\n"
+    "            L[i * n + j] = s / r;\n        }\n    }\n    return 0;\n}\n"
+    "/* X = S^-1 X in place (n x m): L y = X, then L^T x = y */\n"
+    "$_HELPER void $_chol_solve(const $_real *L, unsigned long n, unsigned long m, $_real *X)\n{\n"
+    "    for (unsigned long i = 0; i < n; i++) {\n"
+    "        const $_real d = L[i * n + i];\n"
+    "        for (unsigned long k = 0; k < i; k++) {\n"
+    "            const $_real a = L[i * n + k];\n"
+    "            if (a != 0)\n                for (unsigned long c = 0; c < m; c++)\n"
+    "                    X[i * m + c] -= a * X[k * m + c];\n        }\n"
+    "        for (unsigned long c = 0; c < m; c++)\n            X[i * m + c] /= d;\n    }\n"
+    "    for (unsigned long k = n; k-- > 0;) {\n"
+    "        const $_real d = L[k * n + k];\n"
+    "        for (unsigned long c = 0; c < m; c++)\n            X[k * m + c] /= d;\n"
+    "        for (unsigned long i = 0; i < k; i++) {\n"
+    "            const $_real a = L[k * n + i];\n"
+    "            if (a != 0)\n                for (unsigned long c = 0; c < m; c++)\n"
+    "                    X[i * m + c] -= a * X[k * m + c];\n        }\n    }\n}\n";
+
+static const char lin_inv[] =
+    "/* logdet's A^-T from the factors in its slot fx (ops_solve.c's layout\n"
+    " * above), made on the first call after a forward; W n x n scratch */\n"
+    "$_HELPER const $_real *$_inv_t($_real *fx, unsigned long n, $_real *W)\n{\n"
+    "    $_real *Z = fx + 2 + n * n + n;\n"
+    "    if (fx[1] == 0) {\n"
+    "        for (unsigned long i = 0; i < n * n; i++)\n            Z[i] = 0;\n"
+    "        for (unsigned long i = 0; i < n; i++)\n            Z[i * n + i] = 1;\n"
+    "        $_lu_solve_t(fx + 2, fx + 2 + n * n, n, n, Z, Z, W);\n"
+    "        fx[1] = 1;\n    }\n    return Z;\n}\n";
+
+static const char lin_common[] =
+    "/* R = T - M X (n x m; T 0: zero, M 0: no product); sym: (M + M^T) / 2 for M */\n"
+    "$_HELPER void $_residual($_real *R, const $_real *T, const $_real *M, const $_real *X,\n"
+    "    unsigned long n, unsigned long m, int sym)\n{\n"
+    "    for (unsigned long i = 0; i < n * m; i++)\n        R[i] = T ? T[i] : 0;\n"
+    "    if (!M)\n        return;\n"
+    "    for (unsigned long i = 0; i < n; i++)\n"
+    "        for (unsigned long k = 0; k < n; k++) {\n"
+    "            const $_real a = sym ? 0.5 * (M[i * n + k] + M[k * n + i]) : M[i * n + k];\n"
+    "            if (a != 0)\n                for (unsigned long c = 0; c < m; c++)\n"
+    "                    R[i * m + c] -= a * X[k * m + c];\n        }\n}\n"
+    "/* R = -M^T Q (n x m; M 0: zero); sym: -(M + M^T) / 2 Q */\n"
+    "$_HELPER void $_mul_mt($_real *R, const $_real *M, const $_real *Q, unsigned long n,\n"
+    "    unsigned long m, int sym)\n{\n"
+    "    for (unsigned long i = 0; i < n * m; i++)\n        R[i] = 0;\n"
+    "    if (!M)\n        return;\n"
+    "    for (unsigned long i = 0; i < n; i++)\n"
+    "        for (unsigned long k = 0; k < n; k++) {\n"
+    "            const $_real a = sym ? 0.5 * (M[i * n + k] + M[k * n + i]) : M[k * n + i];\n"
+    "            if (a != 0)\n                for (unsigned long c = 0; c < m; c++)\n"
+    "                    R[i * m + c] -= a * Q[k * m + c];\n        }\n}\n"
+    "/* D -= P Q^T (n x n from n x m); sym: D -= (P Q^T + Q P^T) / 2 */\n"
+    "$_HELPER void $_sub_pqt($_real *D, const $_real *P, const $_real *Q, unsigned long n,\n"
+    "    unsigned long m, int sym)\n{\n"
+    "    for (unsigned long i = 0; i < n; i++)\n"
+    "        for (unsigned long j = 0; j < n; j++) {\n"
+    "            $_real acc = 0;\n"
+    "            for (unsigned long c = 0; c < m; c++)\n"
+    "                acc += sym ? P[i * m + c] * Q[j * m + c] + Q[i * m + c] * P[j * m + c]\n"
+    "                           : P[i * m + c] * Q[j * m + c];\n"
+    "            D[i * n + j] -= sym ? 0.5 * acc : acc;\n        }\n}\n";
+
+/* a template: $ the prefix, ~ the epsilon of the pivot threshold */
+static void em_tpl(cg *g, const char *text)
+{
+    char eps[48];
+    num(g->fl ? (double)FLT_EPSILON : DBL_EPSILON, eps);
+    for (const char *p = text; *p;) {
+        const size_t k = strcspn(p, "$~");
+        em(g, "%.*s", (int)k, p);
+        p += k;
+        if (*p)
+            em(g, "%s", *p++ == '$' ? g->P : eps);
+    }
+}
+
+static void em_lin_helpers(cg *g)
+{
+    if (!g->lin)
+        return;
+    if (g->lin & LIN_LU)
+        em_tpl(g, lin_lu);
+    if (g->lin & LIN_CHOL)
+        em_tpl(g, lin_chol);
+    if (g->lin & LIN_INV)
+        em_tpl(g, lin_inv);
+    em_tpl(g, lin_common);
     em(g, "\n");
 }
 
@@ -2671,6 +3288,7 @@ static int em_source(cg *g, const char *header_name)
     em(g, "\n/* the formulas' helpers (autodiff's scalar_ops.h) */\n");
     em_helpers(g);
     em_ew_helpers(g);
+    em_lin_helpers(g);
     /* the caller's functions of custom ops (each name once) */
     for (uint32_t id = 1; id < g->len; id++) {
         const cgnode *x = &g->n[id];
