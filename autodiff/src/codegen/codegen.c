@@ -3187,7 +3187,7 @@ static void em_api(cg *g)
     }
     if ((g->what & AD_CODEGEN_VJP) && g->fused) {
         /* one function: values and adjoints of the scalar nodes in locals */
-        em(g, "int %s_vjp(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
+        em(g, "static int %s_vjp_(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
               "    %s_real *const *grad, %s_real *w)\n{\n    int br = 0;\n", P, P, P, P, P, P);
         em_locals(g, true);
         em_pass(g, PASS_F);
@@ -3208,7 +3208,13 @@ static void em_api(cg *g)
         em_pass(g, PASS_R);
         em_locals_used(g, true);
         em_copy_small(g);
-        em(g, "    return br;\n}\n\n");
+        /* P_vjp and P_gradient call it: static, so that it is inlined into
+         * both (seed 1 folded) even in a shared object, where P_vjp could
+         * be interposed and would not be */
+        em(g, "    return br;\n}\n\n"
+              "int %s_vjp(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
+              "    %s_real *const *grad, %s_real *w)\n{\n"
+              "    return %s_vjp_(in, seed, out, grad, w);\n}\n\n", P, P, P, P, P, P, P);
     } else if (g->what & AD_CODEGEN_VJP) {
         em(g, "int %s_vjp(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
               "    %s_real *const *grad, %s_real *w)\n{\n    const int br = %s_fwd(in, w);\n"
@@ -3223,7 +3229,8 @@ static void em_api(cg *g)
         if (M == 1)
             em(g, "int %s_gradient(const %s_real *const *in, %s_real *out, %s_real *const *grad,\n"
                   "    %s_real *work)\n{\n    static const %s_real one[1] = {1};\n"
-                  "    return %s_vjp(in, one, out, grad, work);\n}\n\n", P, P, P, P, P, P, P);
+                  "    return %s_vjp%s(in, one, out, grad, work);\n}\n\n", P, P, P, P, P, P, P,
+               g->fused ? "_" : "");
     }
     if (g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP)) {
         em(g, "static void %s_tan(const %s_real *const *in, const %s_real *const *v, "
