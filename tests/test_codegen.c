@@ -1176,6 +1176,54 @@ Test(codegen, out_of_memory_is_reported)
     cr_expect_eq(a.bytes, 0, "leaked %zu bytes", (size_t)a.bytes);
 }
 
+/* A big irregular tape (level order, groups, tables) with the allocator
+ * failing at each of a spread of its calls: AD_ENOMEM with the message
+ * when the node table cannot be had, otherwise AD_OK (a scratch that
+ * cannot be had means statements written one by one); never a leak. */
+Test(codegen, out_of_memory_in_level_order)
+{
+    test_alloc a = {0};
+    ad_tape_opts opts = test_alloc_opts(&a);
+    ad_tape *t = ad_tape_new(&opts);
+    test_rng r = {0xb17};
+    const double vv[3] = {0.3, -0.7, 1.1};
+    ad_node in[6];
+    for (int i = 0; i < 5; i++)
+        in[i] = ad_scalar_var(t, 0.2 * i - 0.45);
+    in[5] = ad_variable(t, ad_shape_vec(3), vv);
+    ad_node F = chain_graph(t, &r, in, 6, 1500);
+    cr_assert_eq(ad_tape_status(t), AD_OK, "%s", ad_tape_errmsg(t));
+    ad_codegen_opts o = {.prefix = "p"};
+    FILE *f = tmpfile();
+    const size_t before = a.count;
+    cr_assert_eq(ad_codegen(t, F, 6, in, &o, f, NULL), AD_OK, "%s", ad_tape_errmsg(t));
+    const long full = ftell(f);
+    fclose(f);
+    const size_t calls = a.count - before;
+    cr_assert_gt(calls, 8, "level order allocates its scratch: %zu calls", calls);
+    int ok = 0, nomem = 0;
+    for (size_t k = 1; k <= calls; k += k < 16 ? 1 : calls / 40 + 1) {
+        f = tmpfile();
+        a.fail_at = a.count + k;
+        const int st = ad_codegen(t, F, 6, in, &o, f, NULL);
+        a.fail_at = 0;
+        if (st == AD_OK) {
+            ok++;
+            cr_expect_gt(ftell(f), 0);
+        } else {
+            cr_expect_eq(st, AD_ENOMEM, "allocation %zu: %d", k, st);
+            EXPECT_MSG("codegen: out of memory");
+            nomem++;
+        }
+        fclose(f);
+    }
+    cr_expect_gt(ok, 0, "a failed scratch falls back");
+    cr_expect_gt(nomem, 0, "the node table's failure is reported");
+    cr_expect_gt(full, 0);
+    ad_tape_free(t);
+    cr_expect_eq(a.bytes, 0, "leaked %zu bytes", (size_t)a.bytes);
+}
+
 /* ---- the worked example of docs/codegen.md: the seed neuron ---- */
 
 Test(codegen, seed_neuron_of_the_docs)
