@@ -121,6 +121,24 @@ static void em(cg *g, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* A loop of at most 8 iterations, "for (unsigned long i = 0; i < 3UL;":
+ * the one-function form of a small tape unrolls it. */
+static bool unroll_at(const char *s)
+{
+    while (*s == ' ')
+        s++;
+    if (strncmp(s, "for (unsigned long ", 19) != 0)
+        return false;
+    s += 19;
+    const char v = *s;
+    if (v < 'a' || v > 'z' || strncmp(s + 1, " = 0; ", 6) != 0 || s[7] != v
+        || strncmp(s + 8, " < ", 3) != 0)
+        return false;
+    char *e;
+    const unsigned long n = strtoul(s + 11, &e, 10);
+    return e != s + 11 && n <= 8 && strncmp(e, "UL;", 3) == 0;
+}
+
 /* Formats into a buffer and fwrite()s it to the caller's stream (the
  * library never prints: check-abi.sh); a long piece goes through a buffer
  * from the tape's allocator. */
@@ -138,6 +156,8 @@ static void em(cg *g, const char *fmt, ...)
         return;
     }
     if ((size_t)n < sizeof buf) {
+        if (g->fused && unroll_at(buf) && fprintf(g->f, "%s_UNROLL\n", g->P) < 0)
+            g->err = 1;
         if (fwrite(buf, 1, (size_t)n, g->f) != (size_t)n)
             g->err = 1;
         return;
@@ -3088,6 +3108,19 @@ static void em_zero(cg *g, size_t from, size_t n)
 }
 
 /* the locals of the one-function forward (and vjp: adjoints too) */
+/* The one-function form's work array: for a work of at most FUSE_LOCAL
+ * reals (2 KiB in double) an array of its own, which the compiler knows
+ * nothing else can touch -- so it keeps the values in registers and drops
+ * the stores --, else the caller's. */
+enum { FUSE_LOCAL = 256 };
+static void em_work(cg *g)
+{
+    if (g->ws <= FUSE_LOCAL)
+        em(g, "    %s_real w[%zu];\n    (void)work;\n", g->P, g->ws);
+    else
+        em(g, "    %s_real *const w = work;\n", g->P);
+}
+
 static void em_locals(cg *g, bool adj)
 {
     for (uint32_t id = 1; id < g->len; id++)
@@ -3170,8 +3203,9 @@ static void em_api(cg *g)
           "        for (unsigned long i = 0; i < %zuUL; i++)\n            out[i] = y[i];\n}\n\n",
        P, P, P, P, P, vptr(g, g->out, b), M);
     if ((g->what & AD_CODEGEN_FORWARD) && g->fused) {
-        em(g, "int %s_forward(const %s_real *const *in, %s_real *out, %s_real *w)\n{\n"
+        em(g, "int %s_forward(const %s_real *const *in, %s_real *out, %s_real *work)\n{\n"
               "    int br = 0;\n", P, P, P, P);
+        em_work(g);
         em_locals(g, false);
         em_pass(g, PASS_F);
         em_locals_used(g, false);
@@ -3188,7 +3222,8 @@ static void em_api(cg *g)
     if ((g->what & AD_CODEGEN_VJP) && g->fused) {
         /* one function: values and adjoints of the scalar nodes in locals */
         em(g, "static int %s_vjp_(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
-              "    %s_real *const *grad, %s_real *w)\n{\n    int br = 0;\n", P, P, P, P, P, P);
+              "    %s_real *const *grad, %s_real *work)\n{\n    int br = 0;\n", P, P, P, P, P, P);
+        em_work(g);
         em_locals(g, true);
         em_pass(g, PASS_F);
         em(g, "    %s_out(in, w, out);\n", P);
@@ -3319,7 +3354,12 @@ static int em_source(cg *g, const char *header_name)
     /* each chunk is called once: GCC would inline them all into one function
      * of the whole pass, whose compile time grows faster than its size */
     em(g, "\n#if defined(__GNUC__)\n#define %s_CHUNK static __attribute__((noinline))\n#else\n"
-          "#define %s_CHUNK static\n#endif\n\n", g->P, g->P);
+          "#define %s_CHUNK static\n#endif\n", g->P, g->P);
+    /* a small tape's loops of a few elements unrolled: their values then
+     * stay in registers (GCC does not unroll at -O2 by itself) */
+    em(g, "#if defined(__clang__)\n#define %s_UNROLL _Pragma(\"clang loop unroll(full)\")\n"
+          "#elif defined(__GNUC__) && __GNUC__ >= 8\n#define %s_UNROLL _Pragma(\"GCC unroll 8\")\n"
+          "#else\n#define %s_UNROLL\n#endif\n\n", g->P, g->P, g->P);
     const int st = em_consts(g);
     if (st != AD_OK)
         return st;
