@@ -156,9 +156,17 @@ static void em(cg *g, const char *fmt, ...)
         return;
     }
     if ((size_t)n < sizeof buf) {
-        if (g->fused && unroll_at(buf) && fprintf(g->f, "%s_UNROLL\n", g->P) < 0)
-            g->err = 1;
-        if (fwrite(buf, 1, (size_t)n, g->f) != (size_t)n)
+        const char *s = buf;
+        /* the one-function form: P_UNROLL before each short loop's line */
+        for (const char *l = buf; g->fused && l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+            if (unroll_at(l)) {
+                if (fwrite(s, 1, (size_t)(l - s), g->f) != (size_t)(l - s)
+                    || fprintf(g->f, "%s_UNROLL\n", g->P) < 0)
+                    g->err = 1;
+                s = l;
+            }
+        const size_t left = (size_t)n - (size_t)(s - buf);
+        if (fwrite(s, 1, left, g->f) != left)
             g->err = 1;
         return;
     }
