@@ -3229,12 +3229,11 @@ static void em_api(cg *g)
     }
     if ((g->what & AD_CODEGEN_VJP) && g->fused) {
         /* one function: values and adjoints of the scalar nodes in locals */
-        em(g, "static int %s_vjp_(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
-              "    %s_real *const *grad, %s_real *work)\n{\n    int br = 0;\n", P, P, P, P, P, P);
+        em(g, "%s_BODY int %s_vjp_(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
+              "    %s_real *const *grad, %s_real *work)\n{\n    int br = 0;\n", P, P, P, P, P, P, P);
         em_work(g);
         em_locals(g, true);
         em_pass(g, PASS_F);
-        em(g, "    %s_out(in, w, out);\n", P);
         /* zero only the adjoints that live in w: inputs and tensor ops' */
         for (uint32_t id = 1; id < g->len; id++) {
             const cgnode *x = &g->n[id];
@@ -3251,9 +3250,12 @@ static void em_api(cg *g)
         em_pass(g, PASS_R);
         em_locals_used(g, true);
         em_copy_small(g);
-        /* P_vjp and P_gradient call it: static, so that it is inlined into
-         * both (seed 1 folded) even in a shared object, where P_vjp could
-         * be interposed and would not be */
+        /* the value last: out may not be an input, but the compiler cannot
+         * know, and would read the inputs again after storing it */
+        em(g, "    %s_out(in, w, out);\n", P);
+        /* P_vjp and P_gradient call it, inlined into both (seed 1 folded
+         * into P_gradient), also in a shared object where P_vjp could be
+         * interposed */
         em(g, "    return br;\n}\n\n"
               "int %s_vjp(const %s_real *const *in, const %s_real *seed, %s_real *out,\n"
               "    %s_real *const *grad, %s_real *w)\n{\n"
@@ -3365,6 +3367,8 @@ static int em_source(cg *g, const char *header_name)
           "#define %s_CHUNK static\n#endif\n", g->P, g->P);
     /* a small tape's loops of a few elements unrolled: their values then
      * stay in registers (GCC does not unroll at -O2 by itself) */
+    em(g, "#if defined(__GNUC__)\n#define %s_BODY static inline __attribute__((always_inline))\n"
+          "#else\n#define %s_BODY static inline\n#endif\n", g->P, g->P);
     em(g, "#if defined(__clang__)\n#define %s_UNROLL _Pragma(\"clang loop unroll(full)\")\n"
           "#elif defined(__GNUC__) && __GNUC__ >= 8\n#define %s_UNROLL _Pragma(\"GCC unroll 8\")\n"
           "#else\n#define %s_UNROLL\n#endif\n\n", g->P, g->P, g->P);
