@@ -1253,7 +1253,7 @@ Test(codegen, seed_neuron_of_the_docs)
     FILE *f = fopen(path, "r");
     int locals = 0, chunks = 0;
     while (fgets(line, sizeof line, f)) {
-        locals += strstr(line, "neuron_real v5, u5 = 0;") != NULL;
+        locals += strstr(line, "neuron_real v5, u5 = -0.0;") != NULL;
         chunks += strncmp(line, "static int neuron_f", 19) == 0;
     }
     fclose(f);

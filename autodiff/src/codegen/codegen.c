@@ -3135,7 +3135,7 @@ static void em_locals(cg *g, bool adj)
         if (g->n[id].flags & F_LOCAL) {
             em(g, "    %s_real v%u", g->P, (unsigned)id);
             if (adj)
-                em(g, ", u%u = 0", (unsigned)id);
+                em(g, ", u%u = -0.0", (unsigned)id); /* see em_api: -0.0 + x is x */
             em(g, ";\n");
         }
     em(g, "    (void)w;\n");
@@ -3234,16 +3234,21 @@ static void em_api(cg *g)
         em_work(g);
         em_locals(g, true);
         em_pass(g, PASS_F);
-        /* zero only the adjoints that live in w: inputs and tensor ops' */
+        /* zero only the adjoints that live in w: inputs and tensor ops'.
+         * Every adjoint of this form starts at -0.0, not 0: -0.0 + x is x
+         * for every x, so the compiler drops the first addition (0 + x is
+         * not x when x is -0); a sum of the same terms in the same order,
+         * except that one whose every term is -0 stays -0 (the tape: +0) */
         for (uint32_t id = 1; id < g->len; id++) {
             const cgnode *x = &g->n[id];
             if (!(x->flags & F_DIFF) || (x->flags & F_LOCAL))
                 continue;
             if (nsize(x) <= 4)
                 for (size_t i = 0; i < nsize(x); i++)
-                    em(g, "    w[%zu] = 0;\n", gslot(g, id, i));
+                    em(g, "    w[%zu] = -0.0;\n", gslot(g, id, i));
             else
-                em_zero(g, gslot(g, id, 0), nsize(x));
+                em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        w[%zuUL + i] = -0.0;\n",
+                   nsize(x), gslot(g, id, 0));
         }
         em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n        w[%zuUL + i] = seed[i];\n", M,
            gslot(g, g->out, 0));
