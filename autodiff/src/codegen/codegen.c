@@ -28,6 +28,7 @@
  * run once on 0, 1, 2, ... at generation. */
 #include "internal.h"
 #include "scalar_ops.h"
+#include "sparse_internal.h"
 #include "autodiff/codegen.h"
 
 #include <math.h>
@@ -106,6 +107,13 @@ typedef struct cg {
     size_t gcur, ngd; /* replay guards: cursor, count */
     const ew_text *ew[AD__INLINE_END];
     unsigned char used[AD__INLINE_END];
+    /* ad_codegen_sparse (codegen_sparse.c) */
+    bool in_w;     /* the inputs' values and tangents live in w, like a node's */
+    bool no_adj;   /* PASS_H: adjoint tangents only (a direction after the first) */
+    size_t K, ts;  /* K > 1: the tangent passes carry K directions, ts apart */
+    char dsfx[40]; /* " + k * tsUL" */
+    int nouts;     /* > 0: the outputs are outs[0..nouts), out the last of them */
+    const uint32_t *outs;
 } cg;
 
 static void em(cg *g, const char *fmt, ...)
@@ -189,11 +197,15 @@ static bool all_scalar(const cg *g, const cgnode *x)
 
 /* ---- references ---- */
 
+/* In a tangent pass carrying K > 1 directions (ad_codegen_sparse), what a
+ * scalar statement's tangent slot adds: direction k's is ts reals on. */
+static const char *cg_dir(const cg *g) { return g->K > 1 ? g->dsfx : ""; }
+
 /* Element e of node id's value: in[k][e], w[...], or a literal. */
 static const char *vel(const cg *g, uint32_t id, size_t e, char *buf)
 {
     const cgnode *x = &g->n[id];
-    if (x->input >= 0)
+    if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "in[%d][%zu]", (int)x->input, e);
     else if (g->fused && (x->flags & F_LOCAL))
         snprintf(buf, 64, "v%u", (unsigned)id);
@@ -207,7 +219,7 @@ static const char *vel(const cg *g, uint32_t id, size_t e, char *buf)
 static const char *vptr(const cg *g, uint32_t id, char *buf)
 {
     const cgnode *x = &g->n[id];
-    if (x->input >= 0)
+    if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "in[%d]", (int)x->input);
     else if (x->flags & F_ACT)
         snprintf(buf, 64, "(w + %zu)", x->off);
@@ -220,7 +232,7 @@ static bool diff(const cg *g, uint32_t id) { return (g->n[id].flags & F_DIFF) !=
 static const char *tptr(const cg *g, uint32_t id, char *buf)
 {
     const cgnode *x = &g->n[id];
-    if (x->input >= 0)
+    if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "v[%d]", (int)x->input);
     else if (x->flags & F_DIFF)
         snprintf(buf, 64, "(w + %zu)", g->tb + x->off);
@@ -231,10 +243,10 @@ static const char *tptr(const cg *g, uint32_t id, char *buf)
 static const char *tel(const cg *g, uint32_t id, size_t e, char *buf)
 {
     const cgnode *x = &g->n[id];
-    if (x->input >= 0)
+    if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "v[%d][%zu]", (int)x->input, e);
     else if (x->flags & F_DIFF)
-        snprintf(buf, 64, "w[%zu]", g->tb + x->off + e);
+        snprintf(buf, 64, "w[%zu%s]", g->tb + x->off + e, cg_dir(g));
     else
         strcpy(buf, "0.0");
     return buf;
@@ -941,8 +953,14 @@ static void em_acc(cg *g, const char *ind, const char *dst, const char *gv, cons
     em(g, "%s%s += %s_SZ(%s, %s);\n", ind, dst, g->P, gv, d);
 }
 
+static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *ind);
+
 static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
 {
+    if ((g->K > 1 || g->no_adj) && (g->pass == PASS_T || g->pass == PASS_H)) {
+        em_ew_body_dirs(g, x, r, ind); /* ad_codegen_sparse */
+        return;
+    }
     const ew_text *e = g->ew[x->op];
     const char *P = g->P;
     char cbuf[48];
@@ -1078,11 +1096,11 @@ static void scalar_refs(const cg *g, uint32_t id, ewref *r)
         vel(g, x->in[1], 0, r->y);
     vel(g, id, 0, r->o);
     aref(g, id, r->gv);
-    snprintf(r->to, sizeof r->to, "w[%zu]", g->tb + x->off);
-    snprintf(r->gto, sizeof r->gto, "w[%zu]", gtslot(g, id, 0));
+    snprintf(r->to, sizeof r->to, "w[%zu%s]", g->tb + x->off, cg_dir(g));
+    snprintf(r->gto, sizeof r->gto, "w[%zu%s]", gtslot(g, id, 0), cg_dir(g));
     for (int k = 0; k < x->nin; k++) {
         aref(g, x->in[k], r->ga[k]);
-        snprintf(r->gta[k], sizeof r->gta[k], "w[%zu]", gtslot(g, x->in[k], 0));
+        snprintf(r->gta[k], sizeof r->gta[k], "w[%zu%s]", gtslot(g, x->in[k], 0), cg_dir(g));
         tel(g, x->in[k], 0, r->ta[k]);
     }
 }
@@ -1277,9 +1295,11 @@ static void em_tensor(cg *g, uint32_t id)
         }
         snprintf(b.o, 64, "w + %zu", x->off);
         snprintf(b.g, 64, "w + %zu", gslot(g, id, 0));
-        em_open(g, x, &b, false);
-        em_vjp(g, id, b.has);
-        em(g, "    }\n");
+        if (!g->no_adj) { /* ad_codegen_sparse: once, not per direction */
+            em_open(g, x, &b, false);
+            em_vjp(g, id, b.has);
+            em(g, "    }\n");
+        }
         if (g->pass == PASS_R)
             break;
         /* adjoint tangents: the vjp (linear in g) of the adjoint tangent */
@@ -1519,8 +1539,15 @@ static bool emits(const cg *g, uint32_t id, int pass)
     return (x->flags & F_DIFF) != 0;
 }
 
+static void em_stmt_dirs(cg *g, uint32_t id);
+
 static void em_stmt(cg *g, uint32_t id)
 {
+    if (g->K > 1 && (g->pass == PASS_T || g->pass == PASS_H)
+        && !(is_ew(g->n[id].op) && all_scalar(g, &g->n[id]))) {
+        em_stmt_dirs(g, id); /* ad_codegen_sparse: a tensor statement per direction */
+        return;
+    }
     if (!g->fused)
         stmt(g);
     if (is_ew(g->n[id].op))
@@ -1669,10 +1696,12 @@ static int analyse(cg *g)
             if (g->n[x->in[k]].flags & F_ACT)
                 x->flags |= F_ACT;
     }
-    if (!(g->n[g->out].flags & F_ACT))
+    if (!g->nouts && !(g->n[g->out].flags & F_ACT))
         return ad__fail_call(t, AD_EMISUSE, "%s: the output (node %u) does not depend on any input",
                              who, (unsigned)g->out);
     g->n[g->out].flags |= F_NEED;
+    for (int k = 0; k < g->nouts; k++) /* ad_codegen_sparse: every output */
+        g->n[g->outs[k]].flags |= F_NEED;
     /* every comparison before the output is a replay guard to check */
     for (size_t i = 0; i < g->ngd; i++) {
         uint32_t node;
@@ -2287,6 +2316,442 @@ int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codeg
     }
     ad__free(&t->mem, g.n, g.len * sizeof *g.n);
     if (st == AD_ENOMEM && (hdr_err || src_err))
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory for a line of output", who);
+    if (st != AD_OK)
+        return st;
+    if (hdr_err || src_err)
+        return ad__fail_call(t, AD_EIO, "%s: write error on the %s stream", who,
+                             hdr_err ? "header" : "source");
+    return AD_OK;
+}
+
+/* ---- ad_codegen_sparse: the values of an ad_sparse, in its order ----
+ *
+ * The same passes as ad_codegen's, with three changes of reference: the
+ * inputs' values and tangents live in the work array like any node's (the
+ * caller passes one flat x, copied in), the tangent passes carry K
+ * directions -- one per colour, direction k of a slot ts = nv reals after
+ * direction 0 -- and there are several outputs. A scalar statement's
+ * derivatives are computed once and applied in a loop over the directions
+ * (em_ew_body_dirs); any other statement is written once per direction
+ * with the regions moved (em_stmt_dirs), its adjoint part (PASS_H) only
+ * the first time. Runs are found and rerolled as in every pass. The
+ * seeding, the recovery of each nonzero (one read at a precomputed slot:
+ * ad_sparse's src and dir) and the pattern are tables. */
+
+static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *ind)
+{
+    const ew_text *e = g->ew[x->op];
+    const char *P = g->P;
+    char cbuf[48], loop[64] = "";
+    const char *c = num(e->takes_c ? x->c : 0.0, cbuf);
+    if (g->K > 1)
+        snprintf(loop, sizeof loop, "for (unsigned long k = 0; k < %zuUL; k++) ", g->K);
+    if (!e->binary) {
+        char d[600];
+        snprintf(d, sizeof d, "%s_%s_d(%s, %s, %s)", P, e->name, r->x, r->o, c);
+        if (g->pass == PASS_T) {
+            if (r->has[0])
+                em(g, "%s{\n%s    const double d = %s;\n%s    %s%s = d * %s;\n%s}\n", ind, ind, d,
+                   ind, loop, r->to, r->ta[0], ind);
+            else
+                em(g, "%s%s%s = 0;\n", ind, loop, r->to);
+        } else if (r->has[0]) {
+            em(g, "%s{\n%s    const double d = %s, gg = %s;\n", ind, ind, d, r->gv);
+            if (!g->no_adj)
+                em(g, "%s    %s += %s_SZ(gg, d);\n", ind, r->ga[0], P);
+            em(g, "%s    const double h = %s_SZ(gg, %s_%s_d2(%s, %s, %s));\n"
+                  "%s    %s%s += %s * d + h * %s;\n%s}\n",
+               ind, P, P, e->name, r->x, r->o, c, ind, loop, r->gta[0], r->gto, r->ta[0], ind);
+        }
+        return;
+    }
+    static const char *const dn[5] = {"da", "db", "daa", "dab", "dbb"};
+    char d[5][600];
+    for (int k = 0; k < 5; k++)
+        snprintf(d[k], sizeof d[k], "%s_%s_%s(%s, %s, %s)", P, e->name, dn[k], r->x, r->y, r->o);
+    if (g->pass == PASS_T) {
+        if (!r->has[0] && !r->has[1]) {
+            em(g, "%s%s%s = 0;\n", ind, loop, r->to);
+            return;
+        }
+        em(g, "%s{\n%s    const double da = %s, db = %s;\n%s    (void)da, (void)db;\n%s    %s%s = ",
+           ind, ind, d[0], d[1], ind, ind, loop, r->to);
+        if (r->has[0])
+            em(g, "da * %s", r->ta[0]);
+        if (r->has[0] && r->has[1])
+            em(g, " + ");
+        if (r->has[1])
+            em(g, "db * %s", r->ta[1]);
+        em(g, ";\n%s}\n", ind);
+        return;
+    }
+    em(g, "%s{\n%s    const double da = %s, db = %s, gg = %s;\n", ind, ind, d[0], d[1], r->gv);
+    em(g, "%s    const double gaa = %s_SZ(gg, %s), gab = %s_SZ(gg, %s), gbb = %s_SZ(gg, %s);\n"
+          "%s    (void)da, (void)db, (void)gaa, (void)gab, (void)gbb;\n",
+       ind, P, d[2], P, d[3], P, d[4], ind);
+    for (int k = 0; k < 2 && !g->no_adj; k++)
+        if (r->has[k])
+            em(g, "%s    %s += %s_SZ(gg, %s);\n", ind, r->ga[k], P, k ? "db" : "da");
+    em(g, "%s    %s{\n%s        const double go = %s, tu = %s, tv = %s;\n"
+          "%s        (void)tu, (void)tv;\n",
+       ind, loop, ind, r->gto, r->has[0] ? r->ta[0] : "0.0", r->has[1] ? r->ta[1] : "0.0", ind);
+    if (r->has[0])
+        em(g, "%s        %s += go * da + gaa * tu + gab * tv;\n", ind, r->gta[0]);
+    if (r->has[1])
+        em(g, "%s        %s += go * db + gab * tu + gbb * tv;\n", ind, r->gta[1]);
+    em(g, "%s    }\n%s}\n", ind, ind);
+}
+
+/* a statement that is not one scalar: once per direction, the tangent and
+ * adjoint tangent regions moved to it; its adjoints (PASS_H) once */
+static void em_stmt_dirs(cg *g, uint32_t id)
+{
+    const size_t tb = g->tb, gtb = g->gtb, K = g->K;
+    g->K = 1;
+    for (size_t k = 0; k < K && !g->err; k++) {
+        g->tb = tb + k * g->ts;
+        g->gtb = gtb + k * g->ts;
+        g->no_adj = k > 0;
+        stmt(g);
+        if (is_ew(g->n[id].op))
+            em_ew(g, id);
+        else
+            em_tensor(g, id);
+    }
+    g->tb = tb, g->gtb = gtb, g->K = K, g->no_adj = false;
+}
+
+/* static const unsigned long P_name[n] = {v...}; (n 0: one 0) */
+static void em_table(cg *g, const char *type, const char *name, const size_t *v, size_t n)
+{
+    em(g, "static const %s %s_%s[%zu] = {", type, g->P, name, n ? n : 1);
+    for (size_t i = 0; i < n; i++)
+        em(g, "%s%zu", i ? (i % 12 ? ", " : ",\n    ") : "", v[i]);
+    em(g, "%s};\n", n ? "" : "0");
+}
+
+typedef struct sp_plan {
+    const ad_sparse *sp;
+    size_t K, nw, nconst, cbase, sink;
+    bool fwd;
+} sp_plan;
+
+static void em_sparse_decls(cg *g, const sp_plan *pl)
+{
+    const char *P = g->P;
+    em(g, "/* Reals the work array needs. */\nunsigned long %s_work_size(void);\n", P);
+    if (pl->fwd)
+        em(g, "/* out[0..%s_N_OUT) = the outputs' elements, in order, at x[0..%s_COLS). */\n"
+              "int %s_forward(const %s_real *x, %s_real *out, %s_real *work);\n", P, P, P, P, P, P);
+    if (pl->sp->hessian)
+        em(g, "/* vals[0..%s_NNZ) = the lower triangle of the Hessian of sum_j wt[j] out_j\n"
+              " * at x[0..%s_COLS), wt[0..%s_N_OUT) (NULL: 1 each), in %s_sparse_pattern's\n"
+              " * order (ad_sparse_eval's). */\n", P, P, P, P);
+    else
+        em(g, "/* vals[0..%s_NNZ) = the Jacobian's nonzeros at x[0..%s_COLS), in\n"
+              " * %s_sparse_pattern's order (ad_sparse_eval's); wt: unused (NULL). */\n", P, P, P);
+    em(g, "int %s_sparse(const %s_real *x, const %s_real *wt, %s_real *vals, %s_real *work);\n"
+          "/* rows[k], cols[k] of nonzero k (either may be NULL: not written). */\n"
+          "void %s_sparse_pattern(int *rows, int *cols);\n", P, P, P, P, P, P);
+}
+
+static void em_sparse_header(cg *g, const sp_plan *pl)
+{
+    const char *P = g->P;
+    const ad_sparse *sp = pl->sp;
+    em(g, "/* %s.h -- generated by autodiff %s (ad_codegen_sparse); do not edit.\n"
+          " * Every function returns 0, or 1 when a recorded comparison (a replay\n"
+          " * guard) came out otherwise: the results are then those of the\n"
+          " * recorded branch. work: %s_work_size() reals, one array per thread. */\n",
+       P, AD_VERSION_STRING, P);
+    em(g, "#ifndef %s_GENERATED_H\n#define %s_GENERATED_H\n\n#ifdef __cplusplus\nextern \"C\" {\n"
+          "#endif\n\n", P, P);
+    em_typedef(g);
+    em(g, "#define %s_ROWS %zuUL /* %s */\n#define %s_COLS %zuUL /* columns: the inputs' "
+          "elements */\n#define %s_NNZ %zuUL /* nonzeros */\n#define %s_COLORS %zuUL\n"
+          "#define %s_N_OUT %zuUL /* the outputs' elements (weights) */\n#define %s_WORK_SIZE %zuUL\n\n",
+       P, sp->nrows, sp->hessian ? "Hessian: the inputs' elements" : "the outputs' elements", P,
+       sp->ncols, P, sp->nnz, P, sp->ncolors, P, pl->nw, P, g->ws);
+    em_sparse_decls(g, pl);
+    em(g, "\n#ifdef __cplusplus\n}\n#endif\n#endif\n");
+}
+
+/* the tables and the public functions */
+static int em_sparse_api(cg *g, const sp_plan *pl)
+{
+    const char *P = g->P;
+    const ad_sparse *sp = pl->sp;
+    ad_tape *t = g->t;
+    const size_t nv = g->nv, K = pl->K;
+    size_t n = sp->ncols > sp->nnz ? sp->ncols : sp->nnz;
+    n = n > pl->nw ? n : pl->nw;
+    n = n > sp->nrows + 1 ? n : sp->nrows + 1;
+    size_t *v = ad__alloc(&t->mem, n * sizeof *v);
+    if (!v)
+        return AD_ENOMEM;
+    /* x into the inputs' slots; seeds */
+    for (size_t c = 0; c < sp->ncols; c++)
+        v[c] = g->n[sp->in_loc[c].id].off + sp->in_loc[c].e;
+    em_table(g, "unsigned long", "xslot", v, sp->ncols);
+    for (size_t c = 0; c < sp->ncols; c++)
+        v[c] = sp->color[c];
+    em_table(g, "unsigned long", "color", v, sp->ncols);
+    /* where each nonzero is read */
+    for (size_t q = 0; q < sp->nnz; q++) {
+        const uint32_t s = sp->src[q];
+        if (sp->hessian)
+            v[q] = g->gtb + sp->dir[q] * nv + g->n[sp->in_loc[s].id].off + sp->in_loc[s].e;
+        else
+            v[q] = g->tb + sp->dir[q] * nv + g->n[sp->row_loc[s].id].off + sp->row_loc[s].e;
+    }
+    if (sp->nnz)
+        em_table(g, "unsigned long", "rec", v, sp->nnz);
+    /* the pattern */
+    for (size_t r = 0; r <= sp->nrows; r++)
+        v[r] = sp->rowptr[r];
+    if (sp->nnz)
+        em_table(g, "unsigned long", "rowptr", v, sp->nrows + 1);
+    for (size_t q = 0; q < sp->nnz; q++)
+        v[q] = (size_t)sp->col[q];
+    if (sp->nnz)
+        em_table(g, "int", "col", v, sp->nnz);
+    /* the outputs' elements: their adjoints (weights), values */
+    size_t j = 0, m = 0;
+    for (int k = 0; k < sp->nout; k++) {
+        const cgnode *o = &g->n[sp->out_id[k]];
+        const bool act = (o->flags & F_ACT) != 0;
+        for (size_t e = 0; e < nsize(o); e++, j++)
+            v[j] = act ? g->gb + o->off + e : pl->sink;
+    }
+    if (sp->hessian)
+        em_table(g, "unsigned long", "wslot", v, pl->nw);
+    if (pl->fwd) {
+        char b[48];
+        j = 0;
+        for (int k = 0; k < sp->nout; k++) {
+            const cgnode *o = &g->n[sp->out_id[k]];
+            const bool act = (o->flags & F_ACT) != 0;
+            for (size_t e = 0; e < nsize(o); e++, j++)
+                v[j] = act ? o->off + e : pl->cbase + m++;
+        }
+        em_table(g, "unsigned long", "oval", v, pl->nw);
+        if (pl->nconst) {
+            em(g, "static const %s_real %s_oconst[%zu] = {", P, P, pl->nconst);
+            m = 0;
+            for (int k = 0; k < sp->nout; k++) {
+                const cgnode *o = &g->n[sp->out_id[k]];
+                for (size_t e = 0; e < nsize(o) && !(o->flags & F_ACT); e++, m++)
+                    em(g, "%s%s", m ? (m % 4 ? ", " : ",\n    ") : "", num(o->val[e], b));
+            }
+            em(g, "};\n");
+        }
+    }
+    ad__free(&t->mem, v, n * sizeof *v);
+    em(g, "\nunsigned long %s_work_size(void)\n{\n    return %zuUL;\n}\n\n", P, g->ws);
+    em(g, "static int %s_fwd(const %s_real *x, %s_real *restrict w)\n{\n    int br = 0;\n"
+          "    for (unsigned long c = 0; c < %zuUL; c++)\n        w[%s_xslot[c]] = x[c];\n",
+       P, P, P, sp->ncols, P);
+    em_calls(g, PASS_F, "0, w", "    ");
+    em(g, "    return br;\n}\n\n");
+    if (pl->fwd) {
+        em(g, "int %s_forward(const %s_real *x, %s_real *out, %s_real *w)\n{\n"
+              "    const int br = %s_fwd(x, w);\n", P, P, P, P, P);
+        if (pl->nconst)
+            em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n"
+                  "        w[%zuUL + i] = %s_oconst[i];\n", pl->nconst, pl->cbase, P);
+        em(g, "    for (unsigned long j = 0; j < %zuUL; j++)\n        out[j] = w[%s_oval[j]];\n"
+              "    return br;\n}\n\n", pl->nw, P);
+    }
+    em(g, "int %s_sparse(const %s_real *x, const %s_real *wt, %s_real *vals, %s_real *w)\n{\n"
+          "    const int br = %s_fwd(x, w);\n    (void)wt;\n", P, P, P, P, P, P);
+    em(g, "    /* seeds: each input element the unit vector of its colour */\n"
+          "    for (unsigned long c = 0; c < %zuUL; c++) {\n"
+          "        %s_real *s = w + %zuUL + %s_xslot[c];\n"
+          "        for (unsigned long k = 0; k < %zuUL; k++)\n            s[k * %zuUL] = 0;\n"
+          "        s[%s_color[c] * %zuUL] = 1;\n    }\n",
+       sp->ncols, P, g->tb, P, K, nv, P, nv);
+    em_zero(g, g->zb, g->zsize);
+    em_calls(g, PASS_T, "0, 0, w", "    ");
+    if (sp->hessian) {
+        em_zero(g, g->gb, nv);
+        em_zero(g, g->gtb, K * nv);
+        em(g, "    for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "        w[%s_wslot[j]] += wt ? wt[j] : 1;\n", pl->nw, P);
+        em_calls(g, PASS_H, "0, 0, w", "    ");
+    }
+    if (sp->nnz)
+        em(g, "    for (unsigned long q = 0; q < %zuUL; q++)\n        vals[q] = w[%s_rec[q]];\n",
+           sp->nnz, P);
+    else
+        em(g, "    (void)vals;\n");
+    em(g, "    return br;\n}\n\n");
+    em(g, "void %s_sparse_pattern(int *rows, int *cols)\n{\n"
+          "    (void)rows, (void)cols;\n", P);
+    if (!sp->nnz) {
+        em(g, "}\n");
+        return AD_OK;
+    }
+    em(g, "    for (unsigned long r = 0; r < %zuUL; r++)\n"
+          "        for (unsigned long q = %s_rowptr[r]; q < %s_rowptr[r + 1]; q++) {\n"
+          "            if (rows)\n                rows[q] = (int)r;\n"
+          "            if (cols)\n                cols[q] = %s_col[q];\n        }\n}\n",
+       sp->nrows, P, P, P);
+    return AD_OK;
+}
+
+static int em_sparse_source(cg *g, const sp_plan *pl, const char *header_name)
+{
+    size_t nodes = 0;
+    for (uint32_t id = 1; id < g->len; id++)
+        nodes += emits(g, id, PASS_F);
+    em(g, "/* Generated by autodiff %s (ad_codegen_sparse): %s, the sparse %s's values,\n"
+          " * %zu nodes computed, %zu colours, %s.\n"
+          " * Do not edit; regenerate from the tape. Depends only on <math.h>; no\n"
+          " * allocation; no static mutable state: reentrant with one work array per\n"
+          " * thread. */\n", AD_VERSION_STRING, g->P, pl->sp->hessian ? "Hessian" : "Jacobian",
+       nodes, pl->sp->ncolors, g->fl ? "float" : "double");
+    if (header_name)
+        em(g, "#include \"%s\"\n", header_name);
+    em(g, "#include <math.h>\n\n");
+    em_typedef(g);
+    em_sparse_decls(g, pl);
+    em(g, "\n/* the formulas' helpers (autodiff's scalar_ops.h) */\n");
+    em_helpers(g);
+    em_ew_helpers(g);
+    em(g, "\n#if defined(__GNUC__)\n#define %s_CHUNK static __attribute__((noinline))\n#else\n"
+          "#define %s_CHUNK static\n#endif\n\n", g->P, g->P);
+    const int st = em_consts(g);
+    if (st != AD_OK)
+        return st;
+    /* the passes (none without a statement: every output a constant) */
+    size_t nf = 0, nd = 0;
+    for (uint32_t id = 1; id < g->len; id++)
+        nf += emits(g, id, PASS_F), nd += emits(g, id, PASS_T);
+    if (nf)
+        em_pass(g, PASS_F);
+    g->K = pl->K;
+    if (nd)
+        em_pass(g, PASS_T);
+    if (nd && pl->sp->hessian)
+        em_pass(g, PASS_H);
+    g->K = 1;
+    return em_sparse_api(g, pl);
+}
+
+int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *src, FILE *hdr)
+{
+    static const char who[] = "codegen_sparse";
+    if (!sp)
+        return AD_EMISUSE;
+    ad_tape *t = sp->t;
+    if (ad__begin_call(t) != AD_OK)
+        return t->status;
+    if (!opts || !src)
+        return ad__fail_call(t, AD_EMISUSE, "%s: %s", who,
+                             !opts ? "opts is NULL" : "the source stream is NULL");
+    if (!is_ident(opts->prefix))
+        return ad__fail_call(t, AD_EMISUSE,
+                             "%s: the prefix '%.64s' is not a C identifier (a letter, then letters, "
+                             "digits or '_'; at most 64)",
+                             who, opts->prefix ? opts->prefix : "(null)");
+    if (opts->what & ~AD_CODEGEN_FORWARD)
+        return ad__fail_call(t, AD_EMISUSE,
+                             "%s: what may hold AD_CODEGEN_FORWARD only (0x%x asked); the other "
+                             "functions of one output come from ad_codegen",
+                             who, opts->what);
+    if (t->generation != sp->generation || t->len != sp->len || t->next_ext != sp->next_ext)
+        return ad__fail_call(t, AD_EMISUSE,
+                             "%s: the tape was reset or recorded on since this pattern was made "
+                             "(%zu nodes then, %zu now); make it again",
+                             who, sp->len - 1, t->len - 1);
+    cg g;
+    memset(&g, 0, sizeof g);
+    g.t = t;
+    g.P = opts->prefix;
+    g.nin = sp->nin;
+    g.nouts = sp->nout;
+    g.outs = sp->out_id;
+    uint32_t maxid = 0;
+    for (int k = 0; k < sp->nout; k++)
+        g.out = sp->out_id[k] > g.out ? sp->out_id[k] : g.out;
+    maxid = g.out;
+    ad_node *in = ad__alloc(&t->mem, (size_t)sp->nin * sizeof *in);
+    if (!in)
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory", who);
+    for (int k = 0; k < sp->nin; k++) {
+        in[k] = ad__handle(t, sp->in_id[k]);
+        maxid = sp->in_id[k] > maxid ? sp->in_id[k] : maxid;
+    }
+    g.in = in;
+    g.len = (size_t)maxid + 1;
+    g.what = sp->hessian ? AD_CODEGEN_HVP : AD_CODEGEN_JVP;
+    g.fl = opts->use_float != 0;
+    g.max_stmts = opts->max_stmts ? opts->max_stmts : 50;
+    g.ngd = ad__guards_count(t);
+    g.in_w = true;
+    g.K = 1;
+    for (size_t i = 0; i < CG_NEW; i++)
+        g.ew[ew_texts[i].code] = &ew_texts[i];
+    g.n = ad__alloc(&t->mem, g.len * sizeof *g.n);
+    if (!g.n) {
+        ad__free(&t->mem, in, (size_t)sp->nin * sizeof *in);
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory for %zu nodes", who, g.len);
+    }
+    int st = analyse(&g);
+    sp_plan pl;
+    memset(&pl, 0, sizeof pl);
+    pl.sp = sp;
+    pl.K = sp->ncolors ? sp->ncolors : 1;
+    pl.fwd = (opts->what & AD_CODEGEN_FORWARD) || opts->what == 0;
+    for (int k = 0; k < sp->nout; k++) {
+        const cgnode *o = &g.n[sp->out_id[k]];
+        pl.nw += nsize(o);
+        if (st == AD_OK && !(o->flags & F_ACT))
+            pl.nconst += nsize(o);
+    }
+    if (st == AD_OK) {
+        /* the regions: values, [adjoints,] K tangents, [K adjoint tangents,]
+         * zeros, constant outputs' values, a sink for their weights */
+        const size_t nv = g.nv;
+        const double need = (double)nv * (2.0 + 2.0 * (double)pl.K) + (double)g.zsize
+                            + (double)pl.nconst + 1.0;
+        if (need > 4294967296.0) {
+            st = ad__fail_call(t, AD_ELIMIT, "%s: the work array would be %.0f reals (> 2^32)",
+                               who, need);
+        } else {
+            g.gb = nv;
+            g.tb = sp->hessian ? 2 * nv : nv;
+            g.gtb = g.tb + pl.K * nv;
+            g.zb = sp->hessian ? g.gtb + pl.K * nv : g.gtb;
+            pl.cbase = g.zb + g.zsize;
+            pl.sink = pl.cbase + pl.nconst;
+            g.ws = pl.sink + 1;
+            g.ts = nv;
+            snprintf(g.dsfx, sizeof g.dsfx, " + k * %zuUL", nv);
+        }
+    }
+    bool src_err = false, hdr_err = false;
+    if (st == AD_OK && hdr) {
+        g.f = hdr;
+        em_sparse_header(&g, &pl);
+        hdr_err = g.err || fflush(hdr) != 0 || ferror(hdr);
+        if (g.err == 2)
+            st = AD_ENOMEM;
+        g.err = 0;
+    }
+    if (st == AD_OK && !hdr_err) {
+        g.f = src;
+        st = em_sparse_source(&g, &pl, opts->header_name);
+        src_err = g.err || fflush(src) != 0 || ferror(src);
+        if (st == AD_OK && g.err == 2)
+            st = AD_ENOMEM;
+    }
+    ad__free(&t->mem, g.n, g.len * sizeof *g.n);
+    ad__free(&t->mem, in, (size_t)sp->nin * sizeof *in);
+    if (st == AD_ENOMEM && !hdr_err && !src_err)
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory", who);
+    if (st == AD_ENOMEM)
         return ad__fail_call(t, AD_ENOMEM, "%s: out of memory for a line of output", who);
     if (st != AD_OK)
         return st;
