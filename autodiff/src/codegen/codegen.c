@@ -110,6 +110,7 @@ typedef struct cg {
     /* ad_codegen_sparse (codegen_sparse.c) */
     bool in_w;     /* the inputs' values and tangents live in w, like a node's */
     bool no_adj;   /* PASS_H: adjoint tangents only (a direction after the first) */
+    bool ft, ft_in; /* PASS_F writes each statement's tangents right after it */
     size_t K, ts;  /* K > 1: the tangent passes carry K directions, ts apart */
     char dsfx[40]; /* " + k * tsUL" */
     int nouts;     /* > 0: the outputs are outs[0..nouts), out the last of them */
@@ -295,8 +296,12 @@ static void stmt(cg *g)
     if (g->fused)
         return;
     if (g->stmts >= g->max_stmts) {
+        const int pass = g->pass;
+        if (g->ft) /* ad_codegen_sparse: tangents go into the forward's chunks */
+            g->pass = PASS_F;
         chunk_close(g);
         chunk_open(g);
+        g->pass = pass;
     }
     g->stmts++;
 }
@@ -954,6 +959,7 @@ static void em_acc(cg *g, const char *ind, const char *dst, const char *gv, cons
 }
 
 static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *ind);
+static void em_ft_body(cg *g, const cgnode *x, const ewref *r, const char *ind);
 
 static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
 {
@@ -1521,7 +1527,10 @@ static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
     for (size_t jj = 0; jj < u->L; jj++) {
         const size_t j = back ? u->L - 1 - jj : jj;
         run_refs(g, ids, u, j, &r);
-        em_ew_body(g, &g->n[ids[u->p + j]], &r, "        ");
+        if (g->ft && (g->n[ids[u->p + j]].flags & F_DIFF)) /* ad_codegen_sparse */
+            em_ft_body(g, &g->n[ids[u->p + j]], &r, "        ");
+        else
+            em_ew_body(g, &g->n[ids[u->p + j]], &r, "        ");
     }
     em(g, "    }\n");
     return true;
@@ -1543,6 +1552,24 @@ static void em_stmt_dirs(cg *g, uint32_t id);
 
 static void em_stmt(cg *g, uint32_t id)
 {
+    if (g->ft && g->pass == PASS_F && !g->ft_in) { /* ad_codegen_sparse: value, tangents */
+        if ((g->n[id].flags & F_DIFF) && is_ew(g->n[id].op) && all_scalar(g, &g->n[id])) {
+            ewref r;
+            stmt(g);
+            scalar_refs(g, id, &r);
+            em_ft_body(g, &g->n[id], &r, "    ");
+            return;
+        }
+        g->ft_in = true;
+        em_stmt(g, id);
+        if (g->n[id].flags & F_DIFF) {
+            g->pass = PASS_T;
+            em_stmt(g, id);
+            g->pass = PASS_F;
+        }
+        g->ft_in = false;
+        return;
+    }
     if (g->K > 1 && (g->pass == PASS_T || g->pass == PASS_H)
         && !(is_ew(g->n[id].op) && all_scalar(g, &g->n[id]))) {
         em_stmt_dirs(g, id); /* ad_codegen_sparse: a tensor statement per direction */
@@ -2339,30 +2366,50 @@ int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codeg
  * seeding, the recovery of each nonzero (one read at a precomputed slot:
  * ad_sparse's src and dir) and the pattern are tables. */
 
+/* the statement body of each direction: a loop over k, or with few
+ * directions the body once per direction with k a constant (what
+ * -funroll-loops would make of the loop; a tenth off the Jacobian of W6) */
+static void em_dirs(cg *g, const char *ind, const char *body)
+{
+    if (g->K > 4) {
+        em(g, "%sfor (unsigned long k = 0; k < %zuUL; k++) {\n%s%s}\n", ind, g->K, body, ind);
+        return;
+    }
+    for (size_t k = 0; k < g->K; k++)
+        em(g, "%s{\n%s    const unsigned long k = %zu;\n%s    (void)k;\n%s%s}\n", ind, ind, k,
+           ind, body, ind);
+}
+
 static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *ind)
 {
     const ew_text *e = g->ew[x->op];
     const char *P = g->P;
-    char cbuf[48], loop[64] = "";
+    char cbuf[48], in2[64], body[2048];
     const char *c = num(e->takes_c ? x->c : 0.0, cbuf);
-    if (g->K > 1)
-        snprintf(loop, sizeof loop, "for (unsigned long k = 0; k < %zuUL; k++) ", g->K);
+    snprintf(in2, sizeof in2, "%s    ", ind);
     if (!e->binary) {
         char d[600];
         snprintf(d, sizeof d, "%s_%s_d(%s, %s, %s)", P, e->name, r->x, r->o, c);
         if (g->pass == PASS_T) {
-            if (r->has[0])
-                em(g, "%s{\n%s    const double d = %s;\n%s    %s%s = d * %s;\n%s}\n", ind, ind, d,
-                   ind, loop, r->to, r->ta[0], ind);
-            else
-                em(g, "%s%s%s = 0;\n", ind, loop, r->to);
+            if (!r->has[0]) {
+                snprintf(body, sizeof body, "%s    %s = 0;\n", ind, r->to);
+                em_dirs(g, ind, body);
+                return;
+            }
+            em(g, "%s{\n%s    const double d = %s;\n", ind, ind, d);
+            snprintf(body, sizeof body, "%s        %s = d * %s;\n", ind, r->to, r->ta[0]);
+            em_dirs(g, in2, body);
+            em(g, "%s}\n", ind);
         } else if (r->has[0]) {
             em(g, "%s{\n%s    const double d = %s, gg = %s;\n", ind, ind, d, r->gv);
             if (!g->no_adj)
                 em(g, "%s    %s += %s_SZ(gg, d);\n", ind, r->ga[0], P);
-            em(g, "%s    const double h = %s_SZ(gg, %s_%s_d2(%s, %s, %s));\n"
-                  "%s    %s%s += %s * d + h * %s;\n%s}\n",
-               ind, P, P, e->name, r->x, r->o, c, ind, loop, r->gta[0], r->gto, r->ta[0], ind);
+            em(g, "%s    const double h = %s_SZ(gg, %s_%s_d2(%s, %s, %s));\n", ind, P, P, e->name,
+               r->x, r->o, c);
+            snprintf(body, sizeof body, "%s        %s += %s * d + h * %s;\n", ind, r->gta[0],
+                     r->gto, r->ta[0]);
+            em_dirs(g, in2, body);
+            em(g, "%s}\n", ind);
         }
         return;
     }
@@ -2372,18 +2419,18 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
         snprintf(d[k], sizeof d[k], "%s_%s_%s(%s, %s, %s)", P, e->name, dn[k], r->x, r->y, r->o);
     if (g->pass == PASS_T) {
         if (!r->has[0] && !r->has[1]) {
-            em(g, "%s%s%s = 0;\n", ind, loop, r->to);
+            snprintf(body, sizeof body, "%s    %s = 0;\n", ind, r->to);
+            em_dirs(g, ind, body);
             return;
         }
-        em(g, "%s{\n%s    const double da = %s, db = %s;\n%s    (void)da, (void)db;\n%s    %s%s = ",
-           ind, ind, d[0], d[1], ind, ind, loop, r->to);
-        if (r->has[0])
-            em(g, "da * %s", r->ta[0]);
-        if (r->has[0] && r->has[1])
-            em(g, " + ");
-        if (r->has[1])
-            em(g, "db * %s", r->ta[1]);
-        em(g, ";\n%s}\n", ind);
+        em(g, "%s{\n%s    const double da = %s, db = %s;\n%s    (void)da, (void)db;\n", ind, ind,
+           d[0], d[1], ind);
+        snprintf(body, sizeof body, "%s        %s = %s%s%s%s%s%s;\n", ind, r->to,
+                 r->has[0] ? "da * " : "", r->has[0] ? r->ta[0] : "",
+                 r->has[0] && r->has[1] ? " + " : "", r->has[1] ? "db * " : "",
+                 r->has[1] ? r->ta[1] : "", "");
+        em_dirs(g, in2, body);
+        em(g, "%s}\n", ind);
         return;
     }
     em(g, "%s{\n%s    const double da = %s, db = %s, gg = %s;\n", ind, ind, d[0], d[1], r->gv);
@@ -2393,14 +2440,46 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
     for (int k = 0; k < 2 && !g->no_adj; k++)
         if (r->has[k])
             em(g, "%s    %s += %s_SZ(gg, %s);\n", ind, r->ga[k], P, k ? "db" : "da");
-    em(g, "%s    %s{\n%s        const double go = %s, tu = %s, tv = %s;\n"
-          "%s        (void)tu, (void)tv;\n",
-       ind, loop, ind, r->gto, r->has[0] ? r->ta[0] : "0.0", r->has[1] ? r->ta[1] : "0.0", ind);
-    if (r->has[0])
-        em(g, "%s        %s += go * da + gaa * tu + gab * tv;\n", ind, r->gta[0]);
-    if (r->has[1])
-        em(g, "%s        %s += go * db + gab * tu + gbb * tv;\n", ind, r->gta[1]);
-    em(g, "%s    }\n%s}\n", ind, ind);
+    int n = snprintf(body, sizeof body,
+                     "%s        const double go = %s, tu = %s, tv = %s;\n"
+                     "%s        (void)tu, (void)tv;\n",
+                     ind, r->gto, r->has[0] ? r->ta[0] : "0.0", r->has[1] ? r->ta[1] : "0.0", ind);
+    if (r->has[0] && n > 0 && (size_t)n < sizeof body)
+        n += snprintf(body + n, sizeof body - (size_t)n,
+                      "%s        %s += go * da + gaa * tu + gab * tv;\n", ind, r->gta[0]);
+    if (r->has[1] && n > 0 && (size_t)n < sizeof body)
+        snprintf(body + n, sizeof body - (size_t)n,
+                 "%s        %s += go * db + gab * tu + gbb * tv;\n", ind, r->gta[1]);
+    em_dirs(g, in2, body);
+    em(g, "%s}\n", ind);
+}
+
+/* a scalar statement's value and then its tangents, the operands read
+ * once: sin and cos of one operand become one sincos. x^3 and x^4 (powc)
+ * are written as products, not pow() (within 2 ulp of it) */
+static void em_ft_body(cg *g, const cgnode *x, const ewref *r0, const char *ind)
+{
+    ewref r = *r0;
+    char in2[64];
+    snprintf(in2, sizeof in2, "%s    ", ind);
+    em(g, "%s{\n%s    const double xv = %s", ind, ind, r0->x);
+    if (x->nin > 1)
+        em(g, ", yv = %s", r0->y);
+    em(g, ";\n");
+    strcpy(r.x, "xv");
+    if (x->nin > 1)
+        strcpy(r.y, "yv");
+    g->pass = PASS_F;
+    if (x->op == AD_OP_POWC && (x->c == 3.0 || x->c == 4.0)) /* pow: a quarter of W6's J */
+        em(g, "%s    %s = %s;\n", ind, r0->o, x->c == 3.0 ? "xv * xv * xv" : "(xv * xv) * (xv * xv)");
+    else
+        em_ew_body(g, x, &r, in2);
+    em(g, "%s    const double zv = %s;\n%s    (void)zv;\n", ind, r0->o, ind);
+    strcpy(r.o, "zv");
+    g->pass = PASS_T;
+    em_ew_body(g, x, &r, in2);
+    g->pass = PASS_F;
+    em(g, "%s}\n", ind);
 }
 
 /* a statement that is not one scalar: once per direction, the tangent and
@@ -2549,9 +2628,17 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
     }
     ad__free(&t->mem, v, n * sizeof *v);
     em(g, "\nunsigned long %s_work_size(void)\n{\n    return %zuUL;\n}\n\n", P, g->ws);
-    em(g, "static int %s_fwd(const %s_real *x, %s_real *restrict w)\n{\n    int br = 0;\n"
-          "    for (unsigned long c = 0; c < %zuUL; c++)\n        w[%s_xslot[c]] = x[c];\n",
-       P, P, P, sp->ncols, P);
+    em(g, "/* values and tangents */\n"
+          "static int %s_fwd(const %s_real *x, %s_real *restrict w)\n{\n    int br = 0;\n", P, P,
+       P);
+    em(g, "    /* x; seeds: each input element the unit vector of its colour */\n"
+          "    for (unsigned long c = 0; c < %zuUL; c++) {\n"
+          "        %s_real *s = w + %zuUL + %s_xslot[c];\n"
+          "        w[%s_xslot[c]] = x[c];\n"
+          "        for (unsigned long k = 0; k < %zuUL; k++)\n            s[k * %zuUL] = 0;\n"
+          "        s[%s_color[c] * %zuUL] = 1;\n    }\n",
+       sp->ncols, P, g->tb, P, P, K, nv, P, nv);
+    em_zero(g, g->zb, g->zsize);
     em_calls(g, PASS_F, "0, w", "    ");
     em(g, "    return br;\n}\n\n");
     if (pl->fwd) {
@@ -2565,14 +2652,6 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
     }
     em(g, "int %s_sparse(const %s_real *x, const %s_real *wt, %s_real *vals, %s_real *w)\n{\n"
           "    const int br = %s_fwd(x, w);\n    (void)wt;\n", P, P, P, P, P, P);
-    em(g, "    /* seeds: each input element the unit vector of its colour */\n"
-          "    for (unsigned long c = 0; c < %zuUL; c++) {\n"
-          "        %s_real *s = w + %zuUL + %s_xslot[c];\n"
-          "        for (unsigned long k = 0; k < %zuUL; k++)\n            s[k * %zuUL] = 0;\n"
-          "        s[%s_color[c] * %zuUL] = 1;\n    }\n",
-       sp->ncols, P, g->tb, P, K, nv, P, nv);
-    em_zero(g, g->zb, g->zsize);
-    em_calls(g, PASS_T, "0, 0, w", "    ");
     if (sp->hessian) {
         em_zero(g, g->gb, nv);
         em_zero(g, g->gtb, K * nv);
@@ -2628,11 +2707,13 @@ static int em_sparse_source(cg *g, const sp_plan *pl, const char *header_name)
     size_t nf = 0, nd = 0;
     for (uint32_t id = 1; id < g->len; id++)
         nf += emits(g, id, PASS_F), nd += emits(g, id, PASS_T);
+    g->K = pl->K;
+    g->ft = true; /* one pass of values and tangents: a value is still in a
+                     register when its tangents need it (sin and cos of one
+                     operand become one sincos) */
     if (nf)
         em_pass(g, PASS_F);
-    g->K = pl->K;
-    if (nd)
-        em_pass(g, PASS_T);
+    g->ft = false;
     if (nd && pl->sp->hessian)
         em_pass(g, PASS_H);
     g->K = 1;
