@@ -70,7 +70,8 @@ enum {
     F_BAKED = 8, /* written out as a constant array                    */
     F_MAP = 16,  /* its index table is written out                     */
     F_WIDE = 32, /* read by a tensor op or the output: lives in w      */
-    F_LOCAL = 64 /* small tapes: value and adjoint in local variables  */
+    F_LOCAL = 64, /* small tapes: value and adjoint in local variables  */
+    F_NOTAN = 128 /* ad_codegen_sparse, Hessian: no tangent read         */
 };
 
 typedef struct cgnode {
@@ -963,7 +964,7 @@ static void em_ft_body(cg *g, const cgnode *x, const ewref *r, const char *ind);
 
 static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
 {
-    if ((g->K > 1 || g->no_adj) && (g->pass == PASS_T || g->pass == PASS_H)) {
+    if ((g->K > 1 || g->no_adj || g->in_w) && (g->pass == PASS_T || g->pass == PASS_H)) {
         em_ew_body_dirs(g, x, r, ind); /* ad_codegen_sparse */
         return;
     }
@@ -1392,7 +1393,7 @@ static bool twin(const cg *g, uint32_t a, uint32_t b)
     const cgnode *x = &g->n[a], *y = &g->n[b];
     if (x->op != y->op || !is_ew(x->op) || ad__is_compare(x->op) || !all_scalar(g, x)
         || !all_scalar(g, y) || memcmp(&x->c, &y->c, sizeof x->c) != 0
-        || (x->flags & F_DIFF) != (y->flags & F_DIFF))
+        || (x->flags & (F_DIFF | F_NOTAN)) != (y->flags & (F_DIFF | F_NOTAN)))
         return false;
     for (int k = 0; k < x->nin; k++) {
         const cgnode *u = &g->n[x->in[k]], *v = &g->n[y->in[k]];
@@ -1553,6 +1554,7 @@ static void em_stmt_dirs(cg *g, uint32_t id);
 static void em_stmt(cg *g, uint32_t id)
 {
     if (g->ft && g->pass == PASS_F && !g->ft_in) { /* ad_codegen_sparse: value, tangents */
+        const bool tan = (g->n[id].flags & (F_DIFF | F_NOTAN)) == F_DIFF;
         if ((g->n[id].flags & F_DIFF) && is_ew(g->n[id].op) && all_scalar(g, &g->n[id])) {
             ewref r;
             stmt(g);
@@ -1562,7 +1564,7 @@ static void em_stmt(cg *g, uint32_t id)
         }
         g->ft_in = true;
         em_stmt(g, id);
-        if (g->n[id].flags & F_DIFF) {
+        if (tan) {
             g->pass = PASS_T;
             em_stmt(g, id);
             g->pass = PASS_F;
@@ -2366,6 +2368,46 @@ int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codeg
  * seeding, the recovery of each nonzero (one read at a precomputed slot:
  * ad_sparse's src and dir) and the pattern are tables. */
 
+static bool cg_zero(const char *formula) { return !strcmp(formula, "0.0"); }
+
+/* Hessian: F_NOTAN on the scalar statements whose tangent nothing reads --
+ * no later statement is nonlinear in them, none whose tangent is read is
+ * a function of them (the running sum of an objective, a constraint's
+ * linear terms): their tangents are not written. Scratch failed: none. */
+static void sp_mark_notan(cg *g)
+{
+    unsigned char *need = ad__alloc(&g->t->mem, g->len);
+    if (!need)
+        return;
+    memset(need, 0, g->len);
+    for (uint32_t id = (uint32_t)g->len - 1; id >= 1; id--) {
+        cgnode *x = &g->n[id];
+        if (!emits(g, id, PASS_T))
+            continue;
+        if (!(is_ew(x->op) && all_scalar(g, x))) { /* tensor statements: every operand */
+            for (int k = 0; k < x->nin; k++)
+                need[x->in[k]] = 1;
+            continue;
+        }
+        if (!need[id])
+            x->flags |= F_NOTAN;
+        const ew_text *e = g->ew[x->op];
+        for (int k = 0; k < x->nin; k++)
+            if (need[id]) /* its tangent statement reads theirs */
+                need[x->in[k]] = 1;
+        if (!e->binary) {
+            if (!cg_zero(e->d[1]))
+                need[x->in[0]] = 1;
+        } else {
+            if (!cg_zero(e->d[2]) || !cg_zero(e->d[3]))
+                need[x->in[0]] = 1;
+            if (!cg_zero(e->d[4]) || !cg_zero(e->d[3]))
+                need[x->in[1]] = 1;
+        }
+    }
+    ad__free(&g->t->mem, need, g->len);
+}
+
 /* the statement body of each direction: a loop over k, or with few
  * directions the body once per direction with k a constant (what
  * -funroll-loops would make of the loop; a tenth off the Jacobian of W6) */
@@ -2401,13 +2443,18 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
             em_dirs(g, in2, body);
             em(g, "%s}\n", ind);
         } else if (r->has[0]) {
-            em(g, "%s{\n%s    const double d = %s, gg = %s;\n", ind, ind, d, r->gv);
-            if (!g->no_adj)
-                em(g, "%s    %s += %s_SZ(gg, d);\n", ind, r->ga[0], P);
-            em(g, "%s    const double h = %s_SZ(gg, %s_%s_d2(%s, %s, %s));\n", ind, P, P, e->name,
-               r->x, r->o, c);
-            snprintf(body, sizeof body, "%s        %s += %s * d + h * %s;\n", ind, r->gta[0],
-                     r->gto, r->ta[0]);
+            em(g, "%s{\n%s    const double d = %s, gg = %s;\n%s    (void)d;\n", ind, ind, d,
+               r->gv, ind);
+            if (!g->no_adj) /* as PASS_R: a constant derivative without the zero test */
+                em_acc(g, in2, r->ga[0], "gg", e->d[0], x->c, r->x, r->o, "0.0", c);
+            if (cg_zero(e->d[1])) /* linear: no second-order term, no tangent read */
+                snprintf(body, sizeof body, "%s        %s += %s * d;\n", ind, r->gta[0], r->gto);
+            else {
+                em(g, "%s    const double h = %s_SZ(gg, %s_%s_d2(%s, %s, %s));\n", ind, P, P,
+                   e->name, r->x, r->o, c);
+                snprintf(body, sizeof body, "%s        %s += %s * d + h * %s;\n", ind, r->gta[0],
+                         r->gto, r->ta[0]);
+            }
             em_dirs(g, in2, body);
             em(g, "%s}\n", ind);
         }
@@ -2439,17 +2486,24 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
        ind, P, d[2], P, d[3], P, d[4], ind);
     for (int k = 0; k < 2 && !g->no_adj; k++)
         if (r->has[k])
-            em(g, "%s    %s += %s_SZ(gg, %s);\n", ind, r->ga[k], P, k ? "db" : "da");
-    int n = snprintf(body, sizeof body,
-                     "%s        const double go = %s, tu = %s, tv = %s;\n"
-                     "%s        (void)tu, (void)tv;\n",
-                     ind, r->gto, r->has[0] ? r->ta[0] : "0.0", r->has[1] ? r->ta[1] : "0.0", ind);
+            em_acc(g, in2, r->ga[k], "gg", e->d[k], 0.0, r->x, r->y, r->o, "0.0");
+    /* the second-order terms that are not identically 0, and only the
+     * tangents they read */
+    const bool aa = !cg_zero(e->d[2]), ab = !cg_zero(e->d[3]), bb = !cg_zero(e->d[4]);
+    const bool tu = (r->has[0] && aa) || (r->has[1] && ab), tv = (r->has[0] && ab) || (r->has[1] && bb);
+    int n = snprintf(body, sizeof body, "%s        const double go = %s;\n", ind, r->gto);
+    if (tu && n > 0 && (size_t)n < sizeof body)
+        n += snprintf(body + n, sizeof body - (size_t)n, "%s        const double tu = %s;\n", ind,
+                      r->has[0] ? r->ta[0] : "0.0");
+    if (tv && n > 0 && (size_t)n < sizeof body)
+        n += snprintf(body + n, sizeof body - (size_t)n, "%s        const double tv = %s;\n", ind,
+                      r->has[1] ? r->ta[1] : "0.0");
     if (r->has[0] && n > 0 && (size_t)n < sizeof body)
-        n += snprintf(body + n, sizeof body - (size_t)n,
-                      "%s        %s += go * da + gaa * tu + gab * tv;\n", ind, r->gta[0]);
+        n += snprintf(body + n, sizeof body - (size_t)n, "%s        %s += go * da%s%s;\n", ind,
+                      r->gta[0], aa ? " + gaa * tu" : "", ab ? " + gab * tv" : "");
     if (r->has[1] && n > 0 && (size_t)n < sizeof body)
-        snprintf(body + n, sizeof body - (size_t)n,
-                 "%s        %s += go * db + gab * tu + gbb * tv;\n", ind, r->gta[1]);
+        snprintf(body + n, sizeof body - (size_t)n, "%s        %s += go * db%s%s;\n", ind,
+                 r->gta[1], ab ? " + gab * tu" : "", bb ? " + gbb * tv" : "");
     em_dirs(g, in2, body);
     em(g, "%s}\n", ind);
 }
@@ -2474,6 +2528,10 @@ static void em_ft_body(cg *g, const cgnode *x, const ewref *r0, const char *ind)
         em(g, "%s    %s = %s;\n", ind, r0->o, x->c == 3.0 ? "xv * xv * xv" : "(xv * xv) * (xv * xv)");
     else
         em_ew_body(g, x, &r, in2);
+    if (x->flags & F_NOTAN) { /* no tangent read */
+        em(g, "%s}\n", ind);
+        return;
+    }
     em(g, "%s    const double zv = %s;\n%s    (void)zv;\n", ind, r0->o, ind);
     strcpy(r.o, "zv");
     g->pass = PASS_T;
@@ -2810,6 +2868,8 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
             g.ws = pl.sink + 1;
             g.ts = nv;
             snprintf(g.dsfx, sizeof g.dsfx, " + k * %zuUL", nv);
+            if (sp->hessian)
+                sp_mark_notan(&g);
         }
     }
     bool src_err = false, hdr_err = false;
