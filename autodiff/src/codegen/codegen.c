@@ -108,7 +108,7 @@ typedef struct cg {
     size_t gcur, ngd; /* replay guards: cursor, count */
     const ew_text *ew[AD__INLINE_END];
     unsigned char used[AD__INLINE_END];
-    /* ad_codegen_sparse (codegen_sparse.c) */
+    /* ad_codegen_sparse (at the end of this file) */
     bool in_w;     /* the inputs' values and tangents live in w, like a node's */
     bool no_adj;   /* PASS_H: adjoint tangents only (a direction after the first) */
     bool ft, ft_in; /* PASS_F writes each statement's tangents right after it */
