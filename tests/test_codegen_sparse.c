@@ -442,6 +442,8 @@ Test(codegen_sparse, luksan_vlcek)
     unit_open(&u, "csp_lv");
     gen(&u, sj, t, "lvj", 0, 0);
     gen(&u, sh, t, "lvh", 0, 0);
+    gen(&u, sj, t, "lvjf", 1, 0); /* float: the blocks' locals too */
+    gen(&u, sh, t, "lvhf", 1, 0);
     void *so = unit_load(&u, (const char *[]){"lvj", "lvh"}, 2);
     /* the blocks are loops */
     FILE *src = fopen(SP_TMP "/lvh.c", "r");
@@ -460,6 +462,16 @@ Test(codegen_sparse, luksan_vlcek)
         w[i] = test_uniform(&r, -1, 1);
     check(so, "lvj", sj, t, xv, NULL, 0, 0, c, M);
     check(so, "lvh", sh, t, xv, w, M + 1, 0, outs, M + 1);
+    check(so, "lvjf", sj, t, xv, NULL, 0, 1, NULL, 0);
+    check(so, "lvhf", sh, t, xv, w, M + 1, 1, NULL, 0);
+    /* a Jacobian's blocks keep what only they read in locals */
+    src = fopen(SP_TMP "/lvj.c", "r");
+    cr_assert(src);
+    int locals = 0;
+    while (fgets(line, sizeof line, src))
+        locals += strstr(line, "lvj_real l") != NULL;
+    fclose(src);
+    cr_assert_geq(locals, 10, "locals in the constraints' block: %d", locals);
     /* and the hand-written ones */
     double vj[3 * M], hj[3 * M], vh[2 * N - 1], hh[2 * N - 1], d[N], o[N];
     double *work = malloc(((ws_fn)sym(so, "lvh", "work_size"))() * sizeof *work);

@@ -116,6 +116,8 @@ typedef struct cg {
     char dsfx[40]; /* " + k * tsUL" */
     int nouts;     /* > 0: the outputs are outs[0..nouts), out the last of them */
     const uint32_t *outs;
+    uint32_t *maxuse; /* per node: its last reader (UINT32_MAX: an output); NULL */
+    uint32_t *lj;     /* per node: 1 + its place in a run's block, when a local */
 } cg;
 
 static void em(cg *g, const char *fmt, ...)
@@ -209,6 +211,8 @@ static const char *vel(const cg *g, uint32_t id, size_t e, char *buf)
     const cgnode *x = &g->n[id];
     if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "in[%d][%zu]", (int)x->input, e);
+    else if (g->lj && g->lj[id]) /* ad_codegen_sparse: a local of a run's block */
+        snprintf(buf, 64, "l%u", (unsigned)g->lj[id] - 1);
     else if (g->fused && (x->flags & F_LOCAL))
         snprintf(buf, 64, "v%u", (unsigned)id);
     else if (x->flags & F_ACT)
@@ -247,6 +251,8 @@ static const char *tel(const cg *g, uint32_t id, size_t e, char *buf)
     const cgnode *x = &g->n[id];
     if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "v[%d][%zu]", (int)x->input, e);
+    else if (g->lj && g->lj[id])
+        snprintf(buf, 64, "lt%u[k]", (unsigned)g->lj[id] - 1);
     else if (x->flags & F_DIFF)
         snprintf(buf, 64, "w[%zu%s]", g->tb + x->off + e, cg_dir(g));
     else
@@ -1103,7 +1109,10 @@ static void scalar_refs(const cg *g, uint32_t id, ewref *r)
         vel(g, x->in[1], 0, r->y);
     vel(g, id, 0, r->o);
     aref(g, id, r->gv);
-    snprintf(r->to, sizeof r->to, "w[%zu%s]", g->tb + x->off, cg_dir(g));
+    if (g->lj && g->lj[id])
+        snprintf(r->to, sizeof r->to, "lt%u[k]", (unsigned)g->lj[id] - 1);
+    else
+        snprintf(r->to, sizeof r->to, "w[%zu%s]", g->tb + x->off, cg_dir(g));
     snprintf(r->gto, sizeof r->gto, "w[%zu%s]", gtslot(g, id, 0), cg_dir(g));
     for (int k = 0; k < x->nin; k++) {
         aref(g, x->in[k], r->ga[k]);
@@ -1513,18 +1522,26 @@ static bool run_refs(const cg *g, const uint32_t *ids, const run *u, size_t j, e
 /* a run as a loop (backward: blocks and statements in reverse order);
  * false, nothing written, if it cannot be (then its statements are
  * written one by one) */
+static bool run_locals(cg *g, const uint32_t *ids, const run *u, int mode);
+
 static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
 {
     ewref r;
+    const bool loc = g->maxuse && !back && run_locals(g, ids, u, 1); /* ad_codegen_sparse */
     for (size_t j = 0; j < u->L; j++)
-        if (!run_refs(g, ids, u, j, &r))
+        if (!run_refs(g, ids, u, j, &r)) {
+            if (loc)
+                run_locals(g, ids, u, 0);
             return false;
+        }
     stmt(g);
     g->stmts += u->L - 1; /* the loop's body counts */
     if (back)
         em(g, "    for (unsigned long it = %zuUL; it-- > 0;) {\n", u->R);
     else
         em(g, "    for (unsigned long it = 0; it < %zuUL; it++) {\n", u->R);
+    if (loc)
+        run_locals(g, ids, u, 2);
     for (size_t jj = 0; jj < u->L; jj++) {
         const size_t j = back ? u->L - 1 - jj : jj;
         run_refs(g, ids, u, j, &r);
@@ -1534,6 +1551,8 @@ static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
             em_ew_body(g, &g->n[ids[u->p + j]], &r, "        ");
     }
     em(g, "    }\n");
+    if (loc)
+        run_locals(g, ids, u, 0);
     return true;
 }
 
@@ -2370,6 +2389,35 @@ int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codeg
 
 static bool cg_zero(const char *formula) { return !strcmp(formula, "0.0"); }
 
+/* A Jacobian's run: the statements at place j of the block whose every
+ * reader is in the same block (in every block), and that are not an
+ * output, keep their value and tangents in locals of the loop's body
+ * (l<j>, lt<j>[k]) instead of the work array: the compiler keeps them in
+ * registers, and the values and tangents nothing else reads are never
+ * stored. mode 1: mark (false: none), 2: declare, 0: clear. */
+static bool run_locals(cg *g, const uint32_t *ids, const run *u, int mode)
+{
+    bool any = false;
+    for (size_t j = 0; j < u->L; j++) {
+        if (mode == 2) {
+            if (g->lj[ids[u->p + j]])
+                em(g, "        %s_real l%zu, lt%zu[%zu];\n        (void)l%zu, (void)lt%zu;\n", g->P,
+                   j, j, g->K, j, j);
+            continue;
+        }
+        bool ok = mode == 1;
+        for (size_t b = 0; b < u->R && ok; b++) {
+            const uint32_t id = ids[u->p + b * u->L + j];
+            const uint32_t last = ids[u->p + b * u->L + u->L - 1];
+            ok = (g->n[id].flags & F_DIFF) && g->maxuse[id] != 0 && g->maxuse[id] <= last;
+        }
+        for (size_t b = 0; b < u->R; b++)
+            g->lj[ids[u->p + b * u->L + j]] = ok ? (uint32_t)j + 1 : 0;
+        any = any || ok;
+    }
+    return any;
+}
+
 /* Hessian: F_NOTAN on the scalar statements whose tangent nothing reads --
  * no later statement is nonlinear in them, none whose tangent is read is
  * a function of them (the running sum of an objective, a constraint's
@@ -2870,6 +2918,25 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
             snprintf(g.dsfx, sizeof g.dsfx, " + k * %zuUL", nv);
             if (sp->hessian)
                 sp_mark_notan(&g);
+            else { /* a Jacobian: runs keep what only their block reads in locals */
+                g.maxuse = ad__alloc(&t->mem, g.len * sizeof *g.maxuse);
+                g.lj = ad__alloc(&t->mem, g.len * sizeof *g.lj);
+                if (g.maxuse && g.lj) {
+                    memset(g.maxuse, 0, g.len * sizeof *g.maxuse);
+                    memset(g.lj, 0, g.len * sizeof *g.lj);
+                    for (uint32_t id = 1; id < g.len; id++)
+                        for (int k = 0; k < g.n[id].nin && emits(&g, id, PASS_F); k++)
+                            g.maxuse[g.n[id].in[k]] = id;
+                    for (int k = 0; k < sp->nout; k++)
+                        g.maxuse[sp->out_id[k]] = UINT32_MAX;
+                } else {
+                    if (g.maxuse)
+                        ad__free(&t->mem, g.maxuse, g.len * sizeof *g.maxuse);
+                    if (g.lj)
+                        ad__free(&t->mem, g.lj, g.len * sizeof *g.lj);
+                    g.maxuse = g.lj = NULL;
+                }
+            }
         }
     }
     bool src_err = false, hdr_err = false;
@@ -2888,6 +2955,10 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
         if (st == AD_OK && g.err == 2)
             st = AD_ENOMEM;
     }
+    if (g.maxuse)
+        ad__free(&t->mem, g.maxuse, g.len * sizeof *g.maxuse);
+    if (g.lj)
+        ad__free(&t->mem, g.lj, g.len * sizeof *g.lj);
     ad__free(&t->mem, g.n, g.len * sizeof *g.n);
     ad__free(&t->mem, in, (size_t)sp->nin * sizeof *in);
     if (st == AD_ENOMEM && !hdr_err && !src_err)
