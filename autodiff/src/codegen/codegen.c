@@ -2898,6 +2898,26 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
             pl.nconst += nsize(o);
     }
     if (st == AD_OK) {
+        /* the outputs' slots last, in order: the recovery then reads the
+         * rows' tangents (and the weights go) in one sweep each, not one
+         * cache line per row (the slots of a run's blocks still advance by
+         * one step: runs are found as before) */
+        unsigned char *isout = ad__alloc(&t->mem, g.len);
+        if (isout) {
+            memset(isout, 0, g.len);
+            for (int k = 0; k < sp->nout; k++)
+                isout[sp->out_id[k]] = 1;
+            size_t off = 0;
+            for (int pass = 0; pass < 2; pass++)
+                for (uint32_t id = 1; id < g.len; id++) {
+                    cgnode *x = &g.n[id];
+                    if ((x->flags & (F_ACT | F_NEED)) == (F_ACT | F_NEED) && isout[id] == pass) {
+                        x->off = off;
+                        off += nsize(x);
+                    }
+                }
+            ad__free(&t->mem, isout, g.len);
+        }
         /* the regions: values, [adjoints,] K tangents, [K adjoint tangents,]
          * zeros, constant outputs' values, a sink for their weights */
         const size_t nv = g.nv;
