@@ -472,6 +472,14 @@ Test(codegen_sparse, luksan_vlcek)
         locals += strstr(line, "lvj_real l") != NULL;
     fclose(src);
     cr_assert_geq(locals, 10, "locals in the constraints' block: %d", locals);
+    /* and a Hessian's reverse blocks their adjoints */
+    src = fopen(SP_TMP "/lvh.c", "r");
+    cr_assert(src);
+    locals = 0;
+    while (fgets(line, sizeof line, src))
+        locals += strstr(line, "lvh_real ua") != NULL;
+    fclose(src);
+    cr_assert_geq(locals, 10, "adjoint locals in the reverse blocks: %d", locals);
     /* and the hand-written ones */
     double vj[3 * M], hj[3 * M], vh[2 * N - 1], hh[2 * N - 1], d[N], o[N];
     double *work = malloc(((ws_fn)sym(so, "lvh", "work_size"))() * sizeof *work);

@@ -118,6 +118,7 @@ typedef struct cg {
     const uint32_t *outs;
     uint32_t *maxuse; /* per node: its last reader (UINT32_MAX: an output); NULL */
     uint32_t *lj;     /* per node: 1 + its place in a run's block, when a local */
+    unsigned char *hl; /* Hessian: per node, its adjoints were locals (not zeroed) */
 } cg;
 
 static void em(cg *g, const char *fmt, ...)
@@ -211,7 +212,7 @@ static const char *vel(const cg *g, uint32_t id, size_t e, char *buf)
     const cgnode *x = &g->n[id];
     if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "in[%d][%zu]", (int)x->input, e);
-    else if (g->lj && g->lj[id]) /* ad_codegen_sparse: a local of a run's block */
+    else if (g->lj && g->lj[id] && g->pass != PASS_H) /* ad_codegen_sparse: a run's local */
         snprintf(buf, 64, "l%u", (unsigned)g->lj[id] - 1);
     else if (g->fused && (x->flags & F_LOCAL))
         snprintf(buf, 64, "v%u", (unsigned)id);
@@ -251,7 +252,7 @@ static const char *tel(const cg *g, uint32_t id, size_t e, char *buf)
     const cgnode *x = &g->n[id];
     if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "v[%d][%zu]", (int)x->input, e);
-    else if (g->lj && g->lj[id])
+    else if (g->lj && g->lj[id] && g->pass != PASS_H)
         snprintf(buf, 64, "lt%u[k]", (unsigned)g->lj[id] - 1);
     else if (x->flags & F_DIFF)
         snprintf(buf, 64, "w[%zu%s]", g->tb + x->off + e, cg_dir(g));
@@ -265,6 +266,8 @@ static const char *aref(const cg *g, uint32_t id, char *buf)
 {
     if (g->fused && (g->n[id].flags & F_LOCAL))
         snprintf(buf, 64, "u%u", (unsigned)id);
+    else if (g->lj && g->lj[id] && g->pass == PASS_H) /* ad_codegen_sparse: a run's local */
+        snprintf(buf, 64, "ua%u", (unsigned)g->lj[id] - 1);
     else
         snprintf(buf, 64, "w[%zu]", gslot(g, id, 0));
     return buf;
@@ -1114,9 +1117,13 @@ static void scalar_refs(const cg *g, uint32_t id, ewref *r)
     else
         snprintf(r->to, sizeof r->to, "w[%zu%s]", g->tb + x->off, cg_dir(g));
     snprintf(r->gto, sizeof r->gto, "w[%zu%s]", gtslot(g, id, 0), cg_dir(g));
+    if (g->lj && g->lj[id] && g->pass == PASS_H)
+        snprintf(r->gto, sizeof r->gto, "uat%u[k]", (unsigned)g->lj[id] - 1);
     for (int k = 0; k < x->nin; k++) {
         aref(g, x->in[k], r->ga[k]);
         snprintf(r->gta[k], sizeof r->gta[k], "w[%zu%s]", gtslot(g, x->in[k], 0), cg_dir(g));
+        if (g->lj && g->lj[x->in[k]] && g->pass == PASS_H)
+            snprintf(r->gta[k], sizeof r->gta[k], "uat%u[k]", (unsigned)g->lj[x->in[k]] - 1);
         tel(g, x->in[k], 0, r->ta[k]);
     }
 }
@@ -1527,11 +1534,12 @@ static bool run_locals(cg *g, const uint32_t *ids, const run *u, int mode);
 static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
 {
     ewref r;
-    const bool loc = g->maxuse && !back && run_locals(g, ids, u, 1); /* ad_codegen_sparse */
+    const bool loc = g->maxuse && (back ? g->pass == PASS_H && g->hl : !g->hl)
+                     && run_locals(g, ids, u, 1); /* ad_codegen_sparse */
     for (size_t j = 0; j < u->L; j++)
         if (!run_refs(g, ids, u, j, &r)) {
             if (loc)
-                run_locals(g, ids, u, 0);
+                run_locals(g, ids, u, 3);
             return false;
         }
     stmt(g);
@@ -2394,13 +2402,19 @@ static bool cg_zero(const char *formula) { return !strcmp(formula, "0.0"); }
  * output, keep their value and tangents in locals of the loop's body
  * (l<j>, lt<j>[k]) instead of the work array: the compiler keeps them in
  * registers, and the values and tangents nothing else reads are never
- * stored. mode 1: mark (false: none), 2: declare, 0: clear. */
+ * stored. A Hessian's reverse run does the same with the adjoints and
+ * adjoint tangents (ua<j>, uat<j>[k], from 0): not zeroed, not stored.
+ * mode 1: mark (false: none), 2: declare, 0: clear, 3: clear, the run not
+ * written. */
 static bool run_locals(cg *g, const uint32_t *ids, const run *u, int mode)
 {
     bool any = false;
     for (size_t j = 0; j < u->L; j++) {
         if (mode == 2) {
-            if (g->lj[ids[u->p + j]])
+            if (g->lj[ids[u->p + j]] && g->pass == PASS_H)
+                em(g, "        %s_real ua%zu = 0, uat%zu[%zu] = {0};\n        (void)ua%zu, (void)uat%zu;\n",
+                   g->P, j, j, g->K, j, j);
+            else if (g->lj[ids[u->p + j]])
                 em(g, "        %s_real l%zu, lt%zu[%zu];\n        (void)l%zu, (void)lt%zu;\n", g->P,
                    j, j, g->K, j, j);
             continue;
@@ -2411,8 +2425,13 @@ static bool run_locals(cg *g, const uint32_t *ids, const run *u, int mode)
             const uint32_t last = ids[u->p + b * u->L + u->L - 1];
             ok = (g->n[id].flags & F_DIFF) && g->maxuse[id] != 0 && g->maxuse[id] <= last;
         }
-        for (size_t b = 0; b < u->R; b++)
+        for (size_t b = 0; b < u->R; b++) {
             g->lj[ids[u->p + b * u->L + j]] = ok ? (uint32_t)j + 1 : 0;
+            if (ok && g->pass == PASS_H) /* its adjoints need no zeroing */
+                g->hl[ids[u->p + b * u->L + j]] = 1;
+            if (mode == 3 && g->hl) /* the run was not written as a loop after all */
+                g->hl[ids[u->p + b * u->L + j]] = 0;
+        }
         any = any || ok;
     }
     return any;
@@ -2733,6 +2752,38 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
         }
     }
     ad__free(&t->mem, v, n * sizeof *v);
+    /* a Hessian whose runs kept adjoints in locals: the ranges of the
+     * other slots, zeroed at each call (nz 0: all of them) */
+    size_t nz = 0;
+    if (sp->hessian && g->hl) {
+        unsigned char *z = ad__alloc(&t->mem, nv);
+        size_t *zs = z ? ad__alloc(&t->mem, nv * sizeof *zs) : NULL;
+        size_t *zl = zs ? ad__alloc(&t->mem, nv * sizeof *zl) : NULL;
+        if (zl) {
+            memset(z, 1, nv);
+            bool some = false;
+            for (uint32_t id = 1; id < g->len; id++)
+                if (g->hl[id]) {
+                    memset(z + g->n[id].off, 0, nsize(&g->n[id]));
+                    some = true;
+                }
+            for (size_t i = 0; some && i < nv; i++)
+                if (z[i] && (i == 0 || !z[i - 1]))
+                    zs[nz] = i, zl[nz++] = 1;
+                else if (z[i])
+                    zl[nz - 1]++;
+            if (nz) {
+                em_table(g, "unsigned long", "zs", zs, nz);
+                em_table(g, "unsigned long", "zl", zl, nz);
+            }
+        }
+        if (zl)
+            ad__free(&t->mem, zl, nv * sizeof *zl);
+        if (zs)
+            ad__free(&t->mem, zs, nv * sizeof *zs);
+        if (z)
+            ad__free(&t->mem, z, nv);
+    }
     em(g, "\nunsigned long %s_work_size(void)\n{\n    return %zuUL;\n}\n\n", P, g->ws);
     em(g, "/* values and tangents */\n"
           "static int %s_fwd(const %s_real *x, %s_real *restrict w)\n{\n    int br = 0;\n", P, P,
@@ -2758,9 +2809,18 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
     }
     em(g, "int %s_sparse(const %s_real *x, const %s_real *wt, %s_real *vals, %s_real *w)\n{\n"
           "    const int br = %s_fwd(x, w);\n    (void)wt;\n", P, P, P, P, P, P);
-    if (sp->hessian) {
+    if (sp->hessian && !nz) {
         em_zero(g, g->gb, nv);
         em_zero(g, g->gtb, K * nv);
+    } else if (sp->hessian) { /* the slots of adjoints that are not a run's locals */
+        em(g, "    for (unsigned long r = 0; r < %zuUL; r++)\n"
+              "        for (unsigned long i = %s_zs[r]; i < %s_zs[r] + %s_zl[r]; i++) {\n"
+              "            w[%zuUL + i] = 0;\n"
+              "            for (unsigned long k = 0; k < %zuUL; k++)\n"
+              "                w[%zuUL + k * %zuUL + i] = 0;\n        }\n",
+           nz, P, P, P, g->gb, K, g->gtb, nv);
+    }
+    if (sp->hessian) {
         em(g, "    for (unsigned long j = 0; j < %zuUL; j++)\n"
               "        w[%s_wslot[j]] += wt ? wt[j] : 1;\n", pl->nw, P);
         em_calls(g, PASS_H, "0, 0, w", "    ");
@@ -2938,10 +2998,15 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
             snprintf(g.dsfx, sizeof g.dsfx, " + k * %zuUL", nv);
             if (sp->hessian)
                 sp_mark_notan(&g);
-            else { /* a Jacobian: runs keep what only their block reads in locals */
+            { /* runs keep what only their block reads in locals: a Jacobian's
+                 values and tangents, a Hessian's adjoints */
                 g.maxuse = ad__alloc(&t->mem, g.len * sizeof *g.maxuse);
                 g.lj = ad__alloc(&t->mem, g.len * sizeof *g.lj);
-                if (g.maxuse && g.lj) {
+                if (sp->hessian)
+                    g.hl = ad__alloc(&t->mem, g.len);
+                if (g.maxuse && g.lj && (g.hl || !sp->hessian)) {
+                    if (g.hl)
+                        memset(g.hl, 0, g.len);
                     memset(g.maxuse, 0, g.len * sizeof *g.maxuse);
                     memset(g.lj, 0, g.len * sizeof *g.lj);
                     for (uint32_t id = 1; id < g.len; id++)
@@ -2954,7 +3019,10 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
                         ad__free(&t->mem, g.maxuse, g.len * sizeof *g.maxuse);
                     if (g.lj)
                         ad__free(&t->mem, g.lj, g.len * sizeof *g.lj);
+                    if (g.hl)
+                        ad__free(&t->mem, g.hl, g.len);
                     g.maxuse = g.lj = NULL;
+                    g.hl = NULL;
                 }
             }
         }
@@ -2979,6 +3047,8 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
         ad__free(&t->mem, g.maxuse, g.len * sizeof *g.maxuse);
     if (g.lj)
         ad__free(&t->mem, g.lj, g.len * sizeof *g.lj);
+    if (g.hl)
+        ad__free(&t->mem, g.hl, g.len);
     ad__free(&t->mem, g.n, g.len * sizeof *g.n);
     ad__free(&t->mem, in, (size_t)sp->nin * sizeof *in);
     if (st == AD_ENOMEM && !hdr_err && !src_err)
