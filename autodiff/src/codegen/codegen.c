@@ -119,6 +119,7 @@ typedef struct cg {
     uint32_t *maxuse; /* per node: its last reader (UINT32_MAX: an output); NULL */
     uint32_t *lj;     /* per node: 1 + its place in a run's block, when a local */
     unsigned char *hl; /* Hessian: per node, its adjoints were locals (not zeroed) */
+    size_t dsb;        /* Hessian: the region of first derivatives kept (0: none) */
 } cg;
 
 static void em(cg *g, const char *fmt, ...)
@@ -2397,6 +2398,20 @@ int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codeg
 
 static bool cg_zero(const char *formula) { return !strcmp(formula, "0.0"); }
 
+/* A Hessian keeps the first derivative of a scalar unary statement whose
+ * formula calls a function (sin's cos(x)) in the forward pass, where it
+ * comes with the value (one sincos), for the reverse pass to read instead
+ * of calling again: its slot, the value's o = "w[...]" moved to the
+ * region dsb (false: not kept). */
+static bool dref(const cg *g, const cgnode *x, const char *o, char *buf, size_t cap)
+{
+    const ew_text *e = g->ew[x->op];
+    if (!g->dsb || e->binary || !strchr(e->d[0], '(') || strncmp(o, "w[", 2) != 0)
+        return false;
+    const int n = snprintf(buf, cap, "w[%zuUL + %s", g->dsb, o + 2);
+    return n > 0 && (size_t)n < cap;
+}
+
 /* A Jacobian's run: the statements at place j of the block whose every
  * reader is in the same block (in every block), and that are not an
  * output, keep their value and tangents in locals of the loop's body
@@ -2510,10 +2525,14 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
             em_dirs(g, in2, body);
             em(g, "%s}\n", ind);
         } else if (r->has[0]) {
-            em(g, "%s{\n%s    const double d = %s, gg = %s;\n%s    (void)d;\n", ind, ind, d,
-               r->gv, ind);
-            if (!g->no_adj) /* as PASS_R: a constant derivative without the zero test */
+            char kept[160];
+            em(g, "%s{\n%s    const double d = %s, gg = %s;\n%s    (void)d;\n", ind, ind,
+               dref(g, x, r->o, kept, sizeof kept) ? kept : d, r->gv, ind);
+            double cv;
+            if (!g->no_adj && const_der(e->d[0], x->c, &cv)) /* as PASS_R: no zero test */
                 em_acc(g, in2, r->ga[0], "gg", e->d[0], x->c, r->x, r->o, "0.0", c);
+            else if (!g->no_adj)
+                em(g, "%s%s += %s_SZ(gg, d);\n", in2, r->ga[0], P);
             if (cg_zero(e->d[1])) /* linear: no second-order term, no tangent read */
                 snprintf(body, sizeof body, "%s        %s += %s * d;\n", ind, r->gta[0], r->gto);
             else {
@@ -2551,9 +2570,13 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
     em(g, "%s    const double gaa = %s_SZ(gg, %s), gab = %s_SZ(gg, %s), gbb = %s_SZ(gg, %s);\n"
           "%s    (void)da, (void)db, (void)gaa, (void)gab, (void)gbb;\n",
        ind, P, d[2], P, d[3], P, d[4], ind);
-    for (int k = 0; k < 2 && !g->no_adj; k++)
-        if (r->has[k])
+    for (int k = 0; k < 2 && !g->no_adj; k++) {
+        double cv;
+        if (r->has[k] && const_der(e->d[k], 0.0, &cv))
             em_acc(g, in2, r->ga[k], "gg", e->d[k], 0.0, r->x, r->y, r->o, "0.0");
+        else if (r->has[k])
+            em(g, "%s%s += %s_SZ(gg, %s);\n", in2, r->ga[k], P, k ? "db" : "da");
+    }
     /* the second-order terms that are not identically 0, and only the
      * tangents they read */
     const bool aa = !cg_zero(e->d[2]), ab = !cg_zero(e->d[3]), bb = !cg_zero(e->d[4]);
@@ -2595,11 +2618,17 @@ static void em_ft_body(cg *g, const cgnode *x, const ewref *r0, const char *ind)
         em(g, "%s    %s = %s;\n", ind, r0->o, x->c == 3.0 ? "xv * xv * xv" : "(xv * xv) * (xv * xv)");
     else
         em_ew_body(g, x, &r, in2);
+    em(g, "%s    const double zv = %s;\n%s    (void)zv;\n", ind, r0->o, ind);
+    char kept[160];
+    if (dref(g, x, r0->o, kept, sizeof kept)) { /* the derivative the reverse pass reads */
+        char cbuf[48];
+        em(g, "%s    %s = %s_%s_d(xv, zv, %s);\n", ind, kept, g->P, g->ew[x->op]->name,
+           num(g->ew[x->op]->takes_c ? x->c : 0.0, cbuf));
+    }
     if (x->flags & F_NOTAN) { /* no tangent read */
         em(g, "%s}\n", ind);
         return;
     }
-    em(g, "%s    const double zv = %s;\n%s    (void)zv;\n", ind, r0->o, ind);
     strcpy(r.o, "zv");
     g->pass = PASS_T;
     em_ew_body(g, x, &r, in2);
@@ -2981,7 +3010,7 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
         /* the regions: values, [adjoints,] K tangents, [K adjoint tangents,]
          * zeros, constant outputs' values, a sink for their weights */
         const size_t nv = g.nv;
-        const double need = (double)nv * (2.0 + 2.0 * (double)pl.K) + (double)g.zsize
+        const double need = (double)nv * (3.0 + 2.0 * (double)pl.K) + (double)g.zsize
                             + (double)pl.nconst + 1.0;
         if (need > 4294967296.0) {
             st = ad__fail_call(t, AD_ELIMIT, "%s: the work array would be %.0f reals (> 2^32)",
@@ -2990,7 +3019,8 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
             g.gb = nv;
             g.tb = sp->hessian ? 2 * nv : nv;
             g.gtb = g.tb + pl.K * nv;
-            g.zb = sp->hessian ? g.gtb + pl.K * nv : g.gtb;
+            g.dsb = sp->hessian ? g.gtb + pl.K * nv : 0; /* kept derivatives */
+            g.zb = sp->hessian ? g.dsb + nv : g.gtb;
             pl.cbase = g.zb + g.zsize;
             pl.sink = pl.cbase + pl.nconst;
             g.ws = pl.sink + 1;
