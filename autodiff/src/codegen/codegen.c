@@ -2600,7 +2600,7 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
 
 /* a scalar statement's value and then its tangents, the operands read
  * once: sin and cos of one operand become one sincos. x^3 and x^4 (powc)
- * are written as products, not pow() (within 2 ulp of it) */
+ * are written as products, not pow() (a few ulp from it) */
 static void em_ft_body(cg *g, const cgnode *x, const ewref *r0, const char *ind)
 {
     ewref r = *r0;
