@@ -579,3 +579,54 @@ Test(codegen_sparse, misuse_is_reported_with_a_message)
     fclose(f);
     ad_tape_free(t);
 }
+
+/* every allocation of ad_codegen_sparse failing in turn: AD_ENOMEM with a
+ * message, or AD_OK (the scratch of runs, locals and zero ranges only
+ * simplify the output when it fails: still correct), nothing leaked */
+Test(codegen_sparse, every_allocation_failure_is_reported)
+{
+    enum { N = 30, M = N - 2 };
+    for (int which = 0; which < 2; which++) {
+        test_alloc al;
+        memset(&al, 0, sizeof al);
+        ad_tape_opts opts = test_alloc_opts(&al);
+        ad_tape *t = ad_tape_new(&opts);
+        ad_node x[N], f, c[M], outs[M + 1];
+        lv_record(t, N, x, &f, c);
+        outs[0] = f;
+        memcpy(outs + 1, c, sizeof c);
+        ad_sparse *sp;
+        cr_assert_eq(which ? ad_sparse_hessian_new(t, M + 1, outs, N, x, 0, &sp)
+                           : ad_sparse_jacobian_new(t, M, c, N, x, 0, &sp),
+                     AD_OK);
+        ad_codegen_opts o;
+        memset(&o, 0, sizeof o);
+        o.prefix = "am";
+        const size_t held = al.bytes;
+        FILE *s0 = tmpfile();
+        cr_assert(s0);
+        const long before = al.count;
+        cr_assert_eq(ad_codegen_sparse(sp, &o, s0, NULL), AD_OK, "%s", ad_tape_errmsg(t));
+        const long nalloc = al.count - before; /* the allocations of one call */
+        fclose(s0);
+        cr_assert_gt(nalloc, 3);
+        for (long k = 1; k <= nalloc; k++) {
+            FILE *src = tmpfile(), *hdr = tmpfile();
+            cr_assert(src && hdr);
+            al.fail_at = al.count + k;
+            const int st = ad_codegen_sparse(sp, &o, src, hdr);
+            al.fail_at = 0;
+            fclose(src);
+            fclose(hdr);
+            if (st != AD_OK) { /* the scratch's failures are tolerated: AD_OK */
+                cr_assert_eq(st, AD_ENOMEM, "failure %ld: %s", k, ad_tape_errmsg(t));
+                cr_assert(strstr(ad_tape_errmsg(t), "codegen"), "%s", ad_tape_errmsg(t));
+                cr_assert(strstr(ad_tape_errmsg(t), "out of memory"), "%s", ad_tape_errmsg(t));
+            }
+            cr_assert_eq(al.bytes, held, "failure %ld leaked %zu bytes", k, al.bytes - held);
+        }
+        ad_sparse_free(sp);
+        ad_tape_free(t);
+        cr_assert_eq(al.bytes, 0);
+    }
+}
