@@ -16,25 +16,35 @@
  *               and, when the bench was built with ADOL-C (libadolc-dev),
  *               ADOL-C on the same problem (w6_adolc.cpp: its patterns,
  *               and the compressed evaluations its sparse drivers repeat)
+ *   generated   ad_codegen_sparse of the same two ad_sparse objects,
+ *               compiled with the system compiler ($CC, else cc) at -O2
+ *               into a shared object and loaded (as W7 does): generation
+ *               and compile time, source size, and P_sparse per evaluation
+ *               beside the others
  * Each variant is timed in a loop of its own (a warm-up, then 7), at a
  * new point each time. Checks (the run fails otherwise): every evaluation
  * against the hand-written values (1e-12 relative; ADOL-C's Hessian
- * 1e-10); no allocation in a timed evaluation of the engine. */
+ * 1e-10), the generated values against ad_sparse_eval's at the same point
+ * (1e-13); no allocation in a timed evaluation of the engine. */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include "bench_util.h"
 
 #include "../examples/luksan_vlcek.h"
 
 #include <autodiff/autodiff.h>
+#include <autodiff/codegen.h>
 #include <autodiff/sparse.h>
 #ifdef AD_BENCH_ADOLC
 #include "w6_adolc.h"
 double lv_adolc_now(void) { return bench_now(); }
 #endif
 
+#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static double worst(const double *a, const double *b, size_t n)
 {
@@ -42,6 +52,61 @@ static double worst(const double *a, const double *b, size_t n)
     for (size_t i = 0; i < n; i++)
         w = fmax(w, fabs(a[i] - b[i]) / fmax(1.0, fabs(b[i])));
     return w;
+}
+
+typedef int (*sparse_fn)(const double *, const double *, double *, double *);
+typedef unsigned long (*ws_fn)(void);
+
+static char dir[64];
+
+/* ad_codegen_sparse of sp, cc -O2, dlopen: P_sparse and its work array */
+typedef struct built {
+    sparse_fn f;
+    double *work;
+    double gen_s, cc_s;
+    long bytes;
+} built;
+
+static built build(ad_sparse *sp, ad_tape *t, const char *prefix)
+{
+    built b;
+    memset(&b, 0, sizeof b);
+    char path[256], so[256], cmd[1024];
+    snprintf(path, sizeof path, "%s/%s.c", dir, prefix);
+    snprintf(so, sizeof so, "%s/%s.so", dir, prefix);
+    FILE *f = fopen(path, "w");
+    bench_check(f != NULL, path);
+    ad_codegen_opts o;
+    memset(&o, 0, sizeof o);
+    o.prefix = prefix;
+    double t0 = bench_now();
+    const int st = ad_codegen_sparse(sp, &o, f, NULL);
+    b.gen_s = bench_now() - t0;
+    fclose(f);
+    bench_check(st == AD_OK, ad_tape_errmsg(t));
+    struct stat sb;
+    stat(path, &sb);
+    b.bytes = (long)sb.st_size;
+    const char *cc = getenv("CC");
+    snprintf(cmd, sizeof cmd, "%s -O2 -shared -fPIC -o %s %s -lm", cc && *cc ? cc : "cc", so, path);
+    t0 = bench_now();
+    bench_check(system(cmd) == 0, cmd);
+    b.cc_s = bench_now() - t0;
+    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    bench_check(h != NULL, dlerror());
+    char name[128];
+    snprintf(name, sizeof name, "%s_sparse", prefix);
+    void *p = dlsym(h, name);
+    bench_check(p != NULL, name);
+    memcpy(&b.f, &p, sizeof p);
+    snprintf(name, sizeof name, "%s_work_size", prefix);
+    p = dlsym(h, name);
+    bench_check(p != NULL, name);
+    ws_fn wsz;
+    memcpy(&wsz, &p, sizeof p);
+    b.work = malloc(wsz() * sizeof *b.work);
+    bench_check(b.work != NULL, "work");
+    return b; /* the object stays loaded until exit */
 }
 
 static void run(size_t n)
@@ -92,10 +157,19 @@ static void run(size_t n)
     const bench_stats pj = bench_summarise(tj, 3), ph = bench_summarise(th, 3);
     bench_check(ad_sparse_nnz(J) == 3 * m && ad_sparse_nnz(H) == 2 * n - 1, "nonzero counts");
 
-    enum { EJ, EH, HJ, HH, REPLAY, EJC, AJ, AH, NT };
+    /* generated code for the same two objects */
+    char nj[32], nh[32]; /* a name per n: dlopen of a path already loaded returns that object */
+    snprintf(nj, sizeof nj, "w6j%zu", n);
+    snprintf(nh, sizeof nh, "w6h%zu", n);
+    const built gj = build(J, t, nj), gh = build(H, t, nh);
+    double *ref = malloc(3 * n * sizeof *ref);
+    bench_check(ref != NULL, "out of memory");
+
+    enum { EJ, EH, HJ, HH, REPLAY, EJC, GJ, GH, AJ, AH, NT };
     static const char *const names[NT] = {"sparse_jacobian", "sparse_hessian",
                                           "hand_jacobian", "hand_hessian", "replay",
-                                          "sparse_jacobian_own_tape", "adolc_jacobian",
+                                          "sparse_jacobian_own_tape", "generated_jacobian",
+                                          "generated_hessian", "adolc_jacobian",
                                           "adolc_hessian"};
     int nt = AJ; /* without ADOL-C */
 #ifdef AD_BENCH_ADOLC
@@ -125,6 +199,8 @@ static void run(size_t n)
             case HH: lv_hess(n, xv, w[0], lam, a, d, d + n); break;
             case REPLAY: st = ad_replay(t); break;
             case EJC: st = ad_sparse_eval(Jc, xv, n, NULL, 0, a); break;
+            case GJ: st = gj.f(xv, NULL, a, gj.work); break;
+            case GH: st = gh.f(xv, w, a, gh.work); break;
 #ifdef AD_BENCH_ADOLC
             case AJ: lv_adolc_jac(ad, xv, a); break;
             case AH: lv_adolc_hess(ad, xv, w[0], lam, a); break;
@@ -138,10 +214,18 @@ static void run(size_t n)
                 if (k != AJ && k != AH)
                     allocs += counter.allocs - before;
             }
-            if (k == EJ || k == EJC || k == AJ) {
+            if (k == GJ || k == GH) { /* the interpreter's values, at the same point */
+                bench_check(ad_sparse_eval(k == GJ ? J : H, xv, n, k == GJ ? NULL : w,
+                                           k == GJ ? 0 : m + 1, ref) == AD_OK, names[k]);
+                const double e = worst(a, ref, k == GJ ? 3 * m : 2 * n - 1);
+                if (!(e < 1e-13))
+                    fprintf(stderr, "%s: generated and ad_sparse_eval differ by %.3g\n", names[k], e);
+                bench_check(e < 1e-13, "generated values = ad_sparse_eval's");
+            }
+            if (k == EJ || k == EJC || k == AJ || k == GJ) {
                 lv_jac(n, xv, b);
                 bench_check(worst(a, b, 3 * m) < 1e-12, names[k]);
-            } else if (k == EH || k == AH) {
+            } else if (k == EH || k == AH || k == GH) {
                 lv_hess(n, xv, w[0], lam, b, d, d + n);
                 bench_check(worst(a, b, 2 * n - 1) < 1e-10, names[k]);
             }
@@ -164,16 +248,26 @@ static void run(size_t n)
     static const char *const label[NT] = {
         "sparse Jacobian (one tape: f and c)", "sparse Hessian of the Lagrangian",
         "hand-written Jacobian", "hand-written Hessian", "one replay of the tape (floor)",
-        "sparse Jacobian (c on its own tape)", "ADOL-C Jacobian (c on its own tape)",
+        "sparse Jacobian (c on its own tape)", "generated Jacobian (ad_codegen_sparse)",
+        "generated Hessian (ad_codegen_sparse)", "ADOL-C Jacobian (c on its own tape)",
         "ADOL-C Hessian of the Lagrangian"};
     for (int k = 0; k < nt; k++) {
-        const int hand = k == EH || k == AH ? HH : k == REPLAY ? -1 : HJ;
+        const int hand = k == EH || k == AH || k == GH ? HH : k == REPLAY ? -1 : HJ;
         printf("    %-38s %8.3f (%8.3f)", label[k], 1e3 * s[k].median, 1e3 * s[k].min);
         if (hand >= 0 && k != HJ && k != HH)
             printf("  %5.1fx", s[k].median / s[hand].median);
         printf("\n");
     }
+    printf("  generated: Jacobian %.2f s to generate (%.1f MB), %.1f s to compile (cc -O2); "
+           "Hessian %.2f s (%.1f MB), %.1f s\n",
+           gj.gen_s, (double)gj.bytes / 1e6, gj.cc_s, gh.gen_s, (double)gh.bytes / 1e6, gh.cc_s);
+    printf("  generated / interpreter (medians): Jacobian %.3fx (of the one-tape eval), %.3fx "
+           "(own tape), Hessian %.3fx\n",
+           s[GJ].median / s[EJ].median, s[GJ].median / s[EJC].median,
+           s[GH].median / s[EH].median);
 #ifdef AD_BENCH_ADOLC
+    printf("  generated / ADOL-C (medians): Jacobian %.3fx, Hessian %.3fx\n",
+           s[GJ].median / s[AJ].median, s[GH].median / s[AH].median);
     printf("  ADOL-C 2.7: patterns jac_pat %.1f ms, hess_pat %.1f ms; evaluations fov_forward "
            "and hess_mat on the 3-colour seed (what its sparse drivers repeat); the engine / "
            "ADOL-C: Jacobian %.2fx, Hessian %.2fx (medians)\n",
@@ -186,8 +280,9 @@ static void run(size_t n)
     char variant[64];
     for (int k = 0; k < nt; k++) {
         snprintf(variant, sizeof variant, "n%zu_%s", n, names[k]);
-        const double ratio = k == EJ || k == EJC || k == AJ ? s[k].median / s[HJ].median
-                             : k == EH || k == AH           ? s[k].median / s[HH].median
+        const double ratio = k == EJ || k == EJC || k == AJ || k == GJ
+                                 ? s[k].median / s[HJ].median
+                             : k == EH || k == AH || k == GH ? s[k].median / s[HH].median
                                                             : -1.0;
         bench_json("w6_sparse", variant, s[k], "s", ratio);
     }
@@ -202,16 +297,23 @@ static void run(size_t n)
     ad_tape_free(tc);
     free(xc), free(cc);
     free(x), free(out), free(xv), free(lam), free(w), free(a), free(b), free(d);
+    free(ref), free(gj.work), free(gh.work);
 }
 
 int main(int argc, char **argv)
 {
+    snprintf(dir, sizeof dir, "/tmp/w6_XXXXXX");
+    bench_check(mkdtemp(dir) != NULL, "mkdtemp");
     if (argc > 1) {
         for (int i = 1; i < argc; i++)
             run((size_t)strtoul(argv[i], NULL, 10) < 3 ? 3 : (size_t)strtoul(argv[i], NULL, 10));
-        return 0;
+    } else {
+        run(10000);
+        run(100000);
     }
-    run(10000);
-    run(100000);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
     return 0;
 }

@@ -43,6 +43,7 @@
 #define AUTODIFF_CODEGEN_H
 
 #include "autodiff.h"
+#include "sparse.h"
 
 #include <stdio.h>
 
@@ -129,6 +130,41 @@ typedef struct ad_codegen_rule {
  * On a tape whose recording failed: its status, nothing written. */
 AD_API int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in,
                       const ad_codegen_opts *opts, FILE *src, FILE *hdr);
+
+/* Writes C source (and its header, hdr NULL: none) that computes the
+ * nonzeros of sp -- a sparse Jacobian or Hessian of the Lagrangian
+ * (sparse.h) -- at a point, in exactly sp's order (ad_sparse_pattern's,
+ * ad_sparse_eval's): row by row, by increasing column; a Hessian's lower
+ * triangle. With P the prefix, N the columns (the inputs' elements, in
+ * order, joined: ad_sparse_eval's x), M the outputs' elements:
+ *   size_t P_work_size(void);
+ *   int P_sparse(const P_real *x, const P_real *wt, P_real *vals, P_real *work);
+ *       vals[0..P_NNZ) at x[0..N). A Jacobian: one forward sweep carrying
+ *       one tangent per colour, each nonzero then read from the tangent of
+ *       its row at its column's colour; wt unused (NULL). A Hessian: that
+ *       sweep, then one reverse sweep of forward over reverse with the
+ *       outputs' adjoints seeded with wt[0..M) (sigma and the multipliers;
+ *       NULL: 1 each), each nonzero read from an adjoint tangent.
+ *   void P_sparse_pattern(int *rows, int *cols);   as ad_sparse_pattern
+ *   int P_forward(const P_real *x, P_real *out, P_real *work);
+ *       out[0..M) = the outputs' elements (what 0 or AD_CODEGEN_FORWARD)
+ * and the macros P_ROWS, P_COLS, P_NNZ, P_COLORS, P_N_OUT, P_WORK_SIZE.
+ * Returns and guards as ad_codegen's functions; same promises (<math.h>
+ * only, no allocation, reentrant, double or float, bounded functions,
+ * repeated blocks as loops). The tape is only read; every leaf that is not
+ * an input of sp is baked with its current value.
+ * opts: prefix, use_float, max_stmts and header_name as for ad_codegen;
+ * what 0 or AD_CODEGEN_FORWARD (P_forward), nothing else (the functions
+ * of one output come from ad_codegen).
+ * Returns AD_OK, or with the reason in ad_tape_errmsg of sp's tape
+ * ("codegen_sparse: ..."): AD_EMISUSE (opts or src NULL, a bad prefix,
+ * other bits in what, a tape reset or recorded on since sp was made, an op
+ * with no JVP -- a Hessian: HVP -- rule for generated code on the way:
+ * "codegen: op ..."), AD_ENOMEM, AD_ELIMIT (the work array would exceed
+ * 2^32 reals), AD_EIO (a write failed). sp NULL: AD_EMISUSE, no message
+ * (there is no tape to hold it). */
+AD_API int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *src,
+                             FILE *hdr);
 
 #ifdef __cplusplus
 }

@@ -32,6 +32,7 @@
  * run once on 0, 1, 2, ... at generation. */
 #include "internal.h"
 #include "scalar_ops.h"
+#include "sparse_internal.h"
 #include "autodiff/codegen.h"
 
 #include <float.h>
@@ -74,7 +75,8 @@ enum {
     F_BAKED = 8, /* written out as a constant array                    */
     F_MAP = 16,  /* its index table is written out                     */
     F_WIDE = 32, /* read by a tensor op or the output: lives in w      */
-    F_LOCAL = 64 /* small tapes: value and adjoint in local variables  */
+    F_LOCAL = 64, /* small tapes: value and adjoint in local variables  */
+    F_NOTAN = 128 /* ad_codegen_sparse, Hessian: no tangent read         */
 };
 
 typedef struct cgnode {
@@ -114,6 +116,19 @@ typedef struct cg {
     size_t ngd; /* replay guards: count */
     const ew_text *ew[AD__INLINE_END];
     unsigned char used[AD__INLINE_END];
+    /* ad_codegen_sparse (at the end of this file) */
+    bool in_w;     /* the inputs' values and tangents live in w, like a node's */
+    bool no_adj;   /* PASS_H: adjoint tangents only (a direction after the first) */
+    bool ft, ft_in; /* PASS_F writes each statement's tangents right after it */
+    bool sparse;    /* ad_codegen_sparse: its runs (em_run), no level order */
+    size_t K, ts;  /* K > 1: the tangent passes carry K directions, ts apart */
+    char dsfx[40]; /* " + k * tsUL" */
+    int nouts;     /* > 0: the outputs are outs[0..nouts), out the last of them */
+    const uint32_t *outs;
+    uint32_t *maxuse; /* per node: its last reader (UINT32_MAX: an output); NULL */
+    uint32_t *lj;     /* per node: 1 + its place in a run's block, when a local */
+    unsigned char *hl; /* Hessian: per node, its adjoints were locals (not zeroed) */
+    size_t dsb;        /* Hessian: the region of first derivatives kept (0: none) */
 } cg;
 
 static void em(cg *g, const char *fmt, ...)
@@ -225,12 +240,18 @@ static bool all_scalar(const cg *g, const cgnode *x)
 
 /* ---- references ---- */
 
+/* In a tangent pass carrying K > 1 directions (ad_codegen_sparse), what a
+ * scalar statement's tangent slot adds: direction k's is ts reals on. */
+static const char *cg_dir(const cg *g) { return g->K > 1 ? g->dsfx : ""; }
+
 /* Element e of node id's value: in[k][e], w[...], or a literal. */
 static const char *vel(const cg *g, uint32_t id, size_t e, char *buf)
 {
     const cgnode *x = &g->n[id];
-    if (x->input >= 0)
+    if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "in[%d][%zu]", (int)x->input, e);
+    else if (g->lj && g->lj[id] && g->pass != PASS_H) /* ad_codegen_sparse: a run's local */
+        snprintf(buf, 64, "l%u", (unsigned)g->lj[id] - 1);
     else if (g->fused && (x->flags & F_LOCAL))
         snprintf(buf, 64, "v%u", (unsigned)id);
     else if (x->flags & F_ACT)
@@ -243,7 +264,7 @@ static const char *vel(const cg *g, uint32_t id, size_t e, char *buf)
 static const char *vptr(const cg *g, uint32_t id, char *buf)
 {
     const cgnode *x = &g->n[id];
-    if (x->input >= 0)
+    if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "in[%d]", (int)x->input);
     else if (x->flags & F_ACT)
         snprintf(buf, 64, "(w + %zu)", x->off);
@@ -256,7 +277,7 @@ static bool diff(const cg *g, uint32_t id) { return (g->n[id].flags & F_DIFF) !=
 static const char *tptr(const cg *g, uint32_t id, char *buf)
 {
     const cgnode *x = &g->n[id];
-    if (x->input >= 0)
+    if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "v[%d]", (int)x->input);
     else if (x->flags & F_DIFF)
         snprintf(buf, 64, "(w + %zu)", g->tb + x->off);
@@ -267,10 +288,12 @@ static const char *tptr(const cg *g, uint32_t id, char *buf)
 static const char *tel(const cg *g, uint32_t id, size_t e, char *buf)
 {
     const cgnode *x = &g->n[id];
-    if (x->input >= 0)
+    if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "v[%d][%zu]", (int)x->input, e);
+    else if (g->lj && g->lj[id] && g->pass != PASS_H)
+        snprintf(buf, 64, "lt%u[k]", (unsigned)g->lj[id] - 1);
     else if (x->flags & F_DIFF)
-        snprintf(buf, 64, "w[%zu]", g->tb + x->off + e);
+        snprintf(buf, 64, "w[%zu%s]", g->tb + x->off + e, cg_dir(g));
     else
         strcpy(buf, "0.0");
     return buf;
@@ -281,6 +304,8 @@ static const char *aref(const cg *g, uint32_t id, char *buf)
 {
     if (g->fused && (g->n[id].flags & F_LOCAL))
         snprintf(buf, 64, "u%u", (unsigned)id);
+    else if (g->lj && g->lj[id] && g->pass == PASS_H) /* ad_codegen_sparse: a run's local */
+        snprintf(buf, 64, "ua%u", (unsigned)g->lj[id] - 1);
     else
         snprintf(buf, 64, "w[%zu]", gslot(g, id, 0));
     return buf;
@@ -319,8 +344,12 @@ static void stmt(cg *g)
     if (g->fused)
         return;
     if (g->stmts >= g->max_stmts) {
+        const int pass = g->pass;
+        if (g->ft) /* ad_codegen_sparse: tangents go into the forward's chunks */
+            g->pass = PASS_F;
         chunk_close(g);
         chunk_open(g);
+        g->pass = pass;
     }
     g->stmts++;
 }
@@ -1343,8 +1372,15 @@ static void em_acc(cg *g, const char *ind, const char *dst, const char *gv, cons
     em(g, "%s%s += %s_SZ(%s, %s);\n", ind, dst, g->P, gv, d);
 }
 
+static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *ind);
+static void em_ft_body(cg *g, const cgnode *x, const ewref *r, const char *ind);
+
 static void em_ew_body(cg *g, const cgnode *x, const ewref *r, const char *ind)
 {
+    if ((g->K > 1 || g->no_adj || g->in_w) && (g->pass == PASS_T || g->pass == PASS_H)) {
+        em_ew_body_dirs(g, x, r, ind); /* ad_codegen_sparse */
+        return;
+    }
     const ew_text *e = g->ew[x->op];
     const char *P = g->P;
     char cbuf[48];
@@ -1495,11 +1531,18 @@ static void scalar_refs(const cg *g, uint32_t id, ewref *r)
         vel(g, x->in[1], 0, r->y);
     vel(g, id, 0, r->o);
     aref(g, id, r->gv);
-    snprintf(r->to, sizeof r->to, "w[%zu]", g->tb + x->off);
-    snprintf(r->gto, sizeof r->gto, "w[%zu]", gtslot(g, id, 0));
+    if (g->lj && g->lj[id])
+        snprintf(r->to, sizeof r->to, "lt%u[k]", (unsigned)g->lj[id] - 1);
+    else
+        snprintf(r->to, sizeof r->to, "w[%zu%s]", g->tb + x->off, cg_dir(g));
+    snprintf(r->gto, sizeof r->gto, "w[%zu%s]", gtslot(g, id, 0), cg_dir(g));
+    if (g->lj && g->lj[id] && g->pass == PASS_H)
+        snprintf(r->gto, sizeof r->gto, "uat%u[k]", (unsigned)g->lj[id] - 1);
     for (int k = 0; k < x->nin; k++) {
         aref(g, x->in[k], r->ga[k]);
-        snprintf(r->gta[k], sizeof r->gta[k], "w[%zu]", gtslot(g, x->in[k], 0));
+        snprintf(r->gta[k], sizeof r->gta[k], "w[%zu%s]", gtslot(g, x->in[k], 0), cg_dir(g));
+        if (g->lj && g->lj[x->in[k]] && g->pass == PASS_H)
+            snprintf(r->gta[k], sizeof r->gta[k], "uat%u[k]", (unsigned)g->lj[x->in[k]] - 1);
         tel(g, x->in[k], 0, r->ta[k]);
     }
 }
@@ -1698,9 +1741,11 @@ static void em_tensor(cg *g, uint32_t id)
         }
         snprintf(b.o, 64, "w + %zu", x->off);
         snprintf(b.g, 64, "w + %zu", gslot(g, id, 0));
-        em_open(g, x, &b, false);
-        em_vjp(g, id, b.has);
-        em(g, "    }\n");
+        if (!g->no_adj) { /* ad_codegen_sparse: once, not per direction */
+            em_open(g, x, &b, false);
+            em_vjp(g, id, b.has);
+            em(g, "    }\n");
+        }
         if (g->pass == PASS_R)
             break;
         /* adjoint tangents: the vjp (linear in g) of the adjoint tangent */
@@ -1827,10 +1872,12 @@ static bool twin_ex(const cg *g, uint32_t a, uint32_t b, bool cmp)
 {
     const cgnode *x = &g->n[a], *y = &g->n[b];
     if (x->op != y->op || !is_ew(x->op) || (!cmp && ad__is_compare(x->op)) || !all_scalar(g, x)
-        || !all_scalar(g, y) || (x->flags & F_DIFF) != (y->flags & F_DIFF))
+        || !all_scalar(g, y) || (x->flags & (F_DIFF | F_NOTAN)) != (y->flags & (F_DIFF | F_NOTAN)))
         return false;
+    /* constants that differ come from a table; not in ad_codegen_sparse,
+     * whose runs keep their text (em_run) */
     if (memcmp(&x->c, &y->c, sizeof x->c) != 0
-        && !(g->ew[x->op]->takes_c && finite_c(x->c) && finite_c(y->c)))
+        && (g->sparse || !(g->ew[x->op]->takes_c && finite_c(x->c) && finite_c(y->c))))
         return false;
     for (int k = 0; k < x->nin; k++) {
         const cgnode *u = &g->n[x->in[k]], *v = &g->n[y->in[k]];
@@ -2109,6 +2156,92 @@ static bool em_loop(cg *g, const uint32_t *base, size_t L, size_t R, bool back)
     return ok;
 }
 
+/* t = s0 with each index (a number right after '[') that differs in s1,
+ * block 1's text, written as a function of it; false if the texts differ
+ * elsewhere */
+static bool idx_text(const char *s0, const char *s1, char *t, size_t cap)
+{
+    size_t n = 0;
+    char prev = 0;
+    while (*s0 && *s1) {
+        if (prev == '[' && *s0 >= '0' && *s0 <= '9' && *s1 >= '0' && *s1 <= '9') {
+            char *e0, *e1;
+            const unsigned long a = strtoul(s0, &e0, 10), b = strtoul(s1, &e1, 10);
+            const int k = a == b  ? snprintf(t + n, cap - n, "%lu", a)
+                          : b > a ? snprintf(t + n, cap - n, "%luUL + it * %luUL", a, b - a)
+                                  : snprintf(t + n, cap - n, "%luUL - it * %luUL", a, a - b);
+            if (k < 0 || (size_t)k >= cap - n)
+                return false;
+            n += (size_t)k;
+            s0 = e0, s1 = e1;
+            prev = '0';
+            continue;
+        }
+        if (*s0 != *s1 || n + 1 >= cap)
+            return false;
+        prev = t[n++] = *s0;
+        s0++, s1++;
+    }
+    t[n] = '\0';
+    return !*s0 && !*s1;
+}
+
+/* statement j of a run's block, its references as functions of it */
+static bool run_refs(const cg *g, const uint32_t *ids, const run *u, size_t j, ewref *r)
+{
+    ewref r0, r1;
+    scalar_refs(g, ids[u->p + j], &r0);
+    scalar_refs(g, ids[u->p + u->L + j], &r1);
+    memset(r, 0, sizeof *r);
+    r->has[0] = r0.has[0], r->has[1] = r0.has[1];
+#define CG_IDX(F) idx_text(r0.F, r1.F, r->F, sizeof r->F)
+    bool ok = CG_IDX(x) && CG_IDX(y) && CG_IDX(o) && CG_IDX(gv) && CG_IDX(to) && CG_IDX(gto);
+    for (int k = 0; k < 2; k++)
+        ok = ok && CG_IDX(ga[k]) && CG_IDX(ta[k]) && CG_IDX(gta[k]);
+#undef CG_IDX
+    return ok;
+}
+
+/* ad_codegen_sparse's runs (ids[] in tape order, affine numbers and
+ * identical constants): a run as a loop (backward: blocks and statements
+ * in reverse order), what only the block reads in locals;
+ * false, nothing written, if it cannot be (then its statements are
+ * written one by one) */
+static bool run_locals(cg *g, const uint32_t *ids, const run *u, int mode);
+
+static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
+{
+    ewref r;
+    const bool loc = g->maxuse && (back ? g->pass == PASS_H && g->hl : !g->hl)
+                     && run_locals(g, ids, u, 1); /* ad_codegen_sparse */
+    for (size_t j = 0; j < u->L; j++)
+        if (!run_refs(g, ids, u, j, &r)) {
+            if (loc)
+                run_locals(g, ids, u, 3);
+            return false;
+        }
+    stmt(g);
+    g->stmts += u->L - 1; /* the loop's body counts */
+    if (back)
+        em(g, "    for (unsigned long it = %zuUL; it-- > 0;) {\n", u->R);
+    else
+        em(g, "    for (unsigned long it = 0; it < %zuUL; it++) {\n", u->R);
+    if (loc)
+        run_locals(g, ids, u, 2);
+    for (size_t jj = 0; jj < u->L; jj++) {
+        const size_t j = back ? u->L - 1 - jj : jj;
+        run_refs(g, ids, u, j, &r);
+        if (g->ft && (g->n[ids[u->p + j]].flags & F_DIFF)) /* ad_codegen_sparse */
+            em_ft_body(g, &g->n[ids[u->p + j]], &r, "        ");
+        else
+            em_ew_body(g, &g->n[ids[u->p + j]], &r, "        ");
+    }
+    em(g, "    }\n");
+    if (loc)
+        run_locals(g, ids, u, 0);
+    return true;
+}
+
 /* ---- passes ---- */
 
 static bool emits(const cg *g, uint32_t id, int pass)
@@ -2121,8 +2254,34 @@ static bool emits(const cg *g, uint32_t id, int pass)
     return (x->flags & F_DIFF) != 0;
 }
 
+static void em_stmt_dirs(cg *g, uint32_t id);
+
 static void em_stmt(cg *g, uint32_t id)
 {
+    if (g->ft && g->pass == PASS_F && !g->ft_in) { /* ad_codegen_sparse: value, tangents */
+        const bool tan = (g->n[id].flags & (F_DIFF | F_NOTAN)) == F_DIFF;
+        if ((g->n[id].flags & F_DIFF) && is_ew(g->n[id].op) && all_scalar(g, &g->n[id])) {
+            ewref r;
+            stmt(g);
+            scalar_refs(g, id, &r);
+            em_ft_body(g, &g->n[id], &r, "    ");
+            return;
+        }
+        g->ft_in = true;
+        em_stmt(g, id);
+        if (tan) {
+            g->pass = PASS_T;
+            em_stmt(g, id);
+            g->pass = PASS_F;
+        }
+        g->ft_in = false;
+        return;
+    }
+    if (g->K > 1 && (g->pass == PASS_T || g->pass == PASS_H)
+        && !(is_ew(g->n[id].op) && all_scalar(g, &g->n[id]))) {
+        em_stmt_dirs(g, id); /* ad_codegen_sparse: a tensor statement per direction */
+        return;
+    }
     if (!g->fused)
         stmt(g);
     if (is_ew(g->n[id].op))
@@ -2145,7 +2304,7 @@ static void em_seq(cg *g, const uint32_t *ids, size_t m, const run *runs, size_t
             em_stmt(g, ids[q]);
         if (k < nr) {
             const run *u = &runs[k];
-            if (!em_loop(g, ids + u->p, u->L, u->R, back))
+            if (!(g->sparse ? em_run(g, ids, u, back) : em_loop(g, ids + u->p, u->L, u->R, back)))
                 for (size_t q = 0; q < u->L * u->R; q++)
                     em_stmt(g, ids[back ? u->p + u->L * u->R - 1 - q : u->p + q]);
         }
@@ -2510,7 +2669,7 @@ static void em_pass(cg *g, int pass)
         nr = find_runs(g, ids, m, runs);
         for (size_t r = 0; r < nr; r++)
             inside += runs[r].L * runs[r].R;
-        done = m - inside > LEVEL_MIN && em_levels(g, ids, m, back);
+        done = !g->sparse && m - inside > LEVEL_MIN && em_levels(g, ids, m, back);
     }
     if (!done) {
         if (!g->fused) {
@@ -2629,10 +2788,12 @@ static int analyse(cg *g)
             if (g->n[x->in[k]].flags & F_ACT)
                 x->flags |= F_ACT;
     }
-    if (!(g->n[g->out].flags & F_ACT))
+    if (!g->nouts && !(g->n[g->out].flags & F_ACT))
         return ad__fail_call(t, AD_EMISUSE, "%s: the output (node %u) does not depend on any input",
                              who, (unsigned)g->out);
     g->n[g->out].flags |= F_NEED;
+    for (int k = 0; k < g->nouts; k++) /* ad_codegen_sparse: every output */
+        g->n[g->outs[k]].flags |= F_NEED;
     /* every comparison before the output is a replay guard to check */
     for (size_t i = 0; i < g->ngd; i++) {
         uint32_t node;
@@ -3482,6 +3643,719 @@ int ad_codegen(ad_tape *t, ad_node out, int n, const ad_node *in, const ad_codeg
     }
     ad__free(&t->mem, g.n, g.len * sizeof *g.n);
     if (st == AD_ENOMEM && (hdr_err || src_err))
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory for a line of output", who);
+    if (st != AD_OK)
+        return st;
+    if (hdr_err || src_err)
+        return ad__fail_call(t, AD_EIO, "%s: write error on the %s stream", who,
+                             hdr_err ? "header" : "source");
+    return AD_OK;
+}
+
+/* ---- ad_codegen_sparse: the values of an ad_sparse, in its order ----
+ *
+ * The same passes as ad_codegen's, with three changes of reference: the
+ * inputs' values and tangents live in the work array like any node's (the
+ * caller passes one flat x, copied in), the tangent passes carry K
+ * directions -- one per colour, direction k of a slot ts = nv reals after
+ * direction 0 -- and there are several outputs. A scalar statement's
+ * derivatives are computed once and applied in a loop over the directions
+ * (em_ew_body_dirs); any other statement is written once per direction
+ * with the regions moved (em_stmt_dirs), its adjoint part (PASS_H) only
+ * the first time. Runs are found and rerolled as in every pass. The
+ * seeding, the recovery of each nonzero (one read at a precomputed slot:
+ * ad_sparse's src and dir) and the pattern are tables. */
+
+static bool cg_zero(const char *formula) { return !strcmp(formula, "0.0"); }
+
+/* A Hessian keeps the first derivative of a scalar unary statement whose
+ * formula calls a function (sin's cos(x)) in the forward pass, where it
+ * comes with the value (one sincos), for the reverse pass to read instead
+ * of calling again: its slot, the value's o = "w[...]" moved to the
+ * region dsb (false: not kept). */
+static bool dref(const cg *g, const cgnode *x, const char *o, char *buf, size_t cap)
+{
+    const ew_text *e = g->ew[x->op];
+    if (!g->dsb || e->binary || !strchr(e->d[0], '(') || strncmp(o, "w[", 2) != 0)
+        return false;
+    const int n = snprintf(buf, cap, "w[%zuUL + %s", g->dsb, o + 2);
+    return n > 0 && (size_t)n < cap;
+}
+
+/* A Jacobian's run: the statements at place j of the block whose every
+ * reader is in the same block (in every block), and that are not an
+ * output, keep their value and tangents in locals of the loop's body
+ * (l<j>, lt<j>[k]) instead of the work array: the compiler keeps them in
+ * registers, and the values and tangents nothing else reads are never
+ * stored. A Hessian's reverse run does the same with the adjoints and
+ * adjoint tangents (ua<j>, uat<j>[k], from 0): not zeroed, not stored.
+ * mode 1: mark (false: none), 2: declare, 0: clear, 3: clear, the run not
+ * written. */
+static bool run_locals(cg *g, const uint32_t *ids, const run *u, int mode)
+{
+    bool any = false;
+    for (size_t j = 0; j < u->L; j++) {
+        if (mode == 2) {
+            if (g->lj[ids[u->p + j]] && g->pass == PASS_H)
+                em(g, "        %s_real ua%zu = 0, uat%zu[%zu] = {0};\n        (void)ua%zu, (void)uat%zu;\n",
+                   g->P, j, j, g->K, j, j);
+            else if (g->lj[ids[u->p + j]])
+                em(g, "        %s_real l%zu, lt%zu[%zu];\n        (void)l%zu, (void)lt%zu;\n", g->P,
+                   j, j, g->K, j, j);
+            continue;
+        }
+        bool ok = mode == 1;
+        for (size_t b = 0; b < u->R && ok; b++) {
+            const uint32_t id = ids[u->p + b * u->L + j];
+            const uint32_t last = ids[u->p + b * u->L + u->L - 1];
+            ok = (g->n[id].flags & F_DIFF) && g->maxuse[id] != 0 && g->maxuse[id] <= last;
+        }
+        for (size_t b = 0; b < u->R; b++) {
+            g->lj[ids[u->p + b * u->L + j]] = ok ? (uint32_t)j + 1 : 0;
+            if (ok && g->pass == PASS_H) /* its adjoints need no zeroing */
+                g->hl[ids[u->p + b * u->L + j]] = 1;
+            if (mode == 3 && g->hl) /* the run was not written as a loop after all */
+                g->hl[ids[u->p + b * u->L + j]] = 0;
+        }
+        any = any || ok;
+    }
+    return any;
+}
+
+/* Hessian: F_NOTAN on the scalar statements whose tangent nothing reads --
+ * no later statement is nonlinear in them, none whose tangent is read is
+ * a function of them (the running sum of an objective, a constraint's
+ * linear terms): their tangents are not written. Scratch failed: none. */
+static void sp_mark_notan(cg *g)
+{
+    unsigned char *need = ad__alloc(&g->t->mem, g->len);
+    if (!need)
+        return;
+    memset(need, 0, g->len);
+    for (uint32_t id = (uint32_t)g->len - 1; id >= 1; id--) {
+        cgnode *x = &g->n[id];
+        if (!emits(g, id, PASS_T))
+            continue;
+        if (!(is_ew(x->op) && all_scalar(g, x))) { /* tensor statements: every operand */
+            for (int k = 0; k < x->nin; k++)
+                need[x->in[k]] = 1;
+            continue;
+        }
+        if (!need[id])
+            x->flags |= F_NOTAN;
+        const ew_text *e = g->ew[x->op];
+        for (int k = 0; k < x->nin; k++)
+            if (need[id]) /* its tangent statement reads theirs */
+                need[x->in[k]] = 1;
+        if (!e->binary) {
+            if (!cg_zero(e->d[1]))
+                need[x->in[0]] = 1;
+        } else {
+            if (!cg_zero(e->d[2]) || !cg_zero(e->d[3]))
+                need[x->in[0]] = 1;
+            if (!cg_zero(e->d[4]) || !cg_zero(e->d[3]))
+                need[x->in[1]] = 1;
+        }
+    }
+    ad__free(&g->t->mem, need, g->len);
+}
+
+/* the statement body of each direction: a loop over k, or with few
+ * directions the body once per direction with k a constant (what
+ * -funroll-loops would make of the loop; a tenth off the Jacobian of W6) */
+static void em_dirs(cg *g, const char *ind, const char *body)
+{
+    if (g->K > 4) {
+        em(g, "%sfor (unsigned long k = 0; k < %zuUL; k++) {\n%s%s}\n", ind, g->K, body, ind);
+        return;
+    }
+    for (size_t k = 0; k < g->K; k++)
+        em(g, "%s{\n%s    const unsigned long k = %zu;\n%s    (void)k;\n%s%s}\n", ind, ind, k,
+           ind, body, ind);
+}
+
+static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *ind)
+{
+    const ew_text *e = g->ew[x->op];
+    const char *P = g->P;
+    char cbuf[48], in2[64], body[2048];
+    const char *c = num(e->takes_c ? x->c : 0.0, cbuf);
+    snprintf(in2, sizeof in2, "%s    ", ind);
+    if (!e->binary) {
+        char d[600];
+        snprintf(d, sizeof d, "%s_%s_d(%s, %s, %s)", P, e->name, r->x, r->o, c);
+        if (g->pass == PASS_T) {
+            if (!r->has[0]) {
+                snprintf(body, sizeof body, "%s    %s = 0;\n", ind, r->to);
+                em_dirs(g, ind, body);
+                return;
+            }
+            em(g, "%s{\n%s    const double d = %s;\n", ind, ind, d);
+            snprintf(body, sizeof body, "%s        %s = d * %s;\n", ind, r->to, r->ta[0]);
+            em_dirs(g, in2, body);
+            em(g, "%s}\n", ind);
+        } else if (r->has[0]) {
+            char kept[160];
+            em(g, "%s{\n%s    const double d = %s, gg = %s;\n%s    (void)d;\n", ind, ind,
+               dref(g, x, r->o, kept, sizeof kept) ? kept : d, r->gv, ind);
+            double cv;
+            if (!g->no_adj && const_der(e->d[0], x->c, &cv)) /* as PASS_R: no zero test */
+                em_acc(g, in2, r->ga[0], "gg", e->d[0], x->c, r->x, r->o, "0.0", c, false);
+            else if (!g->no_adj)
+                em(g, "%s%s += %s_SZ(gg, d);\n", in2, r->ga[0], P);
+            if (cg_zero(e->d[1])) /* linear: no second-order term, no tangent read */
+                snprintf(body, sizeof body, "%s        %s += %s * d;\n", ind, r->gta[0], r->gto);
+            else {
+                em(g, "%s    const double h = %s_SZ(gg, %s_%s_d2(%s, %s, %s));\n", ind, P, P,
+                   e->name, r->x, r->o, c);
+                snprintf(body, sizeof body, "%s        %s += %s * d + h * %s;\n", ind, r->gta[0],
+                         r->gto, r->ta[0]);
+            }
+            em_dirs(g, in2, body);
+            em(g, "%s}\n", ind);
+        }
+        return;
+    }
+    static const char *const dn[5] = {"da", "db", "daa", "dab", "dbb"};
+    char d[5][600];
+    for (int k = 0; k < 5; k++)
+        snprintf(d[k], sizeof d[k], "%s_%s_%s(%s, %s, %s)", P, e->name, dn[k], r->x, r->y, r->o);
+    if (g->pass == PASS_T) {
+        if (!r->has[0] && !r->has[1]) {
+            snprintf(body, sizeof body, "%s    %s = 0;\n", ind, r->to);
+            em_dirs(g, ind, body);
+            return;
+        }
+        em(g, "%s{\n%s    const double da = %s, db = %s;\n%s    (void)da, (void)db;\n", ind, ind,
+           d[0], d[1], ind);
+        snprintf(body, sizeof body, "%s        %s = %s%s%s%s%s%s;\n", ind, r->to,
+                 r->has[0] ? "da * " : "", r->has[0] ? r->ta[0] : "",
+                 r->has[0] && r->has[1] ? " + " : "", r->has[1] ? "db * " : "",
+                 r->has[1] ? r->ta[1] : "", "");
+        em_dirs(g, in2, body);
+        em(g, "%s}\n", ind);
+        return;
+    }
+    em(g, "%s{\n%s    const double da = %s, db = %s, gg = %s;\n", ind, ind, d[0], d[1], r->gv);
+    em(g, "%s    const double gaa = %s_SZ(gg, %s), gab = %s_SZ(gg, %s), gbb = %s_SZ(gg, %s);\n"
+          "%s    (void)da, (void)db, (void)gaa, (void)gab, (void)gbb;\n",
+       ind, P, d[2], P, d[3], P, d[4], ind);
+    for (int k = 0; k < 2 && !g->no_adj; k++) {
+        double cv;
+        if (r->has[k] && const_der(e->d[k], 0.0, &cv))
+            em_acc(g, in2, r->ga[k], "gg", e->d[k], 0.0, r->x, r->y, r->o, "0.0", false);
+        else if (r->has[k])
+            em(g, "%s%s += %s_SZ(gg, %s);\n", in2, r->ga[k], P, k ? "db" : "da");
+    }
+    /* the second-order terms that are not identically 0, and only the
+     * tangents they read */
+    const bool aa = !cg_zero(e->d[2]), ab = !cg_zero(e->d[3]), bb = !cg_zero(e->d[4]);
+    const bool tu = (r->has[0] && aa) || (r->has[1] && ab), tv = (r->has[0] && ab) || (r->has[1] && bb);
+    int n = snprintf(body, sizeof body, "%s        const double go = %s;\n", ind, r->gto);
+    if (tu && n > 0 && (size_t)n < sizeof body)
+        n += snprintf(body + n, sizeof body - (size_t)n, "%s        const double tu = %s;\n", ind,
+                      r->has[0] ? r->ta[0] : "0.0");
+    if (tv && n > 0 && (size_t)n < sizeof body)
+        n += snprintf(body + n, sizeof body - (size_t)n, "%s        const double tv = %s;\n", ind,
+                      r->has[1] ? r->ta[1] : "0.0");
+    if (r->has[0] && n > 0 && (size_t)n < sizeof body)
+        n += snprintf(body + n, sizeof body - (size_t)n, "%s        %s += go * da%s%s;\n", ind,
+                      r->gta[0], aa ? " + gaa * tu" : "", ab ? " + gab * tv" : "");
+    if (r->has[1] && n > 0 && (size_t)n < sizeof body)
+        snprintf(body + n, sizeof body - (size_t)n, "%s        %s += go * db%s%s;\n", ind,
+                 r->gta[1], ab ? " + gab * tu" : "", bb ? " + gbb * tv" : "");
+    em_dirs(g, in2, body);
+    em(g, "%s}\n", ind);
+}
+
+/* a scalar statement's value and then its tangents, the operands read
+ * once: sin and cos of one operand become one sincos. x^3 and x^4 (powc)
+ * are written as products, not pow() (a few ulp from it) */
+static void em_ft_body(cg *g, const cgnode *x, const ewref *r0, const char *ind)
+{
+    ewref r = *r0;
+    char in2[64];
+    snprintf(in2, sizeof in2, "%s    ", ind);
+    em(g, "%s{\n%s    const double xv = %s", ind, ind, r0->x);
+    if (x->nin > 1)
+        em(g, ", yv = %s", r0->y);
+    em(g, ";\n");
+    strcpy(r.x, "xv");
+    if (x->nin > 1)
+        strcpy(r.y, "yv");
+    g->pass = PASS_F;
+    if (x->op == AD_OP_POWC && (x->c == 3.0 || x->c == 4.0)) /* pow: a quarter of W6's J */
+        em(g, "%s    %s = %s;\n", ind, r0->o, x->c == 3.0 ? "xv * xv * xv" : "(xv * xv) * (xv * xv)");
+    else
+        em_ew_body(g, x, &r, in2);
+    em(g, "%s    const double zv = %s;\n%s    (void)zv;\n", ind, r0->o, ind);
+    char kept[160];
+    if (dref(g, x, r0->o, kept, sizeof kept)) { /* the derivative the reverse pass reads */
+        char cbuf[48];
+        em(g, "%s    %s = %s_%s_d(xv, zv, %s);\n", ind, kept, g->P, g->ew[x->op]->name,
+           num(g->ew[x->op]->takes_c ? x->c : 0.0, cbuf));
+    }
+    if (x->flags & F_NOTAN) { /* no tangent read */
+        em(g, "%s}\n", ind);
+        return;
+    }
+    strcpy(r.o, "zv");
+    g->pass = PASS_T;
+    em_ew_body(g, x, &r, in2);
+    g->pass = PASS_F;
+    em(g, "%s}\n", ind);
+}
+
+/* a statement that is not one scalar: once per direction, the tangent and
+ * adjoint tangent regions moved to it; its adjoints (PASS_H) once */
+static void em_stmt_dirs(cg *g, uint32_t id)
+{
+    const size_t tb = g->tb, gtb = g->gtb, K = g->K;
+    g->K = 1;
+    for (size_t k = 0; k < K && !g->err; k++) {
+        g->tb = tb + k * g->ts;
+        g->gtb = gtb + k * g->ts;
+        g->no_adj = k > 0;
+        stmt(g);
+        if (is_ew(g->n[id].op))
+            em_ew(g, id);
+        else
+            em_tensor(g, id);
+    }
+    g->tb = tb, g->gtb = gtb, g->K = K, g->no_adj = false;
+}
+
+/* static const unsigned long P_name[n] = {v...}; (n 0: one 0) */
+static void em_table(cg *g, const char *type, const char *name, const size_t *v, size_t n)
+{
+    em(g, "static const %s %s_%s[%zu] = {", type, g->P, name, n ? n : 1);
+    for (size_t i = 0; i < n; i++)
+        em(g, "%s%zu", i ? (i % 12 ? ", " : ",\n    ") : "", v[i]);
+    em(g, "%s};\n", n ? "" : "0");
+}
+
+typedef struct sp_plan {
+    const ad_sparse *sp;
+    size_t K, nw, nconst, cbase, sink;
+    bool fwd;
+} sp_plan;
+
+static void em_sparse_decls(cg *g, const sp_plan *pl)
+{
+    const char *P = g->P;
+    em(g, "/* Reals the work array needs. */\nunsigned long %s_work_size(void);\n", P);
+    if (pl->fwd)
+        em(g, "/* out[0..%s_N_OUT) = the outputs' elements, in order, at x[0..%s_COLS). */\n"
+              "int %s_forward(const %s_real *x, %s_real *out, %s_real *work);\n", P, P, P, P, P, P);
+    if (pl->sp->hessian)
+        em(g, "/* vals[0..%s_NNZ) = the lower triangle of the Hessian of sum_j wt[j] out_j\n"
+              " * at x[0..%s_COLS), wt[0..%s_N_OUT) (NULL: 1 each), in %s_sparse_pattern's\n"
+              " * order (ad_sparse_eval's). */\n", P, P, P, P);
+    else
+        em(g, "/* vals[0..%s_NNZ) = the Jacobian's nonzeros at x[0..%s_COLS), in\n"
+              " * %s_sparse_pattern's order (ad_sparse_eval's); wt: unused (NULL). */\n", P, P, P);
+    em(g, "int %s_sparse(const %s_real *x, const %s_real *wt, %s_real *vals, %s_real *work);\n"
+          "/* rows[k], cols[k] of nonzero k (either may be NULL: not written). */\n"
+          "void %s_sparse_pattern(int *rows, int *cols);\n", P, P, P, P, P, P);
+}
+
+static void em_sparse_header(cg *g, const sp_plan *pl)
+{
+    const char *P = g->P;
+    const ad_sparse *sp = pl->sp;
+    em(g, "/* %s.h -- generated by autodiff %s (ad_codegen_sparse); do not edit.\n"
+          " * Every function returns 0, or 1 when a recorded comparison (a replay\n"
+          " * guard) came out otherwise: the results are then those of the\n"
+          " * recorded branch. work: %s_work_size() reals, one array per thread. */\n",
+       P, AD_VERSION_STRING, P);
+    em(g, "#ifndef %s_GENERATED_H\n#define %s_GENERATED_H\n\n#ifdef __cplusplus\nextern \"C\" {\n"
+          "#endif\n\n", P, P);
+    em_typedef(g);
+    em(g, "#define %s_ROWS %zuUL /* %s */\n#define %s_COLS %zuUL /* columns: the inputs' "
+          "elements */\n#define %s_NNZ %zuUL /* nonzeros */\n#define %s_COLORS %zuUL\n"
+          "#define %s_N_OUT %zuUL /* the outputs' elements (weights) */\n#define %s_WORK_SIZE %zuUL\n\n",
+       P, sp->nrows, sp->hessian ? "Hessian: the inputs' elements" : "the outputs' elements", P,
+       sp->ncols, P, sp->nnz, P, sp->ncolors, P, pl->nw, P, g->ws);
+    em_sparse_decls(g, pl);
+    em(g, "\n#ifdef __cplusplus\n}\n#endif\n#endif\n");
+}
+
+/* the tables and the public functions */
+static int em_sparse_api(cg *g, const sp_plan *pl)
+{
+    const char *P = g->P;
+    const ad_sparse *sp = pl->sp;
+    ad_tape *t = g->t;
+    const size_t nv = g->nv, K = pl->K;
+    size_t n = sp->ncols > sp->nnz ? sp->ncols : sp->nnz;
+    n = n > pl->nw ? n : pl->nw;
+    n = n > sp->nrows + 1 ? n : sp->nrows + 1;
+    size_t *v = ad__alloc(&t->mem, n * sizeof *v);
+    if (!v)
+        return AD_ENOMEM;
+    /* x into the inputs' slots; seeds */
+    for (size_t c = 0; c < sp->ncols; c++)
+        v[c] = g->n[sp->in_loc[c].id].off + sp->in_loc[c].e;
+    em_table(g, "unsigned long", "xslot", v, sp->ncols);
+    for (size_t c = 0; c < sp->ncols; c++)
+        v[c] = sp->color[c];
+    em_table(g, "unsigned long", "color", v, sp->ncols);
+    /* where each nonzero is read */
+    for (size_t q = 0; q < sp->nnz; q++) {
+        const uint32_t s = sp->src[q];
+        if (sp->hessian)
+            v[q] = g->gtb + sp->dir[q] * nv + g->n[sp->in_loc[s].id].off + sp->in_loc[s].e;
+        else
+            v[q] = g->tb + sp->dir[q] * nv + g->n[sp->row_loc[s].id].off + sp->row_loc[s].e;
+    }
+    if (sp->nnz)
+        em_table(g, "unsigned long", "rec", v, sp->nnz);
+    /* the pattern */
+    for (size_t r = 0; r <= sp->nrows; r++)
+        v[r] = sp->rowptr[r];
+    if (sp->nnz)
+        em_table(g, "unsigned long", "rowptr", v, sp->nrows + 1);
+    for (size_t q = 0; q < sp->nnz; q++)
+        v[q] = (size_t)sp->col[q];
+    if (sp->nnz)
+        em_table(g, "int", "col", v, sp->nnz);
+    /* the outputs' elements: their adjoints (weights), values */
+    size_t j = 0, m = 0;
+    for (int k = 0; k < sp->nout; k++) {
+        const cgnode *o = &g->n[sp->out_id[k]];
+        const bool act = (o->flags & F_ACT) != 0;
+        for (size_t e = 0; e < nsize(o); e++, j++)
+            v[j] = act ? g->gb + o->off + e : pl->sink;
+    }
+    if (sp->hessian)
+        em_table(g, "unsigned long", "wslot", v, pl->nw);
+    if (pl->fwd) {
+        char b[48];
+        j = 0;
+        for (int k = 0; k < sp->nout; k++) {
+            const cgnode *o = &g->n[sp->out_id[k]];
+            const bool act = (o->flags & F_ACT) != 0;
+            for (size_t e = 0; e < nsize(o); e++, j++)
+                v[j] = act ? o->off + e : pl->cbase + m++;
+        }
+        em_table(g, "unsigned long", "oval", v, pl->nw);
+        if (pl->nconst) {
+            em(g, "static const %s_real %s_oconst[%zu] = {", P, P, pl->nconst);
+            m = 0;
+            for (int k = 0; k < sp->nout; k++) {
+                const cgnode *o = &g->n[sp->out_id[k]];
+                for (size_t e = 0; e < nsize(o) && !(o->flags & F_ACT); e++, m++)
+                    em(g, "%s%s", m ? (m % 4 ? ", " : ",\n    ") : "", num(o->val[e], b));
+            }
+            em(g, "};\n");
+        }
+    }
+    ad__free(&t->mem, v, n * sizeof *v);
+    /* a Hessian whose runs kept adjoints in locals: the ranges of the
+     * other slots, zeroed at each call (nz 0: all of them) */
+    size_t nz = 0;
+    if (sp->hessian && g->hl) {
+        unsigned char *z = ad__alloc(&t->mem, nv);
+        size_t *zs = z ? ad__alloc(&t->mem, nv * sizeof *zs) : NULL;
+        size_t *zl = zs ? ad__alloc(&t->mem, nv * sizeof *zl) : NULL;
+        if (zl) {
+            memset(z, 1, nv);
+            bool some = false;
+            for (uint32_t id = 1; id < g->len; id++)
+                if (g->hl[id]) {
+                    memset(z + g->n[id].off, 0, nsize(&g->n[id]));
+                    some = true;
+                }
+            for (size_t i = 0; some && i < nv; i++)
+                if (z[i] && (i == 0 || !z[i - 1]))
+                    zs[nz] = i, zl[nz++] = 1;
+                else if (z[i])
+                    zl[nz - 1]++;
+            if (nz) {
+                em_table(g, "unsigned long", "zs", zs, nz);
+                em_table(g, "unsigned long", "zl", zl, nz);
+            }
+        }
+        if (zl)
+            ad__free(&t->mem, zl, nv * sizeof *zl);
+        if (zs)
+            ad__free(&t->mem, zs, nv * sizeof *zs);
+        if (z)
+            ad__free(&t->mem, z, nv);
+    }
+    em(g, "\nunsigned long %s_work_size(void)\n{\n    return %zuUL;\n}\n\n", P, g->ws);
+    em(g, "/* values and tangents */\n"
+          "static int %s_fwd(const %s_real *x, %s_real *restrict w)\n{\n    int br = 0;\n", P, P,
+       P);
+    em(g, "    /* x; seeds: each input element the unit vector of its colour */\n"
+          "    for (unsigned long c = 0; c < %zuUL; c++) {\n"
+          "        %s_real *s = w + %zuUL + %s_xslot[c];\n"
+          "        w[%s_xslot[c]] = x[c];\n"
+          "        for (unsigned long k = 0; k < %zuUL; k++)\n            s[k * %zuUL] = 0;\n"
+          "        s[%s_color[c] * %zuUL] = 1;\n    }\n",
+       sp->ncols, P, g->tb, P, P, K, nv, P, nv);
+    em_zero(g, g->zb, g->zsize);
+    em_calls(g, PASS_F, "0, w", "    ");
+    em(g, "    return br;\n}\n\n");
+    if (pl->fwd) {
+        em(g, "int %s_forward(const %s_real *x, %s_real *out, %s_real *w)\n{\n"
+              "    const int br = %s_fwd(x, w);\n", P, P, P, P, P);
+        if (pl->nconst)
+            em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n"
+                  "        w[%zuUL + i] = %s_oconst[i];\n", pl->nconst, pl->cbase, P);
+        em(g, "    for (unsigned long j = 0; j < %zuUL; j++)\n        out[j] = w[%s_oval[j]];\n"
+              "    return br;\n}\n\n", pl->nw, P);
+    }
+    em(g, "int %s_sparse(const %s_real *x, const %s_real *wt, %s_real *vals, %s_real *w)\n{\n"
+          "    const int br = %s_fwd(x, w);\n    (void)wt;\n", P, P, P, P, P, P);
+    if (sp->hessian && !nz) {
+        em_zero(g, g->gb, nv);
+        em_zero(g, g->gtb, K * nv);
+    } else if (sp->hessian) { /* the slots of adjoints that are not a run's locals */
+        em(g, "    for (unsigned long r = 0; r < %zuUL; r++)\n"
+              "        for (unsigned long i = %s_zs[r]; i < %s_zs[r] + %s_zl[r]; i++) {\n"
+              "            w[%zuUL + i] = 0;\n"
+              "            for (unsigned long k = 0; k < %zuUL; k++)\n"
+              "                w[%zuUL + k * %zuUL + i] = 0;\n        }\n",
+           nz, P, P, P, g->gb, K, g->gtb, nv);
+    }
+    if (sp->hessian) {
+        em(g, "    for (unsigned long j = 0; j < %zuUL; j++)\n"
+              "        w[%s_wslot[j]] += wt ? wt[j] : 1;\n", pl->nw, P);
+        em_calls(g, PASS_H, "0, 0, w", "    ");
+    }
+    if (sp->nnz)
+        em(g, "    for (unsigned long q = 0; q < %zuUL; q++)\n        vals[q] = w[%s_rec[q]];\n",
+           sp->nnz, P);
+    else
+        em(g, "    (void)vals;\n");
+    em(g, "    return br;\n}\n\n");
+    em(g, "void %s_sparse_pattern(int *rows, int *cols)\n{\n"
+          "    (void)rows, (void)cols;\n", P);
+    if (!sp->nnz) {
+        em(g, "}\n");
+        return AD_OK;
+    }
+    em(g, "    for (unsigned long r = 0; r < %zuUL; r++)\n"
+          "        for (unsigned long q = %s_rowptr[r]; q < %s_rowptr[r + 1]; q++) {\n"
+          "            if (rows)\n                rows[q] = (int)r;\n"
+          "            if (cols)\n                cols[q] = %s_col[q];\n        }\n}\n",
+       sp->nrows, P, P, P);
+    return AD_OK;
+}
+
+static int em_sparse_source(cg *g, const sp_plan *pl, const char *header_name)
+{
+    size_t nodes = 0;
+    for (uint32_t id = 1; id < g->len; id++)
+        nodes += emits(g, id, PASS_F);
+    em(g, "/* Generated by autodiff %s (ad_codegen_sparse): %s, the sparse %s's values,\n"
+          " * %zu nodes computed, %zu colours, %s.\n"
+          " * Do not edit; regenerate from the tape. Depends only on <math.h>; no\n"
+          " * allocation; no static mutable state: reentrant with one work array per\n"
+          " * thread. */\n", AD_VERSION_STRING, g->P, pl->sp->hessian ? "Hessian" : "Jacobian",
+       nodes, pl->sp->ncolors, g->fl ? "float" : "double");
+    if (header_name)
+        em(g, "#include \"%s\"\n", header_name);
+    em(g, "#include <math.h>\n\n");
+    em_typedef(g);
+    em_sparse_decls(g, pl);
+    em(g, "\n/* the formulas' helpers (autodiff's scalar_ops.h) */\n");
+    em_helpers(g);
+    em_ew_helpers(g);
+    em_lin_helpers(g);
+    em(g, "\n#if defined(__GNUC__)\n#define %s_CHUNK static __attribute__((noinline))\n#else\n"
+          "#define %s_CHUNK static\n#endif\n\n", g->P, g->P);
+    const int st = em_consts(g);
+    if (st != AD_OK)
+        return st;
+    /* the passes (none without a statement: every output a constant) */
+    size_t nf = 0, nd = 0;
+    for (uint32_t id = 1; id < g->len; id++)
+        nf += emits(g, id, PASS_F), nd += emits(g, id, PASS_T);
+    g->K = pl->K;
+    g->ft = true; /* one pass of values and tangents: a value is still in a
+                     register when its tangents need it (sin and cos of one
+                     operand become one sincos) */
+    if (nf)
+        em_pass(g, PASS_F);
+    g->ft = false;
+    if (nd && pl->sp->hessian)
+        em_pass(g, PASS_H);
+    g->K = 1;
+    return em_sparse_api(g, pl);
+}
+
+int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *src, FILE *hdr)
+{
+    static const char who[] = "codegen_sparse";
+    if (!sp)
+        return AD_EMISUSE;
+    ad_tape *t = sp->t;
+    if (ad__begin_call(t) != AD_OK)
+        return t->status;
+    if (!opts || !src)
+        return ad__fail_call(t, AD_EMISUSE, "%s: %s", who,
+                             !opts ? "opts is NULL" : "the source stream is NULL");
+    if (!is_ident(opts->prefix))
+        return ad__fail_call(t, AD_EMISUSE,
+                             "%s: the prefix '%.64s' is not a C identifier (a letter, then letters, "
+                             "digits or '_'; at most 64)",
+                             who, opts->prefix ? opts->prefix : "(null)");
+    if (opts->what & ~AD_CODEGEN_FORWARD)
+        return ad__fail_call(t, AD_EMISUSE,
+                             "%s: what may hold AD_CODEGEN_FORWARD only (0x%x asked); the other "
+                             "functions of one output come from ad_codegen",
+                             who, opts->what);
+    if (t->generation != sp->generation || t->len != sp->len || t->next_ext != sp->next_ext)
+        return ad__fail_call(t, AD_EMISUSE,
+                             "%s: the tape was reset or recorded on since this pattern was made "
+                             "(%zu nodes then, %zu now); make it again",
+                             who, sp->len - 1, t->len - 1);
+    cg g;
+    memset(&g, 0, sizeof g);
+    g.t = t;
+    g.P = opts->prefix;
+    g.sparse = true;
+    g.nin = sp->nin;
+    g.nouts = sp->nout;
+    g.outs = sp->out_id;
+    uint32_t maxid = 0;
+    for (int k = 0; k < sp->nout; k++)
+        g.out = sp->out_id[k] > g.out ? sp->out_id[k] : g.out;
+    maxid = g.out;
+    ad_node *in = ad__alloc(&t->mem, (size_t)sp->nin * sizeof *in);
+    if (!in)
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory", who);
+    for (int k = 0; k < sp->nin; k++) {
+        in[k] = ad__handle(t, sp->in_id[k]);
+        maxid = sp->in_id[k] > maxid ? sp->in_id[k] : maxid;
+    }
+    g.in = in;
+    g.len = (size_t)maxid + 1;
+    g.what = sp->hessian ? AD_CODEGEN_HVP : AD_CODEGEN_JVP;
+    g.fl = opts->use_float != 0;
+    g.max_stmts = opts->max_stmts ? opts->max_stmts : 50;
+    g.ngd = ad__guards_count(t);
+    g.in_w = true;
+    g.K = 1;
+    for (size_t i = 0; i < CG_NEW; i++)
+        g.ew[ew_texts[i].code] = &ew_texts[i];
+    g.n = ad__alloc(&t->mem, g.len * sizeof *g.n);
+    if (!g.n) {
+        ad__free(&t->mem, in, (size_t)sp->nin * sizeof *in);
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory for %zu nodes", who, g.len);
+    }
+    int st = analyse(&g);
+    sp_plan pl;
+    memset(&pl, 0, sizeof pl);
+    pl.sp = sp;
+    pl.K = sp->ncolors ? sp->ncolors : 1;
+    pl.fwd = (opts->what & AD_CODEGEN_FORWARD) || opts->what == 0;
+    for (int k = 0; k < sp->nout; k++) {
+        const cgnode *o = &g.n[sp->out_id[k]];
+        pl.nw += nsize(o);
+        if (st == AD_OK && !(o->flags & F_ACT))
+            pl.nconst += nsize(o);
+    }
+    if (st == AD_OK) {
+        /* the outputs' slots last, in order: the recovery then reads the
+         * rows' tangents (and the weights go) in one sweep each, not one
+         * cache line per row (the slots of a run's blocks still advance by
+         * one step: runs are found as before) */
+        unsigned char *isout = ad__alloc(&t->mem, g.len);
+        if (isout) {
+            memset(isout, 0, g.len);
+            for (int k = 0; k < sp->nout; k++)
+                isout[sp->out_id[k]] = 1;
+            size_t off = 0;
+            for (int pass = 0; pass < 2; pass++)
+                for (uint32_t id = 1; id < g.len; id++) {
+                    cgnode *x = &g.n[id];
+                    if ((x->flags & (F_ACT | F_NEED)) == (F_ACT | F_NEED) && isout[id] == pass) {
+                        x->off = off;
+                        off += nsize(x);
+                    }
+                }
+            ad__free(&t->mem, isout, g.len);
+        }
+        /* the regions: values, [adjoints,] K tangents, [K adjoint tangents,]
+         * zeros, constant outputs' values, a sink for their weights */
+        const size_t nv = g.nv;
+        const double need = (double)nv * (3.0 + 2.0 * (double)pl.K) + (double)g.zsize
+                            + (double)pl.nconst + 1.0;
+        if (need > 4294967296.0) {
+            st = ad__fail_call(t, AD_ELIMIT, "%s: the work array would be %.0f reals (> 2^32)",
+                               who, need);
+        } else {
+            g.gb = nv;
+            g.tb = sp->hessian ? 2 * nv : nv;
+            g.gtb = g.tb + pl.K * nv;
+            g.dsb = sp->hessian ? g.gtb + pl.K * nv : 0; /* kept derivatives */
+            g.zb = sp->hessian ? g.dsb + nv : g.gtb;
+            pl.cbase = g.zb + g.zsize;
+            pl.sink = pl.cbase + pl.nconst;
+            g.ws = lin_layout(&g, pl.sink + 1, true);
+            g.ts = nv;
+            snprintf(g.dsfx, sizeof g.dsfx, " + k * %zuUL", nv);
+            if (sp->hessian)
+                sp_mark_notan(&g);
+            { /* runs keep what only their block reads in locals: a Jacobian's
+                 values and tangents, a Hessian's adjoints */
+                g.maxuse = ad__alloc(&t->mem, g.len * sizeof *g.maxuse);
+                g.lj = ad__alloc(&t->mem, g.len * sizeof *g.lj);
+                if (sp->hessian)
+                    g.hl = ad__alloc(&t->mem, g.len);
+                if (g.maxuse && g.lj && (g.hl || !sp->hessian)) {
+                    if (g.hl)
+                        memset(g.hl, 0, g.len);
+                    memset(g.maxuse, 0, g.len * sizeof *g.maxuse);
+                    memset(g.lj, 0, g.len * sizeof *g.lj);
+                    for (uint32_t id = 1; id < g.len; id++)
+                        for (int k = 0; k < g.n[id].nin && emits(&g, id, PASS_F); k++)
+                            g.maxuse[g.n[id].in[k]] = id;
+                    for (int k = 0; k < sp->nout; k++)
+                        g.maxuse[sp->out_id[k]] = UINT32_MAX;
+                } else {
+                    if (g.maxuse)
+                        ad__free(&t->mem, g.maxuse, g.len * sizeof *g.maxuse);
+                    if (g.lj)
+                        ad__free(&t->mem, g.lj, g.len * sizeof *g.lj);
+                    if (g.hl)
+                        ad__free(&t->mem, g.hl, g.len);
+                    g.maxuse = g.lj = NULL;
+                    g.hl = NULL;
+                }
+            }
+        }
+    }
+    bool src_err = false, hdr_err = false;
+    if (st == AD_OK && hdr) {
+        g.f = hdr;
+        em_sparse_header(&g, &pl);
+        hdr_err = g.err || fflush(hdr) != 0 || ferror(hdr);
+        if (g.err == 2)
+            st = AD_ENOMEM;
+        g.err = 0;
+    }
+    if (st == AD_OK && !hdr_err) {
+        g.f = src;
+        st = em_sparse_source(&g, &pl, opts->header_name);
+        src_err = g.err || fflush(src) != 0 || ferror(src);
+        if (st == AD_OK && g.err == 2)
+            st = AD_ENOMEM;
+    }
+    if (g.maxuse)
+        ad__free(&t->mem, g.maxuse, g.len * sizeof *g.maxuse);
+    if (g.lj)
+        ad__free(&t->mem, g.lj, g.len * sizeof *g.lj);
+    if (g.hl)
+        ad__free(&t->mem, g.hl, g.len);
+    ad__free(&t->mem, g.n, g.len * sizeof *g.n);
+    ad__free(&t->mem, in, (size_t)sp->nin * sizeof *in);
+    if (st == AD_ENOMEM && !hdr_err && !src_err)
+        return ad__fail_call(t, AD_ENOMEM, "%s: out of memory", who);
+    if (st == AD_ENOMEM)
         return ad__fail_call(t, AD_ENOMEM, "%s: out of memory for a line of output", who);
     if (st != AD_OK)
         return st;
