@@ -2836,9 +2836,13 @@ static int analyse(cg *g)
             if ((x->flags & F_DIFF) && (g->what & (AD_CODEGEN_JVP | AD_CODEGEN_HVP)))
                 return ad__fail_call(t, AD_EMISUSE,
                                      "%s: custom op '%s' (node %u) has no %s rule for generated "
-                                     "code (leave AD_CODEGEN_%s out of what)",
+                                     "code (%s%s%s)",
                                      who, d->name, (unsigned)id, mode_name(g->what),
-                                     mode_name(g->what));
+                                     g->sparse ? "sparse values need it: evaluate this one with "
+                                                 "ad_sparse_eval"
+                                               : "leave AD_CODEGEN_",
+                                     g->sparse ? "" : mode_name(g->what),
+                                     g->sparse ? "" : " out of what");
             for (int k = 0; k < x->nin; k++)
                 if (!(g->n[x->in[k]].flags & F_ACT))
                     g->n[x->in[k]].flags |= F_BAKED;
