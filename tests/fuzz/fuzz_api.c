@@ -12,9 +12,14 @@
  * the accessors, names, the checks of check.h, trace and DOT export, the
  * derivative modes (tangents, ad_forward, ad_backward_tangent, ad_jvp,
  * ad_hvp, ad_jacobian, ad_hessian), ad_gradient_nodes (whose nodes join
- * the harness's table), workspaces, and an allocator hook that fails the
- * N-th allocation (N from the input, and re-armed by an action) and
- * refuses blocks over 1 MiB.
+ * the harness's table), workspaces, ad_codegen (to streams in memory,
+ * /dev/null, read-only or failing after some bytes; and, at most once per
+ * input, on a tape of its own of a few thousand pseudo-random scalar ops,
+ * for the generator's level order, table form and loops), the sparse API
+ * (ad_sparse_jacobian_new, ad_sparse_hessian_new, ad_sparse_eval,
+ * pattern, CSR, free, use after a reset), and an allocator hook that
+ * fails the N-th allocation (N from the input, and re-armed by an action)
+ * and refuses blocks over 1 MiB.
  *
  * It checks invariants, not only "no crash"; any violation is a
  * __builtin_trap() after a line on stderr naming the check:
@@ -43,6 +48,15 @@
  *    are exactly symmetric, ad_gradient_nodes' nodes hold the reference
  *    derivatives, and workspaces replay and sweep as their tape does, bit
  *    for bit;
+ *  - ad_codegen answers the predicted status (AD_EIO exactly when a
+ *    stream refused a write, AD_ENOMEM only when the hook did) with a
+ *    "codegen:" message, leaves the tape's status, values and memory as
+ *    they were, and writes the same text twice;
+ *  - a sparse Jacobian's values match the reference Jacobian at its
+ *    pattern, which holds every nonzero of the reference; a sparse
+ *    Hessian's match the weighted ad_hessian of its outputs; patterns are
+ *    ordered (lower triangle for a Hessian) and agree with the CSR form;
+ *    misuse, and evaluation after a reset, are refused;
  *  - the hook sees a consistent osize for every block, ad_tape_memory
  *    equals the bytes the tape holds through it, the checks, trace and
  *    export give back every byte, and nothing is left at the end.
@@ -137,6 +151,7 @@ typedef struct hook {
     injector *inj;
     size_t live_bytes;
     long live_blocks;
+    size_t cap; /* larger requests are refused (0: ALLOC_CAP) */
 } hook;
 
 /* Large blocks (a tape's node chunk is 192 KiB) cost an mmap and page
@@ -200,7 +215,7 @@ static void *hook_fn(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     injector *in = h->inj;
     in->count++;
-    if (nsize > ALLOC_CAP || (in->fail_at && (in->count == in->fail_at ||
+    if (nsize > (h->cap ? h->cap : ALLOC_CAP) || (in->fail_at && (in->count == in->fail_at ||
                                               (in->sticky && in->count > in->fail_at)))) {
         in->failures++;
         return NULL;
@@ -3119,24 +3134,26 @@ static void act_gradient_nodes(state *S)
 
 /* A stream for ad_codegen's output (fopencookie): keeps the first CAP
  * bytes and counts all, or refuses every write after fail_after bytes. */
-#define CG_CAP ((size_t)256 << 10)
+#define CG_CAP ((size_t)1 << 20)
 typedef struct cgsink {
     char *buf;
     size_t len, total, fail_after; /* fail_after 0: never fails */
     int refused;
 } cgsink;
 
-static ssize_t cgsink_write(void *c, const char *p, size_t n)
+NOCOV static ssize_t cgsink_write(void *c, const char *p, size_t n)
 {
     cgsink *k = c;
     if (k->fail_after && k->total + n > k->fail_after) {
         k->refused = 1;
         return -1;
     }
-    for (size_t i = 0; i < n && k->buf && k->len < CG_CAP - 1; i++)
-        k->buf[k->len++] = p[i];
-    if (k->buf)
+    if (k->buf) {
+        const size_t room = CG_CAP - 1 - k->len, m = n < room ? n : room;
+        memcpy(k->buf + k->len, p, m);
+        k->len += m;
         k->buf[k->len] = '\0';
+    }
     k->total += n;
     return (ssize_t)n;
 }
@@ -3324,6 +3341,15 @@ static int run_codegen(state *S, ad_tape *t, hook *al, ad_node out, int n, const
         return rc;
     }
     if (rc == AD_OK) {
+        if (g_trace > 0 && (src.kind == 0 || src.kind == 3))
+            fprintf(stderr, "  codegen: %s table form, %s loops in the first %zu bytes\n",
+                    strstr(g_cgbuf[0], "_tab_") ? "a" : "no",
+                    strstr(g_cgbuf[0], "for (unsigned long it") ? "with" : "no", src.sink.len);
+        if (g_trace > 0 && getenv("FUZZ_API_CGDUMP") && src.kind == 0) { /* the source, to read */
+            FILE *d = fopen(getenv("FUZZ_API_CGDUMP"), "w");
+            if (d)
+                fputs(g_cgbuf[0], d), fclose(d);
+        }
         CHECK(msg[0] == '\0');
         CHECK(want == AD_OK);
         CHECK(!src_fail && !hdr_fail); /* a refused write is reported */
@@ -3444,10 +3470,13 @@ static void act_codegen_big(state *S)
     const unsigned seed = rd_u16(r), size = rd_u8(r), shape = rd_u8(r);
     cgopts c;
     rd_cgopts(r, &c);
-    /* 15-50 ms each under the sanitizers: one input in sixteen that asks,
+    /* 50-200 ms each under the sanitizers: one input in 32 that asks,
      * once per input */
-    if ((size & 0xf0) != 0x30 || S->big_runs++ >= 1)
+    if ((size & 0xf8) != 0x30 || S->big_runs++ >= 1)
         return;
+    /* the level order's scratch holds 255 forms of about 4 KiB: more than
+     * the other tapes' cap */
+    S->big_al.cap = (size_t)8 << 20;
     ad_tape_opts opts = {hook_fn, &S->big_al, NULL};
     ad_tape *t = ad_tape_new(&opts);
     if (!t)
@@ -3455,7 +3484,7 @@ static void act_codegen_big(state *S)
     uint32_t x = seed * 2654435761u + 12345u;
 #define NEXT() (x ^= x << 13, x ^= x >> 17, x ^= x << 5, x)
     enum { WIN = 12, NLEAF = 6 };
-    const int nops = 2080 + (int)(size % 4) * 160; /* 2080..2560 */
+    const int nops = 2300 + (int)(size % 4) * 100; /* 2300..2600 */
     const int repeat = (shape & 3) == 0;            /* one block over and over */
     const int tensors = (shape & 12) != 0;          /* a few tensor ops cut the stretches */
     ad_node leaf[NLEAF + 1], win[WIN];
@@ -3477,7 +3506,9 @@ static void act_codegen_big(state *S)
     static ad_node (*const bin[])(ad_tape *, ad_node, ad_node) = {ad_add, ad_sub, ad_mul, ad_div};
     for (int k = 0; k < nops; k++) {
         const uint32_t z = repeat ? (uint32_t)(k % 8) * 0x9e3779b9u : NEXT();
-        const int ia = (int)((z >> 8) % WIN), ib = (int)((z >> 16) % WIN);
+        /* a: the node about to leave the ring, so every node is read (and
+         * levels are about WIN wide); b: any in the window */
+        const int ia = repeat ? (int)((z >> 8) % WIN) : k % WIN, ib = (int)((z >> 16) % WIN);
         const ad_node a = win[ia], b = win[ib];
         unsigned m = wmask[ia];
         ad_node y;
@@ -3495,10 +3526,13 @@ static void act_codegen_big(state *S)
             /* fall through */
         default: y = un[(z >> 4) % 8](t, a); break;
         }
-        const int slot = (repeat ? k : (int)(z >> 24)) % WIN;
+        const int slot = k % WIN; /* a ring: the oldest node goes */
         win[slot] = y, wmask[slot] = m;
         last = y, lmask = m;
     }
+    for (int i = 0; i < WIN && !repeat; i++) /* the output reads most of the chain */
+        if (win[i].id_ != last.id_)
+            last = ad_add(t, last, win[i]), lmask |= wmask[i];
 #undef NEXT
     if (g_trace > 0)
         fprintf(stderr, "  codegen_big: %zu nodes, %.1f ms\n", ad_tape_len(t),
