@@ -1298,6 +1298,8 @@ static void post_call(state *S, ftape *ft, const pre *p, int r, int want)
         return;
     }
     check_msg(msg);
+    if (g_trace > 0 && r != want)
+        fprintf(stderr, "  status %d, predicted %d: %s\n", r, want, msg);
     if (want == AD_OK)
         CHECK(r == AD_ENOMEM);
     else
@@ -2713,6 +2715,10 @@ static void act_backward_tangent(state *S)
     int want = AD_OK;
     if (o.cls != H_VALID || !tangents_current(ft) || !ft->fwd ||
         (!with_seed && ft->nodes[o.idx].shape.ndim != 0))
+        want = AD_EMISUSE;
+    /* a reverse-mode ad_jacobian sweeps forward on a tape with reshape0
+     * (no forward rules), which ad_backward_tangent refuses */
+    if (want == AD_OK && tape_lacks_rules(ft))
         want = AD_EMISUSE;
     static double before[POOL];
     memcpy(before, gpool, sizeof gpool);
