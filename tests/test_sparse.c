@@ -784,3 +784,40 @@ Test(sparse, every_builtin_has_a_sparsity_rule)
     cr_assert_str_neq(ad__sprules[AD_OP_EXP].d2[0], "0.0");
     cr_assert_str_eq(ad__sprules[AD_OP_RELU].d2[0], "0.0");
 }
+
+/* Found by fuzz_api: making a sparse object lays out the tangent storage
+ * (so the first evaluation allocates nothing); when the layout was the
+ * same as before, only the leaves' tangents were cleared and the last
+ * forward and reverse sweeps still counted as done, so ad_tangent and
+ * ad_grad_tangent handed out tangents of seeds that were gone and
+ * ad_backward_tangent mixed them with the zeroed leaves. */
+Test(sparse, making_one_leaves_no_stale_sweep_behind)
+{
+    ad_tape *t = ad_tape_new(NULL);
+    const ad_node x = ad_scalar_var(t, 2.0), y = ad_scalar_var(t, 3.0);
+    const ad_node f = ad_mul(t, ad_square(t, x), y);
+    cr_assert_eq(ad_tangents(t, 2), AD_OK);
+    const double dx[2] = {1.0, 0.0};
+    cr_assert_eq(ad_set_tangent(t, x, dx), AD_OK);
+    cr_assert_eq(ad_forward(t), AD_OK);
+    cr_assert_not_null(ad_tangent(t, f));
+    cr_assert_float_eq(ad_tangent(t, f)[0], 12.0, 1e-15); /* 2 x y */
+    cr_assert_eq(ad_backward_tangent(t, f, NULL), AD_OK);
+    cr_assert_not_null(ad_grad_tangent(t, x));
+    /* two colours: the same layout (K = 2) as the storage has */
+    ad_sparse *sp = NULL;
+    const ad_node in[2] = {x, y};
+    cr_assert_eq(ad_sparse_jacobian_new(t, 1, &f, 2, in, 0, &sp), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_eq(ad_sparse_colors(sp), 2);
+    cr_assert_null(ad_tangent(t, f), "a forward sweep of seeds that were cleared");
+    cr_assert_null(ad_grad_tangent(t, x), "a reverse sweep of seeds that were cleared");
+    cr_assert_eq(ad_backward_tangent(t, f, NULL), AD_EMISUSE, "no forward sweep since the layout");
+    /* evaluating is a forward sweep again */
+    double vals[2];
+    cr_assert_eq(ad_sparse_eval(sp, NULL, 0, NULL, 0, vals), AD_OK, "%s", ad_tape_errmsg(t));
+    cr_assert_float_eq(vals[0], 12.0, 1e-15); /* 2 x y */
+    cr_assert_float_eq(vals[1], 4.0, 1e-15);  /* x^2 */
+    cr_assert_not_null(ad_tangent(t, f));
+    ad_sparse_free(sp);
+    ad_tape_free(t);
+}

@@ -12,9 +12,14 @@
  * the accessors, names, the checks of check.h, trace and DOT export, the
  * derivative modes (tangents, ad_forward, ad_backward_tangent, ad_jvp,
  * ad_hvp, ad_jacobian, ad_hessian), ad_gradient_nodes (whose nodes join
- * the harness's table), workspaces, and an allocator hook that fails the
- * N-th allocation (N from the input, and re-armed by an action) and
- * refuses blocks over 1 MiB.
+ * the harness's table), workspaces, ad_codegen (to streams in memory,
+ * /dev/null, read-only or failing after some bytes; and, at most once per
+ * input, on a tape of its own of a few thousand pseudo-random scalar ops,
+ * for the generator's level order, table form and loops), the sparse API
+ * (ad_sparse_jacobian_new, ad_sparse_hessian_new, ad_sparse_eval,
+ * pattern, CSR, free, use after a reset), and an allocator hook that
+ * fails the N-th allocation (N from the input, and re-armed by an action)
+ * and refuses blocks over 1 MiB.
  *
  * It checks invariants, not only "no crash"; any violation is a
  * __builtin_trap() after a line on stderr naming the check:
@@ -43,6 +48,15 @@
  *    are exactly symmetric, ad_gradient_nodes' nodes hold the reference
  *    derivatives, and workspaces replay and sweep as their tape does, bit
  *    for bit;
+ *  - ad_codegen answers the predicted status (AD_EIO exactly when a
+ *    stream refused a write, AD_ENOMEM only when the hook did) with a
+ *    "codegen:" message, leaves the tape's status, values and memory as
+ *    they were, and writes the same text twice;
+ *  - a sparse Jacobian's values match the reference Jacobian at its
+ *    pattern, which holds every nonzero of the reference; a sparse
+ *    Hessian's match the weighted ad_hessian of its outputs; patterns are
+ *    ordered (lower triangle for a Hessian) and agree with the CSR form;
+ *    misuse, and evaluation after a reset, are refused;
  *  - the hook sees a consistent osize for every block, ad_tape_memory
  *    equals the bytes the tape holds through it, the checks, trace and
  *    export give back every byte, and nothing is left at the end.
@@ -61,14 +75,18 @@
  * tests/fuzz/make_api_corpus.py are encoded against the table indices.
  * Built-ins missing from OPS are skipped by apply_builtin and refused by
  * the adoption of ad_gradient_nodes' nodes (the tape is then reset). */
+#define _GNU_SOURCE /* fopencookie: streams that keep or refuse what codegen writes */
 #include <autodiff/autodiff.h>
 #include <autodiff/check.h>
+#include <autodiff/codegen.h>
+#include <autodiff/sparse.h>
 
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ------------------------------------------------------------------ */
 /* Invariant checks                                                    */
@@ -133,6 +151,7 @@ typedef struct hook {
     injector *inj;
     size_t live_bytes;
     long live_blocks;
+    size_t cap; /* larger requests are refused (0: ALLOC_CAP) */
 } hook;
 
 /* Large blocks (a tape's node chunk is 192 KiB) cost an mmap and page
@@ -196,7 +215,7 @@ static void *hook_fn(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     injector *in = h->inj;
     in->count++;
-    if (nsize > ALLOC_CAP || (in->fail_at && (in->count == in->fail_at ||
+    if (nsize > (h->cap ? h->cap : ALLOC_CAP) || (in->fail_at && (in->count == in->fail_at ||
                                               (in->sticky && in->count > in->fail_at)))) {
         in->failures++;
         return NULL;
@@ -596,6 +615,10 @@ static const opspec OPS[] = {
 /* FUZZ_API_STATS=1: at exit, how often each op recorded and took part in
  * a checked sweep (to see what a corpus reaches). */
 static unsigned long g_recorded[64], g_swept[64];
+/* and how often the new entry points got far: codegen OK (small, big),
+ * sparse objects made, evaluations checked against a reference
+ * (Jacobian, Hessian) */
+static unsigned long g_cg_ok, g_cgbig_ok, g_sp_made, g_sp_jac, g_sp_hess;
 static void print_stats(void);
 
 static const char *op_name(const opspec *o) { return o->custom ? o->custom->name : o->name; }
@@ -1144,12 +1167,19 @@ typedef struct ftape {
     int fwd;               /* a forward sweep ran since (ad_backward_tangent may follow) */
     signed char seeded[MAXN];          /* 0: zero tangent, 1: in tanbuf, -1: unknown */
     double (*tanbuf)[TANCAP];          /* the seeds (g_tanbuf: not zeroed per input) */
+    unsigned gen;          /* incremented by every reset (retire_nodes) */
+    /* the sparse object made on this tape (one at a time) and what it is of */
+    ad_sparse *sp;
+    int sp_hess, sp_nout, sp_nin, sp_out[3], sp_in[3];
+    unsigned sp_gen;
+    size_t sp_len;
 } ftape;
 
 typedef struct state {
     rd r;
     injector inj;
-    hook reg_al, chk_al, ws_al;
+    hook reg_al, chk_al, ws_al, big_al;
+    int big_runs;          /* codegen_big runs so far (capped per input) */
     ad_registry *reg;
     int registered[4];     /* CUSTOM[i] is in reg */
     ftape tp[2];
@@ -1268,6 +1298,8 @@ static void post_call(state *S, ftape *ft, const pre *p, int r, int want)
         return;
     }
     check_msg(msg);
+    if (g_trace > 0 && r != want)
+        fprintf(stderr, "  status %d, predicted %d: %s\n", r, want, msg);
     if (want == AD_OK)
         CHECK(r == AD_ENOMEM);
     else
@@ -1373,6 +1405,7 @@ static void retire_nodes(ftape *ft)
     ft->dirty = 0;
     ft->K = 0;
     ft->fwd = 0;
+    ft->gen++;
 }
 
 static fnode *add_node(ftape *ft, ad_node h, ad_shape s, int kind)
@@ -2683,6 +2716,10 @@ static void act_backward_tangent(state *S)
     if (o.cls != H_VALID || !tangents_current(ft) || !ft->fwd ||
         (!with_seed && ft->nodes[o.idx].shape.ndim != 0))
         want = AD_EMISUSE;
+    /* a reverse-mode ad_jacobian sweeps forward on a tape with reshape0
+     * (no forward rules), which ad_backward_tangent refuses */
+    if (want == AD_OK && tape_lacks_rules(ft))
+        want = AD_EMISUSE;
     static double before[POOL];
     memcpy(before, gpool, sizeof gpool);
     pre p;
@@ -3099,6 +3136,769 @@ static void act_gradient_nodes(state *S)
     scratch_used = mark;
 }
 
+/* ---- code generation ---- */
+
+/* A stream for ad_codegen's output (fopencookie): keeps the first CAP
+ * bytes and counts all, or refuses every write after fail_after bytes. */
+#define CG_CAP ((size_t)1 << 20)
+typedef struct cgsink {
+    char *buf;
+    size_t len, total, fail_after; /* fail_after 0: never fails */
+    int refused;
+} cgsink;
+
+NOCOV static ssize_t cgsink_write(void *c, const char *p, size_t n)
+{
+    cgsink *k = c;
+    if (k->fail_after && k->total + n > k->fail_after) {
+        k->refused = 1;
+        return -1;
+    }
+    if (k->buf) {
+        const size_t room = CG_CAP - 1 - k->len, m = n < room ? n : room;
+        memcpy(k->buf + k->len, p, m);
+        k->len += m;
+        k->buf[k->len] = '\0';
+    }
+    k->total += n;
+    return (ssize_t)n;
+}
+
+static FILE *cgsink_open(cgsink *k, char *buf, size_t fail_after)
+{
+    memset(k, 0, sizeof *k);
+    k->buf = buf;
+    if (buf)
+        buf[0] = '\0';
+    k->fail_after = fail_after;
+    cookie_io_functions_t io = {NULL, cgsink_write, NULL, NULL};
+    return fopencookie(k, "w", io);
+}
+
+/* A stream every write to fails: /dev/null opened for reading. */
+static FILE *readonly_stream(void)
+{
+    static FILE *f;
+    if (!f)
+        f = fopen("/dev/null", "r");
+    clearerr(f);
+    return f;
+}
+
+/* One stream of ad_codegen as the input chooses it: kind 0 in memory,
+ * 1 /dev/null, 2 read-only (every write fails), 3 in memory failing after
+ * a number of bytes. *can_fail: writes may fail; *must_fail: they will. */
+typedef struct cgstream {
+    FILE *f;
+    cgsink sink;
+    int kind, cookie;
+} cgstream;
+
+static void cgstream_open(cgstream *s, unsigned kind, size_t fail_after, char *buf)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = (int)(kind & 3);
+    switch (s->kind) {
+    case 0: s->f = cgsink_open(&s->sink, buf, 0), s->cookie = 1; break;
+    case 1: s->f = devnull(); break;
+    case 2: s->f = readonly_stream(); break;
+    default: s->f = cgsink_open(&s->sink, buf, fail_after ? fail_after : 1), s->cookie = 1; break;
+    }
+    if (!s->f) /* fopencookie failed: /dev/null instead */
+        s->f = devnull(), s->kind = 1, s->cookie = 0;
+}
+
+static void cgstream_close(cgstream *s)
+{
+    if (s->cookie)
+        fclose(s->f);
+    else if (s->kind == 1)
+        fflush(s->f);
+}
+
+/* ad_codegen's options from the input: a prefix (valid or not), what
+ * (unknown bits too), use_float, max_stmts 0..5, a header name. */
+typedef struct cgopts {
+    ad_codegen_opts o;
+    int prefix_ok, with_hdr;
+    unsigned src_kind, hdr_kind, nulls;
+    size_t fail_after;
+    int twice;
+} cgopts;
+
+static void rd_cgopts(rd *r, cgopts *c)
+{
+    static const char *const prefixes[12] = {
+        "P", "gen_f", "x9", "A123456789012345678901234567890123456789012345678901234567890123",
+        "fz", "codegen_fuzz",
+        /* refused: */
+        NULL, "", "9lives", "_under", "has space",
+        "A1234567890123456789012345678901234567890123456789012345678901234"};
+    memset(c, 0, sizeof *c);
+    const unsigned m1 = rd_u8(r), m2 = rd_u8(r), m3 = rd_u8(r);
+    const unsigned pi = (m1 & 15) % 12;
+    c->o.prefix = prefixes[pi];
+    c->prefix_ok = pi < 6;
+    c->with_hdr = (m1 & 16) != 0;
+    c->o.header_name = (m1 & 32) ? "fuzz_gen.h" : NULL;
+    c->o.use_float = (m1 & 64) != 0;
+    c->twice = (m1 & 128) != 0;
+    c->o.what = m2 & 31u;
+    if ((m2 & 0xe0) == 0xe0)
+        c->o.what |= 32u << (m3 & 3); /* an unknown bit */
+    static const size_t stmts[8] = {0, 1, 2, 3, 4, 5, 0, 3};
+    c->o.max_stmts = stmts[(m3 >> 2) & 7];
+    c->src_kind = rd_u8(r);
+    c->hdr_kind = c->src_kind >> 2;
+    /* mostly in memory or /dev/null */
+    if ((c->src_kind & 0xf0) != 0xf0)
+        c->src_kind &= 1, c->hdr_kind &= 1;
+    c->fail_after = 1 + (size_t)rd_u8(r) * 97;
+    c->nulls = m3 >> 5; /* 1: opts NULL, 2: src NULL, 3: in NULL, 4: n = 0 */
+}
+
+/* Whether node i of the table depends on node j (structurally). */
+NOCOV static void cg_marks(const ftape *ft, int out, const int *in, int n, unsigned char *act,
+                           unsigned char *need)
+{
+    memset(act, 0, MAXN);
+    memset(need, 0, MAXN);
+    for (int k = 0; k < n; k++)
+        act[in[k]] = 1;
+    for (int i = 0; i < ft->n; i++)
+        for (int k = 0; k < ft->nodes[i].nin && ft->nodes[i].kind == K_OP; k++)
+            act[i] |= act[ft->nodes[i].in[k]];
+    need[out] = 1;
+    for (int i = out; i >= 0; i--)
+        if (need[i] && act[i] && ft->nodes[i].kind == K_OP)
+            for (int k = 0; k < ft->nodes[i].nin; k++)
+                need[ft->nodes[i].in[k]] = 1;
+}
+
+/* A hash of every value of the table (ad_codegen only reads the tape). */
+NOCOV static uint64_t values_hash(const ftape *ft)
+{
+    uint64_t h = 1469598103934665603u;
+    for (int i = 0; i < ft->n; i++) {
+        const double *v = ad_value(ft->t, ft->nodes[i].h);
+        if (!v || ft->nodes[i].size > MAXSIZE)
+            continue;
+        const unsigned char *b = (const unsigned char *)v;
+        for (size_t e = 0; e < ft->nodes[i].size * sizeof(double); e++)
+            h = (h ^ b[e]) * 1099511628211u;
+    }
+    return h;
+}
+
+static char g_cgbuf[2][CG_CAP], g_cgbuf2[CG_CAP];
+
+/* Calls ad_codegen on t with the options c and checks what only depends
+ * on the outcome: the status (want: AD_EMISUSE predicted, AD_OK
+ * otherwise; late: the misuse is found after the first allocation), the
+ * message, the streams, the memory. Returns the status. */
+static int run_codegen(state *S, ad_tape *t, hook *al, ad_node out, int n, const ad_node *in,
+                       const cgopts *c, int want, int late)
+{
+    cgstream src, hdr;
+    cgstream_open(&src, c->src_kind, c->fail_after, g_cgbuf[0]);
+    if (c->with_hdr)
+        cgstream_open(&hdr, c->hdr_kind, c->fail_after, g_cgbuf[1]);
+    const int st0 = t ? ad_tape_status(t) : AD_EMISUSE;
+    char msg0[300];
+    snprintf(msg0, sizeof msg0, "%s", ad_tape_errmsg(t));
+    const size_t len0 = ad_tape_len(t);
+    const size_t bytes0 = al ? al->live_bytes : 0;
+    const long blocks0 = al ? al->live_blocks : 0;
+    const unsigned long fails = S->inj.failures;
+    const int nulls = (int)c->nulls;
+    if (nulls >= 1 && nulls <= 4)
+        want = AD_EMISUSE, late = 0;
+    const int rc = ad_codegen(t, out, nulls == 4 ? 0 : n, nulls == 3 ? NULL : in,
+                              nulls == 1 ? NULL : &c->o, nulls == 2 ? NULL : src.f,
+                              c->with_hdr ? hdr.f : NULL);
+    const int src_fail = src.kind == 2 || (src.kind == 3 && src.sink.refused);
+    const int hdr_fail = c->with_hdr && (hdr.kind == 2 || (hdr.kind == 3 && hdr.sink.refused));
+    const int cg_failed = ferror(src.f) || (c->with_hdr && ferror(hdr.f));
+    const size_t src_total = src.sink.total, hdr_total = c->with_hdr ? hdr.sink.total : 0;
+    cgstream_close(&src);
+    if (c->with_hdr)
+        cgstream_close(&hdr);
+    (void)cg_failed;
+    if (g_trace > 0)
+        fprintf(stderr, "  codegen: %d (want %d%s), src kind %d (%zu bytes), hdr %s: %s\n", rc,
+                want, late ? ", late" : "", src.kind, src_total,
+                c->with_hdr ? "yes" : "no", t ? ad_tape_errmsg(t) : "");
+    if (!t) {
+        CHECK(rc == AD_EMISUSE);
+        return rc;
+    }
+    /* not sticky; nothing recorded; every byte given back */
+    CHECK(ad_tape_status(t) == st0);
+    CHECK(ad_tape_len(t) == len0);
+    if (al) {
+        CHECK(al->live_bytes == bytes0);
+        CHECK(al->live_blocks == blocks0);
+    }
+    const char *msg = ad_tape_errmsg(t);
+    CHECK(msg != NULL);
+    if (st0 != AD_OK) {
+        CHECK(rc == st0);
+        CHECK(strcmp(msg, msg0) == 0);
+        return rc;
+    }
+    if (rc == AD_OK) {
+        if (g_trace > 0 && (src.kind == 0 || src.kind == 3))
+            fprintf(stderr, "  codegen: %s table form, %s loops in the first %zu bytes\n",
+                    strstr(g_cgbuf[0], "_tab_") ? "a" : "no",
+                    strstr(g_cgbuf[0], "for (unsigned long it") ? "with" : "no", src.sink.len);
+        if (g_trace > 0 && getenv("FUZZ_API_CGDUMP") && src.kind == 0) { /* the source, to read */
+            FILE *d = fopen(getenv("FUZZ_API_CGDUMP"), "w");
+            if (d)
+                fputs(g_cgbuf[0], d), fclose(d);
+        }
+        CHECK(msg[0] == '\0');
+        CHECK(want == AD_OK);
+        CHECK(!src_fail && !hdr_fail); /* a refused write is reported */
+        if (src.kind == 0 || src.kind == 3) {
+            CHECK(src_total > 0);
+            if (src_total < CG_CAP - 1) {
+                char sym[96];
+                snprintf(sym, sizeof sym, "%s_work_size", c->o.prefix);
+                CHECK(strstr(g_cgbuf[0], sym) != NULL);
+                if (c->o.header_name) {
+                    CHECK(strstr(g_cgbuf[0], "#include \"fuzz_gen.h\"") != NULL);
+                }
+            }
+        }
+        if (c->with_hdr && (hdr.kind == 0 || hdr.kind == 3)) {
+            CHECK(hdr_total > 0);
+            if (hdr_total < CG_CAP - 1)
+                CHECK(strstr(g_cgbuf[1], c->o.prefix) != NULL);
+        }
+        /* the same output every time (unless the allocator failed: without
+         * their scratch, the passes are written statement by statement) */
+        if (c->twice && src.kind == 0 && src_total < CG_CAP - 1 && S->inj.failures == fails) {
+            cgsink k2;
+            FILE *f2 = cgsink_open(&k2, g_cgbuf2, 0);
+            if (f2) {
+                const int rc2 = ad_codegen(t, out, n, in, &c->o, f2, NULL);
+                fclose(f2);
+                CHECK(rc2 == AD_OK || (rc2 == AD_ENOMEM && S->inj.failures > fails));
+                if (rc2 == AD_OK && g_trace > 0 && strcmp(g_cgbuf2, g_cgbuf[0]) != 0) {
+                    size_t d = 0;
+                    while (g_cgbuf2[d] == g_cgbuf[0][d])
+                        d++;
+                    d = d > 200 ? d - 200 : 0;
+                    fprintf(stderr, "  first output:\n%.600s\n  second:\n%.600s\n",
+                            g_cgbuf[0] + d, g_cgbuf2 + d);
+                }
+                if (rc2 == AD_OK && S->inj.failures == fails)
+                    CHECK(k2.total == src_total && strcmp(g_cgbuf2, g_cgbuf[0]) == 0);
+            }
+        }
+        return rc;
+    }
+    check_msg(msg);
+    CHECK(msg_names(msg, "codegen"));
+    if (rc == AD_ENOMEM) {
+        CHECK(S->inj.failures > fails); /* only when the hook said no */
+        CHECK(want == AD_OK || late);
+        return rc;
+    }
+    if (want == AD_EMISUSE) {
+        CHECK(rc == AD_EMISUSE);
+        return rc;
+    }
+    CHECK(rc == AD_EIO);
+    CHECK(src_fail || hdr_fail);
+    return rc;
+}
+
+/* ad_codegen on a node of the current tape with some leaves as inputs. */
+static void act_codegen(state *S)
+{
+    rd *r = &S->r;
+    ftape *ft = cur(S);
+    cgopts c;
+    rd_cgopts(r, &c);
+    opnd out = pick(S, ft, r);
+    const int n = 1 + (int)(rd_u8(r) % 4);
+    opnd in[4];
+    ad_node h[4];
+    int idx[4];
+    int known = out.cls != H_VALID || out.idx >= 0;
+    for (int i = 0; i < n; i++) {
+        in[i] = pick_leaf(S, ft, r);
+        h[i] = in[i].h;
+        idx[i] = in[i].idx;
+        known &= in[i].cls != H_VALID || in[i].idx >= 0;
+    }
+    if (!known || !ft->t)
+        return;
+    /* what the call must answer */
+    int want = AD_OK, late = 0;
+    if (!c.prefix_ok || (c.o.what & ~AD_CODEGEN_ALL) || out.cls != H_VALID)
+        want = AD_EMISUSE;
+    for (int i = 0; i < n; i++)
+        if (in[i].cls != H_VALID || ft->nodes[idx[i]].kind == K_OP)
+            want = AD_EMISUSE;
+    if (want == AD_OK && (c.o.what & AD_CODEGEN_HVP) && ft->nodes[out.idx].size != 1)
+        want = AD_EMISUSE;
+    if (want == AD_OK) {
+        late = 1;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < i; j++)
+                if (idx[i] == idx[j])
+                    want = AD_EMISUSE; /* an input twice */
+        unsigned char act[MAXN], need[MAXN];
+        cg_marks(ft, out.idx, idx, n, act, need);
+        if (!act[out.idx])
+            want = AD_EMISUSE; /* the output depends on no input */
+        for (int i = 0; i <= out.idx; i++)
+            if (act[i] && need[i] && ft->nodes[i].kind == K_OP && OPS[ft->nodes[i].spec].custom)
+                want = AD_EMISUSE; /* a custom op with no code generation rule */
+    }
+    const uint64_t hv = ft->t && ad_tape_status(ft->t) == AD_OK ? values_hash(ft) : 0;
+    if (run_codegen(S, ft->t, ft->own_alloc ? &ft->al : NULL, out.h, n, h, &c, want, late) == AD_OK)
+        g_cg_ok++;
+    if (ft->t && ad_tape_status(ft->t) == AD_OK)
+        CHECK(values_hash(ft) == hv); /* only read */
+}
+
+/* A tape of a few thousand scalar ops, made pseudo-randomly from a few
+ * bytes, through ad_codegen: large enough for the level order, the groups
+ * and the table form of passes with more than 2048 statements outside
+ * repeated blocks (and, with repeat set, for repeated blocks as loops).
+ * It lives on a tape of its own, freed at the end. Once per input. */
+static void act_codegen_big(state *S)
+{
+    rd *r = &S->r;
+    const unsigned seed = rd_u16(r), size = rd_u8(r), shape = rd_u8(r);
+    cgopts c;
+    rd_cgopts(r, &c);
+    /* 50-200 ms each under the sanitizers: one input in 32 that asks,
+     * once per input */
+    if ((size & 0xf8) != 0x30 || S->big_runs++ >= 1)
+        return;
+    /* the level order's scratch holds 255 forms of about 4 KiB: more than
+     * the other tapes' cap */
+    S->big_al.cap = (size_t)8 << 20;
+    ad_tape_opts opts = {hook_fn, &S->big_al, NULL};
+    ad_tape *t = ad_tape_new(&opts);
+    if (!t)
+        return;
+    uint32_t x = seed * 2654435761u + 12345u;
+#define NEXT() (x ^= x << 13, x ^= x >> 17, x ^= x << 5, x)
+    enum { WIN = 12, NLEAF = 6 };
+    const int nops = 2300 + (int)(size % 4) * 100; /* 2300..2600 */
+    const int repeat = (shape & 3) == 0;            /* one block over and over */
+    const int tensors = (shape & 12) != 0;          /* a few tensor ops cut the stretches */
+    ad_node leaf[NLEAF + 1], win[WIN];
+    unsigned wmask[WIN]; /* the leaves each node of the window depends on */
+    int nleaf = 0;
+    for (int i = 0; i < NLEAF; i++) {
+        const double v = 0.25 + 0.125 * (double)(NEXT() % 16);
+        leaf[nleaf++] = (i % 3 == 2) ? ad_scalar(t, v) : ad_scalar_var(t, v);
+    }
+    double vv[4] = {0.5, -1, 2, 0.25};
+    const ad_node vecv = ad_variable(t, ad_shape_vec(4), vv);
+    leaf[nleaf++] = vecv;
+    for (int i = 0; i < WIN; i++)
+        win[i] = leaf[i % NLEAF], wmask[i] = 1u << (i % NLEAF);
+    ad_node last = win[0];
+    unsigned lmask = wmask[0];
+    static ad_node (*const un[])(ad_tape *, ad_node) = {ad_tanh, ad_sin, ad_square, ad_neg,
+                                                        ad_sigmoid, ad_atan, ad_abs, ad_cos};
+    static ad_node (*const bin[])(ad_tape *, ad_node, ad_node) = {ad_add, ad_sub, ad_mul, ad_div};
+    for (int k = 0; k < nops; k++) {
+        const uint32_t z = repeat ? (uint32_t)(k % 8) * 0x9e3779b9u : NEXT();
+        /* a: the node about to leave the ring, so every node is read (and
+         * levels are about WIN wide); b: any in the window */
+        const int ia = repeat ? (int)((z >> 8) % WIN) : k % WIN, ib = (int)((z >> 16) % WIN);
+        const ad_node a = win[ia], b = win[ib];
+        unsigned m = wmask[ia];
+        ad_node y;
+        switch (z % 16) {
+        case 0: case 1: case 2: case 3: y = bin[z % 4](t, a, b), m |= wmask[ib]; break;
+        case 4: y = ad_scale(t, a, 0.5 + (double)((z >> 4) % 7)); break;
+        case 5: y = ad_add_const(t, a, (double)((z >> 4) % 5) - 2.0); break;
+        case 6:
+            if (tensors && !repeat) { /* a vector op, and its sum back to a scalar */
+                y = ad_sum(t, ad_mul(t, ad_scale(t, vecv, 1.5), ad_tanh(t, vecv)));
+                y = ad_add(t, y, a);
+                m |= 1u << NLEAF;
+                break;
+            }
+            /* fall through */
+        default: y = un[(z >> 4) % 8](t, a); break;
+        }
+        const int slot = k % WIN; /* a ring: the oldest node goes */
+        win[slot] = y, wmask[slot] = m;
+        last = y, lmask = m;
+    }
+    for (int i = 0; i < WIN && !repeat; i++) /* the output reads most of the chain */
+        if (win[i].id_ != last.id_)
+            last = ad_add(t, last, win[i]), lmask |= wmask[i];
+#undef NEXT
+    if (g_trace > 0)
+        fprintf(stderr, "  codegen_big: %zu nodes, %.1f ms\n", ad_tape_len(t),
+                (double)clock() * 1000.0 / CLOCKS_PER_SEC);
+    const int n = 1 + (int)(shape >> 4) % NLEAF;
+    ad_node in[NLEAF + 1];
+    unsigned imask = 0;
+    for (int i = 0; i < n; i++) {
+        const int j = (i * 2 + (int)(shape >> 2)) % nleaf;
+        in[i] = leaf[j];
+        imask |= 1u << j;
+    }
+    /* the inputs are distinct leaves; the output may depend on none */
+    int want = AD_OK, late = 0;
+    if (!c.prefix_ok || (c.o.what & ~AD_CODEGEN_ALL))
+        want = AD_EMISUSE;
+    else if (!(lmask & imask))
+        want = AD_EMISUSE, late = 1;
+    if (run_codegen(S, t, &S->big_al, last, n, in, &c, want, late) == AD_OK)
+        g_cgbig_ok++;
+    if (g_trace > 0)
+        fprintf(stderr, "  codegen_big: done, %.1f ms\n", (double)clock() * 1000.0 / CLOCKS_PER_SEC);
+    ad_tape_free(t);
+    CHECK(S->big_al.live_blocks == 0 && S->big_al.live_bytes == 0);
+}
+
+/* ---- sparse Jacobians and Hessians ---- */
+
+#define SP_MAXN 48    /* input elements the harness checks */
+#define SP_MAXNNZ 4096
+
+static void act_sparse_eval(state *S);
+
+/* ad_sparse_jacobian_new / ad_sparse_hessian_new on outputs and leaves of
+ * the current tape; the pattern's order and its CSR form. */
+static void act_sparse_new(state *S)
+{
+    rd *r = &S->r;
+    ftape *ft = cur(S);
+    const unsigned mode = rd_u8(r), nulls = rd_u8(r);
+    const int hess = mode & 1;
+    const int nout = 1 + (int)((mode >> 1) % 3), nin = 1 + (int)((mode >> 3) % 3);
+    unsigned flags = 0;
+    if ((mode & 0xe0) == 0x20)
+        flags = AD_SPARSE_DISTANCE2;
+    else if ((mode & 0xe0) == 0x40)
+        flags = 1u << (1 + (nulls & 7)); /* unknown */
+    opnd out[3], in[3];
+    ad_node ho[3], hi[3];
+    int known = 1;
+    for (int k = 0; k < nout; k++) {
+        out[k] = pick(S, ft, r);
+        ho[k] = out[k].h;
+        known &= out[k].cls != H_VALID || out[k].idx >= 0;
+    }
+    for (int i = 0; i < nin; i++) {
+        in[i] = pick_leaf(S, ft, r);
+        hi[i] = in[i].h;
+        known &= in[i].cls != H_VALID || in[i].idx >= 0;
+    }
+    if (!known)
+        return;
+    ad_sparse_free(ft->sp); /* one at a time */
+    ft->sp = NULL;
+    const int null_sp = (nulls >> 4) == 1, null_out = (nulls >> 4) == 2, null_in = (nulls >> 4) == 3,
+              zero = (nulls >> 4) == 4;
+    int want = AD_OK, late = 0;
+    if (null_sp || null_out || null_in || zero)
+        want = AD_EMISUSE;
+    if (flags & ~(hess ? (unsigned)AD_SPARSE_DISTANCE2 : 0u))
+        want = AD_EMISUSE;
+    for (int k = 0; k < nout; k++)
+        if (out[k].cls != H_VALID)
+            want = AD_EMISUSE;
+    for (int i = 0; i < nin; i++)
+        if (in[i].cls != H_VALID || ft->nodes[in[i].idx].kind == K_OP || !ft->nodes[in[i].idx].rg)
+            want = AD_EMISUSE;
+    if (tape_lacks_rules(ft))
+        want = AD_EMISUSE;
+    if (want == AD_OK)
+        for (int i = 0; i < nin; i++)
+            for (int j = 0; j < i; j++)
+                if (in[i].idx == in[j].idx)
+                    want = AD_EMISUSE, late = 1;
+    size_t N = 0, M = 0;
+    for (int i = 0; want == AD_OK && i < nin; i++)
+        N += ft->nodes[in[i].idx].size;
+    for (int k = 0; want == AD_OK && k < nout; k++)
+        M += ft->nodes[out[k].idx].size;
+    ad_sparse *sp = (ad_sparse *)&sp; /* must be overwritten with NULL on error */
+    pre p;
+    pre_call(S, ft, &p);
+    const long blocks = ft->al.live_blocks;
+    const int no = zero ? 0 : nout;
+    int rc = hess ? ad_sparse_hessian_new(ft->t, no, null_out ? NULL : ho, nin,
+                                          null_in ? NULL : hi, flags, null_sp ? NULL : &sp)
+                  : ad_sparse_jacobian_new(ft->t, no, null_out ? NULL : ho, nin,
+                                           null_in ? NULL : hi, flags, null_sp ? NULL : &sp);
+    if (g_trace > 0)
+        fprintf(stderr, "  sparse_%s_new: %d (want %d), %zu x %zu, nnz %zu, colours %zu: %s\n",
+                hess ? "hessian" : "jacobian", rc, want, ad_sparse_rows(rc ? NULL : sp),
+                ad_sparse_cols(rc ? NULL : sp), ad_sparse_nnz(rc ? NULL : sp),
+                ad_sparse_colors(rc ? NULL : sp), ad_tape_errmsg(ft->t));
+    if (late && rc == AD_ENOMEM)
+        want = AD_ENOMEM;
+    post_call(S, ft, &p, rc, want);
+    /* out of memory while laying out the tangent storage (the message
+     * says "directions"): it is gone; earlier, it is as it was */
+    if (rc == AD_ENOMEM && strstr(ad_tape_errmsg(ft->t), "directions"))
+        ft->K = 0;
+    if (rc != AD_OK) {
+        if (!null_sp)
+            CHECK(sp == NULL);
+        if (ft->own_alloc && ft->t && ft->K != 0)
+            CHECK(ft->al.live_blocks == blocks); /* nothing kept (but the tangent storage) */
+        if (ft->t && ad_tape_status(ft->t) == AD_OK) {
+            const char *msg = ad_tape_errmsg(ft->t);
+            CHECK(strncmp(msg, hess ? "sparse_hessian" : "sparse_jacobian",
+                          hess ? 14 : 15) == 0);
+        }
+        return;
+    }
+    CHECK(sp != NULL);
+    g_sp_made++;
+    /* it laid out the tangent storage for its colours, every tangent 0 */
+    const size_t nc = ad_sparse_colors(sp);
+    ft->K = nc == 0 ? 1 : nc < 64 ? (int)nc : 64;
+    ft->tan_n = ft->n;
+    ft->fwd = 0;
+    memset(ft->seeded, 0, sizeof ft->seeded);
+    CHECK(ft->n == 0 || ad_tangent(ft->t, ft->nodes[0].h) == NULL); /* no sweep yet */
+    ft->sp = sp;
+    ft->sp_hess = hess;
+    ft->sp_nout = nout;
+    ft->sp_nin = nin;
+    for (int k = 0; k < nout; k++)
+        ft->sp_out[k] = out[k].idx;
+    for (int i = 0; i < nin; i++)
+        ft->sp_in[i] = in[i].idx;
+    ft->sp_gen = ft->gen;
+    ft->sp_len = ad_tape_len(ft->t);
+    const size_t rows = ad_sparse_rows(sp), cols = ad_sparse_cols(sp), nnz = ad_sparse_nnz(sp);
+    CHECK(cols == N);
+    CHECK(rows == (hess ? N : M));
+    CHECK(nnz <= rows * cols);
+    CHECK(ad_sparse_colors(sp) <= cols);
+    CHECK(nnz == 0 || ad_sparse_colors(sp) >= 1);
+    ad_sparse_pattern(sp, NULL, NULL);
+    ad_sparse_csr(sp, NULL, NULL);
+    if (nnz > SP_MAXNNZ || rows > SP_MAXNNZ)
+        return;
+    static int pr[SP_MAXNNZ], pc[SP_MAXNNZ], cc[SP_MAXNNZ];
+    static size_t rp[SP_MAXNNZ + 1];
+    ad_sparse_pattern(sp, pr, pc);
+    ad_sparse_csr(sp, rp, cc);
+    CHECK(rp[0] == 0 && rp[rows] == nnz);
+    for (size_t q = 0; q < nnz; q++) {
+        CHECK(pr[q] >= 0 && (size_t)pr[q] < rows && pc[q] >= 0 && (size_t)pc[q] < cols);
+        CHECK(cc[q] == pc[q]);
+        CHECK(rp[pr[q]] <= q && q < rp[pr[q] + 1]);
+        if (hess)
+            CHECK(pr[q] >= pc[q]); /* the lower triangle */
+        if (q)
+            CHECK(pr[q] > pr[q - 1] || (pr[q] == pr[q - 1] && pc[q] > pc[q - 1]));
+    }
+    for (size_t i = 0; i < rows; i++)
+        CHECK(rp[i] <= rp[i + 1]);
+    if (nulls & 8) /* evaluated at once (before anything is recorded on top) */
+        act_sparse_eval(S);
+}
+
+/* ad_sparse_eval of the current tape's sparse object: the values against
+ * the reference Jacobian (every entry outside the pattern 0 in it), or a
+ * Hessian's against ad_hessian of each output; misuse refused. */
+static void act_sparse_eval(state *S)
+{
+    rd *r = &S->r;
+    ftape *ft = cur(S);
+    unsigned mode = rd_u8(r);
+    if (!(mode & 0x80)) /* mostly as it should be called */
+        mode = (mode & 1) | (ft->sp && ft->sp_hess && (mode & 2) ? 4 : 0);
+    static double xv[MAXSIZE], wv[MAXSIZE], values[MAXSIZE];
+    ad_sparse *sp = ft->sp;
+    if (!sp) {
+        CHECK(ad_sparse_eval(NULL, NULL, 0, NULL, 0, values) == AD_EMISUSE);
+        ad_sparse_free(NULL);
+        CHECK(ad_sparse_nnz(NULL) == 0 && ad_sparse_rows(NULL) == 0 && ad_sparse_colors(NULL) == 0);
+        return;
+    }
+    const size_t N = ad_sparse_cols(sp), nnz = ad_sparse_nnz(sp);
+    size_t M = 0;
+    int scalar_outs = 1, has_param = 0;
+    const int fresh = ft->sp_gen == ft->gen && ft->t && ad_tape_len(ft->t) == ft->sp_len;
+    if (fresh) {
+        for (int k = 0; k < ft->sp_nout; k++) {
+            M += ft->nodes[ft->sp_out[k]].size;
+            scalar_outs &= ft->nodes[ft->sp_out[k]].shape.ndim == 0;
+        }
+        for (int i = 0; i < ft->sp_nin; i++)
+            has_param |= ft->nodes[ft->sp_in[i]].kind == K_PARAM;
+    }
+    if (N > MAXSIZE / 2 || M > MAXSIZE / 2 || nnz > MAXSIZE)
+        return;
+    /* x: 0 NULL, 1 given, 2 one short, 3 NULL with a count; w likewise */
+    const unsigned xm = mode & 3, wm = (mode >> 2) & 3;
+    const int null_values = (mode & 0x70) == 0x70;
+    rd_fill(r, xv, N ? N : 1);
+    rd_fill(r, wv, M ? M : 1);
+    const double *x = xm == 1 || xm == 2 ? xv : NULL;
+    const size_t nx = xm == 1 ? N : xm == 2 ? N - 1 + 2 * (N == 0) : xm == 3 ? 1 : 0;
+    const double *w = wm == 1 || wm == 2 ? wv : NULL;
+    const size_t nw = wm == 1 ? M : wm == 2 ? M + 1 : wm == 3 ? 2 : 0;
+    int want = AD_OK;
+    if (!fresh || null_values)
+        want = AD_EMISUSE;
+    else if ((x == NULL) != (nx == 0) || (x && nx != N) || (x && has_param))
+        want = AD_EMISUSE;
+    else if ((w == NULL) != (nw == 0) || (w && !ft->sp_hess) || (w && nw != M))
+        want = AD_EMISUSE;
+    else if (ft->sp_hess && !w && !scalar_outs)
+        want = AD_EMISUSE;
+    pre p;
+    pre_call(S, ft, &p);
+    const unsigned long count = S->inj.count;
+    const int rc = ad_sparse_eval(sp, x, nx, w, nw, null_values ? NULL : values);
+    if (g_trace > 0)
+        fprintf(stderr, "  sparse_eval: %d (want %d): %s\n", rc, want, ad_tape_errmsg(ft->t));
+    post_call(S, ft, &p, rc, want);
+    if (rc != AD_OK && ft->t && ad_tape_status(ft->t) == AD_OK)
+        CHECK(strncmp(ad_tape_errmsg(ft->t), "sparse_eval", 11) == 0);
+    if (want != AD_OK)
+        CHECK(S->inj.count == count); /* refused before anything */
+    if (rc == AD_ENOMEM) {
+        if (strstr(ad_tape_errmsg(ft->t), "directions"))
+            ft->K = 0;
+        if (x)
+            ft->dirty = 1; /* the point was written, not evaluated */
+    }
+    if (rc != AD_OK)
+        return;
+    /* it carried tangents through a forward sweep (and, for a Hessian, a
+     * reverse one) and evaluated the tape at the point */
+    const size_t nc = ad_sparse_colors(sp);
+    ft->dirty = 0;
+    ft->fwd = 1;
+    ft->tan_n = ft->n;
+    ft->K = nc == 0 ? 1 : nc < 64 ? (int)nc : 64;
+    for (int i = 0; i < ft->n; i++)
+        ft->seeded[i] = 0;
+    for (int i = 0; i < ft->sp_nin; i++)
+        ft->seeded[ft->sp_in[i]] = -1;
+    for (int i = 0; i < ft->n; i++)
+        check_forward(ft, i);
+    if (x) { /* the point is in the inputs */
+        size_t off = 0;
+        for (int i = 0; i < ft->sp_nin; i++) {
+            const fnode *nd = &ft->nodes[ft->sp_in[i]];
+            CHECK(memcmp(ad_value(ft->t, nd->h), xv + off, nd->size * sizeof(double)) == 0);
+            off += nd->size;
+        }
+    }
+    if (nnz > SP_MAXNNZ || N > SP_MAXN)
+        return;
+    static int pr[SP_MAXNNZ], pc[SP_MAXNNZ];
+    ad_sparse_pattern(sp, pr, pc);
+    static unsigned char in_pat[SP_MAXNNZ * 4];
+    if (!ft->sp_hess) {
+        if (M * N > 2048)
+            return;
+        static double Jr[MAXSIZE], Jm[MAXSIZE];
+        memset(in_pat, 0, M * N);
+        for (size_t q = 0; q < nnz; q++)
+            in_pat[(size_t)pr[q] * N + (size_t)pc[q]] = 1;
+        size_t row0 = 0;
+        for (int k = 0; k < ft->sp_nout; k++) {
+            const int o = ft->sp_out[k];
+            const size_t Mk = ft->nodes[o].size;
+            if (!ref_jacobian(ft, o, ft->sp_nin, ft->sp_in, Jr + row0 * N, Jm + row0 * N))
+                return;
+            row0 += Mk;
+        }
+        g_sp_jac++;
+        for (size_t q = 0; q < nnz; q++) {
+            const size_t e = (size_t)pr[q] * N + (size_t)pc[q];
+            if (g_trace > 0 && !close_to(values[q], Jr[e], Jm[e]))
+                fprintf(stderr, "  J[%d][%d] = %.17g, reference %.17g (%g)\n", pr[q], pc[q],
+                        values[q], Jr[e], Jm[e]);
+            CHECK(close_to(values[q], Jr[e], Jm[e]));
+        }
+        for (size_t e = 0; e < M * N; e++)
+            if (!in_pat[e] && isfinite(Jm[e])) {
+                if (g_trace > 0 && Jm[e] != 0.0)
+                    fprintf(stderr, "  J[%zu][%zu] = %.17g (%g) outside the pattern\n", e / N,
+                            e % N, Jr[e], Jm[e]);
+                CHECK(Jr[e] == 0.0 && Jm[e] == 0.0); /* the pattern holds every dependence */
+            }
+        return;
+    }
+    /* a Hessian: against ad_hessian of each (scalar) output, weighted */
+    if (!scalar_outs || N > 16 || ft->sp_nout > 3)
+        return;
+    static double H[16 * 16], Hs[16 * 16], Hk[16 * 16];
+    memset(H, 0, sizeof H);
+    memset(Hs, 0, sizeof Hs);
+    ad_node hin[3];
+    for (int i = 0; i < ft->sp_nin; i++)
+        hin[i] = ft->nodes[ft->sp_in[i]].h;
+    int finite = 1;
+    for (int k = 0; k < ft->sp_nout; k++) {
+        pre p2;
+        pre_call(S, ft, &p2);
+        const int rc2 = ad_hessian(ft->t, ft->nodes[ft->sp_out[k]].h, ft->sp_nin, hin, Hk);
+        post_call(S, ft, &p2, rc2, AD_OK);
+        if (rc2 != AD_OK) {
+            ft->K = 0;
+            return;
+        }
+        ft->K = (int)(N < 8 ? N : 8);
+        const double wk = w ? w[k] : 1.0;
+        for (size_t e = 0; e < N * N; e++) {
+            finite &= isfinite(Hk[e]) && isfinite(wk * Hk[e]);
+            H[e] += wk * Hk[e];
+            Hs[e] += fabs(wk * Hk[e]);
+        }
+    }
+    for (size_t q = 0; q < nnz; q++)
+        finite &= isfinite(values[q]);
+    if (!finite)
+        return;
+    g_sp_hess++;
+    memset(in_pat, 0, N * N);
+    for (size_t q = 0; q < nnz; q++)
+        in_pat[(size_t)pr[q] * N + (size_t)pc[q]] = 1;
+    for (size_t q = 0; q < nnz; q++) {
+        const size_t e = (size_t)pr[q] * N + (size_t)pc[q];
+        double mag = fabs(values[q]);
+        for (size_t j = 0; j < N; j++)
+            mag += Hs[(size_t)pr[q] * N + j] + Hs[j * N + (size_t)pc[q]];
+        if (g_trace > 0)
+            fprintf(stderr, "  H[%d][%d] = %.17g, ad_hessian %.17g (%g)\n", pr[q], pc[q],
+                    values[q], H[e], mag);
+        CHECK(fabs(values[q] - H[e]) <= 1e-7 * mag + TINY);
+    }
+    for (size_t i = 0; i < N; i++)
+        for (size_t j = 0; j <= i; j++)
+            if (!in_pat[i * N + j]) {
+                if (g_trace > 0 && Hs[i * N + j] != 0.0)
+                    fprintf(stderr, "  H[%zu][%zu] = %.17g outside the pattern\n", i, j,
+                            H[i * N + j]);
+                CHECK(Hs[i * N + j] == 0.0); /* the pattern holds every coupling */
+            }
+}
+
+static void act_sparse_free(state *S)
+{
+    ftape *ft = cur(S);
+    ad_sparse_free(ft->sp);
+    ft->sp = NULL;
+}
+
 /* ---- tapes, registry, allocator ---- */
 
 static void open_tape(state *S, ftape *ft, unsigned mode)
@@ -3126,6 +3926,8 @@ static void open_tape(state *S, ftape *ft, unsigned mode)
 static void close_tape(ftape *ft)
 {
     retire_nodes(ft);
+    ad_sparse_free(ft->sp); /* before its tape */
+    ft->sp = NULL;
     ad_tape_free(ft->t);
     ft->t = NULL;
     CHECK(ft->al.live_blocks == 0);
@@ -3290,16 +4092,34 @@ static const action ACTIONS[] = {
     {"set_tangent", act_set_tangent},
     {"gradient_nodes", act_gradient_nodes},
     {"gradient_nodes", act_gradient_nodes},
+    {"codegen", act_codegen},
+    {"codegen", act_codegen},
+    {"codegen_big", act_codegen_big},
+    {"sparse_new", act_sparse_new},
+    {"sparse_eval", act_sparse_eval},
+    {"sparse_eval", act_sparse_eval},
+    {"sparse_free", act_sparse_free},
 };
 #define NACTIONS (sizeof ACTIONS / sizeof ACTIONS[0])
 #define MAX_ACTIONS 400
 
+static int g_stats;
+static double g_action_time[64];
+static unsigned long g_action_runs[64];
+
 static void print_stats(void)
 {
+    fprintf(stderr, "action            runs  seconds\n");
+    for (size_t i = 0; i < NACTIONS; i++)
+        fprintf(stderr, "%2zu %-16s %8lu %8.3f\n", i, ACTIONS[i].name, g_action_runs[i],
+                g_action_time[i]);
     fprintf(stderr, "op            recorded  in checked sweeps\n");
     for (size_t i = 0; i < NOPS; i++)
         fprintf(stderr, "%-12s %9lu %9lu\n", op_name(&OPS[i]), g_recorded[i], g_swept[i]);
     fprintf(stderr, "gradients recorded by ad_gradient_nodes: %lu\n", g_recorded[NOPS]);
+    fprintf(stderr, "codegen OK: %lu small, %lu big; sparse objects made: %lu, evaluations "
+            "checked: %lu Jacobians, %lu Hessians\n", g_cg_ok, g_cgbig_ok, g_sp_made, g_sp_jac,
+            g_sp_hess);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -3321,7 +4141,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(gpool, 0, sizeof gpool);
     S->tp[0].tanbuf = g_tanbuf[0];
     S->tp[1].tanbuf = g_tanbuf[1];
-    S->tp[0].al.inj = S->tp[1].al.inj = S->reg_al.inj = S->chk_al.inj = S->ws_al.inj = &S->inj;
+    S->tp[0].al.inj = S->tp[1].al.inj = S->reg_al.inj = S->chk_al.inj = S->ws_al.inj =
+        S->big_al.inj = &S->inj;
 
     /* header: the allocation to fail (0: none), sticky or not, the second
      * tape's options, and the custom ops to register (none: no registry) */
@@ -3346,7 +4167,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (g_trace < 0) {
         g_trace = getenv("FUZZ_API_TRACE") != NULL;
         if (getenv("FUZZ_API_STATS"))
-            atexit(print_stats);
+            atexit(print_stats), g_stats = 1;
     }
     for (int n = 0; n < MAX_ACTIONS && rd_more(&S->r); n++) {
         const action *a = &ACTIONS[rd_u8(&S->r) % NACTIONS];
@@ -3355,7 +4176,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fprintf(stderr, "action %d: %s on tape %d (%zu nodes, status %d)\n", n, a->name,
                     S->cur, ad_tape_len(cur(S)->t), ad_tape_status(cur(S)->t));
         scratch_used = 0;
+        const clock_t c0 = g_stats ? clock() : 0;
         a->run(S);
+        if (g_stats) {
+            g_action_time[a - ACTIONS] += (double)(clock() - c0) / CLOCKS_PER_SEC;
+            g_action_runs[a - ACTIONS]++;
+        }
         check_len(cur(S));
         check_memory(cur(S));
     }
@@ -3365,5 +4191,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         close_tape(&S->tp[i]);
     ad_registry_free(S->reg);
     CHECK(S->reg_al.live_blocks == 0 && S->chk_al.live_blocks == 0 && S->ws_al.live_blocks == 0);
+    CHECK(S->big_al.live_blocks == 0);
     return 0;
 }

@@ -21,6 +21,8 @@ POKE, ACCESSORS, SET_NAME, EXPORT_DOT, TRACE = 16, 17, 18, 19, 20
 GRADCHECK, HANDCHECK, CHECK_GRAD, SWITCH, RENEW, REGISTRY, ARM, NULL_TAPE = (
     21, 22, 23, 24, 25, 26, 27, 28)
 TANGENTS, SET_TANGENT, FORWARD, BACKWARD_TANGENT, DRIVER, WORKSPACE = 32, 33, 34, 35, 36, 38
+GRADIENT_NODES = 40
+CODEGEN, CODEGEN_BIG, SPARSE_NEW, SPARSE_EVAL, SPARSE_FREE = 42, 44, 45, 46, 48
 
 # OPS indices
 OPS = ["add", "sub", "mul", "div", "neg", "scale", "addc", "square", "sqrt", "exp", "log",
@@ -117,6 +119,60 @@ def driver(kind, out, inputs, v, mode=0):
     for _ in inputs:
         b += fill(v)
     return b
+
+
+def cgopts(prefix=0, hdr=False, header_name=False, use_float=False, twice=False, what=0,
+           unknown=False, max_stmts=0, nulls=0, src=0, hdr_kind=0, fail_after=0):
+    """rd_cgopts: prefix 0..5 valid (6..11 refused: NULL, "", "9lives",
+    "_under", "has space", 65 characters); max_stmts an index into
+    {0, 1, 2, 3, 4, 5}; nulls 1..4: opts, src, in NULL, n = 0; streams 0 in
+    memory, 1 /dev/null, 2 read-only (every write fails), 3 in memory
+    failing after 1 + 97 fail_after bytes."""
+    m1 = prefix | hdr << 4 | header_name << 5 | use_float << 6 | twice << 7
+    m2 = what | (0xe0 if unknown else 0)
+    m3 = max_stmts << 2 | nulls << 5
+    if src > 1 or hdr_kind > 1:
+        kind = 0xf0 | src | hdr_kind << 2
+    else:
+        kind = src | hdr_kind << 2
+    return bytes([m1, m2, m3, kind, fail_after])
+
+
+def codegen(out, inputs, **kw):
+    """ad_codegen of node out with the leaves found from the given indices."""
+    b = bytes([CODEGEN]) + cgopts(**kw) + node(out) + bytes([len(inputs) - 1])
+    return b + bytes(inputs)  # pick_leaf selectors < 200
+
+
+def codegen_big(seed, ops=0, repeat=False, tensors=True, nin=3, **kw):
+    """A tape of 2080 + 160 ops scalar ops (ops 0..3) made from seed."""
+    shape = (0 if repeat else 1) | (4 if tensors else 0) | (nin - 1) << 4
+    return bytes([CODEGEN_BIG]) + struct.pack("<H", seed) + bytes([0x30 | ops, shape]) + cgopts(**kw)
+
+
+def sparse_mode(hess, nout, nin, flags=0):
+    for m in range(256):
+        if (m & 1 == hess and 1 + (m >> 1) % 3 == nout and 1 + (m >> 3) % 3 == nin and
+                ((m & 0xe0) == 0x20) == (flags == 1) and (m & 0xe0) != 0x40):
+            return m
+    raise ValueError("no mode byte")
+
+
+def sparse_new(hess, outs, inputs, flags=0, at_once=None):
+    """ad_sparse_{jacobian,hessian}_new; at_once: evaluate at once with
+    these bytes (sparse_eval's)."""
+    b = bytes([SPARSE_NEW, sparse_mode(hess, len(outs), len(inputs), flags),
+               8 if at_once is not None else 0])
+    b += b"".join(node(o) for o in outs) + bytes(inputs)
+    return b + (at_once if at_once is not None else b"")
+
+
+def sparse_eval_args(x=None, w=None, misuse=None):
+    """mode (x given: the values of fill(x)), then x's and w's fills."""
+    mode = (1 if x else 0) | (2 if w else 0)
+    if misuse is not None:
+        mode = 0x80 | misuse
+    return bytes([mode]) + fill(x or [0]) + fill(w or [1])
 
 
 def header(fail=0, sticky=False, tape_b=0, customs=0):
@@ -218,6 +274,44 @@ replay = (leaf(VARIABLE, mat(2, 2), [1, 2, 3, 4]) + leaf(VARIABLE, mat(2, 2), [0
           bytes([SET_NAME]) + node(0) + bytes([1, ord("W")]) +
           bytes([RENEW, 0, SWITCH]) + leaf(VARIABLE, vec(4), [1]) + op("powc", 0, c=3))
 SEEDS["replay"] = header() + replay
+
+# Code generation of the neuron: the gradient in memory with its header,
+# generated twice (the same text), in float with one statement per
+# function, to a stream every write to fails (AD_EIO), with a refused
+# prefix and an unknown bit; inputs W, b (and x, a constant).
+SEEDS["codegen-neuron"] = header() + neuron + (
+    codegen(8, [0, 2, 1], hdr=True, header_name=True, twice=True) +
+    codegen(8, [0, 2], prefix=1, use_float=True, max_stmts=1, what=3) +
+    codegen(8, [0, 2], prefix=2, src=2, hdr=True) +
+    codegen(8, [0, 2], prefix=3, src=3, hdr=True, hdr_kind=0, fail_after=5) +
+    codegen(8, [0], prefix=8) + codegen(8, [0], what=1, unknown=True) +
+    codegen(4, [0, 0]) + codegen(8, [4]))
+
+# Large tapes: the level order with groups and tables (an irregular
+# chain), and repeated blocks as loops.
+SEEDS["codegen-big"] = header() + codegen_big(7, ops=1, twice=True, max_stmts=5)
+SEEDS["codegen-big-repeat"] = header() + codegen_big(3, repeat=True, what=1 | 2)
+
+# Sparse Jacobians: two outputs of a small function, evaluated at once at a
+# point, again at the tape's values, after a reset (refused), freed.
+sparse = (leaf(VARIABLE, vec(3), [0.5, -1, 2]) + scalar_leaf(SCALAR_VAR, 1.5) +
+          op("exp", 0) + op("mul", 2, 1) + op("sigmoid", 3) + op("dot", 4, 0) +
+          sparse_new(0, [4, 5], [0, 1], at_once=sparse_eval_args(x=[0.25, 1, -0.5, 2])) +
+          bytes([SPARSE_EVAL]) + sparse_eval_args() +
+          bytes([SPARSE_EVAL]) + sparse_eval_args(misuse=2) +
+          sparse_new(1, [5], [0, 1], flags=1, at_once=sparse_eval_args(w=[2])) +
+          bytes([SPARSE_EVAL]) + sparse_eval_args(x=[1, 1, 1, 1], w=[0.5]) +
+          bytes([RESET, SPARSE_EVAL]) + sparse_eval_args() + bytes([SPARSE_FREE]))
+SEEDS["sparse"] = header() + sparse
+
+# A Hessian of a weighted sum of two scalars of a vector, and a Jacobian
+# of a matrix product, with a leaf that is a constant (refused).
+sparse2 = (leaf(VARIABLE, vec(4), [0.5, -1, 2, 0.25]) + leaf(VARIABLE, mat(2, 4), [1, 0, -1]) +
+           op("matvec", 1, 0) + op("tanh", 2) + op("sum", 3) + op("square", 0) +
+           op("sum", 5) + sparse_new(1, [4, 6], [0, 1], at_once=sparse_eval_args(w=[1, -2])) +
+           sparse_new(0, [3], [0, 1], at_once=sparse_eval_args()) +
+           leaf(CONSTANT, vec(2), [1]) + sparse_new(0, [3], [7]))
+SEEDS["sparse-hessian"] = header() + sparse2
 
 
 def main():

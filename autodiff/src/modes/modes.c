@@ -827,8 +827,12 @@ static int layout_for(ad_tape *t, size_t K, const char *who)
 {
     if (current(t) && t->modes->K == K) {
         t->modes->owner = NULL; /* the callers seed their own leaves */
-        /* the same layout: only the tangents of leaves need clearing */
+        /* the same layout: only the tangents of leaves need clearing; the
+         * last sweeps' tangents and adjoint tangents are then stale (they
+         * are of other seeds), as after a new layout (ad_sparse_*_new lays
+         * out and sweeps nothing) */
         ad__modes *m = t->modes;
+        m->fwd = m->rev = false;
         for (uint32_t id = 1; id < t->len; id++) {
             const ad__node *p = ad__N(t, id);
             if (ad__opc(p->h) == AD_OP_LEAF && (m->nz[id] & (NZ_NOW | NZ_DIRTY))) {
