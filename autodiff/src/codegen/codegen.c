@@ -2352,11 +2352,11 @@ static int lkey_cmp(const void *a, const void *b)
 static bool switchable(const cg *g, uint32_t id) { return twin_ex(g, id, id, true); }
 
 /* The forms of the records (the LO_SW pieces' statements, in order) into
- * F[], each record's into form[]; their count, or 0 when there are more
- * than SW_FORMS, or too many for the records (the cases would be as long
+ * F[0..cap), each record's into form[]; their count, or 0 when there are
+ * more than cap, or too many for the records (the cases would be as long
  * as the statements). */
 static size_t sw_forms(const cg *g, const uint32_t *seq, const lop *op, size_t nop, lstmt *F,
-                       unsigned char *form)
+                       size_t cap, unsigned char *form)
 {
     size_t nf = 0, q = 0;
     unsigned long v[LNC];
@@ -2370,7 +2370,7 @@ static size_t sw_forms(const cg *g, const uint32_t *seq, const lop *op, size_t n
             while (f < nf && !twin_ex(g, F[f].first, id, true))
                 f++;
             if (f == nf) {
-                if (nf == SW_FORMS)
+                if (nf == cap)
                     return 0;
                 lstmt *s = &F[nf++];
                 memset(s, 0, sizeof *s);
@@ -2506,9 +2506,10 @@ static bool em_levels(cg *g, const uint32_t *ids, size_t m, bool back)
     uint32_t *seq = ad__alloc(mem, m * sizeof *seq), *tmp = ad__alloc(mem, m * sizeof *tmp);
     lop *op = ad__alloc(mem, m * sizeof *op);
     run *runs = ad__alloc(mem, rcap * sizeof *runs);
-    lstmt *F = ad__alloc(mem, SW_FORMS * sizeof *F);
     unsigned char *form = ad__alloc(mem, m);
-    const bool ok = lev && k && cls && seq && tmp && op && runs && F && form;
+    const bool ok = lev && k && cls && seq && tmp && op && runs && form;
+    lstmt *F = NULL; /* the forms, when there are records: about 4 KiB each */
+    size_t nF = 0;
     size_t nop = 0, out = 0, nrec = 0;
     if (ok) {
         memset(lev, 0, g->len * sizeof *lev);
@@ -2598,7 +2599,9 @@ static bool em_levels(cg *g, const uint32_t *ids, size_t m, bool back)
             out += ns;
             s = le;
         }
-        size_t nf = nrec ? sw_forms(g, seq, op, nop, F, form) : 0;
+        nF = nrec < SW_FORMS ? nrec : SW_FORMS;
+        F = nrec ? ad__alloc(mem, nF * sizeof *F) : NULL;
+        size_t nf = F ? sw_forms(g, seq, op, nop, F, nF, form) : 0; /* else one by one */
         if (nf)
             em_tabfn(g, seq, op, nop, F, nf, form, nrec);
         g->nchunk[g->pass] = 0;
@@ -2627,7 +2630,7 @@ static bool em_levels(cg *g, const uint32_t *ids, size_t m, bool back)
     if (form)
         ad__free(mem, form, m);
     if (F)
-        ad__free(mem, F, SW_FORMS * sizeof *F);
+        ad__free(mem, F, nF * sizeof *F);
     if (runs)
         ad__free(mem, runs, rcap * sizeof *runs);
     if (op)
