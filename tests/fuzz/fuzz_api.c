@@ -4049,6 +4049,91 @@ typedef struct action {
     void (*run)(state *S);
 } action;
 
+/* ad_codegen_sparse on the current tape's ad_sparse (or a NULL one): the
+ * status against what can be predicted (bad options, a pattern made before
+ * the last reset or recording, custom ops -- which have no code generation
+ * rule here), the message, the streams, the memory, the tape untouched. */
+static void act_codegen_sparse(state *S)
+{
+    rd *r = &S->r;
+    ftape *ft = cur(S);
+    cgopts c;
+    rd_cgopts(r, &c);
+    const int null_sp = c.nulls == 3 || c.nulls == 4;
+    if (!ft->t || (!ft->sp && !null_sp))
+        return;
+    ad_sparse *sp = null_sp ? NULL : ft->sp;
+    hook *al = ft->own_alloc ? &ft->al : NULL;
+    cgstream src, hdr;
+    cgstream_open(&src, c.src_kind, c.fail_after, g_cgbuf[0]);
+    if (c.with_hdr)
+        cgstream_open(&hdr, c.hdr_kind, c.fail_after, g_cgbuf[1]);
+    const int st0 = ad_tape_status(ft->t);
+    const size_t len0 = ad_tape_len(ft->t);
+    const size_t bytes0 = al ? al->live_bytes : 0;
+    const long blocks0 = al ? al->live_blocks : 0;
+    const unsigned long fails = S->inj.failures;
+    const uint64_t hv = st0 == AD_OK ? values_hash(ft) : 0;
+    const int rc = ad_codegen_sparse(sp, c.nulls == 1 ? NULL : &c.o, c.nulls == 2 ? NULL : src.f,
+                                     c.with_hdr ? hdr.f : NULL);
+    const int src_fail = src.kind == 2 || (src.kind == 3 && src.sink.refused);
+    const int hdr_fail = c.with_hdr && (hdr.kind == 2 || (hdr.kind == 3 && hdr.sink.refused));
+    const size_t src_total = src.sink.total;
+    cgstream_close(&src);
+    if (c.with_hdr)
+        cgstream_close(&hdr);
+    if (g_trace > 0)
+        fprintf(stderr, "  codegen_sparse: %d, src kind %d (%zu bytes): %s\n", rc, src.kind,
+                src_total, ad_tape_errmsg(ft->t));
+    if (!sp) {
+        CHECK(rc == AD_EMISUSE);
+        return;
+    }
+    CHECK(ad_tape_status(ft->t) == st0); /* not sticky, nothing recorded */
+    CHECK(ad_tape_len(ft->t) == len0);
+    if (al) {
+        CHECK(al->live_bytes == bytes0);
+        CHECK(al->live_blocks == blocks0);
+    }
+    if (st0 == AD_OK)
+        CHECK(values_hash(ft) == hv);
+    const char *msg = ad_tape_errmsg(ft->t);
+    CHECK(msg != NULL);
+    if (st0 != AD_OK) { /* a failed recording: refused, its message kept or one of misuse */
+        CHECK(rc != AD_OK);
+        return;
+    }
+    const int fresh = ft->sp_gen == ft->gen && ad_tape_len(ft->t) == ft->sp_len;
+    int custom = 0;
+    for (int i = 0; i < ft->n; i++)
+        custom |= ft->nodes[i].kind == K_OP && OPS[ft->nodes[i].spec].custom;
+    const int misuse = c.nulls == 1 || c.nulls == 2 || !c.prefix_ok
+                       || (c.o.what & ~(unsigned)AD_CODEGEN_FORWARD) || !fresh;
+    if (rc == AD_OK) {
+        CHECK(!misuse);
+        CHECK(msg[0] == '\0');
+        CHECK(!src_fail && !hdr_fail);
+        if ((src.kind == 0 || src.kind == 3) && src_total < CG_CAP - 1) {
+            char sym[96];
+            snprintf(sym, sizeof sym, "%s_sparse_pattern", c.o.prefix);
+            CHECK(strstr(g_cgbuf[0], sym) != NULL);
+        }
+        return;
+    }
+    check_msg(msg);
+    CHECK(msg_names(msg, "codegen_sparse"));
+    if (rc == AD_ENOMEM) {
+        CHECK(S->inj.failures > fails);
+        return;
+    }
+    if (rc == AD_EMISUSE) {
+        CHECK(misuse || custom);
+        return;
+    }
+    CHECK(rc == AD_EIO);
+    CHECK(src_fail || hdr_fail);
+}
+
 static const action ACTIONS[] = {
     {"constant", act_constant},
     {"variable", act_variable},
@@ -4099,6 +4184,7 @@ static const action ACTIONS[] = {
     {"sparse_eval", act_sparse_eval},
     {"sparse_eval", act_sparse_eval},
     {"sparse_free", act_sparse_free},
+    {"codegen_sparse", act_codegen_sparse},
 };
 #define NACTIONS (sizeof ACTIONS / sizeof ACTIONS[0])
 #define MAX_ACTIONS 400
