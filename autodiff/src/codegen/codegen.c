@@ -175,8 +175,10 @@ static void em(cg *g, const char *fmt, ...)
         /* the one-function form: P_UNROLL before each short loop's line */
         for (const char *l = buf; g->fused && l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
             if (unroll_at(l)) {
-                if (fwrite(s, 1, (size_t)(l - s), g->f) != (size_t)(l - s)
-                    || fprintf(g->f, "%s_UNROLL\n", g->P) < 0)
+                char u[80];
+                const int k = snprintf(u, sizeof u, "%s_UNROLL\n", g->P);
+                if (fwrite(s, 1, (size_t)(l - s), g->f) != (size_t)(l - s) || k < 0
+                    || fwrite(u, 1, (size_t)k, g->f) != (size_t)k)
                     g->err = 1;
                 s = l;
             }
