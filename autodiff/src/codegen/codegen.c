@@ -2054,11 +2054,15 @@ static void lrender(const lstmt *S, const char *tab, size_t stride, int f, char 
  * twins whose statements can run in this order. false, nothing written,
  * if their references do not line up or the scratch cannot be had (then
  * the caller writes them one by one). */
-static bool em_loop(cg *g, const uint32_t *base, size_t L, size_t R, bool back)
+static bool em_loop(cg *g, const uint32_t *base, size_t L, size_t R, bool back, bool affine)
 {
     ad__mem *mem = &g->t->mem;
+    /* affine (a run: block_fits checked every slot and input index): the
+     * numbers of blocks 0 and 1 tell them all; only constants are read
+     * from every block */
+    const size_t RV = affine && R > 2 ? 2 : R;
     lstmt *S = ad__alloc(mem, L * sizeof *S);
-    unsigned long *V = ad__alloc(mem, R * L * LNC * sizeof *V);
+    unsigned long *V = ad__alloc(mem, RV * L * LNC * sizeof *V);
     double *C = ad__alloc(mem, R * L * sizeof *C);
     bool ok = S && V && C;
     char skel[128], fx[128];
@@ -2067,10 +2071,12 @@ static bool em_loop(cg *g, const uint32_t *base, size_t L, size_t R, bool back)
         memset(s, 0, sizeof *s);
         for (size_t it = 0; it < R && ok; it++) {
             const uint32_t id = base[it * L + j];
+            C[it * L + j] = g->n[id].c;
+            if (it >= RV)
+                continue;
             ewref r;
             scalar_refs(g, id, &r);
             unsigned long *v = V + (it * L + j) * LNC;
-            C[it * L + j] = g->n[id].c;
             if (it == 0)
                 s->r0 = r;
             for (int f = 0; f < LNF && ok; f++) {
@@ -2089,7 +2095,7 @@ static bool em_loop(cg *g, const uint32_t *base, size_t L, size_t R, bool back)
             const unsigned long v0 = V[j * LNC + c];
             const long long st = R > 1 ? (long long)V[(L + j) * LNC + c] - (long long)v0 : 0;
             bool lit = true, aff = true;
-            for (size_t it = 1; it < R; it++) {
+            for (size_t it = 1; it < RV; it++) {
                 const unsigned long vi = V[(it * L + j) * LNC + c];
                 lit = lit && vi == v0;
                 aff = aff && (long long)vi - (long long)v0 == (long long)it * st;
@@ -2152,7 +2158,7 @@ static bool em_loop(cg *g, const uint32_t *base, size_t L, size_t R, bool back)
     if (C)
         ad__free(mem, C, R * L * sizeof *C);
     if (V)
-        ad__free(mem, V, R * L * LNC * sizeof *V);
+        ad__free(mem, V, RV * L * LNC * sizeof *V);
     if (S)
         ad__free(mem, S, L * sizeof *S);
     return ok;
@@ -2306,7 +2312,7 @@ static void em_seq(cg *g, const uint32_t *ids, size_t m, const run *runs, size_t
             em_stmt(g, ids[q]);
         if (k < nr) {
             const run *u = &runs[k];
-            if (!(g->sparse ? em_run(g, ids, u, back) : em_loop(g, ids + u->p, u->L, u->R, back)))
+            if (!(g->sparse ? em_run(g, ids, u, back) : em_loop(g, ids + u->p, u->L, u->R, back, true)))
                 for (size_t q = 0; q < u->L * u->R; q++)
                     em_stmt(g, ids[back ? u->p + u->L * u->R - 1 - q : u->p + q]);
         }
@@ -2622,8 +2628,8 @@ static bool em_levels(cg *g, const uint32_t *ids, size_t m, bool back)
                        u->r0, u->r0 + u->n);
                 continue;
             }
-            if ((u->kind == LO_RUN && em_loop(g, seq + u->p, u->L, u->R, back))
-                || (u->kind == LO_GROUP && em_loop(g, seq + u->p, 1, u->n, back)))
+            if ((u->kind == LO_RUN && em_loop(g, seq + u->p, u->L, u->R, back, true))
+                || (u->kind == LO_GROUP && em_loop(g, seq + u->p, 1, u->n, back, false)))
                 continue;
             for (size_t q = 0; q < cnt; q++) /* one by one */
                 em_stmt(g, seq[back ? u->p + cnt - 1 - q : u->p + q]);
