@@ -484,7 +484,9 @@ Test(codegen_sparse, luksan_vlcek)
     while (fgets(line, sizeof line, src))
         loops += strstr(line, "for (unsigned long it = ") != NULL;
     fclose(src);
-    cr_assert_geq(loops, 4, "the repeated blocks are rerolled (%d loops: f, c; forward, reverse)", loops);
+    /* f forward and reverse; c's blocks only in the reverse pass, which
+     * recomputes their values and tangents (sp_fuse) */
+    cr_assert_geq(loops, 3, "the repeated blocks are rerolled (%d loops: f, c; forward, reverse)", loops);
     double xv[N], w[M + 1];
     test_rng r = {9};
     for (int i = 0; i < N; i++)
