@@ -3951,8 +3951,10 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
             if (zt && zg)
                 return;
             char kept[160];
+            /* d unread: not computed (an unused pow() call is not removed) */
+            const bool used = (!g->no_adj && !zg) || (!zt && !zo);
             em(g, "%s{\n%s    const double d = %s, gg = %s;\n%s    (void)d, (void)gg;\n", ind, ind,
-               dref(g, x, r->o, kept, sizeof kept) ? kept : d, r->gv, ind);
+               !used ? "0.0" : dref(g, x, r->o, kept, sizeof kept) ? kept : d, r->gv, ind);
             double cv;
             if (!g->no_adj && !zg && const_der(e->d[0], x->c, &cv)) /* as PASS_R: no zero test */
                 em_acc(g, in2, r->ga[0], "gg", e->d[0], x->c, r->x, r->o, "0.0", c, false);
