@@ -262,7 +262,7 @@ static const char *vel(const cg *g, uint32_t id, size_t e, char *buf)
         snprintf(buf, 64, "in[%d][%zu]", (int)x->input, e);
     else if (g->fu && g->fu[id]) /* ad_codegen_sparse: recomputed in a reverse run */
         snprintf(buf, 64, "l%u", (unsigned)g->fu[id] - 1);
-    else if (g->lj && g->lj[id] && g->pass != PASS_H) /* ad_codegen_sparse: a run's local */
+    else if (g->lj && g->lj[id] && g->pass != PASS_H && !g->hl) /* ad_codegen_sparse: a run's local */
         snprintf(buf, 64, "l%u", (unsigned)g->lj[id] - 1);
     else if (g->fused && (x->flags & F_LOCAL))
         snprintf(buf, 64, "v%u", (unsigned)id);
@@ -304,7 +304,7 @@ static const char *tel(const cg *g, uint32_t id, size_t e, char *buf)
         snprintf(buf, 64, "v[%d][%zu]", (int)x->input, e);
     else if (g->fu && g->fu[id])
         snprintf(buf, 64, "lt%u[k]", (unsigned)g->fu[id] - 1);
-    else if (g->lj && g->lj[id] && g->pass != PASS_H)
+    else if (g->lj && g->lj[id] && g->pass != PASS_H && !g->hl)
         snprintf(buf, 64, "lt%u[k]", (unsigned)g->lj[id] - 1);
     else if (x->flags & F_DIFF)
         snprintf(buf, 64, "w[%zu%s]", g->tb + x->off + e, cg_dir(g));
@@ -1547,7 +1547,7 @@ static void scalar_refs(const cg *g, uint32_t id, ewref *r)
     aref(g, id, r->gv);
     if (g->fu && g->fu[id])
         snprintf(r->to, sizeof r->to, "lt%u[k]", (unsigned)g->fu[id] - 1);
-    else if (g->lj && g->lj[id])
+    else if (g->lj && g->lj[id] && !g->hl)
         snprintf(r->to, sizeof r->to, "lt%u[k]", (unsigned)g->lj[id] - 1);
     else
         snprintf(r->to, sizeof r->to, "w[%zu%s]", g->tb + x->off, cg_dir(g));
@@ -2232,8 +2232,14 @@ static bool sp_fuse(cg *g, const uint32_t *ids, const run *u, int mode);
 static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
 {
     ewref r;
-    if (!back && g->pass == PASS_F && sp_fuse(g, ids, u, 3))
-        return true; /* recomputed in the reverse pass: nothing to write here */
+    /* a Hessian's forward: the statements its reverse pass recomputes
+     * (sp_fuse), in locals l<j>, lt<j>[k] when the block alone reads them,
+     * not at all when every statement is such */
+    const bool ffu = !back && g->pass == PASS_F && g->ft && sp_fuse(g, ids, u, 3);
+    if (ffu && sp_fuse(g, ids, u, 4)) {
+        sp_fuse(g, ids, u, 0);
+        return true;
+    }
     const bool fus = back && g->pass == PASS_H && sp_fuse(g, ids, u, 1);
     const bool loc = g->maxuse && (back ? g->pass == PASS_H && g->hl : !g->hl)
                      && run_locals(g, ids, u, 1); /* ad_codegen_sparse */
@@ -2249,7 +2255,7 @@ static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
     if (!ok) {
         if (loc)
             run_locals(g, ids, u, 3);
-        if (fus)
+        if (fus || ffu)
             sp_fuse(g, ids, u, 0);
         return false;
     }
@@ -2261,13 +2267,16 @@ static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
         em(g, "    for (unsigned long it = 0; it < %zuUL; it++) {\n", u->R);
     if (loc)
         run_locals(g, ids, u, 2);
-    if (fus) { /* the block's values and tangents first, in locals */
-        for (size_t j = 0; j < u->L; j++)
+    for (size_t j = 0; j < u->L && (fus || ffu); j++)
+        if (g->fu[ids[u->p + j]])
             em(g, "        %s_real l%zu, lt%zu[%zu];\n        (void)l%zu, (void)lt%zu;\n", g->P, j, j,
                g->K, j, j);
+    if (fus) { /* the recomputed values and tangents first */
         g->pass = PASS_F;
         for (size_t j = 0; j < u->L; j++) {
             const uint32_t id = ids[u->p + j];
+            if (!g->fu[id])
+                continue;
             run_refs(g, ids, u, j, &r);
             em_ft_body(g, &g->n[id], &r, "        ");
             if (g->maxuse[id] == UINT32_MAX) { /* an output: its value stored too */
@@ -2295,6 +2304,8 @@ static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
         run_locals(g, ids, u, 0);
     if (fus)
         sp_fuse(g, ids, u, 2);
+    if (ffu)
+        sp_fuse(g, ids, u, 0);
     return true;
 }
 
@@ -2314,8 +2325,6 @@ static void em_stmt_dirs(cg *g, uint32_t id);
 
 static void em_stmt(cg *g, uint32_t id)
 {
-    if (g->fz && g->fz[id] && g->pass == PASS_F)
-        return; /* ad_codegen_sparse: recomputed in the reverse pass (sp_fuse) */
     if (g->ft && g->pass == PASS_F && !g->ft_in) { /* ad_codegen_sparse: value, tangents */
         const bool tan = (g->n[id].flags & (F_DIFF | F_NOTAN)) == F_DIFF;
         if ((g->n[id].flags & F_DIFF) && is_ew(g->n[id].op) && all_scalar(g, &g->n[id])) {
@@ -3871,40 +3880,47 @@ static void sp_mark_za(cg *g)
     ad__free(&g->t->mem, nz, g->len);
 }
 
-/* Hessian: a reverse run whose blocks' values and tangents only the same
- * block reads (an output's value aside, stored by it) recomputes them at
- * the top of its loop's body, in locals l<j>, lt<j>[k], instead of
- * reading them back from the forward pass, which does not compute them
- * (fz). mode 1: mark (fu; false: not such a run), 0: clear, 2: clear and
- * record (fz), 3: every statement of the run recorded (the forward's
- * test). */
+/* Hessian: a reverse run recomputes at the top of its loop's body, in
+ * locals l<j>, lt<j>[k], the values and tangents of its statements that
+ * only their own block reads (an output's value aside: stored by it)
+ * instead of reading them back from the forward pass, which keeps those in
+ * locals of its own runs or does not compute them (fz). mode 1: mark them
+ * (fu; false: none), 0: clear, 2: clear and record (fz); the forward's:
+ * 3: mark the recorded ones that only their block (u's) reads (false:
+ * none), 4: every statement of u marked. */
 static bool sp_fuse(cg *g, const uint32_t *ids, const run *u, int mode)
 {
     if (!g->lr || !g->fu || !g->fz || !g->maxuse)
         return false;
     const size_t n = u->L * u->R;
-    if (mode == 3) {
+    if (mode == 4) {
         for (size_t q = 0; q < n; q++)
-            if (!g->fz[ids[u->p + q]])
+            if (!g->fu[ids[u->p + q]])
                 return false;
         return true;
     }
-    if (mode == 1)
-        for (size_t b = 0; b < u->R; b++) {
-            const uint32_t last = ids[u->p + b * u->L + u->L - 1];
-            for (size_t j = 0; j < u->L; j++) {
+    if (mode == 1 || mode == 3) {
+        bool any = false;
+        for (size_t j = 0; j < u->L; j++) {
+            bool ok = true;
+            for (size_t b = 0; b < u->R && ok; b++) {
                 const uint32_t id = ids[u->p + b * u->L + j];
-                if (g->lr[id] > last || !(g->n[id].flags & F_DIFF))
-                    return false;
+                ok = g->lr[id] <= ids[u->p + b * u->L + u->L - 1] && (g->n[id].flags & F_DIFF)
+                     && (mode == 1 || g->fz[id]);
             }
+            for (size_t b = 0; b < u->R; b++)
+                g->fu[ids[u->p + b * u->L + j]] = ok ? (uint32_t)j + 1 : 0;
+            any = any || ok;
         }
+        return any;
+    }
     for (size_t q = 0; q < n; q++) {
         const uint32_t id = ids[u->p + q];
-        g->fu[id] = mode == 1 ? (uint32_t)(q % u->L) + 1 : 0;
-        if (mode == 2) {
+        if (mode == 2 && g->fu[id]) {
             g->fz[id] = 1;
             g->fzout = g->fzout || g->maxuse[id] == UINT32_MAX;
         }
+        g->fu[id] = 0;
     }
     return true;
 }
