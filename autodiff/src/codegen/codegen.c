@@ -4183,9 +4183,57 @@ static void em_sparse_header(cg *g, const sp_plan *pl)
 }
 
 /* the tables and the public functions */
-/* a Hessian's adjoint slots zeroed (em_sparse_api's tables) */
+/* the ranges of slots a Hessian zeroes, when few: groups of cnt ranges
+ * of len slots, s0 + r * stride (r < cnt); more: tables (nz, nzt) */
+enum { ZG_MAX = 16 };
+typedef struct zgroup {
+    size_t s0, stride, len, cnt;
+} zgroup;
+typedef struct zgroups {
+    zgroup g[2][ZG_MAX];
+    size_t n[2]; /* groups; ZG_MAX + 1: the tables */
+} zgroups;
+
+static size_t zgroup_of(const size_t *zs, const size_t *zl, size_t c, zgroup *gr)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c; n++) {
+        if (n == ZG_MAX)
+            return ZG_MAX + 1;
+        size_t j = i + 1;
+        const size_t st = j < c && zl[j] == zl[i] ? zs[j] - zs[i] : 0;
+        while (st && j < c && zl[j] == zl[i] && zs[j] - zs[j - 1] == st)
+            j++;
+        gr[n].s0 = zs[i], gr[n].stride = st, gr[n].len = zl[i], gr[n].cnt = j - i;
+        i = j;
+    }
+    return n;
+}
+
+static void em_zgroups(cg *g, const zgroup *gr, size_t n, size_t base, size_t K, size_t nv)
+{
+    char kd[48] = "";
+    if (K > 1)
+        snprintf(kd, sizeof kd, " + k * %zuUL", nv);
+    const char *ind = K > 1 ? "        " : "    ";
+    for (size_t q = 0; q < n; q++) {
+        const zgroup *z = &gr[q];
+        if (K > 1)
+            em(g, "    for (unsigned long k = 0; k < %zuUL; k++)\n", K);
+        if (z->cnt > 1)
+            em(g, "%sfor (unsigned long r = 0; r < %zuUL; r++)\n"
+                  "%s    for (unsigned long i = 0; i < %zuUL; i++)\n"
+                  "%s        w[%zuUL + r * %zuUL + i%s] = 0;\n",
+               ind, z->cnt, ind, z->len, ind, base + z->s0, z->stride, kd);
+        else
+            em(g, "%sfor (unsigned long i = 0; i < %zuUL; i++)\n%s    w[%zuUL + i%s] = 0;\n", ind,
+               z->len, ind, base + z->s0, kd);
+    }
+}
+
+/* a Hessian's adjoint slots zeroed (em_sparse_api's tables or groups) */
 static void sp_zero(cg *g, const ad_sparse *sp, bool zall, size_t nz, size_t nzt, size_t K,
-                    size_t nv)
+                    size_t nv, const zgroups *zg)
 {
     const char *P = g->P;
     if (!sp->hessian)
@@ -4201,13 +4249,18 @@ static void sp_zero(cg *g, const ad_sparse *sp, bool zall, size_t nz, size_t nzt
                   "            for (unsigned long k = 0; k < %zuUL; k++)\n"
                   "                w[%zuUL + k * %zuUL + i] = 0;\n        }\n",
                nz, P, P, P, g->gb, K, g->gtb, nv);
-    } else { /* ... and not found identically 0 or unread (sp_mark_za) */
-        if (nz)
+    } else { /* ... and not found identically 0 or unread (sp_mark_za): few
+                groups of ranges written out, or tables */
+        if (zg->n[0] <= ZG_MAX)
+            em_zgroups(g, zg->g[0], zg->n[0], g->gb, 1, nv);
+        else if (nz)
             em(g, "    for (unsigned long r = 0; r < %zuUL; r++)\n"
                   "        for (unsigned long i = %s_zs[r]; i < %s_zs[r] + %s_zl[r]; i++)\n"
                   "            w[%zuUL + i] = 0;\n",
                nz, P, P, P, g->gb);
-        if (nzt)
+        if (zg->n[1] <= ZG_MAX)
+            em_zgroups(g, zg->g[1], zg->n[1], g->gtb, K, nv);
+        else if (nzt)
             em(g, "    for (unsigned long k = 0; k < %zuUL; k++)\n"
                   "        for (unsigned long r = 0; r < %zuUL; r++)\n"
                   "            for (unsigned long i = %s_zts[r]; i < %s_zts[r] + %s_ztl[r]; i++)\n"
@@ -4291,6 +4344,8 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
      * zall (no scratch): all of them */
     size_t nz = 0, nzt = 0;
     bool zall = true;
+    zgroups zgs;
+    zgs.n[0] = zgs.n[1] = ZG_MAX + 1;
     if (sp->hessian && g->hl) {
         /* first-order adjoints (pass 0) and, with sp_mark_za's marks, the
          * adjoint tangents (pass 1: a table of their own) */
@@ -4310,7 +4365,8 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
                     zl[c - 1]++;
             zall = false;
             *(pz ? &nzt : &nz) = c;
-            if (c) {
+            zgs.n[pz] = g->za ? zgroup_of(zs, zl, c, zgs.g[pz]) : ZG_MAX + 1;
+            if (c && zgs.n[pz] > ZG_MAX) {
                 em_table(g, "unsigned long", pz ? "zts" : "zs", zs, c);
                 em_table(g, "unsigned long", pz ? "ztl" : "zl", zl, c);
             }
@@ -4345,7 +4401,7 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
             em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n"
                   "        w[%zuUL + i] = %s_oconst[i];\n", pl->nconst, pl->cbase, P);
         if (g->fzout) { /* outputs recomputed in the reverse pass (sp_fuse): run it, no weights */
-            sp_zero(g, sp, zall, nz, nzt, K, nv);
+            sp_zero(g, sp, zall, nz, nzt, K, nv, &zgs);
             em_calls(g, PASS_H, "0, 0, w", "    ");
         }
         em(g, "    for (unsigned long j = 0; j < %zuUL; j++)\n        out[j] = w[%s_oval[j]];\n"
@@ -4353,7 +4409,7 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
     }
     em(g, "int %s_sparse(const %s_real *x, const %s_real *wt, %s_real *vals, %s_real *w)\n{\n"
           "    const int br = %s_fwd(x, w);\n    (void)wt;\n", P, P, P, P, P, P);
-    sp_zero(g, sp, zall, nz, nzt, K, nv);
+    sp_zero(g, sp, zall, nz, nzt, K, nv, &zgs);
     if (sp->hessian) {
         em(g, "    for (unsigned long j = 0; j < %zuUL; j++)\n"
               "        w[%s_wslot[j]] += wt ? wt[j] : 1;\n", pl->nw, P);
