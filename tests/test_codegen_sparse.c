@@ -570,7 +570,7 @@ static const ad_opdef cube = {.name = "cube", .arity = 1, .forward = cube_fwd, .
  * only their block reads (sp_fuse): the values must not change. */
 Test(codegen_sparse, repeated_blocks)
 {
-    enum { NB = 14, NX = NB + 3, NTR = 12, MAXO = NB * 3 + 1 };
+    enum { NB = 40, NX = NB + 3, NTR = 12, MAXO = NB * 3 + 1 };
     test_rng r = {21};
     unit u;
     unit_open(&u, "csp_blocks");

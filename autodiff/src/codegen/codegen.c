@@ -4136,6 +4136,46 @@ static void em_table(cg *g, const char *type, const char *name, const size_t *v,
     em(g, "%s};\n", n ? "" : "0");
 }
 
+/* ad_codegen_sparse: an index table read through P_name_at(i). When from
+ * some entry H on it repeats with a short period p, each time moved by the
+ * same d (v[i] = v[i - p] + d: a banded pattern's slots, the colours, the
+ * inputs' slots) up to a few last entries (E on: a boundary), only its
+ * first H + p entries and those last are written out and the rest computed
+ * (the tables were a quarter of what a call of W6's Hessian read at
+ * n = 10^5); else all of it. */
+static void em_ptable(cg *g, const char *name, const size_t *v, size_t n)
+{
+    enum { PT_H = 4, PT_P = 8, PT_T = 8 };
+    size_t H = 0, p = 0, E = 0;
+    for (size_t h = 0; h <= PT_H && !p && n >= 64; h++)
+        for (size_t q = 1; q <= PT_P && !p; q++) {
+            const size_t d = v[h + q] - v[h];
+            size_t i = h + q;
+            while (i < n && v[i] - v[i - q] == d)
+                i++;
+            if (n - i <= PT_T && i >= h + 2 * q)
+                H = h, p = q, E = i;
+        }
+    const char *P = g->P;
+    if (!p) {
+        em_table(g, "unsigned long", name, v, n);
+        em(g, "#define %s_%s_at(i) %s_%s[i]\n", P, name, P, name);
+        return;
+    }
+    size_t t[PT_H + PT_P + PT_T];
+    for (size_t i = 0; i < H + p; i++)
+        t[i] = v[i];
+    for (size_t i = E; i < n; i++)
+        t[H + p + i - E] = v[i];
+    em_table(g, "unsigned long", name, t, H + p + n - E);
+    em(g, "static unsigned long %s_%s_at(unsigned long i)\n{\n"
+          "    if (i < %zuUL)\n        return %s_%s[i];\n", P, name, H + p, P, name);
+    if (E < n)
+        em(g, "    if (i >= %zuUL)\n        return %s_%s[%zuUL + i - %zuUL];\n", E, P, name, H + p, E);
+    em(g, "    return %s_%s[%zuUL + (i - %zuUL) %% %zuUL] + (i - %zuUL) / %zuUL * %zuUL;\n}\n",
+       P, name, H, H, p, H, p, v[H + p] - v[H]);
+}
+
 typedef struct sp_plan {
     const ad_sparse *sp;
     size_t K, nw, nconst, cbase, sink;
@@ -4284,10 +4324,10 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
     /* x into the inputs' slots; seeds */
     for (size_t c = 0; c < sp->ncols; c++)
         v[c] = g->n[sp->in_loc[c].id].off + sp->in_loc[c].e;
-    em_table(g, "unsigned long", "xslot", v, sp->ncols);
+    em_ptable(g, "xslot", v, sp->ncols);
     for (size_t c = 0; c < sp->ncols; c++)
         v[c] = sp->color[c];
-    em_table(g, "unsigned long", "color", v, sp->ncols);
+    em_ptable(g, "color", v, sp->ncols);
     /* where each nonzero is read */
     for (size_t q = 0; q < sp->nnz; q++) {
         const uint32_t s = sp->src[q];
@@ -4297,7 +4337,7 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
             v[q] = g->tb + sp->dir[q] * nv + g->n[sp->row_loc[s].id].off + sp->row_loc[s].e;
     }
     if (sp->nnz)
-        em_table(g, "unsigned long", "rec", v, sp->nnz);
+        em_ptable(g, "rec", v, sp->nnz);
     /* the pattern */
     for (size_t r = 0; r <= sp->nrows; r++)
         v[r] = sp->rowptr[r];
@@ -4316,7 +4356,7 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
             v[j] = act ? g->gb + o->off + e : pl->sink;
     }
     if (sp->hessian)
-        em_table(g, "unsigned long", "wslot", v, pl->nw);
+        em_ptable(g, "wslot", v, pl->nw);
     if (pl->fwd) {
         char b[48];
         j = 0;
@@ -4386,10 +4426,10 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
        P);
     em(g, "    /* x; seeds: each input element the unit vector of its colour */\n"
           "    for (unsigned long c = 0; c < %zuUL; c++) {\n"
-          "        %s_real *s = w + %zuUL + %s_xslot[c];\n"
-          "        w[%s_xslot[c]] = x[c];\n"
+          "        %s_real *s = w + %zuUL + %s_xslot_at(c);\n"
+          "        w[%s_xslot_at(c)] = x[c];\n"
           "        for (unsigned long k = 0; k < %zuUL; k++)\n            s[k * %zuUL] = 0;\n"
-          "        s[%s_color[c] * %zuUL] = 1;\n    }\n",
+          "        s[%s_color_at(c) * %zuUL] = 1;\n    }\n",
        sp->ncols, P, g->tb, P, P, K, nv, P, nv);
     em_zero(g, g->zb, g->zsize);
     em_calls(g, PASS_F, "0, w", "    ");
@@ -4412,11 +4452,11 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
     sp_zero(g, sp, zall, nz, nzt, K, nv, &zgs);
     if (sp->hessian) {
         em(g, "    for (unsigned long j = 0; j < %zuUL; j++)\n"
-              "        w[%s_wslot[j]] += wt ? wt[j] : 1;\n", pl->nw, P);
+              "        w[%s_wslot_at(j)] += wt ? wt[j] : 1;\n", pl->nw, P);
         em_calls(g, PASS_H, "0, 0, w", "    ");
     }
     if (sp->nnz)
-        em(g, "    for (unsigned long q = 0; q < %zuUL; q++)\n        vals[q] = w[%s_rec[q]];\n",
+        em(g, "    for (unsigned long q = 0; q < %zuUL; q++)\n        vals[q] = w[%s_rec_at(q)];\n",
            sp->nnz, P);
     else
         em(g, "    (void)vals;\n");
