@@ -139,7 +139,8 @@ typedef struct cg {
 /* ad_codegen_sparse, Hessian (cg.za): the node's adjoint tangents are
  * identically 0 (not read, written or zeroed); its first-order adjoint is
  * read by nothing (an input's: not written or zeroed) */
-enum { ZA_T = 1, ZA_G = 2 };
+enum { ZA_T = 1, ZA_G = 2, ZA_1 = 4 }; /* ZA_1: one statement adds to its adjoint:
+                                           it sets it (= 0 there), not zeroed */
 
 static void em(cg *g, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -3849,16 +3850,21 @@ static void sp_mark_za(cg *g)
         return;
     }
     memset(g->za, 0, g->len);
-    memset(nz, 0, g->len); /* bit 1: adjoint tangent may be nonzero; 2: read by a tensor statement */
+    /* nz bit 1: adjoint tangent may be nonzero; 2: read by a tensor
+     * statement; 4, 8: one, more statements add to its adjoint */
+    memset(nz, 0, g->len);
     for (uint32_t id = (uint32_t)g->len - 1; id >= 1; id--) {
         cgnode *x = &g->n[id];
         if (!emits(g, id, PASS_H))
             continue;
         if (!(is_ew(x->op) && all_scalar(g, x))) {
             for (int k = 0; k < x->nin; k++)
-                nz[x->in[k]] = 3;
+                nz[x->in[k]] = 3 | 8;
             continue;
         }
+        for (int k = 0; k < x->nin; k++)
+            if (diff(g, x->in[k]))
+                nz[x->in[k]] |= nz[x->in[k]] & 4 ? 8 : 4;
         if (!(nz[id] & 1))
             g->za[id] |= ZA_T;
         const ew_text *e = g->ew[x->op];
@@ -3873,10 +3879,13 @@ static void sp_mark_za(cg *g)
         }
     }
     for (int k = 0; k < g->nouts; k++) /* an output's adjoint gets its weight */
-        nz[g->outs[k]] |= 2;
-    for (uint32_t id = 1; id < g->len; id++)
+        nz[g->outs[k]] |= 2 | 8;
+    for (uint32_t id = 1; id < g->len; id++) {
         if (g->n[id].op == AD_OP_LEAF && !(nz[id] & 2))
             g->za[id] |= ZA_G;
+        if (g->n[id].op != AD_OP_LEAF && (nz[id] & (4 | 8)) == 4)
+            g->za[id] |= ZA_1;
+    }
     ad__free(&g->t->mem, nz, g->len);
 }
 
@@ -3972,6 +3981,8 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
             em(g, "%s{\n%s    const double d = %s, gg = %s;\n%s    (void)d, (void)gg;\n", ind, ind,
                !used ? "0.0" : dref(g, x, r->o, kept, sizeof kept) ? kept : d, r->gv, ind);
             double cv;
+            if (!g->no_adj && g->za && (g->za[x->in[0]] & ZA_1) && !(g->lj && g->lj[x->in[0]]))
+                em(g, "%s%s = 0;\n", in2, r->ga[0]); /* its one statement: not zeroed before */
             if (!g->no_adj && !zg && const_der(e->d[0], x->c, &cv)) /* as PASS_R: no zero test */
                 em_acc(g, in2, r->ga[0], "gg", e->d[0], x->c, r->x, r->o, "0.0", c, false);
             else if (!g->no_adj && !zg)
@@ -4031,6 +4042,8 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
     }
     for (int k = 0; k < 2 && !g->no_adj; k++) {
         double cv;
+        if (r->has[k] && g->za && (g->za[x->in[k]] & ZA_1) && !(g->lj && g->lj[x->in[k]]))
+            em(g, "%s%s = 0;\n", in2, r->ga[k]); /* its one statement: not zeroed before */
         if (r->has[k] && !zg[k] && const_der(e->d[k], 0.0, &cv))
             em_acc(g, in2, r->ga[k], "gg", e->d[k], 0.0, r->x, r->y, r->o, "0.0", false);
         else if (r->has[k] && !zg[k])
@@ -4395,7 +4408,7 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
         for (int pz = 0; zl && pz < (g->za ? 2 : 1); pz++) {
             memset(z, 1, nv);
             for (uint32_t id = 1; id < g->len; id++)
-                if (g->hl[id] || (g->za && (g->za[id] & (pz ? ZA_T : ZA_G))))
+                if (g->hl[id] || (g->za && (g->za[id] & (pz ? ZA_T : ZA_G | ZA_1))))
                     memset(z + g->n[id].off, 0, nsize(&g->n[id]));
             size_t c = 0;
             for (size_t i = 0; i < nv; i++)
