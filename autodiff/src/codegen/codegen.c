@@ -129,7 +129,18 @@ typedef struct cg {
     uint32_t *lj;     /* per node: 1 + its place in a run's block, when a local */
     unsigned char *hl; /* Hessian: per node, its adjoints were locals (not zeroed) */
     size_t dsb;        /* Hessian: the region of first derivatives kept (0: none) */
+    unsigned char *za; /* Hessian: per node, ZA_T / ZA_G (sp_mark_za); NULL: none */
+    uint32_t *lr;      /* Hessian: per node, its last reader (outputs too); NULL: no fusion */
+    uint32_t *fu;      /* Hessian: 1 + its place in the block of the run being recomputed */
+    unsigned char *fz; /* Hessian: per node, recomputed in the reverse pass (not in PASS_F) */
+    bool fzout;        /* Hessian: an output among them (P_forward runs the reverse pass) */
 } cg;
+
+/* ad_codegen_sparse, Hessian (cg.za): the node's adjoint tangents are
+ * identically 0 (not read, written or zeroed); its first-order adjoint is
+ * read by nothing (an input's: not written or zeroed) */
+enum { ZA_T = 1, ZA_G = 2, ZA_1 = 4 }; /* ZA_1: one statement adds to its adjoint:
+                                           it sets it (= 0 there), not zeroed */
 
 static void em(cg *g, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -252,7 +263,9 @@ static const char *vel(const cg *g, uint32_t id, size_t e, char *buf)
     const cgnode *x = &g->n[id];
     if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "in[%d][%zu]", (int)x->input, e);
-    else if (g->lj && g->lj[id] && g->pass != PASS_H) /* ad_codegen_sparse: a run's local */
+    else if (g->fu && g->fu[id]) /* ad_codegen_sparse: recomputed in a reverse run */
+        snprintf(buf, 64, "l%u", (unsigned)g->fu[id] - 1);
+    else if (g->lj && g->lj[id] && g->pass != PASS_H && !g->hl) /* ad_codegen_sparse: a run's local */
         snprintf(buf, 64, "l%u", (unsigned)g->lj[id] - 1);
     else if (g->fused && (x->flags & F_LOCAL))
         snprintf(buf, 64, "v%u", (unsigned)id);
@@ -292,7 +305,9 @@ static const char *tel(const cg *g, uint32_t id, size_t e, char *buf)
     const cgnode *x = &g->n[id];
     if (x->input >= 0 && !g->in_w)
         snprintf(buf, 64, "v[%d][%zu]", (int)x->input, e);
-    else if (g->lj && g->lj[id] && g->pass != PASS_H)
+    else if (g->fu && g->fu[id])
+        snprintf(buf, 64, "lt%u[k]", (unsigned)g->fu[id] - 1);
+    else if (g->lj && g->lj[id] && g->pass != PASS_H && !g->hl)
         snprintf(buf, 64, "lt%u[k]", (unsigned)g->lj[id] - 1);
     else if (x->flags & F_DIFF)
         snprintf(buf, 64, "w[%zu%s]", g->tb + x->off + e, cg_dir(g));
@@ -1533,7 +1548,9 @@ static void scalar_refs(const cg *g, uint32_t id, ewref *r)
         vel(g, x->in[1], 0, r->y);
     vel(g, id, 0, r->o);
     aref(g, id, r->gv);
-    if (g->lj && g->lj[id])
+    if (g->fu && g->fu[id])
+        snprintf(r->to, sizeof r->to, "lt%u[k]", (unsigned)g->fu[id] - 1);
+    else if (g->lj && g->lj[id] && !g->hl)
         snprintf(r->to, sizeof r->to, "lt%u[k]", (unsigned)g->lj[id] - 1);
     else
         snprintf(r->to, sizeof r->to, "w[%zu%s]", g->tb + x->off, cg_dir(g));
@@ -1876,6 +1893,8 @@ static bool twin_ex(const cg *g, uint32_t a, uint32_t b, bool cmp)
     if (x->op != y->op || !is_ew(x->op) || (!cmp && ad__is_compare(x->op)) || !all_scalar(g, x)
         || !all_scalar(g, y) || (x->flags & (F_DIFF | F_NOTAN)) != (y->flags & (F_DIFF | F_NOTAN)))
         return false;
+    if (g->za && g->za[a] != g->za[b]) /* ad_codegen_sparse, Hessian */
+        return false;
     /* constants that differ come from a table; not in ad_codegen_sparse,
      * whose runs keep their text (em_run) */
     if (memcmp(&x->c, &y->c, sizeof x->c) != 0
@@ -2217,17 +2236,38 @@ static bool run_refs(const cg *g, const uint32_t *ids, const run *u, size_t j, e
  * written one by one) */
 static bool run_locals(cg *g, const uint32_t *ids, const run *u, int mode);
 
+static bool sp_fuse(cg *g, const uint32_t *ids, const run *u, int mode);
+
 static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
 {
     ewref r;
+    /* a Hessian's forward: the statements its reverse pass recomputes
+     * (sp_fuse), in locals l<j>, lt<j>[k] when the block alone reads them,
+     * not at all when every statement is such */
+    const bool ffu = !back && g->pass == PASS_F && g->ft && sp_fuse(g, ids, u, 3);
+    if (ffu && sp_fuse(g, ids, u, 4)) {
+        sp_fuse(g, ids, u, 0);
+        return true;
+    }
+    const bool fus = back && g->pass == PASS_H && sp_fuse(g, ids, u, 1);
     const bool loc = g->maxuse && (back ? g->pass == PASS_H && g->hl : !g->hl)
                      && run_locals(g, ids, u, 1); /* ad_codegen_sparse */
-    for (size_t j = 0; j < u->L; j++)
-        if (!run_refs(g, ids, u, j, &r)) {
-            if (loc)
-                run_locals(g, ids, u, 3);
-            return false;
-        }
+    bool ok = true;
+    for (size_t j = 0; j < u->L && ok; j++)
+        ok = run_refs(g, ids, u, j, &r);
+    if (fus) { /* and the references of its forward statements */
+        g->pass = PASS_F;
+        for (size_t j = 0; j < u->L && ok; j++)
+            ok = run_refs(g, ids, u, j, &r);
+        g->pass = PASS_H;
+    }
+    if (!ok) {
+        if (loc)
+            run_locals(g, ids, u, 3);
+        if (fus || ffu)
+            sp_fuse(g, ids, u, 0);
+        return false;
+    }
     stmt(g);
     g->stmts += u->L - 1; /* the loop's body counts */
     if (back)
@@ -2236,6 +2276,30 @@ static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
         em(g, "    for (unsigned long it = 0; it < %zuUL; it++) {\n", u->R);
     if (loc)
         run_locals(g, ids, u, 2);
+    for (size_t j = 0; j < u->L && (fus || ffu); j++)
+        if (g->fu[ids[u->p + j]])
+            em(g, "        %s_real l%zu, lt%zu[%zu];\n        (void)l%zu, (void)lt%zu;\n", g->P, j, j,
+               g->K, j, j);
+    if (fus) { /* the recomputed values and tangents first */
+        g->pass = PASS_F;
+        for (size_t j = 0; j < u->L; j++) {
+            const uint32_t id = ids[u->p + j];
+            if (!g->fu[id])
+                continue;
+            run_refs(g, ids, u, j, &r);
+            em_ft_body(g, &g->n[id], &r, "        ");
+            if (g->maxuse[id] == UINT32_MAX) { /* an output: its value stored too */
+                char s0[64], s1[64], o[128];
+                snprintf(s0, sizeof s0, "w[%zu]", g->n[id].off);
+                snprintf(s1, sizeof s1, "w[%zu]", g->n[ids[u->p + u->L + j]].off);
+                if (idx_text(s0, s1, o, sizeof o))
+                    em(g, "        %s = l%zu;\n", o, j);
+                else
+                    g->err = 1; /* not reached: run_refs checked the same references */
+            }
+        }
+        g->pass = PASS_H;
+    }
     for (size_t jj = 0; jj < u->L; jj++) {
         const size_t j = back ? u->L - 1 - jj : jj;
         run_refs(g, ids, u, j, &r);
@@ -2247,6 +2311,10 @@ static bool em_run(cg *g, const uint32_t *ids, const run *u, bool back)
     em(g, "    }\n");
     if (loc)
         run_locals(g, ids, u, 0);
+    if (fus)
+        sp_fuse(g, ids, u, 2);
+    if (ffu)
+        sp_fuse(g, ids, u, 0);
     return true;
 }
 
@@ -3775,6 +3843,108 @@ static void sp_mark_notan(cg *g)
     ad__free(&g->t->mem, need, g->len);
 }
 
+/* Hessian: ZA_T on the scalar statements whose adjoint tangents are
+ * identically 0 -- every reader is a scalar statement whose own adjoint
+ * tangents are 0 and that adds no second-order term to this operand (the
+ * outputs' adjoint tangents start at 0: the running sum of an objective, a
+ * constraint's last linear terms); ZA_G on the inputs read by scalar
+ * statements only (nothing reads an input's first-order adjoint, the
+ * recovery reads its adjoint tangents). Scratch failed: za NULL. */
+static void sp_mark_za(cg *g)
+{
+    g->za = ad__alloc(&g->t->mem, g->len);
+    unsigned char *nz = g->za ? ad__alloc(&g->t->mem, g->len) : NULL;
+    if (!nz) {
+        if (g->za)
+            ad__free(&g->t->mem, g->za, g->len);
+        g->za = NULL;
+        return;
+    }
+    memset(g->za, 0, g->len);
+    /* nz bit 1: adjoint tangent may be nonzero; 2: read by a tensor
+     * statement; 4, 8: one, more statements add to its adjoint */
+    memset(nz, 0, g->len);
+    for (uint32_t id = (uint32_t)g->len - 1; id >= 1; id--) {
+        cgnode *x = &g->n[id];
+        if (!emits(g, id, PASS_H))
+            continue;
+        if (!(is_ew(x->op) && all_scalar(g, x))) {
+            for (int k = 0; k < x->nin; k++)
+                nz[x->in[k]] = 3 | 8;
+            continue;
+        }
+        for (int k = 0; k < x->nin; k++)
+            if (diff(g, x->in[k]))
+                nz[x->in[k]] |= nz[x->in[k]] & 4 ? 8 : 4;
+        if (!(nz[id] & 1))
+            g->za[id] |= ZA_T;
+        const ew_text *e = g->ew[x->op];
+        for (int k = 0; k < x->nin; k++) {
+            bool so;
+            if (!e->binary)
+                so = !cg_zero(e->d[1]);
+            else
+                so = !cg_zero(e->d[3]) || !cg_zero(e->d[k ? 4 : 2]);
+            if ((nz[id] & 1) || so)
+                nz[x->in[k]] |= 1;
+        }
+    }
+    for (int k = 0; k < g->nouts; k++) /* an output's adjoint gets its weight */
+        nz[g->outs[k]] |= 2 | 8;
+    for (uint32_t id = 1; id < g->len; id++) {
+        if (g->n[id].op == AD_OP_LEAF && !(nz[id] & 2))
+            g->za[id] |= ZA_G;
+        if (g->n[id].op != AD_OP_LEAF && (nz[id] & (4 | 8)) == 4)
+            g->za[id] |= ZA_1;
+    }
+    ad__free(&g->t->mem, nz, g->len);
+}
+
+/* Hessian: a reverse run recomputes at the top of its loop's body, in
+ * locals l<j>, lt<j>[k], the values and tangents of its statements that
+ * only their own block reads (an output's value aside: stored by it)
+ * instead of reading them back from the forward pass, which keeps those in
+ * locals of its own runs or does not compute them (fz). mode 1: mark them
+ * (fu; false: none), 0: clear, 2: clear and record (fz); the forward's:
+ * 3: mark the recorded ones that only their block (u's) reads (false:
+ * none), 4: every statement of u marked. */
+static bool sp_fuse(cg *g, const uint32_t *ids, const run *u, int mode)
+{
+    if (!g->lr || !g->fu || !g->fz || !g->maxuse)
+        return false;
+    const size_t n = u->L * u->R;
+    if (mode == 4) {
+        for (size_t q = 0; q < n; q++)
+            if (!g->fu[ids[u->p + q]])
+                return false;
+        return true;
+    }
+    if (mode == 1 || mode == 3) {
+        bool any = false;
+        for (size_t j = 0; j < u->L; j++) {
+            bool ok = true;
+            for (size_t b = 0; b < u->R && ok; b++) {
+                const uint32_t id = ids[u->p + b * u->L + j];
+                ok = g->lr[id] <= ids[u->p + b * u->L + u->L - 1] && (g->n[id].flags & F_DIFF)
+                     && (mode == 1 || g->fz[id]);
+            }
+            for (size_t b = 0; b < u->R; b++)
+                g->fu[ids[u->p + b * u->L + j]] = ok ? (uint32_t)j + 1 : 0;
+            any = any || ok;
+        }
+        return any;
+    }
+    for (size_t q = 0; q < n; q++) {
+        const uint32_t id = ids[u->p + q];
+        if (mode == 2 && g->fu[id]) {
+            g->fz[id] = 1;
+            g->fzout = g->fzout || g->maxuse[id] == UINT32_MAX;
+        }
+        g->fu[id] = 0;
+    }
+    return true;
+}
+
 /* the statement body of each direction: a loop over k, or with few
  * directions the body once per direction with k a constant (what
  * -funroll-loops would make of the loop; a tenth off the Jacobian of W6) */
@@ -3810,23 +3980,42 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
             em_dirs(g, in2, body);
             em(g, "%s}\n", ind);
         } else if (r->has[0]) {
+            /* ad_codegen_sparse: what sp_mark_za found identically 0 or unread */
+            const bool zo = g->za && (g->za[x - g->n] & ZA_T);
+            const bool zt = g->za && (g->za[x->in[0]] & ZA_T);
+            const bool zg = g->za && (g->za[x->in[0]] & ZA_G);
+            if (zt && zg)
+                return;
             char kept[160];
-            em(g, "%s{\n%s    const double d = %s, gg = %s;\n%s    (void)d;\n", ind, ind,
-               dref(g, x, r->o, kept, sizeof kept) ? kept : d, r->gv, ind);
+            /* d unread: not computed (an unused pow() call is not removed) */
+            const bool used = (!g->no_adj && !zg) || (!zt && !zo);
+            em(g, "%s{\n%s    const double d = %s, gg = %s;\n%s    (void)d, (void)gg;\n", ind, ind,
+               !used ? "0.0" : dref(g, x, r->o, kept, sizeof kept) ? kept : d, r->gv, ind);
             double cv;
-            if (!g->no_adj && const_der(e->d[0], x->c, &cv)) /* as PASS_R: no zero test */
+            if (!g->no_adj && g->za && (g->za[x->in[0]] & ZA_1) && !(g->lj && g->lj[x->in[0]]))
+                em(g, "%s%s = 0;\n", in2, r->ga[0]); /* its one statement: not zeroed before */
+            if (!g->no_adj && !zg && const_der(e->d[0], x->c, &cv)) /* as PASS_R: no zero test */
                 em_acc(g, in2, r->ga[0], "gg", e->d[0], x->c, r->x, r->o, "0.0", c, false);
-            else if (!g->no_adj)
+            else if (!g->no_adj && !zg)
                 em(g, "%s%s += %s_SZ(gg, d);\n", in2, r->ga[0], P);
-            if (cg_zero(e->d[1])) /* linear: no second-order term, no tangent read */
-                snprintf(body, sizeof body, "%s        %s += %s * d;\n", ind, r->gta[0], r->gto);
-            else {
+            body[0] = 0;
+            if (zt)
+                ; /* 0 by sp_mark_za: nothing to add */
+            else if (cg_zero(e->d[1])) { /* linear: no second-order term, no tangent read */
+                if (!zo)
+                    snprintf(body, sizeof body, "%s        %s += %s * d;\n", ind, r->gta[0], r->gto);
+            } else {
                 em(g, "%s    const double h = %s_SZ(gg, %s_%s_d2(%s, %s, %s));\n", ind, P, P,
                    e->name, r->x, r->o, c);
-                snprintf(body, sizeof body, "%s        %s += %s * d + h * %s;\n", ind, r->gta[0],
-                         r->gto, r->ta[0]);
+                if (zo)
+                    snprintf(body, sizeof body, "%s        %s += h * %s;\n", ind, r->gta[0],
+                             r->ta[0]);
+                else
+                    snprintf(body, sizeof body, "%s        %s += %s * d + h * %s;\n", ind,
+                             r->gta[0], r->gto, r->ta[0]);
             }
-            em_dirs(g, in2, body);
+            if (body[0])
+                em_dirs(g, in2, body);
             em(g, "%s}\n", ind);
         }
         return;
@@ -3855,31 +4044,53 @@ static void em_ew_body_dirs(cg *g, const cgnode *x, const ewref *r, const char *
     em(g, "%s    const double gaa = %s_SZ(gg, %s), gab = %s_SZ(gg, %s), gbb = %s_SZ(gg, %s);\n"
           "%s    (void)da, (void)db, (void)gaa, (void)gab, (void)gbb;\n",
        ind, P, d[2], P, d[3], P, d[4], ind);
+    /* ad_codegen_sparse: what sp_mark_za found identically 0 or unread */
+    const bool zo = g->za && (g->za[x - g->n] & ZA_T);
+    bool zt[2] = {false, false}, zg[2] = {false, false};
+    for (int k = 0; k < 2 && g->za; k++) {
+        zt[k] = (g->za[x->in[k]] & ZA_T) != 0;
+        zg[k] = (g->za[x->in[k]] & ZA_G) != 0;
+    }
     for (int k = 0; k < 2 && !g->no_adj; k++) {
         double cv;
-        if (r->has[k] && const_der(e->d[k], 0.0, &cv))
+        if (r->has[k] && g->za && (g->za[x->in[k]] & ZA_1) && !(g->lj && g->lj[x->in[k]]))
+            em(g, "%s%s = 0;\n", in2, r->ga[k]); /* its one statement: not zeroed before */
+        if (r->has[k] && !zg[k] && const_der(e->d[k], 0.0, &cv))
             em_acc(g, in2, r->ga[k], "gg", e->d[k], 0.0, r->x, r->y, r->o, "0.0", false);
-        else if (r->has[k])
+        else if (r->has[k] && !zg[k])
             em(g, "%s%s += %s_SZ(gg, %s);\n", in2, r->ga[k], P, k ? "db" : "da");
     }
     /* the second-order terms that are not identically 0, and only the
      * tangents they read */
     const bool aa = !cg_zero(e->d[2]), ab = !cg_zero(e->d[3]), bb = !cg_zero(e->d[4]);
-    const bool tu = (r->has[0] && aa) || (r->has[1] && ab), tv = (r->has[0] && ab) || (r->has[1] && bb);
-    int n = snprintf(body, sizeof body, "%s        const double go = %s;\n", ind, r->gto);
-    if (tu && n > 0 && (size_t)n < sizeof body)
+    const bool h0 = r->has[0] && !zt[0], h1 = r->has[1] && !zt[1];
+    const bool tu = (h0 && aa) || (h1 && ab), tv = (h0 && ab) || (h1 && bb);
+    int n = 0;
+    body[0] = 0;
+    if (!zo && (h0 || h1))
+        n = snprintf(body, sizeof body, "%s        const double go = %s;\n", ind, r->gto);
+    if (tu && n >= 0 && (size_t)n < sizeof body)
         n += snprintf(body + n, sizeof body - (size_t)n, "%s        const double tu = %s;\n", ind,
                       r->has[0] ? r->ta[0] : "0.0");
-    if (tv && n > 0 && (size_t)n < sizeof body)
+    if (tv && n >= 0 && (size_t)n < sizeof body)
         n += snprintf(body + n, sizeof body - (size_t)n, "%s        const double tv = %s;\n", ind,
                       r->has[1] ? r->ta[1] : "0.0");
-    if (r->has[0] && n > 0 && (size_t)n < sizeof body)
-        n += snprintf(body + n, sizeof body - (size_t)n, "%s        %s += go * da%s%s;\n", ind,
-                      r->gta[0], aa ? " + gaa * tu" : "", ab ? " + gab * tv" : "");
-    if (r->has[1] && n > 0 && (size_t)n < sizeof body)
-        snprintf(body + n, sizeof body - (size_t)n, "%s        %s += go * db%s%s;\n", ind,
-                 r->gta[1], ab ? " + gab * tu" : "", bb ? " + gbb * tv" : "");
-    em_dirs(g, in2, body);
+    for (int k = 0; k < 2; k++) {
+        if (!(k ? h1 : h0) || n < 0 || (size_t)n >= sizeof body)
+            continue;
+        const char *t1 = k ? (ab ? " + gab * tu" : "") : (aa ? " + gaa * tu" : "");
+        const char *t2 = k ? (bb ? " + gbb * tv" : "") : (ab ? " + gab * tv" : "");
+        if (zo && !*t1 && !*t2)
+            continue;
+        if (zo) /* the second-order terms only, without the leading " + " */
+            n += snprintf(body + n, sizeof body - (size_t)n, "%s        %s += %s%s;\n", ind,
+                          r->gta[k], *t1 ? t1 + 3 : t2 + 3, *t1 ? t2 : "");
+        else
+            n += snprintf(body + n, sizeof body - (size_t)n, "%s        %s += go * %s%s%s;\n", ind,
+                          r->gta[k], k ? "db" : "da", t1, t2);
+    }
+    if (n > 0 && !(zo && !tu && !tv))
+        em_dirs(g, in2, body);
     em(g, "%s}\n", ind);
 }
 
@@ -3949,6 +4160,46 @@ static void em_table(cg *g, const char *type, const char *name, const size_t *v,
     em(g, "%s};\n", n ? "" : "0");
 }
 
+/* ad_codegen_sparse: an index table read through P_name_at(i). When from
+ * some entry H on it repeats with a short period p, each time moved by the
+ * same d (v[i] = v[i - p] + d: a banded pattern's slots, the colours, the
+ * inputs' slots) up to a few last entries (E on: a boundary), only its
+ * first H + p entries and those last are written out and the rest computed
+ * (the tables were a quarter of what a call of W6's Hessian read at
+ * n = 10^5); else all of it. */
+static void em_ptable(cg *g, const char *name, const size_t *v, size_t n)
+{
+    enum { PT_H = 4, PT_P = 8, PT_T = 8 };
+    size_t H = 0, p = 0, E = 0;
+    for (size_t h = 0; h <= PT_H && !p && n >= 64; h++)
+        for (size_t q = 1; q <= PT_P && !p; q++) {
+            const size_t d = v[h + q] - v[h];
+            size_t i = h + q;
+            while (i < n && v[i] - v[i - q] == d)
+                i++;
+            if (n - i <= PT_T && i >= h + 2 * q)
+                H = h, p = q, E = i;
+        }
+    const char *P = g->P;
+    if (!p) {
+        em_table(g, "unsigned long", name, v, n);
+        em(g, "#define %s_%s_at(i) %s_%s[i]\n", P, name, P, name);
+        return;
+    }
+    size_t t[PT_H + PT_P + PT_T];
+    for (size_t i = 0; i < H + p; i++)
+        t[i] = v[i];
+    for (size_t i = E; i < n; i++)
+        t[H + p + i - E] = v[i];
+    em_table(g, "unsigned long", name, t, H + p + n - E);
+    em(g, "static unsigned long %s_%s_at(unsigned long i)\n{\n"
+          "    if (i < %zuUL)\n        return %s_%s[i];\n", P, name, H + p, P, name);
+    if (E < n)
+        em(g, "    if (i >= %zuUL)\n        return %s_%s[%zuUL + i - %zuUL];\n", E, P, name, H + p, E);
+    em(g, "    return %s_%s[%zuUL + (i - %zuUL) %% %zuUL] + (i - %zuUL) / %zuUL * %zuUL;\n}\n",
+       P, name, H, H, p, H, p, v[H + p] - v[H]);
+}
+
 typedef struct sp_plan {
     const ad_sparse *sp;
     size_t K, nw, nconst, cbase, sink;
@@ -3996,6 +4247,92 @@ static void em_sparse_header(cg *g, const sp_plan *pl)
 }
 
 /* the tables and the public functions */
+/* the ranges of slots a Hessian zeroes, when few: groups of cnt ranges
+ * of len slots, s0 + r * stride (r < cnt); more: tables (nz, nzt) */
+enum { ZG_MAX = 16 };
+typedef struct zgroup {
+    size_t s0, stride, len, cnt;
+} zgroup;
+typedef struct zgroups {
+    zgroup g[2][ZG_MAX];
+    size_t n[2]; /* groups; ZG_MAX + 1: the tables */
+} zgroups;
+
+static size_t zgroup_of(const size_t *zs, const size_t *zl, size_t c, zgroup *gr)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c; n++) {
+        if (n == ZG_MAX)
+            return ZG_MAX + 1;
+        size_t j = i + 1;
+        const size_t st = j < c && zl[j] == zl[i] ? zs[j] - zs[i] : 0;
+        while (st && j < c && zl[j] == zl[i] && zs[j] - zs[j - 1] == st)
+            j++;
+        gr[n].s0 = zs[i], gr[n].stride = st, gr[n].len = zl[i], gr[n].cnt = j - i;
+        i = j;
+    }
+    return n;
+}
+
+static void em_zgroups(cg *g, const zgroup *gr, size_t n, size_t base, size_t K, size_t nv)
+{
+    char kd[48] = "";
+    if (K > 1)
+        snprintf(kd, sizeof kd, " + k * %zuUL", nv);
+    const char *ind = K > 1 ? "        " : "    ";
+    for (size_t q = 0; q < n; q++) {
+        const zgroup *z = &gr[q];
+        if (K > 1)
+            em(g, "    for (unsigned long k = 0; k < %zuUL; k++)\n", K);
+        if (z->cnt > 1)
+            em(g, "%sfor (unsigned long r = 0; r < %zuUL; r++)\n"
+                  "%s    for (unsigned long i = 0; i < %zuUL; i++)\n"
+                  "%s        w[%zuUL + r * %zuUL + i%s] = 0;\n",
+               ind, z->cnt, ind, z->len, ind, base + z->s0, z->stride, kd);
+        else
+            em(g, "%sfor (unsigned long i = 0; i < %zuUL; i++)\n%s    w[%zuUL + i%s] = 0;\n", ind,
+               z->len, ind, base + z->s0, kd);
+    }
+}
+
+/* a Hessian's adjoint slots zeroed (em_sparse_api's tables or groups) */
+static void sp_zero(cg *g, const ad_sparse *sp, bool zall, size_t nz, size_t nzt, size_t K,
+                    size_t nv, const zgroups *zg)
+{
+    const char *P = g->P;
+    if (!sp->hessian)
+        return;
+    if (zall) {
+        em_zero(g, g->gb, nv);
+        em_zero(g, g->gtb, K * nv);
+    } else if (!g->za) { /* the slots of adjoints that are not a run's locals */
+        if (nz)
+            em(g, "    for (unsigned long r = 0; r < %zuUL; r++)\n"
+                  "        for (unsigned long i = %s_zs[r]; i < %s_zs[r] + %s_zl[r]; i++) {\n"
+                  "            w[%zuUL + i] = 0;\n"
+                  "            for (unsigned long k = 0; k < %zuUL; k++)\n"
+                  "                w[%zuUL + k * %zuUL + i] = 0;\n        }\n",
+               nz, P, P, P, g->gb, K, g->gtb, nv);
+    } else { /* ... and not found identically 0 or unread (sp_mark_za): few
+                groups of ranges written out, or tables */
+        if (zg->n[0] <= ZG_MAX)
+            em_zgroups(g, zg->g[0], zg->n[0], g->gb, 1, nv);
+        else if (nz)
+            em(g, "    for (unsigned long r = 0; r < %zuUL; r++)\n"
+                  "        for (unsigned long i = %s_zs[r]; i < %s_zs[r] + %s_zl[r]; i++)\n"
+                  "            w[%zuUL + i] = 0;\n",
+               nz, P, P, P, g->gb);
+        if (zg->n[1] <= ZG_MAX)
+            em_zgroups(g, zg->g[1], zg->n[1], g->gtb, K, nv);
+        else if (nzt)
+            em(g, "    for (unsigned long k = 0; k < %zuUL; k++)\n"
+                  "        for (unsigned long r = 0; r < %zuUL; r++)\n"
+                  "            for (unsigned long i = %s_zts[r]; i < %s_zts[r] + %s_ztl[r]; i++)\n"
+                  "                w[%zuUL + k * %zuUL + i] = 0;\n",
+               K, nzt, P, P, P, g->gtb, nv);
+    }
+}
+
 static int em_sparse_api(cg *g, const sp_plan *pl)
 {
     const char *P = g->P;
@@ -4011,10 +4348,10 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
     /* x into the inputs' slots; seeds */
     for (size_t c = 0; c < sp->ncols; c++)
         v[c] = g->n[sp->in_loc[c].id].off + sp->in_loc[c].e;
-    em_table(g, "unsigned long", "xslot", v, sp->ncols);
+    em_ptable(g, "xslot", v, sp->ncols);
     for (size_t c = 0; c < sp->ncols; c++)
         v[c] = sp->color[c];
-    em_table(g, "unsigned long", "color", v, sp->ncols);
+    em_ptable(g, "color", v, sp->ncols);
     /* where each nonzero is read */
     for (size_t q = 0; q < sp->nnz; q++) {
         const uint32_t s = sp->src[q];
@@ -4024,7 +4361,7 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
             v[q] = g->tb + sp->dir[q] * nv + g->n[sp->row_loc[s].id].off + sp->row_loc[s].e;
     }
     if (sp->nnz)
-        em_table(g, "unsigned long", "rec", v, sp->nnz);
+        em_ptable(g, "rec", v, sp->nnz);
     /* the pattern */
     for (size_t r = 0; r <= sp->nrows; r++)
         v[r] = sp->rowptr[r];
@@ -4043,7 +4380,7 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
             v[j] = act ? g->gb + o->off + e : pl->sink;
     }
     if (sp->hessian)
-        em_table(g, "unsigned long", "wslot", v, pl->nw);
+        em_ptable(g, "wslot", v, pl->nw);
     if (pl->fwd) {
         char b[48];
         j = 0;
@@ -4066,31 +4403,40 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
         }
     }
     ad__free(&t->mem, v, n * sizeof *v);
-    /* a Hessian whose runs kept adjoints in locals: the ranges of the
-     * other slots, zeroed at each call (nz 0: all of them) */
-    size_t nz = 0;
+    /* a Hessian: the ranges of the adjoint slots zeroed at each call --
+     * not a run's locals, nor found identically 0 or unread (sp_mark_za);
+     * zall (no scratch): all of them */
+    size_t nz = 0, nzt = 0;
+    bool zall = true;
+    zgroups zgs;
+    zgs.n[0] = zgs.n[1] = ZG_MAX + 1;
     if (sp->hessian && g->hl) {
+        /* first-order adjoints (pass 0) and, with sp_mark_za's marks, the
+         * adjoint tangents (pass 1: a table of their own) */
         unsigned char *z = ad__alloc(&t->mem, nv);
         size_t *zs = z ? ad__alloc(&t->mem, nv * sizeof *zs) : NULL;
         size_t *zl = zs ? ad__alloc(&t->mem, nv * sizeof *zl) : NULL;
-        if (zl) {
+        for (int pz = 0; zl && pz < (g->za ? 2 : 1); pz++) {
             memset(z, 1, nv);
-            bool some = false;
             for (uint32_t id = 1; id < g->len; id++)
-                if (g->hl[id]) {
+                if (g->hl[id] || (g->za && (g->za[id] & (pz ? ZA_T : ZA_G | ZA_1))))
                     memset(z + g->n[id].off, 0, nsize(&g->n[id]));
-                    some = true;
-                }
-            for (size_t i = 0; some && i < nv; i++)
+            size_t c = 0;
+            for (size_t i = 0; i < nv; i++)
                 if (z[i] && (i == 0 || !z[i - 1]))
-                    zs[nz] = i, zl[nz++] = 1;
+                    zs[c] = i, zl[c++] = 1;
                 else if (z[i])
-                    zl[nz - 1]++;
-            if (nz) {
-                em_table(g, "unsigned long", "zs", zs, nz);
-                em_table(g, "unsigned long", "zl", zl, nz);
+                    zl[c - 1]++;
+            zall = false;
+            *(pz ? &nzt : &nz) = c;
+            zgs.n[pz] = g->za ? zgroup_of(zs, zl, c, zgs.g[pz]) : ZG_MAX + 1;
+            if (c && zgs.n[pz] > ZG_MAX) {
+                em_table(g, "unsigned long", pz ? "zts" : "zs", zs, c);
+                em_table(g, "unsigned long", pz ? "ztl" : "zl", zl, c);
             }
         }
+        if (!zl)
+            zall = true;
         if (zl)
             ad__free(&t->mem, zl, nv * sizeof *zl);
         if (zs)
@@ -4104,10 +4450,10 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
        P);
     em(g, "    /* x; seeds: each input element the unit vector of its colour */\n"
           "    for (unsigned long c = 0; c < %zuUL; c++) {\n"
-          "        %s_real *s = w + %zuUL + %s_xslot[c];\n"
-          "        w[%s_xslot[c]] = x[c];\n"
+          "        %s_real *s = w + %zuUL + %s_xslot_at(c);\n"
+          "        w[%s_xslot_at(c)] = x[c];\n"
           "        for (unsigned long k = 0; k < %zuUL; k++)\n            s[k * %zuUL] = 0;\n"
-          "        s[%s_color[c] * %zuUL] = 1;\n    }\n",
+          "        s[%s_color_at(c) * %zuUL] = 1;\n    }\n",
        sp->ncols, P, g->tb, P, P, K, nv, P, nv);
     em_zero(g, g->zb, g->zsize);
     em_calls(g, PASS_F, "0, w", "    ");
@@ -4118,29 +4464,23 @@ static int em_sparse_api(cg *g, const sp_plan *pl)
         if (pl->nconst)
             em(g, "    for (unsigned long i = 0; i < %zuUL; i++)\n"
                   "        w[%zuUL + i] = %s_oconst[i];\n", pl->nconst, pl->cbase, P);
+        if (g->fzout) { /* outputs recomputed in the reverse pass (sp_fuse): run it, no weights */
+            sp_zero(g, sp, zall, nz, nzt, K, nv, &zgs);
+            em_calls(g, PASS_H, "0, 0, w", "    ");
+        }
         em(g, "    for (unsigned long j = 0; j < %zuUL; j++)\n        out[j] = w[%s_oval[j]];\n"
               "    return br;\n}\n\n", pl->nw, P);
     }
     em(g, "int %s_sparse(const %s_real *x, const %s_real *wt, %s_real *vals, %s_real *w)\n{\n"
           "    const int br = %s_fwd(x, w);\n    (void)wt;\n", P, P, P, P, P, P);
-    if (sp->hessian && !nz) {
-        em_zero(g, g->gb, nv);
-        em_zero(g, g->gtb, K * nv);
-    } else if (sp->hessian) { /* the slots of adjoints that are not a run's locals */
-        em(g, "    for (unsigned long r = 0; r < %zuUL; r++)\n"
-              "        for (unsigned long i = %s_zs[r]; i < %s_zs[r] + %s_zl[r]; i++) {\n"
-              "            w[%zuUL + i] = 0;\n"
-              "            for (unsigned long k = 0; k < %zuUL; k++)\n"
-              "                w[%zuUL + k * %zuUL + i] = 0;\n        }\n",
-           nz, P, P, P, g->gb, K, g->gtb, nv);
-    }
+    sp_zero(g, sp, zall, nz, nzt, K, nv, &zgs);
     if (sp->hessian) {
         em(g, "    for (unsigned long j = 0; j < %zuUL; j++)\n"
-              "        w[%s_wslot[j]] += wt ? wt[j] : 1;\n", pl->nw, P);
+              "        w[%s_wslot_at(j)] += wt ? wt[j] : 1;\n", pl->nw, P);
         em_calls(g, PASS_H, "0, 0, w", "    ");
     }
     if (sp->nnz)
-        em(g, "    for (unsigned long q = 0; q < %zuUL; q++)\n        vals[q] = w[%s_rec[q]];\n",
+        em(g, "    for (unsigned long q = 0; q < %zuUL; q++)\n        vals[q] = w[%s_rec_at(q)];\n",
            sp->nnz, P);
     else
         em(g, "    (void)vals;\n");
@@ -4189,14 +4529,16 @@ static int em_sparse_source(cg *g, const sp_plan *pl, const char *header_name)
     for (uint32_t id = 1; id < g->len; id++)
         nf += emits(g, id, PASS_F), nd += emits(g, id, PASS_T);
     g->K = pl->K;
+    /* a Hessian's reverse pass first: the runs it recomputes (sp_fuse) are
+     * not written in the forward pass */
+    if (nd && pl->sp->hessian)
+        em_pass(g, PASS_H);
     g->ft = true; /* one pass of values and tangents: a value is still in a
                      register when its tangents need it (sin and cos of one
                      operand become one sincos) */
     if (nf)
         em_pass(g, PASS_F);
     g->ft = false;
-    if (nd && pl->sp->hessian)
-        em_pass(g, PASS_H);
     g->K = 1;
     return em_sparse_api(g, pl);
 }
@@ -4313,8 +4655,10 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
             g.ws = lin_layout(&g, pl.sink + 1, true);
             g.ts = nv;
             snprintf(g.dsfx, sizeof g.dsfx, " + k * %zuUL", nv);
-            if (sp->hessian)
+            if (sp->hessian) {
                 sp_mark_notan(&g);
+                sp_mark_za(&g);
+            }
             { /* runs keep what only their block reads in locals: a Jacobian's
                  values and tangents, a Hessian's adjoints */
                 g.maxuse = ad__alloc(&t->mem, g.len * sizeof *g.maxuse);
@@ -4329,6 +4673,16 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
                     for (uint32_t id = 1; id < g.len; id++)
                         for (int k = 0; k < g.n[id].nin && emits(&g, id, PASS_F); k++)
                             g.maxuse[g.n[id].in[k]] = id;
+                    if (g.hl) { /* the recomputed runs (sp_fuse) */
+                        g.lr = ad__alloc(&t->mem, g.len * sizeof *g.lr);
+                        g.fu = g.lr ? ad__alloc(&t->mem, g.len * sizeof *g.fu) : NULL;
+                        g.fz = g.fu ? ad__alloc(&t->mem, g.len) : NULL;
+                        if (g.fz) {
+                            memcpy(g.lr, g.maxuse, g.len * sizeof *g.lr);
+                            memset(g.fu, 0, g.len * sizeof *g.fu);
+                            memset(g.fz, 0, g.len);
+                        }
+                    }
                     for (int k = 0; k < sp->nout; k++)
                         g.maxuse[sp->out_id[k]] = UINT32_MAX;
                 } else {
@@ -4366,6 +4720,14 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
         ad__free(&t->mem, g.lj, g.len * sizeof *g.lj);
     if (g.hl)
         ad__free(&t->mem, g.hl, g.len);
+    if (g.za)
+        ad__free(&t->mem, g.za, g.len);
+    if (g.fz)
+        ad__free(&t->mem, g.fz, g.len);
+    if (g.fu)
+        ad__free(&t->mem, g.fu, g.len * sizeof *g.fu);
+    if (g.lr)
+        ad__free(&t->mem, g.lr, g.len * sizeof *g.lr);
     ad__free(&t->mem, g.n, g.len * sizeof *g.n);
     ad__free(&t->mem, in, (size_t)sp->nin * sizeof *in);
     if (st == AD_ENOMEM && !hdr_err && !src_err)
