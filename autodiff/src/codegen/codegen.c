@@ -4681,6 +4681,13 @@ int ad_codegen_sparse(const ad_sparse *sp, const ad_codegen_opts *opts, FILE *sr
                             memcpy(g.lr, g.maxuse, g.len * sizeof *g.lr);
                             memset(g.fu, 0, g.len * sizeof *g.fu);
                             memset(g.fz, 0, g.len);
+                        } else { /* all three or none: no recomputed runs */
+                            if (g.fu)
+                                ad__free(&t->mem, g.fu, g.len * sizeof *g.fu);
+                            if (g.lr)
+                                ad__free(&t->mem, g.lr, g.len * sizeof *g.lr);
+                            g.fu = NULL;
+                            g.lr = NULL;
                         }
                     }
                     for (int k = 0; k < sp->nout; k++)
