@@ -1,8 +1,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "bench_util.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 
 double bench_now(void)
@@ -60,4 +62,29 @@ void bench_check(int ok, const char *what)
         fprintf(stderr, "CHECK FAILED: %s\n", what);
         exit(1);
     }
+}
+
+void *bench_cc_load(const char *src, const char *so, long *bytes, double *cc_s)
+{
+    struct stat sb;
+    bench_check(stat(src, &sb) == 0, src);
+    *bytes = (long)sb.st_size;
+    const char *cc = getenv("CC");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s -O2 -shared -fPIC -o %s %s -lm", cc && *cc ? cc : "cc", so, src);
+    const double t0 = bench_now();
+    bench_check(system(cmd) == 0, cmd);
+    *cc_s = bench_now() - t0;
+    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    bench_check(h != NULL, dlerror());
+    return h;
+}
+
+void *bench_sym(void *h, const char *prefix, const char *name)
+{
+    char s[128];
+    snprintf(s, sizeof s, "%s_%s", prefix, name);
+    void *p = dlsym(h, s);
+    bench_check(p != NULL, s);
+    return p;
 }

@@ -31,4 +31,12 @@ void *bench_alloc_fn(void *ud, void *ptr, size_t osize, size_t nsize);
 /* Fails the run with a message: a fast wrong answer must not count. */
 void bench_check(int ok, const char *what);
 
+/* Generated code (W6, W7): compiles the C file src with $CC (else cc) -O2
+ * into the shared object so, loads it (it stays loaded) and returns its
+ * handle; *bytes gets src's size, *cc_s the compile time. Fails the run on
+ * any error. */
+void *bench_cc_load(const char *src, const char *so, long *bytes, double *cc_s);
+/* The symbol prefix_name of a loaded object (fails the run if missing). */
+void *bench_sym(void *h, const char *prefix, const char *name);
+
 #endif

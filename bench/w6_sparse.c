@@ -39,12 +39,10 @@
 double lv_adolc_now(void) { return bench_now(); }
 #endif
 
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static double worst(const double *a, const double *b, size_t n)
 {
@@ -71,7 +69,7 @@ static built build(ad_sparse *sp, ad_tape *t, const char *prefix)
 {
     built b;
     memset(&b, 0, sizeof b);
-    char path[256], so[256], cmd[1024];
+    char path[256], so[256];
     snprintf(path, sizeof path, "%s/%s.c", dir, prefix);
     snprintf(so, sizeof so, "%s/%s.so", dir, prefix);
     FILE *f = fopen(path, "w");
@@ -84,24 +82,10 @@ static built build(ad_sparse *sp, ad_tape *t, const char *prefix)
     b.gen_s = bench_now() - t0;
     fclose(f);
     bench_check(st == AD_OK, ad_tape_errmsg(t));
-    struct stat sb;
-    stat(path, &sb);
-    b.bytes = (long)sb.st_size;
-    const char *cc = getenv("CC");
-    snprintf(cmd, sizeof cmd, "%s -O2 -shared -fPIC -o %s %s -lm", cc && *cc ? cc : "cc", so, path);
-    t0 = bench_now();
-    bench_check(system(cmd) == 0, cmd);
-    b.cc_s = bench_now() - t0;
-    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-    bench_check(h != NULL, dlerror());
-    char name[128];
-    snprintf(name, sizeof name, "%s_sparse", prefix);
-    void *p = dlsym(h, name);
-    bench_check(p != NULL, name);
+    void *h = bench_cc_load(path, so, &b.bytes, &b.cc_s);
+    void *p = bench_sym(h, prefix, "sparse");
     memcpy(&b.f, &p, sizeof p);
-    snprintf(name, sizeof name, "%s_work_size", prefix);
-    p = dlsym(h, name);
-    bench_check(p != NULL, name);
+    p = bench_sym(h, prefix, "work_size");
     ws_fn wsz;
     memcpy(&wsz, &p, sizeof p);
     b.work = malloc(wsz() * sizeof *b.work);

@@ -39,7 +39,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define NPOSE 1024
@@ -58,21 +57,12 @@ typedef struct built {
 
 static char dir[64];
 
-static void *sym(void *so, const char *prefix, const char *name)
-{
-    char s[128];
-    snprintf(s, sizeof s, "%s_%s", prefix, name);
-    void *p = dlsym(so, s);
-    bench_check(p != NULL, s);
-    return p;
-}
-
 /* ad_codegen (what: forward and gradient), cc -O2, dlopen. */
 static built build(ad_tape *t, ad_node out, int n, const ad_node *in, const char *prefix)
 {
     built b;
     memset(&b, 0, sizeof b);
-    char path[256], so[256], cmd[1024];
+    char path[256], so[256];
     snprintf(path, sizeof path, "%s/%s.c", dir, prefix);
     snprintf(so, sizeof so, "%s/%s.so", dir, prefix);
     FILE *f = fopen(path, "w");
@@ -86,19 +76,10 @@ static built build(ad_tape *t, ad_node out, int n, const ad_node *in, const char
     b.gen_s = bench_now() - t0;
     fclose(f);
     bench_check(st == AD_OK, ad_tape_errmsg(t));
-    struct stat sb;
-    stat(path, &sb);
-    b.bytes = (long)sb.st_size;
-    const char *cc = getenv("CC");
-    snprintf(cmd, sizeof cmd, "%s -O2 -shared -fPIC -o %s %s -lm", cc && *cc ? cc : "cc", so, path);
-    t0 = bench_now();
-    bench_check(system(cmd) == 0, cmd);
-    b.cc_s = bench_now() - t0;
-    b.so = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-    bench_check(b.so != NULL, dlerror());
-    void *g = sym(b.so, prefix, "gradient");
+    b.so = bench_cc_load(path, so, &b.bytes, &b.cc_s);
+    void *g = bench_sym(b.so, prefix, "gradient");
     memcpy(&b.grad, &g, sizeof g);
-    void *w = sym(b.so, prefix, "work_size");
+    void *w = bench_sym(b.so, prefix, "work_size");
     ws_fn wsz;
     memcpy(&wsz, &w, sizeof w);
     b.work = malloc(wsz() * sizeof *b.work);
