@@ -553,6 +553,11 @@ static void cube_jvp(const ad_call *k, const double *const *tin, double *tout)
 }
 static const ad_opdef cube = {.name = "cube", .arity = 1, .forward = cube_fwd, .vjp = cube_vjp,
                               .size = sizeof(ad_opdef), .jvp = cube_jvp};
+/* the same with a code generation rule: forward and vjp only */
+static const ad_codegen_rule cube_rule = {"cube_c", "cube_vjp_c"};
+static const ad_opdef cube_cg = {.name = "cube_cg", .arity = 1, .forward = cube_fwd,
+                                 .vjp = cube_vjp, .size = sizeof(ad_opdef), .jvp = cube_jvp,
+                                 .codegen = &cube_rule};
 
 #define EXPECT_MSG(call, status, text)                                                           \
     do {                                                                                         \
@@ -709,6 +714,15 @@ Test(codegen_sparse, misuse_is_reported_with_a_message)
     cr_assert_eq(ad_sparse_jacobian_new(t, 1, &yz, 3, x, 0, &sc), AD_OK, "%s", ad_tape_errmsg(t));
     EXPECT_MSG(ad_codegen_sparse(sc, &o, f, NULL), AD_EMISUSE, "custom op 'cube'");
     ad_sparse_free(sc);
+    /* a rule without the tangents the sparse values need */
+    ad_node zc = ad_apply(t, &cube_cg, &x[1], 1, 0);
+    ad_sparse *sg;
+    cr_assert_eq(ad_sparse_jacobian_new(t, 1, &zc, 3, x, 0, &sg), AD_OK, "%s", ad_tape_errmsg(t));
+    EXPECT_MSG(ad_codegen_sparse(sg, &o, f, NULL), AD_EMISUSE,
+               "custom op 'cube_cg' (node ");
+    EXPECT_MSG(ad_codegen_sparse(sg, &o, f, NULL), AD_EMISUSE,
+               "sparse values need it: evaluate this one with ad_sparse_eval");
+    ad_sparse_free(sg);
     /* sp was made before the recording went on */
     EXPECT_MSG(ad_codegen_sparse(sp, &o, f, NULL), AD_EMISUSE,
                "codegen_sparse: the tape was reset or recorded on since this pattern was made");
